@@ -1,0 +1,83 @@
+//! The gateway's own endpoints: `/health`, `/ready`, `/metrics`, `/metrics.json`.
+//!
+//! They answer only requests without `X-Caracal-Resource`, so an upstream's own `/health` is still
+//! reachable through the gateway (the original shadowed those paths for every request).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use caracal_shared::config_env::Mode;
+use caracal_shared::sig;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use crate::Deps;
+use crate::deny::respond_json;
+use crate::phases::admission::RESOURCE_HEADER;
+
+/// Serves the request if it is for a gateway endpoint; `Ok(true)` if it was answered.
+pub async fn serve(deps: &Deps, session: &mut Session, request_id: &str) -> pingora::Result<bool> {
+    let req = session.req_header();
+    if req.headers.contains_key(RESOURCE_HEADER) {
+        return Ok(false);
+    }
+    match req.uri.path() {
+        "/health" => respond_json(session, 200, request_id, Bytes::from_static(br#"{"ok":true}"#), &[]).await?,
+        "/ready" => {
+            let (status, body) = match readiness(deps).await {
+                Ok(()) => (200, r#"{"ok":true,"ready":true}"#.to_owned()),
+                Err(reason) => (503, format!(r#"{{"ok":false,"ready":false,"reason":"{reason}"}}"#)),
+            };
+            respond_json(session, status, request_id, Bytes::from(body), &[]).await?
+        }
+        "/metrics" | "/metrics.json" => {
+            if !metrics_authorized(deps, req.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes())) {
+                let mut resp = ResponseHeader::build(401, Some(3))?;
+                resp.insert_header("content-type", "text/plain")?;
+                resp.insert_header("content-length", "12")?;
+                resp.insert_header("www-authenticate", "Bearer realm=\"caracal-metrics\"")?;
+                session.write_response_header(Box::new(resp), false).await?;
+                session.write_response_body(Some(Bytes::from_static(b"unauthorized")), true).await?;
+                return Ok(true);
+            }
+            let json = req.uri.path() == "/metrics.json";
+            let (body, ct) = if json {
+                (deps.metrics.render_json(), "application/json")
+            } else {
+                (deps.metrics.render_text(), "text/plain; version=0.0.4; charset=utf-8")
+            };
+            let mut resp = ResponseHeader::build(200, Some(3))?;
+            resp.insert_header("content-type", ct)?;
+            resp.insert_header("content-length", body.len().to_string())?;
+            resp.insert_header("cache-control", "no-store")?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(Bytes::from(body)), true).await?
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn metrics_authorized(deps: &Deps, authorization: Option<&[u8]>) -> bool {
+    match &deps.cfg.metrics_bearer {
+        Some(bearer) => authorization.is_some_and(|a| sig::ct_eq(a, format!("Bearer {bearer}").as_bytes())),
+        None => deps.cfg.mode == Mode::Dev,
+    }
+}
+
+/// Ready when Redis answers and the STS is healthy; the reason names the first failure.
+async fn readiness(deps: &Deps) -> Result<(), &'static str> {
+    let redis_ok = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut conn = deps.jti.connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    })
+    .await;
+    if !matches!(redis_ok, Ok(Ok(_))) {
+        return Err("redis_unreachable");
+    }
+    let sts = deps.http.get(format!("{}/health", deps.cfg.sts_url)).timeout(Duration::from_secs(2)).send().await;
+    match sts {
+        Ok(r) if r.status().is_success() => Ok(()),
+        _ => Err("sts_unreachable"),
+    }
+}

@@ -1,0 +1,69 @@
+//! Assembles the gateway: dependencies, the Pingora server and its proxy service.
+
+use std::sync::Arc;
+
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::server::configuration::Opt;
+
+use crate::config::GatewayConfig;
+use crate::jwks::JwksCache;
+use crate::metrics::Metrics;
+use crate::phases::exchange::StsClient;
+use crate::phases::replay::JtiStore;
+use crate::proxy::Gateway;
+
+/// Everything the request path shares, built once.
+pub struct Deps {
+    pub cfg: GatewayConfig,
+    pub metrics: Metrics,
+    pub jwks: JwksCache,
+    pub jti: JtiStore,
+    pub sts: StsClient,
+    /// Plain client for health probes.
+    pub http: reqwest::Client,
+}
+
+impl Deps {
+    /// Builds the dependencies; nothing connects yet (connections open on the serving runtime).
+    pub fn new(cfg: GatewayConfig) -> anyhow::Result<Self> {
+        let metrics = Metrics::new()?;
+        // One pooled client for the STS: keep-alive, no redirects (a redirect from the STS is an
+        // answer outside the contract, never something to follow with a token in the body).
+        let http = reqwest::Client::builder()
+            .timeout(cfg.sts_timeout)
+            .connect_timeout(cfg.sts_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .user_agent("caracal-gateway")
+            .build()?;
+        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, cfg.jwks_ttl, cfg.jwks_cooldown);
+        let redis = redis::Client::open(cfg.redis_url.as_str())?;
+        let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
+        let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
+        Ok(Self { cfg, metrics, jwks, jti, sts, http })
+    }
+}
+
+/// Builds the Pingora server with the proxy service listening as configured.
+pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
+    let mut server = Server::new(Some(opt))?;
+    server.bootstrap();
+    let listen = cfg.listen.to_string();
+    let threads = cfg.threads;
+    let tls = cfg.tls.clone();
+    let deps = Arc::new(Deps::new(cfg)?);
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { deps });
+    proxy.threads = Some(threads);
+    match tls {
+        Some((cert, key)) => {
+            let mut settings = TlsSettings::intermediate(&cert, &key)?;
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&listen, None, settings);
+        }
+        None => proxy.add_tcp(&listen),
+    }
+    server.add_service(proxy);
+    Ok(server)
+}

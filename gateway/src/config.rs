@@ -1,0 +1,214 @@
+//! Gateway configuration, read from the environment (names as in seeds 003 and 004).
+//!
+//! Every variable is read, every problem collected, and production refuses to start with the full
+//! list (hardening checklist, seed 003). Secrets may come from `NAME_FILE`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use caracal_shared::config_env::{ConfigErrors, Mode, Reader, Source};
+
+/// Everything the gateway needs to run.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// `CARACAL_MODE`: `dev` or `production` (default).
+    pub mode: Mode,
+    /// `LISTEN_ADDR`: where the proxy listens (default `0.0.0.0:8081`).
+    pub listen: SocketAddr,
+    /// `STS_URL`: base URL of the STS (token exchange and JWKS), without a trailing `/`.
+    pub sts_url: String,
+    /// `ISSUER_URL`: the `iss` every accepted mandate carries, byte for byte (default `STS_URL`).
+    pub issuer: String,
+    /// `GATEWAY_STS_HMAC_KEY`: signs the per-request exchange. Required in every mode: without it
+    /// no exchange can succeed, so starting would only hide the misconfiguration.
+    pub sts_hmac_key: Vec<u8>,
+    /// `REDIS_URL`: JTI single-use markers.
+    pub redis_url: String,
+    /// `STS_TIMEOUT`: exchange and JWKS fetch deadline (default 5 s).
+    pub sts_timeout: Duration,
+    /// `UPSTREAM_TIMEOUT`: connect and response-header deadline toward the upstream (default 30 s).
+    pub upstream_timeout: Duration,
+    /// `MAX_REQUEST_BYTES`: largest request body (default 10 MiB).
+    pub max_request_bytes: u64,
+    /// `PREFLIGHT_SECONDS`: a mandate expiring sooner than this is refused (default 35 s), so it
+    /// cannot expire between the gateway's checks and the upstream's.
+    pub preflight: Duration,
+    /// `JTI_FAIL_OPEN`: dev only; when Redis fails, allow instead of deny.
+    pub jti_fail_open: bool,
+    /// `JWKS_CACHE_TTL`: how long a zone's keys are trusted before refetch (default 5 min).
+    pub jwks_ttl: Duration,
+    /// `JWKS_REFETCH_COOLDOWN`: least time between refetches a zone's unknown `kid` may trigger
+    /// (default 30 s): an attacker cannot turn bad tokens into a fetch per request.
+    pub jwks_cooldown: Duration,
+    /// `METRICS_BEARER`: bearer required on `/metrics`; unset ⇒ open in dev, closed in production.
+    pub metrics_bearer: Option<String>,
+    /// `TLS_CERT_FILE` / `TLS_KEY_FILE`: serve TLS (BoringSSL, TLS ≥ 1.2). Required in production.
+    pub tls: Option<(String, String)>,
+    /// `GATEWAY_THREADS`: proxy worker threads (default: available cores).
+    pub threads: usize,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("mode", &self.mode)
+            .field("listen", &self.listen)
+            .field("sts_url", &self.sts_url)
+            .field("issuer", &self.issuer)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    /// Reads and validates the configuration; every problem is reported at once.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigErrors> {
+        let mut r = Reader::new(src);
+        let mode = r.mode();
+        let production = mode == Mode::Production;
+
+        let listen_raw = r.string("LISTEN_ADDR", "0.0.0.0:8081");
+        let listen = listen_raw.parse().unwrap_or_else(|_| {
+            r.problem("LISTEN_ADDR", format!("expected host:port, got {listen_raw:?}"));
+            SocketAddr::from(([0, 0, 0, 0], 8081))
+        });
+
+        let sts_url = r.required("STS_URL").map(|s| s.trim_end_matches('/').to_owned()).unwrap_or_default();
+        if !sts_url.is_empty() {
+            match url::Url::parse(&sts_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    if production && u.scheme() != "https" {
+                        r.problem("STS_URL", "must be https in production (tokens cross this link)");
+                    }
+                }
+                _ => r.problem("STS_URL", "must be an absolute http(s) URL"),
+            }
+        }
+        let issuer = r.optional("ISSUER_URL").map(|s| s.trim_end_matches('/').to_owned()).unwrap_or_else(|| sts_url.clone());
+
+        let sts_hmac_key = r.hex_key("GATEWAY_STS_HMAC_KEY", 32);
+        if sts_hmac_key.is_none() && !r.has_problems_for("GATEWAY_STS_HMAC_KEY") {
+            r.problem("GATEWAY_STS_HMAC_KEY", "is required: the STS refuses unsigned gateway exchanges (openssl rand -hex 32)");
+        }
+        let redis_url = r.required("REDIS_URL").unwrap_or_default();
+        if !redis_url.is_empty() && !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+            r.problem("REDIS_URL", "must be a redis:// or rediss:// URL");
+        }
+
+        let sts_timeout = r.duration("STS_TIMEOUT", Duration::from_secs(5));
+        let upstream_timeout = r.duration("UPSTREAM_TIMEOUT", Duration::from_secs(30));
+        let max_request_bytes = r.parse("MAX_REQUEST_BYTES", 10 * 1024 * 1024u64);
+        if max_request_bytes == 0 {
+            r.problem("MAX_REQUEST_BYTES", "must be greater than 0");
+        }
+        let preflight = Duration::from_secs(r.parse("PREFLIGHT_SECONDS", 35u64));
+        let jti_fail_open = r.bool("JTI_FAIL_OPEN", false);
+        if jti_fail_open && production {
+            r.problem("JTI_FAIL_OPEN", "must not be true in production: replay protection would switch off when Redis fails");
+        }
+        for name in ["INSECURE_HTTP", "INSECURE_STS"] {
+            if r.bool(name, false) && production {
+                r.problem(name, "must not be true in production");
+            }
+        }
+        let jwks_ttl = r.duration("JWKS_CACHE_TTL", Duration::from_secs(300));
+        let jwks_cooldown = r.duration("JWKS_REFETCH_COOLDOWN", Duration::from_secs(30));
+        let metrics_bearer = r.optional("METRICS_BEARER");
+        if let Some(b) = &metrics_bearer
+            && b.len() < 16
+        {
+            r.problem("METRICS_BEARER", "must be at least 16 characters");
+        }
+        let tls = match (r.optional("TLS_CERT_FILE"), r.optional("TLS_KEY_FILE")) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => {
+                if production {
+                    r.problem("TLS_CERT_FILE", "TLS_CERT_FILE and TLS_KEY_FILE are required in production");
+                }
+                None
+            }
+            _ => {
+                r.problem("TLS_CERT_FILE", "set both TLS_CERT_FILE and TLS_KEY_FILE, or neither");
+                None
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = r.parse("GATEWAY_THREADS", cores);
+        if threads == 0 {
+            r.problem("GATEWAY_THREADS", "must be at least 1");
+        }
+        r.finish()?;
+        Ok(Self {
+            mode,
+            listen,
+            sts_url,
+            issuer,
+            sts_hmac_key: sts_hmac_key.unwrap_or_default(),
+            redis_url,
+            sts_timeout,
+            upstream_timeout,
+            max_request_bytes,
+            preflight,
+            jti_fail_open,
+            jwks_ttl,
+            jwks_cooldown,
+            metrics_bearer,
+            tls,
+            threads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn dev() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("CARACAL_MODE", "dev"),
+            ("STS_URL", "http://127.0.0.1:8080/"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("GATEWAY_STS_HMAC_KEY", "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12"),
+        ])
+    }
+
+    #[test]
+    fn dev_defaults() {
+        let c = GatewayConfig::from_source(&dev()).unwrap();
+        assert_eq!(c.sts_url, "http://127.0.0.1:8080", "trailing slash trimmed");
+        assert_eq!(c.issuer, c.sts_url, "issuer defaults to the STS URL");
+        assert_eq!(c.max_request_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.preflight, Duration::from_secs(35));
+        assert_eq!(c.listen.port(), 8081);
+    }
+
+    #[test]
+    fn production_reports_every_violation_at_once() {
+        let mut env = dev();
+        env.insert("CARACAL_MODE", "production");
+        env.insert("JTI_FAIL_OPEN", "true");
+        env.insert("INSECURE_STS", "true");
+        env.insert("INSECURE_HTTP", "yes");
+        env.remove("GATEWAY_STS_HMAC_KEY");
+        let errs = GatewayConfig::from_source(&env).unwrap_err();
+        for name in ["STS_URL", "JTI_FAIL_OPEN", "INSECURE_STS", "INSECURE_HTTP", "GATEWAY_STS_HMAC_KEY", "TLS_CERT_FILE"] {
+            assert!(errs.mentions(name), "{name} missing from: {errs}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut env = dev();
+        env.insert("MAX_REQUEST_BYTES", "0");
+        env.insert("STS_TIMEOUT", "soon");
+        env.insert("REDIS_URL", "http://x");
+        env.insert("TLS_KEY_FILE", "/k.pem");
+        let errs = GatewayConfig::from_source(&env).unwrap_err();
+        for name in ["MAX_REQUEST_BYTES", "STS_TIMEOUT", "REDIS_URL", "TLS_CERT_FILE"] {
+            assert!(errs.mentions(name), "{name} missing from: {errs}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The per-request context every hook reads and writes.
+//!
+//! Grouped by phase; each field says who writes it and who reads it.
+
+use std::time::Instant;
+
+use crate::deny::Denial;
+use crate::phases::exchange::ExchangeGrant;
+use crate::phases::upstream::SafePeer;
+
+/// State of one request through the gateway.
+pub struct RequestCtx {
+    /// Written by `request_filter` (inbound `X-Request-Id` if safe, else a new UUIDv7); read by
+    /// every response, the STS exchange and the logs.
+    pub request_id: String,
+    /// Written by `new_ctx`; read by `logging` for the latency histogram.
+    pub started: Instant,
+    /// Written by `request_filter` when the request is a gateway endpoint (`/health`, …) rather
+    /// than a proxied request; read by `logging` so such requests are not counted as traffic.
+    pub internal: bool,
+    /// Written by the pipeline on refusal; read by `logging`.
+    pub denial: Option<Denial>,
+    /// Written by the pipeline once every check passed; read by `upstream_peer`,
+    /// `upstream_request_filter` and `response_filter`.
+    pub forward: Option<Forward>,
+    /// Request body bytes seen so far; written and read by `request_body_filter` (size limit).
+    pub body_bytes: u64,
+}
+
+/// What a request that passed every check carries to the proxy hooks.
+pub struct Forward {
+    /// The resource mandate and upstream directive from the STS.
+    pub grant: ExchangeGrant,
+    /// The resolved, checked upstream.
+    pub peer: SafePeer,
+    /// `exp` of the inbound gateway mandate (for `X-Caracal-Token-Expires-In`).
+    pub mandate_exp: i64,
+    /// Fingerprint of the inbound bearer, for logs (never the token itself).
+    pub fingerprint: String,
+}
+
+impl RequestCtx {
+    /// A fresh context.
+    pub fn new() -> Self {
+        Self { request_id: String::new(), started: Instant::now(), internal: false, denial: None, forward: None, body_bytes: 0 }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

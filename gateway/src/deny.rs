@@ -1,0 +1,210 @@
+//! Every way the gateway refuses a request, and the one place that maps a refusal to its status,
+//! wire code, description and metric label.
+//!
+//! The match in [`Denial::wire`] has no wildcard arm: a new denial must choose its status. Bodies are
+//! `{"error","error_description","requestId"}` (DESIGN §4); descriptions never carry tokens or
+//! internal addresses.
+
+use bytes::Bytes;
+use caracal_shared::{ErrorCode, WireError};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// Why a request was not forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No `Authorization: Bearer …`.
+    MissingBearer,
+    /// Bearer longer than 4 KiB.
+    BearerTooLarge,
+    /// Not a compact ES256 JWS with parseable claims.
+    MalformedBearer,
+    /// Expires within the pre-flight window (or already expired).
+    Expiring,
+    /// The client sent `X-Caracal-Client-ID`: client identity comes from the mandate only.
+    ClientIdHeader,
+    /// No `X-Caracal-Resource`.
+    MissingResource,
+    /// `zone_id` or `client_id` claim missing or malformed.
+    BadIdentityClaims,
+    /// A mandate minted for another `use` (session or resource mandate at the gateway).
+    WrongUse,
+    /// `iss` or `aud` is not this deployment's issuer.
+    WrongIssuer,
+    /// The mandate does not list the requested resource in `target`.
+    TargetMismatch,
+    /// Dot segments, backslashes or undecodable escapes in the path.
+    PathTraversal,
+    /// Request body over `MAX_REQUEST_BYTES`.
+    PayloadTooLarge,
+    /// Signature does not verify against the zone's published keys (or the zone has none).
+    Signature,
+    /// The zone's keys could not be fetched and none are cached.
+    KeysUnavailable,
+    /// The mandate's `jti` was already used.
+    Replay,
+    /// The replay store (Redis) failed: deny rather than risk a replay.
+    ReplayCheckUnavailable,
+    /// The STS refused the exchange; its status, code and description are relayed.
+    StsRefused { status: u16, code: String, description: String },
+    /// The STS could not be reached or answered outside the contract.
+    StsUnavailable { status: u16, description: &'static str },
+    /// The STS granted the exchange but named no usable upstream for the resource.
+    NoUpstream,
+    /// The upstream URL is not something the gateway will dial.
+    UpstreamNotAddressable,
+    /// The upstream could not be reached or failed before answering.
+    UpstreamUnreachable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+}
+
+impl Denial {
+    /// Status, wire code and client-safe description.
+    pub fn wire(&self) -> (u16, &str, &str) {
+        use ErrorCode::*;
+        let (status, code, description): (u16, ErrorCode, &str) = match self {
+            Self::MissingBearer => (401, InvalidToken, "missing bearer token"),
+            Self::BearerTooLarge => (401, InvalidToken, "bearer token too large"),
+            Self::MalformedBearer => (401, InvalidToken, "malformed bearer token"),
+            Self::Expiring => (401, CredentialExpiredNotRenewable, "credential expiring within pre-flight window"),
+            Self::ClientIdHeader => (400, InvalidToken, "client identity derives from the bearer token"),
+            Self::MissingResource => (400, InvalidToken, "missing routing headers"),
+            Self::BadIdentityClaims => (401, InvalidToken, "missing token zone or client"),
+            Self::WrongUse => (401, InvalidToken, "only gateway mandates are accepted here"),
+            Self::WrongIssuer => (401, InvalidToken, "mandate issuer or audience not accepted"),
+            Self::TargetMismatch => (403, AccessDenied, "mandate does not target this resource"),
+            Self::PathTraversal => (400, InvalidToken, "path traversal not permitted"),
+            Self::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "request body too large"),
+            Self::Signature => (401, InvalidToken, "bearer signature invalid"),
+            Self::KeysUnavailable => (503, StsUnavailable, "signing keys unavailable"),
+            Self::Replay => (401, InvalidToken, "token replay detected"),
+            Self::ReplayCheckUnavailable => (503, ErrorCode::ReplayCheckUnavailable, "replay protection unavailable"),
+            Self::StsRefused { status, code, description } => return (*status, code, description),
+            Self::StsUnavailable { status, description } => (*status, StsUnavailable, description),
+            Self::NoUpstream => (403, AccessDenied, "resource upstream not configured"),
+            Self::UpstreamNotAddressable => (502, InternalError, "upstream not addressable"),
+            Self::UpstreamUnreachable => (502, InternalError, "upstream unreachable"),
+            Self::UpstreamTimeout => (504, InternalError, "upstream timeout"),
+        };
+        (status, code.as_str(), description)
+    }
+
+    /// The metric this denial counts in: `caracal_gateway_denials_<label>_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::MissingBearer => "missing_auth",
+            Self::BearerTooLarge | Self::MalformedBearer => "bad_bearer",
+            Self::Expiring => "expiring",
+            Self::ClientIdHeader | Self::MissingResource | Self::BadIdentityClaims => "bad_routing",
+            Self::WrongUse => "wrong_use",
+            Self::WrongIssuer => "bad_claims",
+            Self::TargetMismatch => "target_mismatch",
+            Self::PathTraversal => "path_traversal",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Signature => "signature",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::Replay => "jti_replay",
+            Self::ReplayCheckUnavailable => "jti_unavailable",
+            Self::StsRefused { .. } => "sts_refused",
+            Self::StsUnavailable { .. } => "sts_exchange_errors",
+            Self::NoUpstream => "no_upstream",
+            Self::UpstreamNotAddressable | Self::UpstreamUnreachable | Self::UpstreamTimeout => "upstream_errors",
+        }
+    }
+
+    /// Every metric label, so all counters exist (at zero) from start-up.
+    pub const METRIC_LABELS: &'static [&'static str] = &[
+        "missing_auth",
+        "bad_bearer",
+        "expiring",
+        "bad_routing",
+        "wrong_use",
+        "bad_claims",
+        "target_mismatch",
+        "path_traversal",
+        "payload_too_large",
+        "signature",
+        "keys_unavailable",
+        "jti_replay",
+        "jti_unavailable",
+        "sts_refused",
+        "sts_exchange_errors",
+        "no_upstream",
+        "upstream_errors",
+    ];
+}
+
+/// Writes a complete response (status, JSON body, `X-Request-Id`) and ends it.
+pub async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    request_id: &str,
+    body: Bytes,
+    extra: &[(&'static str, &str)],
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header(caracal_shared::request_id::HEADER, request_id)?;
+    for (name, value) in extra {
+        resp.insert_header(*name, *value)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes the denial's wire body.
+pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str) -> pingora::Result<()> {
+    let (status, code, description) = denial.wire();
+    let body = WireError { error: code.to_owned(), error_description: description.to_owned(), request_id: request_id.to_owned() };
+    let extra: &[(&str, &str)] =
+        if status == 401 { &[("www-authenticate", "Bearer realm=\"caracal-gateway\"")] } else { &[] };
+    respond_json(session, status, request_id, Bytes::from(body.to_json()), extra).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_is_listed_and_status_is_an_error() {
+        let all = [
+            Denial::MissingBearer,
+            Denial::BearerTooLarge,
+            Denial::MalformedBearer,
+            Denial::Expiring,
+            Denial::ClientIdHeader,
+            Denial::MissingResource,
+            Denial::BadIdentityClaims,
+            Denial::WrongUse,
+            Denial::WrongIssuer,
+            Denial::TargetMismatch,
+            Denial::PathTraversal,
+            Denial::PayloadTooLarge,
+            Denial::Signature,
+            Denial::KeysUnavailable,
+            Denial::Replay,
+            Denial::ReplayCheckUnavailable,
+            Denial::StsRefused { status: 403, code: "access_denied".into(), description: "policy denied".into() },
+            Denial::StsUnavailable { status: 502, description: "sts unavailable" },
+            Denial::NoUpstream,
+            Denial::UpstreamNotAddressable,
+            Denial::UpstreamUnreachable,
+            Denial::UpstreamTimeout,
+        ];
+        for d in &all {
+            assert!(Denial::METRIC_LABELS.contains(&d.metric_label()), "{d:?}");
+            let (status, code, description) = d.wire();
+            assert!((400..600).contains(&status), "{d:?}");
+            assert!(!code.is_empty() && !description.is_empty(), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn sts_refusals_are_relayed_verbatim() {
+        let d = Denial::StsRefused { status: 403, code: "operation_not_permitted".into(), description: "GET /x".into() };
+        assert_eq!(d.wire(), (403, "operation_not_permitted", "GET /x"));
+    }
+}

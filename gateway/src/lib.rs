@@ -1,0 +1,16 @@
+//! Caracal gateway: the Pingora data plane in front of MCP servers and HTTP APIs.
+//!
+//! A request is forwarded only after every check of DESIGN §4 passed ([`phases::run_request`]);
+//! each refusal is a [`deny::Denial`] with its own status, wire code and metric.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod ctx;
+pub mod deny;
+pub mod jwks;
+pub mod metrics;
+pub mod phases;
+pub mod proxy;
+
+pub use app::Deps;

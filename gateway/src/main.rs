@@ -1,0 +1,29 @@
+//! `caracal-gateway`: reads its configuration from the environment (see the README) and Pingora's
+//! standard flags (`-c conf.yaml`, `-t`, `-d`, `-u`), then serves until stopped.
+
+use caracal_gateway::config::GatewayConfig;
+use caracal_shared::config_env::Env;
+use pingora::server::configuration::Opt;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let opt = Opt::parse_args();
+    let cfg = match GatewayConfig::from_source(&Env) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("caracal-gateway: refusing to start\n{errors}");
+            std::process::exit(64);
+        }
+    };
+    tracing::info!(config = ?cfg, "starting caracal-gateway");
+    match caracal_gateway::app::build(cfg, opt) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("caracal-gateway: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The gateway's metrics, registered once.
+//!
+//! Names follow the original (`caracal_gateway_requests_total`, `caracal_gateway_denials_<kind>_total`
+//! with no labels) so existing alert rules keep working; histograms are added for latency.
+
+use std::collections::HashMap;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, Registry, TextEncoder};
+
+use crate::deny::Denial;
+
+const LATENCY_BUCKETS: &[f64] = &[0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// All gateway metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Every request that reached the proxy pipeline.
+    pub requests: IntCounter,
+    /// Requests forwarded to an upstream.
+    pub allowed: IntCounter,
+    /// Requests refused by any denial.
+    pub denied: IntCounter,
+    denials: HashMap<&'static str, IntCounter>,
+    /// Time from request arrival to the end of the response.
+    pub request_seconds: Histogram,
+    /// Time of the signed STS exchange.
+    pub sts_exchange_seconds: Histogram,
+    /// Time of the JTI `SET NX`.
+    pub redis_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(format!("caracal_gateway_{name}"), help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
+            let h = Histogram::with_opts(HistogramOpts::new(format!("caracal_gateway_{name}"), help).buckets(LATENCY_BUCKETS.to_vec()))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let requests = counter("requests_total", "Requests that entered the proxy pipeline.")?;
+        let allowed = counter("requests_allowed_total", "Requests forwarded to an upstream.")?;
+        let denied = counter("requests_denied_total", "Requests refused by the gateway.")?;
+        let mut denials = HashMap::new();
+        for label in Denial::METRIC_LABELS {
+            denials.insert(*label, counter(&format!("denials_{label}_total"), &format!("Requests denied: {label}."))?);
+        }
+        Ok(Self {
+            requests,
+            allowed,
+            denied,
+            denials,
+            request_seconds: histogram("request_duration_seconds", "Time to serve a proxied request.")?,
+            sts_exchange_seconds: histogram("sts_exchange_duration_seconds", "Time of the signed STS exchange.")?,
+            redis_seconds: histogram("redis_duration_seconds", "Time of the JTI single-use check in Redis.")?,
+            registry,
+        })
+    }
+
+    /// Counts a denial.
+    pub fn deny(&self, denial: &Denial) {
+        self.denied.inc();
+        if let Some(c) = self.denials.get(denial.metric_label()) {
+            c.inc();
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render_text(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding of gathered metrics");
+        out
+    }
+
+    /// A flat JSON object of counter values (`/metrics.json`), keyed without the prefix and suffix.
+    pub fn render_json(&self) -> Vec<u8> {
+        let mut map = serde_json::Map::new();
+        for family in self.registry.gather() {
+            let name = family.name().trim_start_matches("caracal_gateway_").trim_end_matches("_total").to_owned();
+            if let Some(m) = family.get_metric().first() {
+                let value = match family.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => serde_json::json!(m.get_counter().get_value() as u64),
+                    prometheus::proto::MetricType::HISTOGRAM => {
+                        let h = m.get_histogram();
+                        serde_json::json!({"count": h.get_sample_count(), "sum_seconds": h.get_sample_sum()})
+                    }
+                    _ => continue,
+                };
+                map.insert(name, value);
+            }
+        }
+        serde_json::to_vec(&map).expect("metrics JSON serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_count_in_their_own_counter() {
+        let m = Metrics::new().unwrap();
+        m.deny(&Denial::Replay);
+        m.deny(&Denial::Replay);
+        m.deny(&Denial::Signature);
+        let text = String::from_utf8(m.render_text()).unwrap();
+        assert!(text.contains("caracal_gateway_denials_jti_replay_total 2"), "{text}");
+        assert!(text.contains("caracal_gateway_denials_signature_total 1"));
+        assert!(text.contains("caracal_gateway_requests_denied_total 3"));
+        let json: serde_json::Value = serde_json::from_slice(&m.render_json()).unwrap();
+        assert_eq!(json["denials_jti_replay"], 2);
+    }
+}

@@ -1,0 +1,48 @@
+//! The request pipeline (DESIGN §4), in order, one line per step.
+//!
+//! Each step is a module below; each refusal is a [`Denial`] with its own status, code and metric.
+//! Order matters: everything that costs nothing comes first, the signature before anything that
+//! touches shared state, the single-use mark only once the mandate is known to be genuine (so
+//! forged tokens cannot burn real `jti`s), and the STS — the only network hop besides Redis — last.
+
+pub mod admission;
+pub mod auth;
+pub mod exchange;
+pub mod headers;
+pub mod replay;
+pub mod upstream;
+
+use pingora::http::RequestHeader;
+
+use crate::Deps;
+use crate::ctx::Forward;
+use crate::deny::Denial;
+use exchange::ExchangeRequest;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs every check; on success the request may be forwarded as described by the [`Forward`].
+pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> Result<Forward, Denial> {
+    let now = now_ms();
+    let token = admission::bearer(req)?;
+    let peeked = auth::peek(token)?;
+    auth::not_expiring(&peeked, now / 1000, deps.cfg.preflight.as_secs() as i64)?;
+    let resource = admission::resource(req)?;
+    auth::check_claims(&peeked, &deps.cfg.issuer, resource)?;
+    admission::path_traversal(req.uri.path())?;
+    // Before the signature, Redis and the STS: an oversized body must not burn the token.
+    admission::content_length(req, deps.cfg.max_request_bytes)?;
+    let mandate = auth::verify(&deps.jwks, peeked).await?;
+    let mandate_exp = mandate.claims.exp;
+    let fresh = deps.jti.consume(mandate, request_id, now).await?;
+    let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id };
+    let timer = deps.metrics.sts_exchange_seconds.start_timer();
+    let grant = deps.sts.exchange(&fresh, &exchange).await;
+    timer.observe_duration();
+    let grant = grant?;
+    let peer = upstream::resolve(&grant.directive).await?;
+    Ok(Forward { grant, peer, mandate_exp, fingerprint: caracal_shared::sig::fingerprint(token) })
+}

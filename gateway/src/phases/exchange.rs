@@ -1,0 +1,142 @@
+//! The signed per-request exchange with the STS.
+//!
+//! `POST {STS_URL}/oauth/2/token` with the gateway mandate as `subject_token`, the resource, and the
+//! request's method and path (the STS decides whether this operation is declared and scoped). The
+//! request carries `X-Caracal-Gateway-Timestamp`, a single-use `X-Caracal-Gateway-Request` nonce and
+//! `X-Caracal-Gateway-Signature` = HMAC(`GATEWAY_STS_HMAC_KEY`, `ts\nnonce\nPOST\npath\nsha256(body)`).
+//!
+//! A refusal from the STS is relayed with its status, code and description (`sts_refused`); a
+//! transport failure or an answer outside the contract is `sts_unavailable` (502, 504 on timeout),
+//! counted as `sts_exchange_errors`. The result is an [`ExchangeGrant`]: the resource mandate and
+//! the upstream directive.
+
+use caracal_shared::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TokenResponse, UpstreamDirective};
+use caracal_shared::{WireError, b64, request_id, sig};
+
+use crate::deny::Denial;
+use crate::phases::replay::FreshJti;
+
+/// Largest STS answer read.
+const MAX_STS_BODY: usize = 64 * 1024;
+
+/// What the STS granted for this request.
+pub struct ExchangeGrant {
+    /// The `use=resource` mandate to forward.
+    pub mandate: String,
+    /// Where and how to forward.
+    pub directive: UpstreamDirective,
+}
+
+/// The STS client.
+pub struct StsClient {
+    http: reqwest::Client,
+    token_url: String,
+    /// The path the signature covers (`/oauth/2/token` plus any base path of `STS_URL`).
+    token_path: String,
+    key: Vec<u8>,
+}
+
+/// What the request being exchanged looks like.
+pub struct ExchangeRequest<'a> {
+    pub resource: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub request_id: &'a str,
+}
+
+impl StsClient {
+    /// A client for the STS at `sts_url`.
+    pub fn new(http: reqwest::Client, sts_url: &str, key: Vec<u8>) -> Self {
+        let token_url = format!("{sts_url}/oauth/2/token");
+        let token_path = url::Url::parse(&token_url).map(|u| u.path().to_owned()).unwrap_or_else(|_| "/oauth/2/token".into());
+        Self { http, token_url, token_path, key }
+    }
+
+    /// The form body, keys in sorted order.
+    fn form(m: &FreshJti<'_>, req: &ExchangeRequest<'_>) -> String {
+        let c = &m.0.claims;
+        form_urlencoded::Serializer::new(String::with_capacity(m.0.token.len() + 512))
+            .append_pair("application_id", &c.client_id)
+            .append_pair("gateway_request_id", req.request_id)
+            .append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
+            .append_pair("request_method", req.method)
+            .append_pair("request_path", req.path)
+            .append_pair("resource", req.resource)
+            .append_pair("subject_token", m.0.token)
+            .append_pair("subject_token_type", TOKEN_TYPE_ACCESS_TOKEN)
+            .append_pair("zone_id", &c.zone_id)
+            .finish()
+    }
+
+    /// Exchanges the gateway mandate for a resource mandate and the upstream directive.
+    pub async fn exchange(&self, m: &FreshJti<'_>, req: &ExchangeRequest<'_>) -> Result<ExchangeGrant, Denial> {
+        let body = Self::form(m, req);
+        let ts = chrono::Utc::now().timestamp().to_string();
+        let nonce = b64::random_hex(32);
+        let signature = sig::gateway_signature(&self.key, &ts, &nonce, "POST", &self.token_path, body.as_bytes());
+        let sent = self
+            .http
+            .post(&self.token_url)
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::ACCEPT, "application/json")
+            .header(request_id::HEADER, req.request_id)
+            .header(sig::GATEWAY_TIMESTAMP_HEADER, ts)
+            .header(sig::GATEWAY_NONCE_HEADER, nonce)
+            .header(sig::GATEWAY_SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Err(Denial::StsUnavailable { status: 504, description: "sts timeout" }),
+            Err(e) => {
+                tracing::error!(request_id = req.request_id, error = %without_url(e), "STS exchange failed");
+                return Err(Denial::StsUnavailable { status: 502, description: "sts unavailable" });
+            }
+        };
+        let status = resp.status().as_u16();
+        let json = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.contains("json"));
+        let body = match read_capped(resp).await {
+            Ok(b) => b,
+            Err(timeout) => {
+                let status = if timeout { 504 } else { 502 };
+                return Err(Denial::StsUnavailable { status, description: "sts response unreadable" });
+            }
+        };
+        if status != 200 {
+            return Err(match serde_json::from_slice::<WireError>(&body) {
+                Ok(w) if json && !w.error.is_empty() && (400..600).contains(&status) => {
+                    Denial::StsRefused { status, code: w.error, description: w.error_description }
+                }
+                _ => Denial::StsUnavailable { status: if status >= 500 { status } else { 502 }, description: "sts unavailable" },
+            });
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .ok()
+            .filter(|t: &TokenResponse| json && !t.access_token.is_empty())
+            .ok_or(Denial::StsUnavailable { status: 502, description: "sts response invalid" })?;
+        let directive = parsed
+            .upstreams
+            .and_then(|mut u| u.remove(req.resource))
+            .filter(|d| !d.url.is_empty())
+            .ok_or(Denial::NoUpstream)?;
+        Ok(ExchangeGrant { mandate: parsed.access_token, directive })
+    }
+}
+
+/// Reads at most [`MAX_STS_BODY`] bytes; `Err(true)` on timeout.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, bool> {
+    let mut out = Vec::with_capacity(resp.content_length().map_or(2048, |n| (n as usize).min(MAX_STS_BODY)));
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.is_timeout())? {
+        if out.len() + chunk.len() > MAX_STS_BODY {
+            return Err(false);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The error without the URL (a reqwest error prints it; keep logs free of internal addresses).
+fn without_url(e: reqwest::Error) -> reqwest::Error {
+    e.without_url()
+}

@@ -1,0 +1,201 @@
+//! Header hygiene in both directions.
+//!
+//! Toward the upstream: Pingora already drops hop-by-hop fields; here the inbound `Authorization`,
+//! `Proxy-Authorization`, every `X-Caracal-*` and `X-Forwarded-*`, `Forwarded`, `X-Real-Ip` and the
+//! `caracal.*` entries of `baggage` are removed, the credential is injected, and `Host`,
+//! `X-Request-Id`, `traceparent` and `X-Forwarded-For`/`-Proto` are set by the gateway alone.
+//! Toward the client: server banners, `X-Caracal-Identity` and absolute `Location`s are removed.
+
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::phases::upstream::{Credential, SafePeer};
+
+const STRIPPED_PREFIXES: &[&str] = &["x-caracal-", "x-forwarded-"];
+const STRIPPED_REQUEST: &[&str] = &["authorization", "proxy-authorization", "forwarded", "x-real-ip"];
+const STRIPPED_RESPONSE: &[&str] = &["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-caracal-identity", "refresh"];
+
+/// Everything the upstream request needs from the gateway.
+pub struct Outbound<'a> {
+    pub peer: &'a SafePeer,
+    pub mandate: &'a str,
+    pub request_id: &'a str,
+    pub client_ip: Option<String>,
+    pub tls_downstream: bool,
+}
+
+/// Rewrites the request sent upstream.
+pub fn upstream_request(req: &mut RequestHeader, out: &Outbound<'_>) -> pingora::Result<()> {
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            STRIPPED_REQUEST.contains(&n) || STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+    filter_baggage(req)?;
+
+    let target = out.peer.request_target(req.uri.path(), req.uri.query());
+    let uri: http::Uri = target.parse().map_err(|e| pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
+    req.set_uri(uri);
+    req.insert_header(http::header::HOST, &out.peer.authority)?;
+
+    if let Credential::CaracalJwt { header, scheme } = &out.peer.credential {
+        req.remove_header(header);
+        req.insert_header(header.clone(), format!("{scheme} {}", out.mandate))?;
+    }
+    req.insert_header(caracal_shared::request_id::HEADER, out.request_id)?;
+    let traceparent = req.headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|t| valid_traceparent(t)).map(str::to_owned);
+    if traceparent.is_none() {
+        req.remove_header("tracestate");
+        req.insert_header("traceparent", new_traceparent())?;
+    }
+    if let Some(ip) = &out.client_ip {
+        req.insert_header("x-forwarded-for", ip)?;
+    }
+    req.insert_header("x-forwarded-proto", if out.tls_downstream { "https" } else { "http" })?;
+    Ok(())
+}
+
+/// Drops `caracal.*` baggage members; removes the header when nothing is left.
+fn filter_baggage(req: &mut RequestHeader) -> pingora::Result<()> {
+    let Some(value) = req.headers.get("baggage").and_then(|v| v.to_str().ok()) else {
+        if req.headers.contains_key("baggage") {
+            req.remove_header("baggage");
+        }
+        return Ok(());
+    };
+    let kept: Vec<&str> = value.split(',').map(str::trim).filter(|m| !m.is_empty() && !m.starts_with("caracal.")).collect();
+    if kept.is_empty() {
+        req.remove_header("baggage");
+    } else {
+        let joined = kept.join(",");
+        req.insert_header("baggage", joined)?;
+    }
+    Ok(())
+}
+
+/// W3C trace context: `00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero, version not `ff`.
+pub fn valid_traceparent(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('-').collect();
+    if parts.len() < 4 {
+        return false;
+    }
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let (version, trace, parent, flags) = (parts[0], parts[1], parts[2], parts[3]);
+    hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.len() == 4)
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+}
+
+fn new_traceparent() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{id}-{parent}-01")
+}
+
+/// Cleans the response sent to the client.
+pub fn downstream_response(resp: &mut ResponseHeader, request_id: &str, mandate_expires_in: i64) -> pingora::Result<()> {
+    for name in STRIPPED_RESPONSE {
+        resp.remove_header(*name);
+    }
+    for name in ["location", "content-location"] {
+        let absolute = resp.headers.get(name).is_some_and(|v| v.to_str().map_or(true, |s| !is_relative_reference(s)));
+        if absolute {
+            resp.remove_header(name);
+        }
+    }
+    resp.insert_header(caracal_shared::request_id::HEADER, request_id)?;
+    resp.insert_header("x-caracal-token-expires-in", mandate_expires_in.max(0).to_string())?;
+    Ok(())
+}
+
+/// A path-absolute or relative reference: no scheme, no authority.
+fn is_relative_reference(s: &str) -> bool {
+    !s.starts_with("//") && !s.starts_with("\\") && !s.split(['/', '?', '#']).next().unwrap_or("").contains(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_table() {
+        assert!(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f-00f067aa0ba902b7-01",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+        }
+        assert!(valid_traceparent(&new_traceparent()));
+    }
+
+    #[test]
+    fn relative_references() {
+        for ok in ["/v2/resource", "?page=2", "next", "a/b:c"] {
+            assert!(is_relative_reference(ok), "{ok}");
+        }
+        for bad in ["http://internal/", "//evil.example/x", "https:/x", "\\\\evil", "javascript:alert(1)"] {
+            assert!(!is_relative_reference(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_hygiene() {
+        let peer = SafePeer {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            tls: false,
+            host: "up.example".into(),
+            authority: "up.example:9".into(),
+            base_path: "/base".into(),
+            base_query: None,
+            credential: Credential::CaracalJwt { header: http::header::AUTHORIZATION, scheme: "Bearer".into() },
+        };
+        let mut req = RequestHeader::build("POST", b"/items?q=1", None).unwrap();
+        for (k, v) in [
+            ("authorization", "Bearer inbound"),
+            ("x-caracal-resource", "api://r"),
+            ("X-Caracal-Anything", "1"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("proxy-authorization", "Basic x"),
+            ("baggage", "caracal.zone=z, user=alice"),
+            ("x-keep", "yes"),
+        ] {
+            req.append_header(k.to_string(), v).unwrap();
+        }
+        let out = Outbound { peer: &peer, mandate: "RES", request_id: "rid", client_ip: Some("10.0.0.1".into()), tls_downstream: false };
+        upstream_request(&mut req, &out).unwrap();
+        let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(h("authorization").as_deref(), Some("Bearer RES"));
+        assert_eq!(h("x-caracal-resource"), None);
+        assert_eq!(h("x-caracal-anything"), None);
+        assert_eq!(h("forwarded"), None);
+        assert_eq!(h("x-real-ip"), None);
+        assert_eq!(h("proxy-authorization"), None);
+        assert_eq!(h("x-forwarded-for").as_deref(), Some("10.0.0.1"), "replaced, never appended");
+        assert_eq!(h("baggage").as_deref(), Some("user=alice"));
+        assert_eq!(h("x-keep").as_deref(), Some("yes"));
+        assert_eq!(h("host").as_deref(), Some("up.example:9"));
+        assert_eq!(h("x-request-id").as_deref(), Some("rid"));
+        assert!(valid_traceparent(&h("traceparent").unwrap()));
+        assert_eq!(req.uri.to_string(), "/base/items?q=1");
+    }
+}

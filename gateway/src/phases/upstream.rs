@@ -1,0 +1,162 @@
+//! Upstream: from the STS directive to an address the proxy may dial.
+//!
+//! The directive's URL must be http or https, carry a host and no userinfo; its host is resolved
+//! here and the proxy dials exactly the resolved address (resolve, then pin), with the original host
+//! as `Host` and SNI. The credential mode must be one the gateway knows. Refusals are 502
+//! `internal_error` "upstream not addressable" (`upstream_errors`).
+
+use std::net::SocketAddr;
+
+use caracal_shared::exchange::UpstreamDirective;
+
+use crate::deny::Denial;
+
+/// How the upstream credential is injected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// Nothing is injected.
+    None,
+    /// `<header>: <scheme> <resource mandate>`.
+    CaracalJwt { header: http::HeaderName, scheme: String },
+}
+
+/// A checked, resolved upstream.
+#[derive(Clone, Debug)]
+pub struct SafePeer {
+    /// The address to dial.
+    pub addr: SocketAddr,
+    /// Whether to speak TLS.
+    pub tls: bool,
+    /// Host name for SNI.
+    pub host: String,
+    /// `Host` header value (with a non-default port).
+    pub authority: String,
+    /// The upstream URL's path, without a trailing `/`.
+    pub base_path: String,
+    /// The upstream URL's query, if any.
+    pub base_query: Option<String>,
+    /// The credential to inject.
+    pub credential: Credential,
+}
+
+/// Request headers the credential may never be written to.
+const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "forwarded",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+];
+
+fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
+    match d.auth_mode.as_str() {
+        "none" => Ok(Credential::None),
+        "caracal_jwt" => {
+            let name = d.auth_header.as_deref().unwrap_or("authorization");
+            let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Denial::UpstreamNotAddressable)?;
+            let n = header.as_str();
+            if RESERVED_CREDENTIAL_HEADERS.contains(&n) || n.starts_with("x-caracal-") || n.starts_with("x-forwarded-") || n.starts_with("proxy-")
+            {
+                return Err(Denial::UpstreamNotAddressable);
+            }
+            Ok(Credential::CaracalJwt { header, scheme: d.auth_scheme.clone().unwrap_or_else(|| "Bearer".into()) })
+        }
+        _ => Err(Denial::UpstreamNotAddressable),
+    }
+}
+
+/// Checks the directive and resolves its host.
+pub async fn resolve(d: &UpstreamDirective) -> Result<SafePeer, Denial> {
+    let url = url::Url::parse(&d.url).map_err(|_| Denial::UpstreamNotAddressable)?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => return Err(Denial::UpstreamNotAddressable),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Denial::UpstreamNotAddressable);
+    }
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or(Denial::UpstreamNotAddressable)?;
+    let port = url.port_or_known_default().ok_or(Denial::UpstreamNotAddressable)?;
+    let credential = credential(d)?;
+    let lookup_host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((lookup_host, port))
+        .await
+        .map_err(|_| Denial::UpstreamNotAddressable)?
+        .next()
+        .ok_or(Denial::UpstreamNotAddressable)?;
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    Ok(SafePeer {
+        addr,
+        tls,
+        host: lookup_host.to_owned(),
+        authority,
+        base_path: url.path().trim_end_matches('/').to_owned(),
+        base_query: url.query().map(str::to_owned),
+        credential,
+    })
+}
+
+impl SafePeer {
+    /// The upstream request target: the upstream's base path joined with the inbound path, and
+    /// the upstream's query followed by the inbound query.
+    pub fn request_target(&self, inbound_path: &str, inbound_query: Option<&str>) -> String {
+        let mut target = String::with_capacity(self.base_path.len() + inbound_path.len() + 32);
+        target.push_str(&self.base_path);
+        if inbound_path.is_empty() || !inbound_path.starts_with('/') {
+            target.push('/');
+        }
+        target.push_str(inbound_path);
+        let queries: Vec<&str> = [self.base_query.as_deref(), inbound_query].into_iter().flatten().filter(|q| !q.is_empty()).collect();
+        if !queries.is_empty() {
+            target.push('?');
+            target.push_str(&queries.join("&"));
+        }
+        target
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directive(url: &str, mode: &str) -> UpstreamDirective {
+        UpstreamDirective { url: url.into(), auth_mode: mode.into(), auth_header: None, auth_scheme: None }
+    }
+
+    #[tokio::test]
+    async fn resolves_and_joins_paths() {
+        let p = resolve(&directive("http://127.0.0.1:9000/base/?k=1", "caracal_jwt")).await.unwrap();
+        assert_eq!(p.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(p.authority, "127.0.0.1:9000");
+        assert_eq!(p.request_target("/items/1", Some("q=2")), "/base/items/1?k=1&q=2");
+        let root = resolve(&directive("https://127.0.0.1", "none")).await.unwrap();
+        assert!(root.tls);
+        assert_eq!(root.addr.port(), 443);
+        assert_eq!(root.request_target("/", None), "/");
+        assert_eq!(root.credential, Credential::None);
+    }
+
+    #[tokio::test]
+    async fn refuses_unusable_directives() {
+        for (url, mode) in [
+            ("ftp://127.0.0.1/", "none"),
+            ("http://user:pw@127.0.0.1/", "none"),
+            ("not a url", "none"),
+            ("http://127.0.0.1/", "provider_magic"),
+        ] {
+            assert!(matches!(resolve(&directive(url, mode)).await, Err(Denial::UpstreamNotAddressable)), "{url} {mode}");
+        }
+        let mut d = directive("http://127.0.0.1/", "caracal_jwt");
+        d.auth_header = Some("X-Forwarded-For".into());
+        assert!(resolve(&d).await.is_err(), "the credential may not be written to a reserved header");
+    }
+}

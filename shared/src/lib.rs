@@ -1,0 +1,20 @@
+//! Types and codecs that both sides of Caracal share.
+//!
+//! The gateway and the control plane agree on these formats byte for byte: mandate claims and their
+//! ES256 compact serialization, JWKS documents, the `_sig` of stream messages, the HMAC that signs a
+//! gateway→STS exchange, the wire error body, and the way configuration is read from the
+//! environment. Nothing here does I/O.
+
+pub mod b64;
+pub mod config_env;
+pub mod error_code;
+pub mod exchange;
+pub mod jwks;
+pub mod jws;
+pub mod mandate;
+pub mod request_id;
+pub mod sig;
+pub mod streams;
+
+pub use error_code::{ErrorCode, WireError};
+pub use mandate::{Claims, SubType, Use};

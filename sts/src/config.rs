@@ -1,0 +1,103 @@
+//! STS configuration (read by the control plane, which hosts the STS).
+
+use std::time::Duration;
+
+use caracal_shared::config_env::{Mode, Reader};
+
+/// What the STS needs to issue mandates.
+#[derive(Clone)]
+pub struct StsConfig {
+    /// `ISSUER_URL`: the `iss` of every mandate, byte for byte, and the JWKS base URL.
+    pub issuer: String,
+    /// `ZONE_KEK`: 32 bytes sealing zone signing keys at rest.
+    pub zone_kek: [u8; 32],
+    /// `GATEWAY_STS_HMAC_KEY`: authenticates the gateway's per-request exchange. Without it no
+    /// gateway exchange can succeed.
+    pub gateway_hmac_key: Option<Vec<u8>>,
+    /// Default and maximum lifetime of a session mandate (`SESSION_TTL_SECONDS`, cap 3600).
+    pub session_ttl: Duration,
+    /// Default lifetime of a gateway mandate (`GATEWAY_MANDATE_TTL_SECONDS`, cap 900). Must exceed
+    /// the gateway's 35 s pre-flight window.
+    pub gateway_ttl: Duration,
+    /// Lifetime of a resource mandate (`RESOURCE_MANDATE_TTL_SECONDS`, cap 900).
+    pub resource_ttl: Duration,
+    /// How long a rotated key is published before it signs (`KEY_ACTIVATION_DELAY_SECONDS`):
+    /// verifiers cache the JWKS for 5 minutes and do not refetch on an unknown kid.
+    pub key_activation_delay: Duration,
+    /// Allowed clock skew for gateway exchange timestamps and token `iat`.
+    pub clock_skew: Duration,
+}
+
+impl std::fmt::Debug for StsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StsConfig")
+            .field("issuer", &self.issuer)
+            .field("gateway_hmac_key", &self.gateway_hmac_key.as_ref().map(|_| "<set>"))
+            .field("session_ttl", &self.session_ttl)
+            .field("gateway_ttl", &self.gateway_ttl)
+            .field("resource_ttl", &self.resource_ttl)
+            .field("key_activation_delay", &self.key_activation_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maximum session mandate lifetime.
+pub const SESSION_TTL_CAP: u64 = 3600;
+/// Maximum gateway and resource mandate lifetime.
+pub const DERIVED_TTL_CAP: u64 = 900;
+
+impl StsConfig {
+    /// Reads the STS variables; problems are recorded in `r`.
+    pub fn read(r: &mut Reader<'_>, mode: Mode) -> Option<Self> {
+        let issuer = r.required("ISSUER_URL").map(|s| s.trim_end_matches('/').to_owned());
+        if let Some(iss) = &issuer {
+            match url::Url::parse(iss) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty()
+                    && u.query().is_none() && u.fragment().is_none() =>
+                {
+                    if mode == Mode::Production && u.scheme() != "https" {
+                        r.problem("ISSUER_URL", "must be https in production");
+                    }
+                }
+                _ => r.problem("ISSUER_URL", "must be an absolute http(s) URL without userinfo, query or fragment"),
+            }
+        }
+        let kek = r.hex_key("ZONE_KEK", 32);
+        match &kek {
+            Some(k) if k.len() != 32 => r.problem("ZONE_KEK", "must be exactly 32 bytes (64 hex chars)"),
+            None if !r.has_problems_for("ZONE_KEK") => r.problem("ZONE_KEK", "is required (64 hex chars: openssl rand -hex 32)"),
+            _ => {}
+        }
+        let gateway_hmac_key = r.hex_key("GATEWAY_STS_HMAC_KEY", 32);
+        if gateway_hmac_key.is_none() && mode == Mode::Production && !r.has_problems_for("GATEWAY_STS_HMAC_KEY") {
+            r.problem("GATEWAY_STS_HMAC_KEY", "is required in production");
+        }
+        let session_ttl = ttl(r, "SESSION_TTL_SECONDS", 900, SESSION_TTL_CAP);
+        let gateway_ttl = ttl(r, "GATEWAY_MANDATE_TTL_SECONDS", 120, DERIVED_TTL_CAP);
+        if gateway_ttl <= Duration::from_secs(35) {
+            r.problem("GATEWAY_MANDATE_TTL_SECONDS", "must exceed the gateway's 35 s pre-flight window");
+        }
+        let resource_ttl = ttl(r, "RESOURCE_MANDATE_TTL_SECONDS", 300, DERIVED_TTL_CAP);
+        let key_activation_delay = Duration::from_secs(r.parse("KEY_ACTIVATION_DELAY_SECONDS", 300u64));
+        let clock_skew = Duration::from_secs(r.parse("STS_CLOCK_SKEW_SECONDS", 60u64));
+        let zone_kek: [u8; 32] = kek.filter(|k| k.len() == 32)?.try_into().ok()?;
+        Some(Self {
+            issuer: issuer?,
+            zone_kek,
+            gateway_hmac_key,
+            session_ttl,
+            gateway_ttl,
+            resource_ttl,
+            key_activation_delay,
+            clock_skew,
+        })
+    }
+}
+
+fn ttl(r: &mut Reader<'_>, name: &str, default: u64, cap: u64) -> Duration {
+    let s = r.parse(name, default);
+    if s == 0 || s > cap {
+        r.problem(name, format!("must be between 1 and {cap}"));
+    }
+    Duration::from_secs(s.clamp(1, cap))
+}

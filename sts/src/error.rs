@@ -1,0 +1,107 @@
+//! STS errors and their wire form (status, code, description).
+//!
+//! One exhaustive `match` maps every variant to what the client sees; internal causes are logged by
+//! the HTTP layer and never put in the body.
+
+use caracal_shared::ErrorCode;
+
+/// Everything a token exchange can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StsError {
+    /// Malformed request: wrong shape, missing or duplicated fields, bad values.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The body is not `application/x-www-form-urlencoded`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The body exceeds the STS limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// Unknown application, wrong secret, archived application: one answer for all (no oracle).
+    #[error("invalid client credentials")]
+    InvalidClient,
+    /// The gateway exchange signature, timestamp or nonce is wrong.
+    #[error("invalid gateway exchange signature")]
+    InvalidGatewaySignature,
+    /// The subject token is not a valid mandate for this exchange.
+    #[error("invalid subject token: {0}")]
+    InvalidSubjectToken(&'static str),
+    /// A mandate presented for a `use` it was not minted for.
+    #[error("token use not accepted here: {0}")]
+    WrongTokenUse(&'static str),
+    /// The session the request descends from is revoked, expired or unknown.
+    #[error("session is not active")]
+    SessionInactive,
+    /// Policy, scope or target refusal.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// An enforced resource does not declare this operation, or the mandate lacks its scope.
+    #[error("operation not permitted: {0}")]
+    OperationNotPermitted(String),
+    /// The policy engine failed (compile or evaluation error, or a result outside the contract).
+    #[error("policy evaluation failed: {0}")]
+    PolicyEvalFailed(String),
+    /// The zone does not exist (or has no signing keys).
+    #[error("zone not found")]
+    ZoneNotFound,
+    /// A dependency (Postgres, Redis) failed: the STS denies rather than guess.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or a broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StsError {
+    /// HTTP status, wire code and a description safe to show the client.
+    pub fn wire(&self) -> (u16, ErrorCode, String) {
+        match self {
+            Self::InvalidRequest(d) => (400, ErrorCode::InvalidRequest, d.clone()),
+            Self::UnsupportedMediaType => {
+                (415, ErrorCode::InvalidRequest, "content type must be application/x-www-form-urlencoded".into())
+            }
+            Self::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "request body too large".into()),
+            Self::InvalidClient => (401, ErrorCode::AccessDenied, "invalid client credentials".into()),
+            Self::InvalidGatewaySignature => (401, ErrorCode::AccessDenied, "invalid gateway exchange signature".into()),
+            Self::InvalidSubjectToken(d) => (401, ErrorCode::InvalidToken, format!("invalid subject_token: {d}")),
+            Self::WrongTokenUse(d) => (401, ErrorCode::WrongTokenUse, (*d).into()),
+            Self::SessionInactive => (401, ErrorCode::InvalidToken, "session revoked or expired".into()),
+            Self::AccessDenied(d) => (403, ErrorCode::AccessDenied, d.clone()),
+            Self::OperationNotPermitted(d) => (403, ErrorCode::OperationNotPermitted, d.clone()),
+            Self::PolicyEvalFailed(_) => (503, ErrorCode::PolicyEvalFailed, "policy evaluation failed".into()),
+            Self::ZoneNotFound => (404, ErrorCode::ResourceNotFound, "zone not found".into()),
+            Self::Unavailable(_) => (503, ErrorCode::StsUnavailable, "a dependency of the STS is unavailable".into()),
+            Self::Internal(_) => (500, ErrorCode::InternalError, "the STS failed to process the request".into()),
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) | Self::UnsupportedMediaType | Self::PayloadTooLarge => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGatewaySignature => "gateway_signature",
+            Self::InvalidSubjectToken(_) => "invalid_subject_token",
+            Self::WrongTokenUse(_) => "wrong_token_use",
+            Self::SessionInactive => "session_inactive",
+            Self::AccessDenied(_) => "access_denied",
+            Self::OperationNotPermitted(_) => "operation_not_permitted",
+            Self::PolicyEvalFailed(_) => "policy_eval_failed",
+            Self::ZoneNotFound => "zone_not_found",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for StsError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unavailable(format!("postgres: {e}"))
+    }
+}
+
+impl From<redis::RedisError> for StsError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Unavailable(format!("redis: {e}"))
+    }
+}

@@ -1,0 +1,454 @@
+//! `POST /oauth/2/token`: the three exchanges of this STS.
+//!
+//! * **session** — client credentials, no subject token ⇒ `use=session`, `aud=[issuer]`; a root
+//!   session (authority record) is written so it can be revoked.
+//! * **gateway** — client credentials plus the caller's own session mandate as `subject_token`,
+//!   with `resource` and `scope` ⇒ `use=gateway`, single use at the gateway. Narrows only: scopes
+//!   within the resources', resources within the session's targets (when it has any).
+//! * **resource** — the gateway's signed exchange with a gateway mandate as `subject_token` ⇒
+//!   `use=resource`, `aud=[resource]`, plus the upstream directive. The operation (method, path) is
+//!   checked against an enforced resource's declarations here.
+//!
+//! Every exchange evaluates the zone's active policy for every resource; nothing is issued without an
+//! `allow`, and a missing policy denies.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use caracal_shared::exchange::{TOKEN_TYPE_ACCESS_TOKEN, TokenResponse, UpstreamDirective};
+use caracal_shared::jws::Compact;
+use caracal_shared::mandate::{Claims, SubType, Use};
+use caracal_shared::sig;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::Sts;
+use crate::error::StsError;
+use crate::form::TokenForm;
+use crate::policy;
+use crate::store::{self, Application, Resource};
+
+/// The HTTP-independent view of a token request.
+#[derive(Debug)]
+pub struct TokenRequest<'a> {
+    /// Correlation id (validated `X-Request-Id` or generated).
+    pub request_id: &'a str,
+    /// HTTP method and path, covered by the gateway signature.
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The gateway signature headers, if any of them was sent.
+    pub gateway: Option<GatewaySignature<'a>>,
+    /// The raw form body.
+    pub body: &'a [u8],
+}
+
+/// The three `X-Caracal-Gateway-*` headers; any may be missing.
+#[derive(Debug, Default)]
+pub struct GatewaySignature<'a> {
+    pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    /// `X-Request-Id` as sent; must equal the form's `gateway_request_id`.
+    pub request_id_header: Option<&'a str>,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn ttl_for(requested: Option<u64>, default: Duration, cap: u64) -> Result<u64, StsError> {
+    match requested {
+        None | Some(0) => Ok(default.as_secs()),
+        Some(t) if t > cap => Err(StsError::InvalidRequest(format!("ttl_seconds exceeds the {cap} s cap"))),
+        Some(t) => Ok(t),
+    }
+}
+
+impl Sts {
+    /// Handles one token request and records its outcome in the metrics.
+    pub async fn token(&self, req: TokenRequest<'_>) -> Result<TokenResponse, StsError> {
+        let timer = self.metrics.exchange_seconds.start_timer();
+        let out = self.token_inner(&req).await;
+        timer.observe_duration();
+        match &out {
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics.denials.with_label_values(&[e.metric_label()]).inc();
+                match e {
+                    StsError::Unavailable(cause) | StsError::Internal(cause) | StsError::PolicyEvalFailed(cause) => {
+                        tracing::error!(request_id = req.request_id, error = %cause, "token exchange failed")
+                    }
+                    _ => tracing::info!(request_id = req.request_id, error = %e, "token exchange denied"),
+                }
+            }
+        }
+        out
+    }
+
+    async fn token_inner(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, StsError> {
+        let form = TokenForm::parse(req.body)?;
+        if let Some(gw) = &req.gateway {
+            self.verify_gateway_signature(gw, req, &form).await?;
+            let subject = form.subject_token.as_deref().ok_or_else(|| StsError::InvalidRequest("subject_token is required".into()))?;
+            return self.resource_exchange(&form, subject, req.request_id).await;
+        }
+        let app = self.authenticate(&form).await?;
+        if form.agent_session_id.is_some() || form.delegation_edge_id.is_some() {
+            return Err(StsError::InvalidRequest(
+                "delegated mints (agent_session_id, delegation_edge_id) are not supported by this server yet".into(),
+            ));
+        }
+        match form.subject_token.as_deref() {
+            Some(subject) => self.gateway_mint(&form, &app, subject, req.request_id).await,
+            None => self.session_mint(&form, &app, req.request_id).await,
+        }
+    }
+
+    /// Client authentication: one generic failure for unknown app, archived app and wrong secret.
+    async fn authenticate(&self, form: &TokenForm) -> Result<Application, StsError> {
+        let (Some(app_id), Some(secret)) = (form.application_id.as_deref(), form.client_secret.as_deref()) else {
+            return Err(StsError::InvalidClient);
+        };
+        let app = store::application(&self.db, &form.zone_id, app_id).await?;
+        let presented = sig::sha256(secret.as_bytes());
+        match app {
+            Some(app) if sig::ct_eq(&app.client_secret_sha256, &presented) => Ok(app),
+            _ => Err(StsError::InvalidClient),
+        }
+    }
+
+    async fn verify_gateway_signature(&self, gw: &GatewaySignature<'_>, req: &TokenRequest<'_>, form: &TokenForm) -> Result<(), StsError> {
+        let key = self.cfg.gateway_hmac_key.as_deref().ok_or(StsError::InvalidGatewaySignature)?;
+        let (Some(ts), Some(nonce), Some(signature)) = (gw.timestamp, gw.nonce, gw.signature) else {
+            return Err(StsError::InvalidGatewaySignature);
+        };
+        let skew = self.cfg.clock_skew.as_secs() as i64;
+        let ts_ok = ts.parse::<i64>().is_ok_and(|t| (now().timestamp() - t).abs() <= skew);
+        let nonce_ok = (32..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit());
+        let correlated = gw.request_id_header.is_some() && gw.request_id_header == form.gateway_request_id.as_deref();
+        if !ts_ok || !nonce_ok || !correlated || !sig::verify_gateway_signature(key, ts, nonce, req.method, req.path, req.body, signature) {
+            return Err(StsError::InvalidGatewaySignature);
+        }
+        // Single use of the nonce; Redis failure refuses the exchange.
+        let fresh: bool = redis::cmd("SET")
+            .arg(format!("caracal:sts:gw-nonce:{nonce}"))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(2 * skew.max(1))
+            .query_async::<Option<String>>(&mut self.redis.clone())
+            .await?
+            .is_some();
+        if fresh { Ok(()) } else { Err(StsError::InvalidGatewaySignature) }
+    }
+
+    /// Verifies a presented mandate: signature by a published key of the zone, issuer, audience,
+    /// lifetime, and `use`.
+    async fn verify_subject(&self, zone_id: &str, token: &str, expected: Use) -> Result<Claims, StsError> {
+        let compact = Compact::parse(token).map_err(|_| StsError::InvalidSubjectToken("malformed"))?;
+        let claims: Claims = compact.claims().map_err(|_| StsError::InvalidSubjectToken("malformed claims"))?;
+        if claims.zone_id != zone_id {
+            return Err(StsError::InvalidSubjectToken("zone mismatch"));
+        }
+        let keys = match self.keys.zone(zone_id).await {
+            Ok(k) => k,
+            Err(StsError::ZoneNotFound) => return Err(StsError::InvalidSubjectToken("unknown zone")),
+            Err(e) => return Err(e),
+        };
+        let key = keys.verifier(&compact.kid).ok_or(StsError::InvalidSubjectToken("unknown signing key"))?;
+        compact.verify(key).map_err(|_| StsError::InvalidSubjectToken("signature invalid"))?;
+        let now = now().timestamp();
+        if claims.iss != self.cfg.issuer || !claims.aud.iter().any(|a| *a == self.cfg.issuer) {
+            return Err(StsError::InvalidSubjectToken("issuer or audience mismatch"));
+        }
+        if claims.exp <= now {
+            return Err(StsError::InvalidSubjectToken("expired"));
+        }
+        if claims.iat > now + self.cfg.clock_skew.as_secs() as i64 {
+            return Err(StsError::InvalidSubjectToken("issued in the future"));
+        }
+        if claims.token_use != expected {
+            return Err(StsError::WrongTokenUse(match expected {
+                Use::Session => "subject_token must be a session mandate",
+                Use::Gateway => "the gateway exchange accepts only gateway mandates",
+                _ => "mandate use not accepted here",
+            }));
+        }
+        Ok(claims)
+    }
+
+    /// The root session of a presented mandate must be live and belong to `application_id`.
+    async fn require_live_root(&self, zone_id: &str, claims: &Claims) -> Result<(), StsError> {
+        let record = store::authority_record(&self.db, zone_id, &claims.root_sid).await?;
+        match record {
+            Some(r) if r.is_live(now()) && r.application_id == claims.client_id => Ok(()),
+            _ => Err(StsError::SessionInactive),
+        }
+    }
+
+    /// Evaluates the policy for each requested resource; returns the granted ones in order.
+    async fn grant(&self, zone_id: &str, resources: &[String], check: impl Fn(Option<&Resource>) -> Result<Value, String>) -> Result<Vec<Option<Resource>>, StsError> {
+        let active = self.policies.active(zone_id).await?;
+        let mut granted = Vec::new();
+        let mut first_reason: Option<String> = None;
+        let mut candidates: Vec<Option<Resource>> = Vec::new();
+        if resources.is_empty() {
+            candidates.push(None);
+        }
+        for identifier in resources {
+            match store::resource(&self.db, zone_id, identifier).await? {
+                Some(r) => candidates.push(Some(r)),
+                None => {
+                    first_reason.get_or_insert_with(|| "resource_not_found".into());
+                }
+            }
+        }
+        for resource in candidates {
+            let input = match check(resource.as_ref()) {
+                Ok(input) => input,
+                Err(reason) => {
+                    first_reason.get_or_insert(reason);
+                    continue;
+                }
+            };
+            let decision = policy::evaluate(active.as_ref().as_ref(), &input)?;
+            self.metrics.policy_evaluations.with_label_values(&[if decision.allow { "allow" } else { "deny" }]).inc();
+            if decision.allow {
+                granted.push(resource);
+            } else {
+                first_reason.get_or_insert_with(|| decision.reason().unwrap_or("policy_denied").to_owned());
+            }
+        }
+        if granted.is_empty() {
+            return Err(StsError::AccessDenied(match first_reason {
+                Some(r) => format!("policy denied ({r})"),
+                None => "policy denied".into(),
+            }));
+        }
+        Ok(granted)
+    }
+
+    fn sign(&self, keys: &crate::keys::ZoneKeys, claims: &Claims) -> Result<String, StsError> {
+        let signer = keys.signer(now()).ok_or_else(|| StsError::Internal(format!("zone {} has no active signing key", claims.zone_id)))?;
+        signer.sign(claims).map_err(|e| StsError::Internal(format!("signing: {e}")))
+    }
+
+    async fn session_mint(&self, form: &TokenForm, app: &Application, request_id: &str) -> Result<TokenResponse, StsError> {
+        let zone_id = form.zone_id.as_str();
+        let keys = self.keys.zone(zone_id).await?;
+        let ttl = ttl_for(form.ttl_seconds, self.cfg.session_ttl, crate::config::SESSION_TTL_CAP)?;
+        let granted = self
+            .grant(zone_id, &form.resources, |resource| {
+                if let Some(r) = resource
+                    && !scopes_within(&form.scopes, &r.scopes)
+                {
+                    return Err("scope_mismatch".into());
+                }
+                Ok(input(app, zone_id, resource, json!({"id": "TokenExchange", "use": "session"}), None, &form.scopes, request_id))
+            })
+            .await?;
+        let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
+        let iat = now();
+        let exp = iat + chrono::Duration::seconds(ttl as i64);
+        let sid = uuid::Uuid::now_v7().to_string();
+        store::insert_authority_record(&self.db, zone_id, &sid, &app.id, exp).await?;
+        let claims = Claims {
+            iss: self.cfg.issuer.clone(),
+            sub: app.id.clone(),
+            aud: vec![self.cfg.issuer.clone()],
+            exp: exp.timestamp(),
+            iat: iat.timestamp(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            zone_id: zone_id.to_owned(),
+            client_id: app.id.clone(),
+            scope: form.scope_claim(),
+            sid: sid.clone(),
+            root_sid: sid,
+            token_use: Use::Session,
+            sub_type: SubType::Application,
+            target: target.clone(),
+            agent_session_id: None,
+            delegation_edge_id: None,
+            delegation_path: vec![],
+            delegation_chain: vec![],
+            hop_count: None,
+            delegation_graph_epoch: None,
+        };
+        let token = self.sign(&keys, &claims)?;
+        self.metrics.exchanges.with_label_values(&[Use::Session.as_str()]).inc();
+        Ok(response(token, ttl, &claims.scope, target, None))
+    }
+
+    async fn gateway_mint(&self, form: &TokenForm, app: &Application, subject: &str, request_id: &str) -> Result<TokenResponse, StsError> {
+        let zone_id = form.zone_id.as_str();
+        let session = self.verify_subject(zone_id, subject, Use::Session).await?;
+        if session.client_id != app.id {
+            return Err(StsError::InvalidSubjectToken("subject_token belongs to another application"));
+        }
+        if form.resources.is_empty() {
+            return Err(StsError::InvalidRequest("at least one resource is required".into()));
+        }
+        if !session.target.is_empty()
+            && let Some(outside) = form.resources.iter().find(|r| !session.targets(r))
+        {
+            return Err(StsError::AccessDenied(format!("resource {outside} is outside the session's targets")));
+        }
+        self.require_live_root(zone_id, &session).await?;
+        let keys = self.keys.zone(zone_id).await?;
+        let ttl = ttl_for(form.ttl_seconds, self.cfg.gateway_ttl, crate::config::DERIVED_TTL_CAP)?;
+        let ttl = ttl.min((session.exp - now().timestamp()).max(0) as u64);
+        if ttl == 0 {
+            return Err(StsError::InvalidSubjectToken("expired"));
+        }
+        let granted = self
+            .grant(zone_id, &form.resources, |resource| {
+                let r = resource.expect("gateway mints name resources");
+                if !scopes_within(&form.scopes, &r.scopes) {
+                    return Err("scope_mismatch".into());
+                }
+                Ok(input(app, zone_id, resource, json!({"id": "TokenExchange", "use": "gateway"}), Some(&session), &form.scopes, request_id))
+            })
+            .await?;
+        let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
+        let iat = now();
+        let claims = Claims {
+            iss: self.cfg.issuer.clone(),
+            sub: session.sub.clone(),
+            aud: vec![self.cfg.issuer.clone()],
+            exp: iat.timestamp() + ttl as i64,
+            iat: iat.timestamp(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            zone_id: zone_id.to_owned(),
+            client_id: app.id.clone(),
+            scope: form.scope_claim(),
+            sid: uuid::Uuid::now_v7().to_string(),
+            root_sid: session.root_sid.clone(),
+            token_use: Use::Gateway,
+            sub_type: session.sub_type,
+            target: target.clone(),
+            agent_session_id: None,
+            delegation_edge_id: None,
+            delegation_path: vec![],
+            delegation_chain: vec![],
+            hop_count: None,
+            delegation_graph_epoch: None,
+        };
+        let token = self.sign(&keys, &claims)?;
+        self.metrics.exchanges.with_label_values(&[Use::Gateway.as_str()]).inc();
+        Ok(response(token, ttl, &claims.scope, target, None))
+    }
+
+    async fn resource_exchange(&self, form: &TokenForm, subject: &str, request_id: &str) -> Result<TokenResponse, StsError> {
+        let zone_id = form.zone_id.as_str();
+        let mandate = self.verify_subject(zone_id, subject, Use::Gateway).await?;
+        if form.application_id.as_deref() != Some(mandate.client_id.as_str()) {
+            return Err(StsError::InvalidSubjectToken("application_id does not match the mandate"));
+        }
+        let [identifier] = form.resources.as_slice() else {
+            return Err(StsError::InvalidRequest("the gateway exchange names exactly one resource".into()));
+        };
+        let (Some(method), Some(path)) = (form.request_method.as_deref(), form.request_path.as_deref()) else {
+            return Err(StsError::InvalidRequest("request_method and request_path are required".into()));
+        };
+        if !mandate.targets(identifier) {
+            return Err(StsError::AccessDenied("the mandate does not target this resource".into()));
+        }
+        self.require_live_root(zone_id, &mandate).await?;
+        let resource = store::resource(&self.db, zone_id, identifier)
+            .await?
+            .ok_or_else(|| StsError::AccessDenied("policy denied (resource_not_found)".into()))?;
+        let scopes: Vec<String> = mandate.scopes().filter(|s| resource.scopes.iter().any(|r| r == s)).map(str::to_owned).collect();
+        if resource.enforced() {
+            let op = resource
+                .operations
+                .iter()
+                .find(|op| op.matches(method, path))
+                .ok_or_else(|| StsError::OperationNotPermitted(format!("{} {path} is not a declared operation of this resource", method.to_ascii_uppercase())))?;
+            if !scopes.iter().any(|s| *s == op.scope) {
+                return Err(StsError::OperationNotPermitted(format!("the mandate lacks the scope {:?} this operation requires", op.scope)));
+            }
+        }
+        let keys = self.keys.zone(zone_id).await?;
+        let app = Application { id: mandate.client_id.clone(), name: String::new(), client_secret_sha256: vec![], traits: vec![] };
+        let action = json!({"id": "TokenExchange", "use": "resource", "method": method.to_ascii_uppercase(), "path": path});
+        let requested: Vec<String> = scopes.clone();
+        self.grant(zone_id, std::slice::from_ref(identifier), |r| Ok(input(&app, zone_id, r, action.clone(), Some(&mandate), &requested, request_id)))
+            .await?;
+        let ttl = self.cfg.resource_ttl.as_secs().min((mandate.exp - now().timestamp()).max(1) as u64);
+        let iat = now();
+        let claims = Claims {
+            iss: self.cfg.issuer.clone(),
+            sub: mandate.sub.clone(),
+            aud: vec![resource.identifier.clone()],
+            exp: iat.timestamp() + ttl as i64,
+            iat: iat.timestamp(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            zone_id: zone_id.to_owned(),
+            client_id: mandate.client_id.clone(),
+            scope: scopes.join(" "),
+            sid: uuid::Uuid::now_v7().to_string(),
+            root_sid: mandate.root_sid.clone(),
+            token_use: Use::Resource,
+            sub_type: mandate.sub_type,
+            target: vec![resource.identifier.clone()],
+            agent_session_id: mandate.agent_session_id.clone(),
+            delegation_edge_id: mandate.delegation_edge_id.clone(),
+            delegation_path: mandate.delegation_path.clone(),
+            delegation_chain: mandate.delegation_chain.clone(),
+            hop_count: mandate.hop_count,
+            delegation_graph_epoch: mandate.delegation_graph_epoch,
+        };
+        let token = self.sign(&keys, &claims)?;
+        let directive = UpstreamDirective {
+            url: resource.upstream_url.clone(),
+            auth_mode: resource.credential_mode.clone(),
+            auth_header: (resource.credential_mode == "caracal_jwt").then(|| "Authorization".to_owned()),
+            auth_scheme: (resource.credential_mode == "caracal_jwt").then(|| "Bearer".to_owned()),
+        };
+        self.metrics.exchanges.with_label_values(&[Use::Resource.as_str()]).inc();
+        let upstreams = BTreeMap::from([(resource.identifier.clone(), directive)]);
+        Ok(response(token, ttl, &claims.scope, vec![resource.identifier], Some(upstreams)))
+    }
+}
+
+fn scopes_within(requested: &[String], allowed: &[String]) -> bool {
+    requested.iter().all(|s| allowed.contains(s))
+}
+
+fn response(token: String, ttl: u64, scope: &str, target: Vec<String>, upstreams: Option<BTreeMap<String, UpstreamDirective>>) -> TokenResponse {
+    TokenResponse {
+        access_token: token,
+        token_type: "Bearer".into(),
+        expires_in: ttl,
+        issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+        scope: (!scope.is_empty()).then(|| scope.to_owned()),
+        target_resources: target,
+        upstreams,
+    }
+}
+
+/// The policy input document (see `docs/policy.md`).
+fn input(
+    app: &Application,
+    zone_id: &str,
+    resource: Option<&Resource>,
+    action: Value,
+    presented: Option<&Claims>,
+    requested_scopes: &[String],
+    request_id: &str,
+) -> Value {
+    json!({
+        "schema_version": policy::INPUT_SCHEMA_VERSION,
+        "principal": {"type": "Application", "id": app.id, "zone_id": zone_id, "traits": app.traits},
+        "resource": resource.map(|r| json!({"type": "Resource", "id": r.id, "identifier": r.identifier, "scopes": r.scopes})),
+        "action": action,
+        "session": presented.map(|c| json!({"id": c.sid, "root_id": c.root_sid})),
+        "context": {
+            "requested_scopes": requested_scopes,
+            "subject_claims": presented.map(|c| json!({
+                "use": c.token_use.as_str(), "scope": c.scope, "target": c.target, "sub": c.sub, "sub_type": c.sub_type,
+            })),
+            "request_id": request_id,
+        },
+    })
+}

@@ -1,0 +1,172 @@
+//! Parsing the RFC 8693 form body of `POST /oauth/2/token`.
+//!
+//! Strict on purpose: every field except `resource` may appear once (a duplicated field is a classic
+//! parameter-pollution vector), `actor_token` and client assertions are refused, and values are
+//! checked for shape before any lookup uses them.
+
+use caracal_shared::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN};
+use caracal_shared::mandate::is_valid_id;
+
+use crate::error::StsError;
+
+/// Largest accepted body.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The fields of a token request.
+#[derive(Debug, Default)]
+pub struct TokenForm {
+    pub zone_id: String,
+    pub application_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub subject_token: Option<String>,
+    /// Resource identifiers, trimmed, deduplicated, sorted.
+    pub resources: Vec<String>,
+    /// Requested scopes, deduplicated, in request order.
+    pub scopes: Vec<String>,
+    pub ttl_seconds: Option<u64>,
+    pub request_method: Option<String>,
+    pub request_path: Option<String>,
+    pub gateway_request_id: Option<String>,
+    pub session_id: Option<String>,
+    pub agent_session_id: Option<String>,
+    pub delegation_edge_id: Option<String>,
+    pub approval_id: Option<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> StsError {
+    StsError::InvalidRequest(msg.into())
+}
+
+impl TokenForm {
+    /// Parses and shape-checks a body.
+    pub fn parse(body: &[u8]) -> Result<Self, StsError> {
+        if body.len() > MAX_FORM_BYTES {
+            return Err(StsError::PayloadTooLarge);
+        }
+        let mut f = Self::default();
+        let mut seen: Vec<String> = Vec::new();
+        let (mut grant_type, mut subject_token_type, mut zone_id) = (None, None, None);
+        for (k, v) in form_urlencoded::parse(body) {
+            if k != "resource" {
+                if seen.iter().any(|s| *s == k) {
+                    return Err(invalid(format!("duplicate form field: {k}")));
+                }
+                seen.push(k.to_string());
+            }
+            let v = v.into_owned();
+            match &*k {
+                "grant_type" => grant_type = Some(v),
+                "subject_token_type" => subject_token_type = Some(v),
+                "zone_id" => zone_id = Some(v),
+                "application_id" => f.application_id = Some(v),
+                "client_secret" => f.client_secret = Some(v),
+                "subject_token" => f.subject_token = Some(v),
+                "resource" => {
+                    let r = v.trim();
+                    if r.is_empty() || r.len() > 512 {
+                        return Err(invalid("resource must be 1..512 characters"));
+                    }
+                    f.resources.push(r.to_owned());
+                }
+                "scope" => {
+                    for s in v.split_ascii_whitespace() {
+                        if s.len() > 200 {
+                            return Err(invalid("scope too long"));
+                        }
+                        if !f.scopes.iter().any(|x| x == s) {
+                            f.scopes.push(s.to_owned());
+                        }
+                    }
+                }
+                "ttl_seconds" => {
+                    f.ttl_seconds = Some(v.trim().parse().map_err(|_| invalid("ttl_seconds must be a non-negative integer"))?)
+                }
+                "request_method" => f.request_method = Some(v),
+                "request_path" => f.request_path = Some(v),
+                "gateway_request_id" => f.gateway_request_id = Some(v),
+                "session_id" => f.session_id = Some(v),
+                "agent_session_id" => f.agent_session_id = Some(v),
+                "delegation_edge_id" => f.delegation_edge_id = Some(v),
+                "approval_id" => f.approval_id = Some(v),
+                "actor_token" | "actor_token_type" | "client_assertion" | "client_assertion_type" => {
+                    return Err(invalid(format!("{k} is not supported")));
+                }
+                _ => {} // Unknown fields are ignored (RFC 6749 §3.2).
+            }
+        }
+        if grant_type.as_deref() != Some(GRANT_TYPE_TOKEN_EXCHANGE) {
+            return Err(invalid(format!("grant_type must be {GRANT_TYPE_TOKEN_EXCHANGE}")));
+        }
+        match (&f.subject_token, subject_token_type.as_deref()) {
+            (None, None) => {}
+            (Some(t), Some(TOKEN_TYPE_ACCESS_TOKEN)) if !t.is_empty() => {}
+            (Some(_), Some(TOKEN_TYPE_ID_TOKEN)) => return Err(invalid("id_token subject federation is not supported yet")),
+            (Some(_), None) | (None, Some(_)) => return Err(invalid("subject_token and subject_token_type go together")),
+            _ => return Err(invalid(format!("subject_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"))),
+        }
+        f.zone_id = zone_id.filter(|z| is_valid_id(z)).ok_or_else(|| invalid("zone_id is required ([A-Za-z0-9._:-]{1,128})"))?;
+        for (name, value) in [
+            ("application_id", &f.application_id),
+            ("session_id", &f.session_id),
+            ("agent_session_id", &f.agent_session_id),
+            ("delegation_edge_id", &f.delegation_edge_id),
+        ] {
+            if let Some(v) = value
+                && !is_valid_id(v)
+            {
+                return Err(invalid(format!("{name} is malformed")));
+            }
+        }
+        f.resources.sort_unstable();
+        f.resources.dedup();
+        Ok(f)
+    }
+
+    /// The requested scopes joined for a `scope` claim.
+    pub fn scope_claim(&self) -> String {
+        self.scopes.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(extra: &str) -> Vec<u8> {
+        format!("grant_type={}&zone_id=z1{extra}", form_urlencoded::byte_serialize(GRANT_TYPE_TOKEN_EXCHANGE.as_bytes()).collect::<String>())
+            .into_bytes()
+    }
+
+    #[test]
+    fn parses_repeated_resources_and_scopes() {
+        let f = TokenForm::parse(&body("&resource=b&resource=a&resource=b&scope=read+write+read&ttl_seconds=60")).unwrap();
+        assert_eq!(f.resources, ["a", "b"]);
+        assert_eq!(f.scopes, ["read", "write"]);
+        assert_eq!(f.ttl_seconds, Some(60));
+        assert_eq!(f.zone_id, "z1");
+    }
+
+    #[test]
+    fn refuses_bad_shapes() {
+        let cases = [
+            ("&zone_id=z2", "duplicate"),
+            ("&scope=a&scope=b", "duplicate"),
+            ("&actor_token=x", "actor_token"),
+            ("&ttl_seconds=-1", "ttl_seconds"),
+            ("&subject_token=abc", "go together"),
+            ("&subject_token=abc&subject_token_type=urn:x", "subject_token_type"),
+            ("&application_id=a%20b", "application_id"),
+            ("&resource=+", "resource"),
+        ];
+        for (extra, needle) in cases {
+            match TokenForm::parse(&body(extra)) {
+                Err(StsError::InvalidRequest(m)) => assert!(m.contains(needle), "{extra}: {m}"),
+                other => panic!("{extra}: expected invalid request, got {other:?}"),
+            }
+        }
+        assert!(TokenForm::parse(b"grant_type=client_credentials&zone_id=z").is_err());
+        assert!(TokenForm::parse(&body("").into_iter().chain(std::iter::repeat_n(b'a', MAX_FORM_BYTES)).collect::<Vec<_>>()).is_err());
+        let no_zone = format!("grant_type={}", form_urlencoded::byte_serialize(GRANT_TYPE_TOKEN_EXCHANGE.as_bytes()).collect::<String>());
+        assert!(TokenForm::parse(no_zone.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! The STS's HTTP surface: `POST /oauth/2/token` and `GET /.well-known/jwks.json?zone_id=`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRef, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use caracal_shared::{WireError, request_id, sig};
+
+use crate::exchange::{GatewaySignature, TokenRequest};
+use crate::form::MAX_FORM_BYTES;
+use crate::{Sts, StsError};
+
+/// The STS routes, for any state that can hand out the [`Sts`].
+pub fn router<S>() -> Router<S>
+where
+    Arc<Sts>: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new().route("/oauth/2/token", post(token)).route("/.well-known/jwks.json", get(jwks))
+}
+
+/// Renders an STS error as the wire body.
+pub fn error_response(err: &StsError, request_id: &str) -> Response {
+    let (status, code, description) = err.wire();
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        WireError::new(code, description, request_id).to_json(),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(request_id::HEADER, v);
+    }
+    resp
+}
+
+async fn token(State(sts): State<Arc<Sts>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let rid = request_id::from_inbound(header_str(request_id::HEADER));
+    let result = async {
+        if uri.query().is_some() {
+            return Err(StsError::InvalidRequest("parameters must be sent in the body, not the query".into()));
+        }
+        let media = header_str(header::CONTENT_TYPE.as_str()).unwrap_or("").split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(StsError::UnsupportedMediaType);
+        }
+        let body = axum::body::to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| StsError::PayloadTooLarge)?;
+        let gw_headers = [sig::GATEWAY_TIMESTAMP_HEADER, sig::GATEWAY_NONCE_HEADER, sig::GATEWAY_SIGNATURE_HEADER];
+        let gateway = gw_headers.iter().any(|h| headers.contains_key(*h)).then(|| GatewaySignature {
+            timestamp: header_str(sig::GATEWAY_TIMESTAMP_HEADER),
+            nonce: header_str(sig::GATEWAY_NONCE_HEADER),
+            signature: header_str(sig::GATEWAY_SIGNATURE_HEADER),
+            request_id_header: header_str(request_id::HEADER),
+        });
+        let req = TokenRequest { request_id: &rid, method: method.as_str(), path: uri.path(), gateway, body: &body };
+        sts.token(req).await
+    }
+    .await;
+    match result {
+        Ok(resp) => {
+            let mut r = (
+                StatusCode::OK,
+                [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+                axum::Json(resp),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&rid) {
+                r.headers_mut().insert(request_id::HEADER, v);
+            }
+            r
+        }
+        Err(e) => error_response(&e, &rid),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct JwksQuery {
+    zone_id: Option<String>,
+}
+
+async fn jwks(State(sts): State<Arc<Sts>>, Query(q): Query<JwksQuery>, headers: HeaderMap) -> Response {
+    let rid = request_id::from_inbound(headers.get(request_id::HEADER).and_then(|v| v.to_str().ok()));
+    let Some(zone_id) = q.zone_id.filter(|z| caracal_shared::mandate::is_valid_id(z)) else {
+        return error_response(&StsError::InvalidRequest("zone_id query parameter is required".into()), &rid);
+    };
+    match sts.jwks(&zone_id).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "public, max-age=300, must-revalidate"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => error_response(&e, &rid),
+    }
+}

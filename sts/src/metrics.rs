@@ -1,0 +1,35 @@
+//! STS metrics, registered in the control plane's registry.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+
+/// Counters and histograms of the token endpoint.
+pub struct StsMetrics {
+    /// Mandates issued, by `use`.
+    pub exchanges: IntCounterVec,
+    /// Refused or failed exchanges, by reason.
+    pub denials: IntCounterVec,
+    /// Policy evaluations, by decision.
+    pub policy_evaluations: IntCounterVec,
+    /// Time spent per token request.
+    pub exchange_seconds: Histogram,
+}
+
+impl StsMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let exchanges = IntCounterVec::new(Opts::new("caracal_sts_exchanges_total", "Mandates issued, by use."), &["use"])?;
+        let denials =
+            IntCounterVec::new(Opts::new("caracal_sts_denials_total", "Token requests refused or failed, by reason."), &["reason"])?;
+        let policy_evaluations =
+            IntCounterVec::new(Opts::new("caracal_sts_policy_evaluations_total", "Policy evaluations, by decision."), &["decision"])?;
+        let exchange_seconds = Histogram::with_opts(
+            HistogramOpts::new("caracal_sts_exchange_seconds", "Time to answer a token request.")
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )?;
+        registry.register(Box::new(exchanges.clone()))?;
+        registry.register(Box::new(denials.clone()))?;
+        registry.register(Box::new(policy_evaluations.clone()))?;
+        registry.register(Box::new(exchange_seconds.clone()))?;
+        Ok(Self { exchanges, denials, policy_evaluations, exchange_seconds })
+    }
+}

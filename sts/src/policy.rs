@@ -1,0 +1,213 @@
+//! Rego policy: checking uploads, compiling the active version once per zone, evaluating.
+//!
+//! Contract (documented in `docs/policy.md`): package `caracal.authz`, rule
+//! `data.caracal.authz.result` = `{decision: "allow"|"deny", evaluation_status: "complete",
+//! determining_policies: [...], diagnostics: [...]}`. An undefined result is a deny; anything outside
+//! the contract, or an engine error, is an evaluation failure (503 `policy_eval_failed`), never an
+//! allow. A zone without an active version denies everything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regorus::CompiledPolicy;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::error::StsError;
+
+/// The rule every policy must define.
+pub const ENTRYPOINT: &str = "data.caracal.authz.result";
+/// The package every policy must declare.
+pub const PACKAGE: &str = "data.caracal.authz";
+/// Version of the input document.
+pub const INPUT_SCHEMA_VERSION: &str = "2026-05-20";
+/// Largest accepted policy source.
+pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
+
+/// A compiled policy version.
+pub struct ActivePolicy {
+    pub policy_set_id: String,
+    pub version_id: String,
+    compiled: CompiledPolicy,
+}
+
+/// A decision within the contract.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub allow: bool,
+    pub determining_policies: Value,
+    pub diagnostics: Value,
+}
+
+impl Decision {
+    /// The first diagnostic `reason`, for deny descriptions.
+    pub fn reason(&self) -> Option<&str> {
+        self.diagnostics.as_array()?.iter().find_map(|d| d.get("reason")?.as_str())
+    }
+
+    fn deny(reason: &str) -> Self {
+        Self { allow: false, determining_policies: Value::Array(vec![]), diagnostics: serde_json::json!([{ "reason": reason }]) }
+    }
+}
+
+/// Compiles `source`, checking package and entry point. The error is a message for the uploader.
+pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(format!("policy source exceeds {MAX_SOURCE_BYTES} bytes"));
+    }
+    let mut engine = regorus::Engine::new();
+    engine.set_rego_v0(false);
+    let package = engine.add_policy("policy.rego".into(), source.into()).map_err(|e| e.to_string())?;
+    if package != PACKAGE {
+        return Err(format!("policy must declare `package caracal.authz`, found `{}`", package.trim_start_matches("data.")));
+    }
+    if !engine.has_declared_rule_rooted_at("policy.rego", "result").map_err(|e| e.to_string())? {
+        return Err("policy must define the rule `result` (data.caracal.authz.result)".into());
+    }
+    engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(|e| e.to_string())
+}
+
+/// Evaluates `policy` (or the deny-all fallback) against `input`.
+pub fn evaluate(policy: Option<&ActivePolicy>, input: &Value) -> Result<Decision, StsError> {
+    let Some(policy) = policy else { return Ok(Decision::deny("no_active_policy")) };
+    let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| StsError::Internal(format!("policy input: {e}")))?;
+    let out = policy.compiled.eval_with_input(input).map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
+    if out == regorus::Value::Undefined {
+        return Ok(Decision::deny("no_rule_matched"));
+    }
+    let out: Value = serde_json::from_str(&out.to_json_str().map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?)
+        .map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
+    parse_result(&out)
+}
+
+fn parse_result(out: &Value) -> Result<Decision, StsError> {
+    let fail = |why: &str| StsError::PolicyEvalFailed(format!("result outside the contract: {why}"));
+    let allow = match out.get("decision").and_then(Value::as_str) {
+        Some("allow") => true,
+        Some("deny") => false,
+        _ => return Err(fail("decision must be \"allow\" or \"deny\"")),
+    };
+    if out.get("evaluation_status").and_then(Value::as_str) != Some("complete") {
+        return Err(fail("evaluation_status must be \"complete\""));
+    }
+    let list = |name: &str| match out.get(name) {
+        None | Some(Value::Null) => Ok(Value::Array(vec![])),
+        Some(v @ Value::Array(_)) => Ok(v.clone()),
+        Some(_) => Err(fail(&format!("{name} must be an array"))),
+    };
+    Ok(Decision { allow, determining_policies: list("determining_policies")?, diagnostics: list("diagnostics")? })
+}
+
+/// The active policy of each zone, compiled once and kept in memory.
+pub struct PolicyCache {
+    db: PgPool,
+    cache: moka::future::Cache<String, Arc<Option<ActivePolicy>>>,
+}
+
+impl PolicyCache {
+    /// A cache over `db`.
+    pub fn new(db: PgPool) -> Self {
+        // The TTL bounds how long another instance's activation stays unseen here; activations
+        // on this instance invalidate at once.
+        let cache = moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(30)).build();
+        Self { db, cache }
+    }
+
+    /// The zone's active policy (`None` = deny all).
+    pub async fn active(&self, zone_id: &str) -> Result<Arc<Option<ActivePolicy>>, StsError> {
+        self.cache
+            .try_get_with_by_ref(zone_id, self.load(zone_id))
+            .await
+            .map_err(|e: Arc<StsError>| match &*e {
+                StsError::PolicyEvalFailed(m) => StsError::PolicyEvalFailed(m.clone()),
+                other => StsError::Unavailable(other.to_string()),
+            })
+    }
+
+    /// Forgets a zone's compiled policy (after an activation).
+    pub async fn invalidate(&self, zone_id: &str) {
+        self.cache.invalidate(zone_id).await;
+    }
+
+    async fn load(&self, zone_id: &str) -> Result<Arc<Option<ActivePolicy>>, StsError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT a.policy_set_id, a.version_id, v.rego FROM zone_active_policies a \
+             JOIN policy_set_versions v ON v.zone_id = a.zone_id AND v.id = a.version_id \
+             JOIN policy_sets s ON s.zone_id = a.zone_id AND s.id = a.policy_set_id AND s.archived_at IS NULL \
+             WHERE a.zone_id = $1",
+        )
+        .bind(zone_id)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some((policy_set_id, version_id, rego)) = row else { return Ok(Arc::new(None)) };
+        let compiled = compile(&rego).map_err(|e| StsError::PolicyEvalFailed(format!("active version {version_id} does not compile: {e}")))?;
+        tracing::info!(zone_id, version_id, "compiled active policy");
+        Ok(Arc::new(Some(ActivePolicy { policy_set_id, version_id, compiled })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALLOW_READ: &str = r#"
+package caracal.authz
+import rego.v1
+
+default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["read-only"], "diagnostics": []} if {
+    every s in input.context.requested_scopes { s == "read" }
+}
+"#;
+
+    fn active(src: &str) -> ActivePolicy {
+        ActivePolicy { policy_set_id: "ps".into(), version_id: "v".into(), compiled: compile(src).unwrap() }
+    }
+
+    #[test]
+    fn evaluates_allow_and_deny() {
+        let p = active(ALLOW_READ);
+        let allow = evaluate(Some(&p), &serde_json::json!({"context": {"requested_scopes": ["read"]}})).unwrap();
+        assert!(allow.allow);
+        assert_eq!(allow.determining_policies, serde_json::json!(["read-only"]));
+        let deny = evaluate(Some(&p), &serde_json::json!({"context": {"requested_scopes": ["write"]}})).unwrap();
+        assert!(!deny.allow);
+        assert_eq!(deny.reason(), Some("no_rule_matched"));
+    }
+
+    #[test]
+    fn no_active_policy_denies() {
+        let d = evaluate(None, &serde_json::json!({})).unwrap();
+        assert!(!d.allow);
+        assert_eq!(d.reason(), Some("no_active_policy"));
+    }
+
+    #[test]
+    fn undefined_result_denies() {
+        let p = active("package caracal.authz\nimport rego.v1\nresult := {\"decision\": \"allow\", \"evaluation_status\": \"complete\"} if { input.x == 1 }\n");
+        assert!(!evaluate(Some(&p), &serde_json::json!({"x": 2})).unwrap().allow);
+        assert!(evaluate(Some(&p), &serde_json::json!({"x": 1})).unwrap().allow);
+    }
+
+    #[test]
+    fn results_outside_the_contract_fail_closed() {
+        for body in [
+            r#"{"decision": "maybe", "evaluation_status": "complete"}"#,
+            r#"{"decision": "allow", "evaluation_status": "partial"}"#,
+            r#"{"decision": "allow", "evaluation_status": "complete", "diagnostics": "x"}"#,
+            r#"true"#,
+        ] {
+            let p = active(&format!("package caracal.authz\nimport rego.v1\nresult := {body}\n"));
+            assert!(matches!(evaluate(Some(&p), &serde_json::json!({})), Err(StsError::PolicyEvalFailed(_))), "{body}");
+        }
+    }
+
+    #[test]
+    fn upload_checks_package_rule_and_syntax() {
+        assert!(compile(ALLOW_READ).is_ok());
+        assert!(compile("package other\nimport rego.v1\nresult := 1\n").unwrap_err().contains("caracal.authz"));
+        assert!(compile("package caracal.authz\nimport rego.v1\nallow := true\n").unwrap_err().contains("result"));
+        assert!(compile("package caracal.authz\nresult := {").is_err());
+    }
+}
