@@ -1,1 +1,76 @@
-fn main() {}
+//! `caracal-control-plane`: configuration from the environment, migrations at start, then the STS
+//! and admin API until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use caracal_shared::config_env::Env;
+use caracal_sts::Sts;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Notify;
+
+use caracal_control_plane::config::ControlPlaneConfig;
+use caracal_control_plane::state::AppState;
+use caracal_control_plane::{MIGRATOR, app, metrics, outbox};
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cfg = match ControlPlaneConfig::from_source(&Env) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("caracal-control-plane: refusing to start\n{errors}");
+            std::process::exit(64);
+        }
+    };
+    if let Err(e) = run(cfg).await {
+        eprintln!("caracal-control-plane: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
+    tracing::info!(config = ?cfg, "starting caracal-control-plane");
+    let db = PgPoolOptions::new()
+        .max_connections(cfg.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(cfg.database_url.expose())
+        .await
+        .context("connecting to Postgres (DATABASE_URL)")?;
+    MIGRATOR.run(&db).await.context("applying migrations")?;
+    let redis_client = redis::Client::open(cfg.redis_url.expose()).context("REDIS_URL")?;
+    let redis_cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let redis = redis::aio::ConnectionManager::new_with_config(redis_client, redis_cfg).await.context("connecting to Redis (REDIS_URL)")?;
+    let metrics = Arc::new(metrics::Metrics::new()?);
+    let sts = Sts::new(cfg.sts.clone(), db.clone(), redis.clone(), &metrics.registry)?;
+    let notify = Arc::new(Notify::new());
+    let cfg = Arc::new(cfg);
+    let state = AppState { db: db.clone(), redis: redis.clone(), sts, cfg: cfg.clone(), metrics: metrics.clone(), outbox_notify: notify.clone() };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let relay = outbox::Relay { db, redis, streams_key: cfg.streams_key(), notify, metrics };
+    let relay_task = tokio::spawn(relay.run(stop_rx));
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, "control plane listening");
+    axum::serve(listener, app::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    let _ = relay_task.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -206,23 +206,26 @@ impl KeyStore {
         Ok(kid)
     }
 
-    /// Adds a new key that starts signing after the activation delay.
-    pub async fn rotate(&self, zone_id: &str) -> Result<Rotation, RotateError> {
-        let mut tx = self.db.begin().await.map_err(StsError::from)?;
+    /// Adds a new key that starts signing after the activation delay, inside `tx` (the caller
+    /// commits, with the outbox message announcing it, then calls [`KeyStore::invalidate`]).
+    pub async fn rotate(&self, tx: &mut Transaction<'_, Postgres>, zone_id: &str) -> Result<Rotation, RotateError> {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('caracal.signing_keys:' || $1))")
             .bind(zone_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(StsError::from)?;
-        let zone_live: Option<(bool,)> =
-            sqlx::query_as("SELECT archived_at IS NULL FROM zones WHERE id = $1").bind(zone_id).fetch_optional(&mut *tx).await.map_err(StsError::from)?;
+        let zone_live: Option<(bool,)> = sqlx::query_as("SELECT archived_at IS NULL FROM zones WHERE id = $1")
+            .bind(zone_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StsError::from)?;
         if !matches!(zone_live, Some((true,))) {
             return Err(RotateError::ZoneNotFound);
         }
         let newest: Option<(i64, DateTime<Utc>)> =
             sqlx::query_as("SELECT seq, not_before FROM signing_keys WHERE zone_id = $1 ORDER BY seq DESC LIMIT 1")
                 .bind(zone_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await
                 .map_err(StsError::from)?;
         let now = Utc::now();
@@ -234,9 +237,7 @@ impl KeyStore {
         let seq = newest.map_or(1, |(s, _)| s + 1);
         let not_before = now + chrono::Duration::from_std(self.activation_delay).unwrap_or_default();
         let kid = uuid::Uuid::now_v7().to_string();
-        self.insert(&mut tx, zone_id, &kid, seq, not_before).await?;
-        tx.commit().await.map_err(StsError::from)?;
-        self.invalidate(zone_id).await;
+        self.insert(tx, zone_id, &kid, seq, not_before).await?;
         Ok(Rotation { rotated: true, zone_id: zone_id.to_owned(), kid, not_before })
     }
 

@@ -1,0 +1,45 @@
+//! The admin API (`/v1`, admin bearer required except `POST /v1/bootstrap`).
+
+pub mod admin_tokens;
+pub mod applications;
+pub mod keys;
+pub mod policies;
+pub mod resources;
+pub mod sessions;
+pub mod zones;
+
+use axum::Router;
+use sqlx::PgPool;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Every admin route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(admin_tokens::router())
+        .merge(zones::router())
+        .merge(applications::router())
+        .merge(resources::router())
+        .merge(policies::router())
+        .merge(keys::router())
+        .merge(sessions::router())
+}
+
+/// 404 `zone_not_found` unless the zone exists and is not archived.
+pub async fn require_live_zone(db: &PgPool, zone_id: &str) -> ApiResult<()> {
+    let live: Option<(bool,)> = sqlx::query_as("SELECT archived_at IS NULL FROM zones WHERE id = $1").bind(zone_id).fetch_optional(db).await?;
+    match live {
+        Some((true,)) => Ok(()),
+        _ => Err(ApiError::not_found("zone_not_found")),
+    }
+}
+
+/// Checks a free-text name: trimmed, 1..=max characters, no control characters.
+pub fn check_name(name: &str, max: usize, code: &'static str) -> ApiResult<String> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > max || n.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(code, format!("name must be 1..{max} printable characters")));
+    }
+    Ok(n.to_owned())
+}

@@ -1,0 +1,151 @@
+//! Bootstrap and admin tokens.
+//!
+//! `POST /v1/bootstrap` with `Authorization: Bearer <BOOTSTRAP_ADMIN_TOKEN>` creates the first global
+//! admin token and returns it once; afterwards it answers 409 (seed 003: the bootstrap token is for
+//! initial setup only). Tokens are `cat_` + 32 random bytes (base64url), stored as SHA-256.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{check_name, require_live_zone};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AdminPrincipal, AppJson, Page, PageQuery, Paged, optional_json};
+use crate::state::AppState;
+
+/// Routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/bootstrap", post(bootstrap))
+        .route("/v1/admin-tokens", post(create).get(list))
+        .route("/v1/admin-tokens/{id}", delete(revoke))
+}
+
+/// A token row, without its digest.
+#[derive(Serialize, sqlx::FromRow)]
+pub struct AdminTokenRow {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub zone_id: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct Created {
+    #[serde(flatten)]
+    row: AdminTokenRow,
+    /// The plaintext token, shown once.
+    token: String,
+}
+
+async fn insert(conn: &mut sqlx::PgConnection, name: &str, scope: &str, zone_id: Option<&str>, created_by: &str) -> ApiResult<Created> {
+    let token = caracal_shared::b64::random_secret("cat_", 32);
+    let digest = caracal_shared::sig::sha256(token.as_bytes());
+    let id = uuid::Uuid::now_v7().to_string();
+    let row: AdminTokenRow = sqlx::query_as(
+        "INSERT INTO admin_tokens (id, name, token_sha256, scope, zone_id, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
+         RETURNING id, name, scope, zone_id, created_by, created_at, revoked_at",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(&digest[..])
+    .bind(scope)
+    .bind(zone_id)
+    .bind(created_by)
+    .fetch_one(conn)
+    .await?;
+    tracing::info!(admin_token_id = %row.id, scope, zone_id, created_by, "admin token created");
+    Ok(Created { row, token })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BootstrapBody {
+    name: Option<String>,
+}
+
+async fn bootstrap(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<impl IntoResponse> {
+    let Some(expected) = &state.cfg.bootstrap_admin_token else {
+        return Err(ApiError::not_found("bootstrap_disabled"));
+    };
+    let presented = crate::extract::bearer(&headers).unwrap_or("");
+    let body: BootstrapBody = optional_json(&body)?;
+    if !caracal_shared::sig::ct_eq(presented.as_bytes(), expected.expose().as_bytes()) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_bootstrap_token", "the bootstrap token is not valid"));
+    }
+    let mut tx = state.db.begin().await?;
+    // Serializes concurrent bootstraps: exactly one wins.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('caracal.bootstrap'))").execute(&mut *tx).await?;
+    let (done,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE created_by = 'bootstrap')").fetch_one(&mut *tx).await?;
+    if done {
+        return Err(ApiError::conflict("already_bootstrapped", "bootstrap already created the first admin token; use an admin token"));
+    }
+    let name = match body.name {
+        Some(n) => check_name(&n, 120, "invalid_admin_token_request")?,
+        None => "bootstrap".to_owned(),
+    };
+    let created = insert(&mut tx, &name, "global", None, "bootstrap").await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    scope: String,
+    zone_id: Option<String>,
+}
+
+async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body): AppJson<CreateBody>) -> ApiResult<impl IntoResponse> {
+    who.require_global()?;
+    let name = check_name(&body.name, 120, "invalid_admin_token_request")?;
+    let zone_id = match (body.scope.as_str(), body.zone_id.as_deref()) {
+        ("global", None) => None,
+        ("global", Some(_)) => return Err(ApiError::bad_request("zone_id_not_allowed_for_global", "a global token has no zone_id")),
+        ("zone", Some(z)) => {
+            require_live_zone(&state.db, z).await?;
+            Some(z)
+        }
+        ("zone", None) => return Err(ApiError::bad_request("zone_id_required", "a zone token needs zone_id")),
+        _ => return Err(ApiError::bad_request("invalid_admin_token_request", "scope must be global or zone")),
+    };
+    let mut conn = state.db.acquire().await?;
+    let created = insert(&mut conn, &name, &body.scope, zone_id, &who.actor()).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn list(State(state): State<AppState>, who: AdminPrincipal, q: axum::extract::Query<PageQuery>) -> ApiResult<Json<Paged<AdminTokenRow>>> {
+    who.require_global()?;
+    let page: Page = q.page()?;
+    let (ts, id) = page.after.clone().unzip();
+    let rows: Vec<AdminTokenRow> = sqlx::query_as(
+        "SELECT id, name, scope, zone_id, created_by, created_at, revoked_at FROM admin_tokens \
+         WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) ORDER BY created_at DESC, id DESC LIMIT $3",
+    )
+    .bind(ts)
+    .bind(id)
+    .bind(page.limit)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+}
+
+async fn revoke(State(state): State<AppState>, who: AdminPrincipal, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    who.require_global()?;
+    let done = sqlx::query("UPDATE admin_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL").bind(&id).execute(&state.db).await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found("admin_token_not_found"));
+    }
+    tracing::info!(admin_token_id = %id, by = %who.actor(), "admin token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

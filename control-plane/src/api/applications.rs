@@ -1,0 +1,165 @@
+//! Applications (OAuth clients of the STS). The client secret is generated here (`cs_` + 32 random
+//! bytes), returned once, and stored as its SHA-256 digest.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{check_name, require_live_zone};
+use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged};
+use crate::state::AppState;
+
+/// Routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/zones/{zone_id}/applications", post(create).get(list))
+        .route("/v1/zones/{zone_id}/applications/{id}", get(read).delete(archive))
+        .route("/v1/zones/{zone_id}/applications/{id}/rotate-secret", post(rotate_secret))
+}
+
+/// An application, without its secret.
+#[derive(Serialize, sqlx::FromRow)]
+pub struct ApplicationRow {
+    pub id: String,
+    pub zone_id: String,
+    pub name: String,
+    pub traits: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct WithSecret {
+    #[serde(flatten)]
+    row: ApplicationRow,
+    /// Shown once; only its digest is stored.
+    client_secret: String,
+}
+
+const COLUMNS: &str = "id, zone_id, name, traits, created_at, updated_at";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    traits: Vec<String>,
+}
+
+fn check_traits(traits: &[String]) -> ApiResult<()> {
+    let ok = |t: &String| {
+        (1..=128).contains(&t.len())
+            && t.as_bytes()[0].is_ascii_alphabetic()
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    if traits.len() > 64 || !traits.iter().all(ok) {
+        return Err(ApiError::bad_request("invalid_application", "traits: at most 64, each ^[A-Za-z][A-Za-z0-9._:-]{0,127}$"));
+    }
+    Ok(())
+}
+
+fn new_secret() -> (String, [u8; 32]) {
+    let secret = caracal_shared::b64::random_secret("cs_", 32);
+    let digest = caracal_shared::sig::sha256(secret.as_bytes());
+    (secret, digest)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    AppJson(body): AppJson<CreateBody>,
+) -> ApiResult<impl IntoResponse> {
+    who.require_zone(&zone_id)?;
+    require_live_zone(&state.db, &zone_id).await?;
+    let name = check_name(&body.name, 200, "invalid_application")?;
+    check_traits(&body.traits)?;
+    let (client_secret, digest) = new_secret();
+    let id = uuid::Uuid::now_v7().to_string();
+    let row: ApplicationRow = match sqlx::query_as(sql!(
+        "INSERT INTO applications (zone_id, id, name, client_secret_sha256, traits) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    ))
+    .bind(&zone_id)
+    .bind(&id)
+    .bind(&name)
+    .bind(&digest[..])
+    .bind(&body.traits)
+    .fetch_one(&state.db)
+    .await
+    {
+        Ok(r) => r,
+        Err(e) if is_unique_violation(&e) => return Err(ApiError::conflict("application_name_taken", "an application with this name exists")),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(zone_id, application_id = %id, by = %who.actor(), "application created");
+    Ok((StatusCode::CREATED, Json(WithSecret { row, client_secret })))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Paged<ApplicationRow>>> {
+    who.require_zone(&zone_id)?;
+    let page = q.page()?;
+    let (ts, id) = page.after.clone().unzip();
+    let rows: Vec<ApplicationRow> = sqlx::query_as(sql!(
+        "SELECT {COLUMNS} FROM applications WHERE zone_id = $1 AND archived_at IS NULL \
+         AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
+    ))
+    .bind(&zone_id)
+    .bind(ts)
+    .bind(id)
+    .bind(page.limit)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+}
+
+async fn read(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<Json<ApplicationRow>> {
+    who.require_zone(&zone_id)?;
+    let row: Option<ApplicationRow> =
+        sqlx::query_as(sql!("SELECT {COLUMNS} FROM applications WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
+            .bind(&zone_id)
+            .bind(&id)
+            .fetch_optional(&state.db)
+            .await?;
+    row.map(Json).ok_or_else(|| ApiError::not_found("application_not_found"))
+}
+
+async fn rotate_secret(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<impl IntoResponse> {
+    who.require_zone(&zone_id)?;
+    let (client_secret, digest) = new_secret();
+    let row: Option<ApplicationRow> = sqlx::query_as(sql!(
+        "UPDATE applications SET client_secret_sha256 = $3, updated_at = now() \
+         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
+    ))
+    .bind(&zone_id)
+    .bind(&id)
+    .bind(&digest[..])
+    .fetch_optional(&state.db)
+    .await?;
+    let row = row.ok_or_else(|| ApiError::not_found("application_not_found"))?;
+    tracing::info!(zone_id, application_id = %id, by = %who.actor(), "client secret rotated");
+    Ok(Json(WithSecret { row, client_secret }))
+}
+
+async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    who.require_zone(&zone_id)?;
+    let done = sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
+        .bind(&zone_id)
+        .bind(&id)
+        .execute(&state.db)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found("application_not_found"));
+    }
+    tracing::info!(zone_id, application_id = %id, by = %who.actor(), "application archived");
+    Ok(StatusCode::NO_CONTENT)
+}

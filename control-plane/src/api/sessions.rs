@@ -1,0 +1,144 @@
+//! Root sessions (authority records) and their revocation.
+//!
+//! `POST /v1/zones/{zoneId}/authority-records/{id}/revoke` marks the record revoked, records the
+//! anchor in `revocations`, and enqueues `caracal.sessions.revoke` (signed by the relay) in one
+//! transaction. Every mandate minted from the session carries its id as `root_sid`, so the STS stops
+//! minting and exchanging for it at once, and gateways cut it as the message arrives.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use caracal_shared::streams;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AdminPrincipal, PageQuery, Paged, optional_json};
+use crate::outbox;
+use crate::state::AppState;
+
+/// Routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/zones/{zone_id}/authority-records", get(list))
+        .route("/v1/zones/{zone_id}/authority-records/{id}/revoke", post(revoke))
+}
+
+/// A root session.
+#[derive(Serialize, sqlx::FromRow)]
+pub struct AuthorityRecordRow {
+    pub authority_record_id: String,
+    pub zone_id: String,
+    pub session_type: String,
+    pub subject_id: String,
+    pub application_id: String,
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+}
+
+const COLUMNS: &str = "id AS authority_record_id, zone_id, session_type, subject_id, application_id, \
+     CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END AS status, \
+     expires_at, created_at, revoked_at, revoked_reason";
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+async fn list(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<Json<Paged<AuthorityRecordRow>>> {
+    who.require_zone(&zone_id)?;
+    let page = q.page.page()?;
+    if let Some(s) = &q.status
+        && !matches!(s.as_str(), "active" | "revoked" | "expired")
+    {
+        return Err(ApiError::bad_request("invalid_query", "status must be active, revoked or expired"));
+    }
+    let (ts, id) = page.after.clone().unzip();
+    let rows: Vec<AuthorityRecordRow> = sqlx::query_as(sql!(
+        "SELECT * FROM (SELECT {COLUMNS} FROM authority_records WHERE zone_id = $1 \
+           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))) r \
+         WHERE ($4::text IS NULL OR r.status = $4) ORDER BY created_at DESC, authority_record_id DESC LIMIT $5"
+    ))
+    .bind(&zone_id)
+    .bind(ts)
+    .bind(id)
+    .bind(q.status)
+    .bind(page.limit)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.authority_record_id.clone()))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    #[serde(flatten)]
+    record: AuthorityRecordRow,
+    /// The outbox message announcing the revocation (absent when it was already revoked).
+    outbox_id: Option<String>,
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Revoked>> {
+    who.require_zone(&zone_id)?;
+    let body: RevokeBody = optional_json(&body)?;
+    let reason = body.reason.unwrap_or_else(|| "session_revoked".into());
+    if reason.is_empty() || reason.chars().count() > 512 || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_revocation", "reason must be 1..512 printable characters"));
+    }
+    let mut tx = state.db.begin().await?;
+    let changed: Option<(DateTime<Utc>,)> = sqlx::query_as(
+        "UPDATE authority_records SET status = 'revoked', revoked_at = now(), revoked_reason = $3 \
+         WHERE zone_id = $1 AND id = $2 AND status = 'active' RETURNING expires_at",
+    )
+    .bind(&zone_id)
+    .bind(&id)
+    .bind(&reason)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let outbox_id = match changed {
+        Some((expires_at,)) => {
+            sqlx::query(
+                "INSERT INTO revocations (zone_id, anchor_kind, anchor_id, reason, expires_at) VALUES ($1, 'sid', $2, $3, $4) \
+                 ON CONFLICT (zone_id, anchor_kind, anchor_id) DO NOTHING",
+            )
+            .bind(&zone_id)
+            .bind(&id)
+            .bind(&reason)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            let revoked_at = Utc::now().to_rfc3339();
+            let fields =
+                [("zone_id", zone_id.as_str()), ("session_id", &id), ("sid", &id), ("reason", &reason), ("revoked_at", &revoked_at)];
+            Some(outbox::enqueue(&mut tx, Some(&zone_id), streams::SESSIONS_REVOKE, &fields).await?)
+        }
+        None => None,
+    };
+    let record: Option<AuthorityRecordRow> = sqlx::query_as(sql!("SELECT {COLUMNS} FROM authority_records WHERE zone_id = $1 AND id = $2"))
+        .bind(&zone_id)
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let record = record.ok_or_else(|| ApiError::not_found("authority_record_not_found"))?;
+    tx.commit().await?;
+    if outbox_id.is_some() {
+        state.outbox_notify.notify_one();
+        tracing::info!(zone_id, authority_record_id = %id, reason, by = %who.actor(), "session revoked");
+    }
+    Ok(Json(Revoked { record, outbox_id }))
+}

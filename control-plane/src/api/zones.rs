@@ -1,0 +1,170 @@
+//! Zones: the unit of isolation. Creating a zone also creates its first signing key, in the same
+//! transaction, so a zone never exists without a JWKS.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::check_name;
+use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, Scope};
+use crate::state::AppState;
+
+/// Routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/zones", post(create).get(list)).route("/v1/zones/{zone_id}", get(read).patch(update).delete(archive))
+}
+
+/// A zone.
+#[derive(Serialize, sqlx::FromRow)]
+pub struct ZoneRow {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, name, slug, created_at, updated_at";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    slug: Option<String>,
+}
+
+fn slugify(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            s.push(c);
+        } else if !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    let s = s.trim_matches('-');
+    if s.is_empty() { "zone".to_owned() } else { s.chars().take(100).collect() }
+}
+
+fn valid_slug(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 120 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `base`, or `base-2`, `base-3`, … whichever is free.
+async fn free_slug(state: &AppState, base: &str) -> ApiResult<String> {
+    let taken: Vec<(String,)> = sqlx::query_as("SELECT slug FROM zones WHERE slug = $1 OR slug LIKE $1 || '-%'")
+        .bind(base)
+        .fetch_all(&state.db)
+        .await?;
+    let taken: std::collections::HashSet<String> = taken.into_iter().map(|(s,)| s).collect();
+    Ok(std::iter::once(base.to_owned())
+        .chain((2..).map(|n| format!("{base}-{n}")))
+        .find(|s| !taken.contains(s))
+        .expect("an unbounded sequence has a free slug"))
+}
+
+async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body): AppJson<CreateBody>) -> ApiResult<impl IntoResponse> {
+    who.require_global()?;
+    let name = check_name(&body.name, 120, "invalid_zone")?;
+    let slug = match body.slug {
+        Some(s) if valid_slug(&s) => s,
+        Some(_) => return Err(ApiError::bad_request("invalid_zone", "slug must match ^[a-z0-9-]{1,120}$")),
+        None => free_slug(&state, &slugify(&name)).await?,
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut tx = state.db.begin().await?;
+    let row: ZoneRow = match sqlx::query_as(sql!("INSERT INTO zones (id, name, slug) VALUES ($1, $2, $3) RETURNING {COLUMNS}"))
+        .bind(&id)
+        .bind(&name)
+        .bind(&slug)
+        .fetch_one(&mut *tx)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) if is_unique_violation(&e) => return Err(ApiError::conflict("zone_slug_conflict", format!("a zone with slug {slug:?} exists"))),
+        Err(e) => return Err(e.into()),
+    };
+    let kid = state.sts.keys.create_initial(&mut tx, &id).await?;
+    tx.commit().await?;
+    tracing::info!(zone_id = %id, kid, by = %who.actor(), "zone created");
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn list(State(state): State<AppState>, who: AdminPrincipal, Query(q): Query<PageQuery>) -> ApiResult<Json<Paged<ZoneRow>>> {
+    let page = q.page()?;
+    let only = match &who.scope {
+        Scope::Global => None,
+        Scope::Zone(z) => Some(z.clone()),
+    };
+    let (ts, id) = page.after.clone().unzip();
+    let rows: Vec<ZoneRow> = sqlx::query_as(sql!(
+        "SELECT {COLUMNS} FROM zones WHERE archived_at IS NULL AND ($1::text IS NULL OR id = $1) \
+         AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
+    ))
+    .bind(only)
+    .bind(ts)
+    .bind(id)
+    .bind(page.limit)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+}
+
+async fn read(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<Json<ZoneRow>> {
+    who.require_zone(&zone_id)?;
+    let row: Option<ZoneRow> = sqlx::query_as(sql!("SELECT {COLUMNS} FROM zones WHERE id = $1 AND archived_at IS NULL"))
+        .bind(&zone_id)
+        .fetch_optional(&state.db)
+        .await?;
+    row.map(Json).ok_or_else(|| ApiError::not_found("zone_not_found"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    AppJson(body): AppJson<UpdateBody>,
+) -> ApiResult<Json<ZoneRow>> {
+    who.require_zone(&zone_id)?;
+    let Some(name) = body.name else { return Err(ApiError::bad_request("no_fields", "nothing to update")) };
+    let name = check_name(&name, 120, "invalid_zone")?;
+    let row: Option<ZoneRow> =
+        sqlx::query_as(sql!("UPDATE zones SET name = $2, updated_at = now() WHERE id = $1 AND archived_at IS NULL RETURNING {COLUMNS}"))
+            .bind(&zone_id)
+            .bind(&name)
+            .fetch_optional(&state.db)
+            .await?;
+    row.map(Json).ok_or_else(|| ApiError::not_found("zone_not_found"))
+}
+
+async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<StatusCode> {
+    who.require_global()?;
+    let done = sqlx::query("UPDATE zones SET archived_at = now() WHERE id = $1 AND archived_at IS NULL").bind(&zone_id).execute(&state.db).await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found("zone_not_found"));
+    }
+    tracing::info!(zone_id, by = %who.actor(), "zone archived");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs() {
+        assert_eq!(super::slugify("Payments Prod!"), "payments-prod");
+        assert_eq!(super::slugify("  ***  "), "zone");
+        assert!(super::valid_slug("a-1"));
+        assert!(!super::valid_slug("A_1"));
+    }
+}

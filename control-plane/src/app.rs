@@ -1,0 +1,113 @@
+//! `fn app(state) -> Router`: the STS, the admin API and the operational endpoints on one server.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use caracal_shared::config_env::Mode;
+use caracal_shared::{WireError, request_id};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::api::router())
+        .merge(caracal_sts::http::router())
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        // Outermost first: a panic becomes a 500 with our body; the request context wraps every
+        // response (request id, error body, status metrics); then time and size limits.
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        .with_state(state)
+}
+
+/// Request id in and out; renders [`ApiError`]s with that id and logs internal causes.
+async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let rid = request_id::from_inbound(req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        req.headers_mut().insert(request_id::HEADER, v);
+    }
+    let mut resp = next.run(req).await;
+    if let Some(err) = resp.extensions_mut().remove::<ApiError>() {
+        if let Some(cause) = &err.internal {
+            tracing::error!(request_id = %rid, %method, path, status = err.status.as_u16(), error = cause, "request failed");
+        }
+        let body = WireError { error: err.code.to_owned(), error_description: err.description, request_id: rid.clone() }.to_json();
+        let mut r = (err.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        std::mem::swap(r.headers_mut(), &mut std::mem::take(resp.headers_mut()));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().remove(header::CONTENT_LENGTH);
+        resp = r;
+    }
+    if path.starts_with("/v1/") {
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        state.metrics.api_responses.with_label_values(&[status_class(resp.status())]).inc();
+    }
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert(request_id::HEADER, v);
+    }
+    resp
+}
+
+fn status_class(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], r#"{"ok":true}"#)
+}
+
+/// Ready when Postgres and Redis answer within 2 s.
+async fn ready(State(state): State<AppState>) -> Response {
+    let pg = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.db)).await;
+    let reason = if !matches!(pg, Ok(Ok(_))) {
+        Some("postgres_unreachable")
+    } else {
+        let mut conn = state.redis.clone();
+        let ping = tokio::time::timeout(Duration::from_secs(2), redis::cmd("PING").query_async::<String>(&mut conn)).await;
+        (!matches!(ping, Ok(Ok(_)))).then_some("redis_unreachable")
+    };
+    match reason {
+        None => ([(header::CONTENT_TYPE, "application/json")], r#"{"ok":true,"ready":true}"#).into_response(),
+        Some(r) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!(r#"{{"ok":false,"ready":false,"reason":"{r}"}}"#),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let presented = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let allowed = match &state.cfg.metrics_bearer {
+        Some(b) => presented.is_some_and(|p| caracal_shared::sig::ct_eq(p, format!("Bearer {}", b.expose()).as_bytes())),
+        None => state.cfg.mode == Mode::Dev,
+    };
+    if !allowed {
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer realm=\"caracal-metrics\"")], "unauthorized").into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}

@@ -1,0 +1,167 @@
+//! Extractors: who is calling (`AdminPrincipal`), JSON bodies with our error shape (`AppJson`), and
+//! keyset pagination (`Page`).
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Largest accepted admin bearer.
+const MAX_ADMIN_TOKEN_BYTES: usize = 4096;
+
+/// What an admin token may touch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every zone and the global routes.
+    Global,
+    /// One zone only.
+    Zone(String),
+}
+
+/// The authenticated caller of an admin route.
+#[derive(Clone, Debug)]
+pub struct AdminPrincipal {
+    pub token_id: String,
+    pub scope: Scope,
+}
+
+impl AdminPrincipal {
+    /// Refuses a zone-scoped token.
+    pub fn require_global(&self) -> ApiResult<()> {
+        match self.scope {
+            Scope::Global => Ok(()),
+            Scope::Zone(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "admin_token_zone_mismatch", "this route needs a global admin token")),
+        }
+    }
+
+    /// Refuses a token scoped to another zone.
+    pub fn require_zone(&self, zone_id: &str) -> ApiResult<()> {
+        match &self.scope {
+            Scope::Global => Ok(()),
+            Scope::Zone(z) if z == zone_id => Ok(()),
+            Scope::Zone(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "admin_token_zone_mismatch", "the admin token is scoped to another zone")),
+        }
+    }
+
+    /// Who did it, for `created_by` columns and audit.
+    pub fn actor(&self) -> String {
+        format!("admin:{}", self.token_id)
+    }
+}
+
+/// The bearer of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_ADMIN_TOKEN_BYTES).then_some(token)
+}
+
+impl FromRequestParts<AppState> for AdminPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_admin_token", "a valid admin bearer token is required");
+        let token = bearer(&parts.headers).ok_or_else(invalid)?;
+        let digest = caracal_shared::sig::sha256(token.as_bytes());
+        let row: Option<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, scope, zone_id FROM admin_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL")
+                .bind(&digest[..])
+                .fetch_optional(&state.db)
+                .await?;
+        let (token_id, scope, zone_id) = row.ok_or_else(invalid)?;
+        let scope = match (scope.as_str(), zone_id) {
+            ("global", _) => Scope::Global,
+            ("zone", Some(z)) => Scope::Zone(z),
+            _ => return Err(invalid()),
+        };
+        Ok(Self { token_id, scope })
+    }
+}
+
+/// A JSON body whose rejection is an [`ApiError`] (400 `invalid_body`).
+pub struct AppJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// An optional JSON body: empty means `T::default()`, anything else must parse.
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_body", format!("Failed to deserialize the JSON body: {e}")))
+}
+
+/// `?limit=&cursor=` of a list route.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// A decoded page request: newest first, strictly after the cursor.
+#[derive(Debug)]
+pub struct Page {
+    pub limit: i64,
+    pub after: Option<(DateTime<Utc>, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    ts: DateTime<Utc>,
+    id: String,
+}
+
+impl PageQuery {
+    /// Validates limit (1..=500, default 200) and cursor.
+    pub fn page(&self) -> ApiResult<Page> {
+        let limit = self.limit.unwrap_or(200);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 500"));
+        }
+        let after = match &self.cursor {
+            None => None,
+            Some(c) => {
+                let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this server issued");
+                if c.len() > 512 {
+                    return Err(bad());
+                }
+                let raw = caracal_shared::b64::decode(c).map_err(|_| bad())?;
+                let cur: Cursor = serde_json::from_slice(&raw).map_err(|_| bad())?;
+                Some((cur.ts, cur.id))
+            }
+        };
+        Ok(Page { limit, after })
+    }
+}
+
+/// `{items, next_cursor}`; `next_cursor` only when the page is full.
+#[derive(Serialize)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Paged<T> {
+    /// Builds the page; `key` gives each item's `(created_at, id)`.
+    pub fn new(items: Vec<T>, page: &Page, key: impl Fn(&T) -> (DateTime<Utc>, String)) -> Self {
+        let next_cursor = (items.len() as i64 == page.limit).then(|| items.last().map(&key)).flatten().map(|(ts, id)| {
+            caracal_shared::b64::encode(serde_json::to_vec(&Cursor { ts, id }).expect("cursor serializes"))
+        });
+        Self { items, next_cursor }
+    }
+}

@@ -1,0 +1,22 @@
+//! Caracal control plane: the STS, the admin API and (in later issues) the Coordinator and Audit
+//! ledger, on one axum server.
+
+/// SQL assembled from constant fragments only (shared column lists); values are always bound, never
+/// formatted in.
+macro_rules! sql {
+    ($($t:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($t)*))
+    };
+}
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod outbox;
+pub mod state;
+
+/// Migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

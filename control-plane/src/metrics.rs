@@ -1,0 +1,41 @@
+//! Control-plane metrics (the STS registers its own in the same registry).
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Registry and the control plane's own metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Admin API responses by status class.
+    pub api_responses: IntCounterVec,
+    /// Outbox messages published, by stream.
+    pub outbox_published: IntCounterVec,
+    /// Outbox publish failures (retried with backoff).
+    pub outbox_failures: IntCounterVec,
+    /// Outbox rows not yet published.
+    pub outbox_pending: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let api_responses = IntCounterVec::new(Opts::new("caracal_api_responses_total", "Admin API responses, by status class."), &["class"])?;
+        let outbox_published =
+            IntCounterVec::new(Opts::new("caracal_outbox_published_total", "Outbox messages published, by stream."), &["stream"])?;
+        let outbox_failures =
+            IntCounterVec::new(Opts::new("caracal_outbox_failures_total", "Outbox publish failures, by stream."), &["stream"])?;
+        let outbox_pending = IntGauge::new("caracal_outbox_pending", "Outbox rows not yet published.")?;
+        registry.register(Box::new(api_responses.clone()))?;
+        registry.register(Box::new(outbox_published.clone()))?;
+        registry.register(Box::new(outbox_failures.clone()))?;
+        registry.register(Box::new(outbox_pending.clone()))?;
+        Ok(Self { registry, api_responses, outbox_published, outbox_failures, outbox_pending })
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        out
+    }
+}

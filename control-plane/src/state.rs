@@ -1,0 +1,29 @@
+//! Shared application state: one `Clone` struct of handles.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use caracal_sts::Sts;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::config::ControlPlaneConfig;
+use crate::metrics::Metrics;
+
+/// What every handler may reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub redis: redis::aio::ConnectionManager,
+    pub sts: Arc<Sts>,
+    pub cfg: Arc<ControlPlaneConfig>,
+    pub metrics: Arc<Metrics>,
+    /// Woken after a commit that enqueued outbox rows, so the relay publishes at once.
+    pub outbox_notify: Arc<Notify>,
+}
+
+impl FromRef<AppState> for Arc<Sts> {
+    fn from_ref(s: &AppState) -> Self {
+        s.sts.clone()
+    }
+}
