@@ -1,1 +1,5 @@
-//! placeholder
+//! End-to-end tests on real processes (see `caracal_e2e` for the harness).
+
+mod admin_api;
+mod denials;
+mod governed;

@@ -1,1 +1,15 @@
-//! placeholder
+//! End-to-end test harness: real Postgres, real Redis, the real `caracal-control-plane` and
+//! `caracal-gateway` binaries, and a recording upstream, all on loopback.
+//!
+//! Postgres: `CARACAL_TEST_DATABASE_URL` (an admin URL; `.ci/run` and `deploy/local/test.sh` set it)
+//! or, if unset, a private cluster started in a temp dir. Each stack gets its own database and its
+//! own `redis-server`, so tests never share state and a test may stop "its" Redis.
+//! Binaries: `CARACAL_BIN_DIR`, else the `target/<profile>` the test binary was built into; run
+//! `cargo build --bins` first (the README's test command does).
+
+pub mod infra;
+pub mod procs;
+pub mod stack;
+pub mod upstream;
+
+pub use stack::{Stack, StackOptions};

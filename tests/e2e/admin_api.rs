@@ -1,0 +1,94 @@
+//! The admin API's own rules.
+
+use caracal_e2e::Stack;
+use serde_json::json;
+
+#[tokio::test]
+async fn bootstrap_once_and_zone_tokens_stay_in_their_zone() {
+    let s = Stack::start().await;
+    let wrong = s.http.post(format!("{}/v1/bootstrap", s.cp_url)).bearer_auth("not-the-token").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let admin = s.bootstrap().await;
+    let again = s.http.post(format!("{}/v1/bootstrap", s.cp_url)).bearer_auth(&s.bootstrap_token).send().await.unwrap();
+    assert_eq!(again.status(), 409, "bootstrap works once");
+    assert_eq!(s.admin("GET", "/v1/zones", &s.bootstrap_token, None).await.status, 401, "the bootstrap token is not an admin token");
+
+    let a = s.admin_ok("POST", "/v1/zones", &admin, Some(json!({"name": "A"})), 201).await["id"].as_str().unwrap().to_owned();
+    let b = s.admin_ok("POST", "/v1/zones", &admin, Some(json!({"name": "B"})), 201).await["id"].as_str().unwrap().to_owned();
+    let tok = s.admin_ok("POST", "/v1/admin-tokens", &admin, Some(json!({"name": "a-ops", "scope": "zone", "zone_id": a})), 201).await;
+    let zone_token = tok["token"].as_str().unwrap().to_owned();
+    assert!(zone_token.starts_with("cat_"));
+
+    assert_eq!(s.admin("GET", &format!("/v1/zones/{a}"), &zone_token, None).await.status, 200);
+    let other = s.admin("GET", &format!("/v1/zones/{b}"), &zone_token, None).await;
+    assert_eq!(other.status, 403);
+    assert_eq!(other.error(), "admin_token_zone_mismatch");
+    let other_write = s.admin("POST", &format!("/v1/zones/{b}/applications"), &zone_token, Some(json!({"name": "x"}))).await;
+    assert_eq!(other_write.status, 403, "a zone token cannot change another zone");
+    assert_eq!(s.admin("POST", "/v1/zones", &zone_token, Some(json!({"name": "C"}))).await.status, 403);
+    let listed = s.admin_ok("GET", "/v1/zones", &zone_token, None, 200).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "a zone token lists only its zone");
+
+    s.admin_ok("DELETE", &format!("/v1/admin-tokens/{}", tok["id"].as_str().unwrap()), &admin, None, 204).await;
+    assert_eq!(s.admin("GET", &format!("/v1/zones/{a}"), &zone_token, None).await.status, 401, "a revoked token stops working");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    let z = &d.zone_id;
+    let bad_rego = s
+        .admin("POST", &format!("/v1/zones/{z}/policy-sets/{}/versions", d.policy_set_id), &d.admin, Some(json!({"rego": "package other\nresult := 1"})))
+        .await;
+    assert_eq!(bad_rego.status, 422, "{}", bad_rego.text);
+    assert_eq!(bad_rego.error(), "invalid_rego");
+    assert!(bad_rego.body["requestId"].is_string());
+
+    let bad_resource = s
+        .admin(
+            "POST",
+            &format!("/v1/zones/{z}/resources"),
+            &d.admin,
+            Some(json!({"identifier": "not a uri", "upstream_url": "ftp://x", "scopes": [], "operations": [{"method": "GET", "path": "x", "scope": "nope"}]})),
+        )
+        .await;
+    assert_eq!(bad_resource.status, 400);
+    assert_eq!(bad_resource.error(), "invalid_resource");
+    let why = bad_resource.body["error_description"].as_str().unwrap();
+    for needle in ["identifier", "upstream_url", "scopes", "absolute"] {
+        assert!(why.contains(needle), "every problem is reported at once; missing {needle}: {why}");
+    }
+    let unknown_field = s.admin("POST", &format!("/v1/zones/{z}/applications"), &d.admin, Some(json!({"name": "x", "colour": "red"}))).await;
+    assert_eq!(unknown_field.status, 400);
+    assert_eq!(unknown_field.error(), "invalid_body");
+    assert_eq!(s.admin("GET", "/v1/zones", "cat_bogus", None).await.status, 401);
+    let dup = s.admin("POST", &format!("/v1/zones/{z}/resources"), &d.admin, Some(json!({"identifier": d.resource, "upstream_url": "http://127.0.0.1:1", "scopes": ["a"]}))).await;
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.error(), "resource_identifier_conflict");
+}
+
+#[tokio::test]
+async fn key_rotation_publishes_before_signing_and_jwks_serves_two_keys() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let before = s.jwks(&d.zone_id).await;
+    assert_eq!(before["keys"].as_array().unwrap().len(), 1);
+    let r = s.admin_ok("POST", &format!("/v1/zones/{}/keys/rotate", d.zone_id), &d.admin, None, 200).await;
+    let after = s.jwks(&d.zone_id).await;
+    let kids: Vec<&str> = after["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert_eq!(kids.len(), 2);
+    assert_eq!(kids[0], r["kid"].as_str().unwrap(), "newest first");
+    for k in after["keys"].as_array().unwrap() {
+        assert_eq!(k["kty"], "EC");
+        assert_eq!(k["crv"], "P-256");
+        assert_eq!(k["x"].as_str().unwrap().len(), 43);
+        assert_eq!(k["y"].as_str().unwrap().len(), 43);
+    }
+    // Mandates signed by either key keep working through the gateway.
+    let session = s.session(&d).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200);
+    let unknown = s.http.get(format!("{}/.well-known/jwks.json?zone_id=nope", s.cp_url)).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}

@@ -1,0 +1,115 @@
+//! One governed request through the real stack.
+
+use caracal_e2e::Stack;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+/// Verifies `token` with an independent JOSE implementation against the zone's JWKS.
+fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str, audience: &str) -> Value {
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.expect("kid header");
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).expect("signing key is published");
+    assert_eq!(jwk["alg"], "ES256");
+    assert_eq!(jwk["use"], "sig");
+    let key = DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap()).unwrap();
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    jsonwebtoken::decode::<Value>(token, &key, &v).expect("mandate verifies against the JWKS").claims
+}
+
+#[tokio::test]
+async fn governed_request_reaches_upstream_with_a_resource_mandate_only() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let mandate = s.gateway_mandate(&d, &session, "tools.read").await;
+
+    let a = s
+        .call(
+            "GET",
+            "/items/42?q=1",
+            &[
+                ("authorization", &format!("Bearer {mandate}")),
+                ("x-caracal-resource", &d.resource),
+                ("x-caracal-trace", "client-set"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("baggage", "caracal.zone=z,team=blue"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 200, "governed request: {}\n{}", a.text, s.gateway.log_tail(20));
+    assert_eq!(a.body["upstream"], "ok");
+    assert!(a.headers.get("x-request-id").is_some(), "the gateway echoes a request id");
+
+    let seen = s.upstream.requests();
+    assert_eq!(seen.len(), 1, "exactly one upstream request");
+    let up = &seen[0];
+    assert_eq!(up.path, "/base/items/42", "upstream base path joined with the request path");
+    assert_eq!(up.query.as_deref(), Some("q=1"));
+    for (name, _) in up.headers.iter() {
+        assert!(!name.as_str().starts_with("x-caracal-"), "{name} must not reach the upstream");
+    }
+    assert_eq!(up.header("x-forwarded-for"), Some("127.0.0.1"), "client-supplied X-Forwarded-For is replaced");
+    assert_eq!(up.header("baggage"), Some("team=blue"), "caracal.* baggage is stripped");
+    let forwarded = up.header("authorization").expect("credential injected").strip_prefix("Bearer ").expect("bearer scheme");
+    assert_ne!(forwarded, mandate, "the inbound gateway mandate never reaches the upstream");
+
+    let claims = verify_with_jwks(forwarded, &s.jwks(&d.zone_id).await, &s.issuer, &d.resource);
+    assert_eq!(claims["use"], "resource");
+    assert_eq!(claims["aud"], serde_json::json!([d.resource]));
+    assert_eq!(claims["target"], serde_json::json!([d.resource]));
+    assert_eq!(claims["scope"], "tools.read");
+    assert_eq!(claims["client_id"], d.app_id.as_str());
+    let gw_claims = verify_with_jwks(&mandate, &s.jwks(&d.zone_id).await, &s.issuer, &s.issuer);
+    assert_eq!(gw_claims["use"], "gateway");
+    assert_eq!(claims["root_sid"], gw_claims["root_sid"], "the resource mandate hangs from the same root session");
+
+    assert_eq!(s.gateway_metric("caracal_gateway_requests_allowed_total").await, 1.0);
+    assert_eq!(s.gateway_metric("caracal_gateway_requests_denied_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn revoking_the_root_session_stops_further_exchanges() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let first = s.gateway_mandate(&d, &session, "tools.read").await;
+    let second = s.gateway_mandate(&d, &session, "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/1", &first, &d.resource).await.status, 200);
+
+    let sid = jsonwebtoken::dangerous::insecure_decode::<Value>(&session).unwrap().claims["sid"].as_str().unwrap().to_owned();
+    let r = s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
+    assert_eq!(r["status"], "revoked");
+    assert!(r["outbox_id"].is_string(), "the revocation is announced through the outbox");
+
+    let a = s.governed("GET", "/items/1", &second, &d.resource).await;
+    assert_eq!(a.status, 401, "a mandate of a revoked session is refused: {}", a.text);
+    assert_eq!(a.error(), "invalid_token");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_sts_refused_total").await, 1.0);
+    assert_eq!(s.upstream.requests().len(), 1, "nothing reached the upstream after the revocation");
+
+    // The message reaches the stream, signed.
+    let mut published = false;
+    for _ in 0..100 {
+        let mut conn = redis::Client::open(s.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("caracal.sessions.revoke")
+            .arg("-")
+            .arg("+")
+            .query_async::<redis::Value>(&mut conn)
+            .await
+            .ok()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
+        if let Some((_, fields)) = entries.first() {
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let key = hex::decode(&s.streams_key).unwrap();
+            assert!(caracal_shared::sig::verify_stream_signature(&key, "caracal.sessions.revoke", &pairs), "message is signed: {pairs:?}");
+            assert!(pairs.contains(&("session_id", sid.as_str())));
+            published = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(published, "caracal.sessions.revoke received the revocation");
+}

@@ -1,0 +1,154 @@
+//! Postgres and Redis on loopback.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released; the race is negligible on a test box).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+}
+
+/// A scratch directory under the target dir, removed by nobody (logs stay for post-mortems).
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let base = std::env::var_os("CARACAL_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("caracal-e2e"));
+    let dir = base.join(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// The admin URL of a Postgres server (env, or a private cluster started once per process).
+pub fn postgres_admin_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| std::env::var("CARACAL_TEST_DATABASE_URL").unwrap_or_else(|_| start_private_postgres())).clone()
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("PG_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    dir.join(name)
+}
+
+/// Starts a throw-away cluster (for runs without `CARACAL_TEST_DATABASE_URL`). It is left running
+/// when the process exits; `pg_ctl` in the scratch dir stops it.
+fn start_private_postgres() -> String {
+    let dir = scratch_dir("pg");
+    let port = free_port();
+    let data = dir.join("data");
+    let as_pg = is_root();
+    let sh = |script: String| {
+        let mut c = if as_pg {
+            let mut c = Command::new("su");
+            c.args(["postgres", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        };
+        run(&mut c);
+    };
+    if as_pg {
+        run(Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]));
+    }
+    sh(format!("{} -D {} -A trust -U postgres -E UTF8 --no-sync >/dev/null", pg_bin("initdb").display(), data.display()));
+    sh(format!(
+        "{} -D {} -l {}/log -w start -o '-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200' >/dev/null",
+        pg_bin("pg_ctl").display(),
+        data.display(),
+        dir.display(),
+        dir.display()
+    ));
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+/// Creates a fresh database and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = postgres_admin_url();
+    let name = format!("caracal_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("connect to the test Postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("admin URL ends in /<db>");
+    let base = base.split('?').next().unwrap().to_owned();
+    format!("{base}/{name}")
+}
+
+/// A private `redis-server`, stopped on drop.
+pub struct Redis {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Redis {
+    /// Starts one and waits until it answers.
+    pub fn start() -> Self {
+        let dir = scratch_dir("redis");
+        let port = free_port();
+        let mut r = Self { port, dir, child: None };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::fs::File::create(self.dir.join("redis.log")).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (to test fail-closed behaviour).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts a stopped server on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Where its log is.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < timeout, "nothing listening on port {port} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

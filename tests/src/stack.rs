@@ -1,0 +1,325 @@
+//! A whole Caracal stack for one test: database, Redis, control plane, gateway, upstream.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::infra::{self, Redis, free_port};
+use crate::procs::Proc;
+use crate::upstream::Upstream;
+
+/// Grant type of every exchange.
+pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Subject token type of mandates.
+pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// A policy that allows every exchange for a resource the zone knows (and session mints).
+pub const ALLOW_POLICY: &str = r#"package caracal.authz
+
+import rego.v1
+
+default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["test-allow"], "diagnostics": []} if {
+	input.principal.type == "Application"
+}
+"#;
+
+/// A policy that denies everything with a reason.
+pub const DENY_POLICY: &str = r#"package caracal.authz
+
+import rego.v1
+
+result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": ["test-deny"], "diagnostics": [{"reason": "frozen_by_test"}]}
+"#;
+
+/// Extra settings for a stack.
+#[derive(Default, Clone)]
+pub struct StackOptions {
+    /// Extra or overriding env for the gateway.
+    pub gateway_env: Vec<(String, String)>,
+    /// Extra or overriding env for the control plane.
+    pub control_plane_env: Vec<(String, String)>,
+}
+
+/// Everything one test needs, torn down on drop.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub database_url: String,
+    pub redis: Redis,
+    pub control_plane: Proc,
+    pub gateway: Proc,
+    pub upstream: Upstream,
+    pub cp_url: String,
+    pub gw_url: String,
+    pub issuer: String,
+    pub streams_key: String,
+    pub gateway_key: String,
+    pub bootstrap_token: String,
+    pub http: reqwest::Client,
+}
+
+/// A zone set up with one application, one resource and an active allow policy.
+#[derive(Clone, Debug)]
+pub struct Demo {
+    pub zone_id: String,
+    pub app_id: String,
+    pub secret: String,
+    pub resource: String,
+    pub policy_set_id: String,
+    pub admin: String,
+}
+
+/// An HTTP answer: status, headers and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    async fn read(r: reqwest::Response) -> Self {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self { status, headers, body, text }
+    }
+
+    /// `body["error"]` as a string.
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    (0..n).map(|_| format!("{:02x}", uuid::Uuid::new_v4().as_bytes()[0])).collect::<String>()
+}
+
+impl Stack {
+    /// Starts everything with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts everything.
+    pub async fn start_with(opts: StackOptions) -> Self {
+        let dir = infra::scratch_dir("stack");
+        let database_url = infra::fresh_database().await;
+        let redis = Redis::start();
+        let upstream = Upstream::start().await;
+        let (cp_port, gw_port) = (free_port(), free_port());
+        let cp_url = format!("http://127.0.0.1:{cp_port}");
+        let gw_url = format!("http://127.0.0.1:{gw_port}");
+        let streams_key = random_hex(32);
+        let gateway_key = random_hex(32);
+        let bootstrap_token = format!("boot-{}", random_hex(24));
+
+        let mut cp_env: BTreeMap<String, String> = [
+            ("CARACAL_MODE", "dev".to_owned()),
+            ("LISTEN_ADDR", format!("127.0.0.1:{cp_port}")),
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_URL", redis.url()),
+            ("ISSUER_URL", cp_url.clone()),
+            ("ZONE_KEK", random_hex(32)),
+            ("STREAMS_HMAC_KEY", streams_key.clone()),
+            ("GATEWAY_STS_HMAC_KEY", gateway_key.clone()),
+            ("BOOTSTRAP_ADMIN_TOKEN", bootstrap_token.clone()),
+            ("KEY_ACTIVATION_DELAY_SECONDS", "0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        cp_env.extend(opts.control_plane_env);
+        let mut control_plane = Proc::start("caracal-control-plane", &cp_env, &dir);
+        control_plane.wait_ready(&format!("{cp_url}/ready"), Duration::from_secs(60)).await;
+
+        let mut gw_env: BTreeMap<String, String> = [
+            ("CARACAL_MODE", "dev".to_owned()),
+            ("LISTEN_ADDR", format!("127.0.0.1:{gw_port}")),
+            ("STS_URL", cp_url.clone()),
+            ("REDIS_URL", redis.url()),
+            ("GATEWAY_STS_HMAC_KEY", gateway_key.clone()),
+            ("GATEWAY_THREADS", "2".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        gw_env.extend(opts.gateway_env);
+        let mut gateway = Proc::start("caracal-gateway", &gw_env, &dir);
+        gateway.wait_ready(&format!("{gw_url}/ready"), Duration::from_secs(60)).await;
+
+        Self {
+            dir,
+            database_url,
+            redis,
+            control_plane,
+            gateway,
+            upstream,
+            issuer: cp_url.clone(),
+            cp_url,
+            gw_url,
+            streams_key,
+            gateway_key,
+            bootstrap_token,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        }
+    }
+
+    /// `POST /v1/bootstrap`; returns the first global admin token.
+    pub async fn bootstrap(&self) -> String {
+        let a = Answer::read(self.http.post(format!("{}/v1/bootstrap", self.cp_url)).bearer_auth(&self.bootstrap_token).send().await.unwrap()).await;
+        assert_eq!(a.status, 201, "bootstrap: {}", a.text);
+        a.body["token"].as_str().expect("token in bootstrap answer").to_owned()
+    }
+
+    /// An admin API call with a JSON body (or none).
+    pub async fn admin(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Answer {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.cp_url)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Answer::read(req.send().await.unwrap()).await
+    }
+
+    /// Same as [`Stack::admin`] but asserts the status.
+    pub async fn admin_ok(&self, method: &str, path: &str, token: &str, body: Option<Value>, status: u16) -> Value {
+        let a = self.admin(method, path, token, body).await;
+        assert_eq!(a.status, status, "{method} {path}: {}", a.text);
+        a.body
+    }
+
+    /// Creates a policy version from `rego` in `set` and activates it.
+    pub async fn activate_policy(&self, d: &Demo, rego: &str) -> String {
+        let z = &d.zone_id;
+        let v = self
+            .admin_ok("POST", &format!("/v1/zones/{z}/policy-sets/{}/versions", d.policy_set_id), &d.admin, Some(json!({"rego": rego})), 201)
+            .await;
+        let version_id = v["id"].as_str().unwrap().to_owned();
+        self.admin_ok(
+            "POST",
+            &format!("/v1/zones/{z}/policy-sets/{}/activate", d.policy_set_id),
+            &d.admin,
+            Some(json!({"version_id": version_id})),
+            202,
+        )
+        .await;
+        version_id
+    }
+
+    /// Bootstrap, zone, application, resource (upstream = the recording upstream), policy set; the
+    /// allow policy is activated when `activate` is true.
+    pub async fn demo(&self, activate: bool) -> Demo {
+        let admin = self.bootstrap().await;
+        let zone = self.admin_ok("POST", "/v1/zones", &admin, Some(json!({"name": "e2e"})), 201).await;
+        let z = zone["id"].as_str().unwrap().to_owned();
+        let app = self.admin_ok("POST", &format!("/v1/zones/{z}/applications"), &admin, Some(json!({"name": "agent"})), 201).await;
+        let resource = "https://api.e2e.test/tools".to_owned();
+        self.admin_ok(
+            "POST",
+            &format!("/v1/zones/{z}/resources"),
+            &admin,
+            Some(json!({
+                "identifier": resource,
+                "upstream_url": format!("{}/base", self.upstream.url()),
+                "scopes": ["tools.read", "tools.write"],
+                "operations": [
+                    {"method": "GET", "path": "/items/**", "scope": "tools.read"},
+                    {"method": "POST", "path": "/items", "scope": "tools.write"}
+                ]
+            })),
+            201,
+        )
+        .await;
+        let set = self.admin_ok("POST", &format!("/v1/zones/{z}/policy-sets"), &admin, Some(json!({"name": "main"})), 201).await;
+        let d = Demo {
+            zone_id: z,
+            app_id: app["id"].as_str().unwrap().to_owned(),
+            secret: app["client_secret"].as_str().unwrap().to_owned(),
+            resource,
+            policy_set_id: set["id"].as_str().unwrap().to_owned(),
+            admin,
+        };
+        if activate {
+            self.activate_policy(&d, ALLOW_POLICY).await;
+        }
+        d
+    }
+
+    /// `POST /oauth/2/token` with `form`.
+    pub async fn token(&self, form: &[(&str, &str)]) -> Answer {
+        Answer::read(self.http.post(format!("{}/oauth/2/token", self.cp_url)).form(form).send().await.unwrap()).await
+    }
+
+    /// A session mandate for the demo application.
+    pub async fn session(&self, d: &Demo) -> String {
+        let a = self.token(&[("grant_type", GRANT), ("zone_id", &d.zone_id), ("application_id", &d.app_id), ("client_secret", &d.secret)]).await;
+        assert_eq!(a.status, 200, "session mint: {}", a.text);
+        a.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Mints a gateway mandate from a session mandate (raw answer).
+    pub async fn mint_gateway(&self, d: &Demo, session: &str, scope: &str) -> Answer {
+        self.token(&[
+            ("grant_type", GRANT),
+            ("zone_id", &d.zone_id),
+            ("application_id", &d.app_id),
+            ("client_secret", &d.secret),
+            ("subject_token", session),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("resource", &d.resource),
+            ("scope", scope),
+        ])
+        .await
+    }
+
+    /// A gateway mandate for the demo resource with `scope`.
+    pub async fn gateway_mandate(&self, d: &Demo, session: &str, scope: &str) -> String {
+        let a = self.mint_gateway(d, session, scope).await;
+        assert_eq!(a.status, 200, "gateway mint: {}", a.text);
+        a.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A request through the gateway.
+    pub async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.gw_url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Answer::read(req.send().await.unwrap()).await
+    }
+
+    /// A governed call: bearer + resource header.
+    pub async fn governed(&self, method: &str, path: &str, mandate: &str, resource: &str) -> Answer {
+        self.call(method, path, &[("authorization", &format!("Bearer {mandate}")), ("x-caracal-resource", resource)]).await
+    }
+
+    /// The value of a gateway metric (0 when absent).
+    pub async fn gateway_metric(&self, name: &str) -> f64 {
+        metric(&self.http, &format!("{}/metrics", self.gw_url), name).await
+    }
+
+    /// The value of a control-plane metric sample (full sample name incl. labels).
+    pub async fn control_plane_metric(&self, sample: &str) -> f64 {
+        metric(&self.http, &format!("{}/metrics", self.cp_url), sample).await
+    }
+
+    /// The zone's JWKS.
+    pub async fn jwks(&self, zone_id: &str) -> Value {
+        let r = self.http.get(format!("{}/.well-known/jwks.json?zone_id={zone_id}", self.cp_url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+}
+
+async fn metric(http: &reqwest::Client, url: &str, sample: &str) -> f64 {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap()))
+        .unwrap_or(0.0)
+}
