@@ -28,7 +28,8 @@ pub fn router() -> Router<AppState> {
 
 /// 404 `zone_not_found` unless the zone exists and is not archived.
 pub async fn require_live_zone(db: &PgPool, zone_id: &str) -> ApiResult<()> {
-    let live: Option<(bool,)> = sqlx::query_as("SELECT archived_at IS NULL FROM zones WHERE id = $1").bind(zone_id).fetch_optional(db).await?;
+    let live: Option<(bool,)> =
+        sqlx::query_as("SELECT archived_at IS NULL FROM zones WHERE id = $1").bind(zone_id).fetch_optional(db).await?;
     match live {
         Some((true,)) => Ok(()),
         _ => Err(ApiError::not_found("zone_not_found")),

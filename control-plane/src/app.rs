@@ -49,7 +49,7 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
         }
         let body = WireError { error: err.code.to_owned(), error_description: err.description, request_id: rid.clone() }.to_json();
         let mut r = (err.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-        std::mem::swap(r.headers_mut(), &mut std::mem::take(resp.headers_mut()));
+        *r.headers_mut() = std::mem::take(resp.headers_mut());
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r.headers_mut().remove(header::CONTENT_LENGTH);
         resp = r;
@@ -107,7 +107,8 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
         None => state.cfg.mode == Mode::Dev,
     };
     if !allowed {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer realm=\"caracal-metrics\"")], "unauthorized").into_response();
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer realm=\"caracal-metrics\"")], "unauthorized")
+            .into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }

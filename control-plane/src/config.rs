@@ -72,7 +72,7 @@ impl ControlPlaneConfig {
             r.problem("DATABASE_MAX_CONNECTIONS", "must be at least 1");
         }
         let redis_url = r.required("REDIS_URL").unwrap_or_default();
-        if !redis_url.is_empty() && !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+        if !(redis_url.is_empty() || redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
             r.problem("REDIS_URL", "must be a redis:// or rediss:// URL");
         }
         let bootstrap_admin_token = r.optional("BOOTSTRAP_ADMIN_TOKEN");
@@ -152,7 +152,9 @@ mod tests {
         env.insert("INSECURE_HTTP", "true");
         env.remove("STREAMS_HMAC_KEY");
         let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
-        for name in ["ZONE_KEK", "BOOTSTRAP_ADMIN_TOKEN", "INSECURE_HTTP", "STREAMS_HMAC_KEY", "DATABASE_URL", "ISSUER_URL", "GATEWAY_STS_HMAC_KEY"] {
+        for name in
+            ["ZONE_KEK", "BOOTSTRAP_ADMIN_TOKEN", "INSECURE_HTTP", "STREAMS_HMAC_KEY", "DATABASE_URL", "ISSUER_URL", "GATEWAY_STS_HMAC_KEY"]
+        {
             assert!(errs.mentions(name), "{name} missing: {errs}");
         }
     }

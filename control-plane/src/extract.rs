@@ -35,7 +35,9 @@ impl AdminPrincipal {
     pub fn require_global(&self) -> ApiResult<()> {
         match self.scope {
             Scope::Global => Ok(()),
-            Scope::Zone(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "admin_token_zone_mismatch", "this route needs a global admin token")),
+            Scope::Zone(_) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "admin_token_zone_mismatch", "this route needs a global admin token"))
+            }
         }
     }
 
@@ -44,7 +46,9 @@ impl AdminPrincipal {
         match &self.scope {
             Scope::Global => Ok(()),
             Scope::Zone(z) if z == zone_id => Ok(()),
-            Scope::Zone(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "admin_token_zone_mismatch", "the admin token is scoped to another zone")),
+            Scope::Zone(_) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "admin_token_zone_mismatch", "the admin token is scoped to another zone"))
+            }
         }
     }
 
@@ -156,12 +160,38 @@ pub struct Paged<T> {
     pub next_cursor: Option<String>,
 }
 
-impl<T> Paged<T> {
-    /// Builds the page; `key` gives each item's `(created_at, id)`.
-    pub fn new(items: Vec<T>, page: &Page, key: impl Fn(&T) -> (DateTime<Utc>, String)) -> Self {
-        let next_cursor = (items.len() as i64 == page.limit).then(|| items.last().map(&key)).flatten().map(|(ts, id)| {
-            caracal_shared::b64::encode(serde_json::to_vec(&Cursor { ts, id }).expect("cursor serializes"))
-        });
-        Self { items, next_cursor }
-    }
+/// A listed row's position in keyset order: `(created_at, id)`, newest first.
+pub trait Keyed {
+    fn key(&self) -> (DateTime<Utc>, String);
 }
+
+/// Runs a list query whose last three parameters are the cursor's timestamp and id and the limit
+/// (the query binds its own leading parameters), and builds the page.
+pub async fn fetch_page<'q, T>(
+    db: &sqlx::PgPool,
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
+    page: &Page,
+) -> ApiResult<Paged<T>>
+where
+    T: Keyed + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let (ts, id) = page.after.clone().unzip();
+    let items = query.bind(ts).bind(id).bind(page.limit).fetch_all(db).await?;
+    let next_cursor = (items.len() as i64 == page.limit)
+        .then(|| items.last().map(Keyed::key))
+        .flatten()
+        .map(|(ts, id)| caracal_shared::b64::encode(serde_json::to_vec(&Cursor { ts, id }).expect("cursor serializes")));
+    Ok(Paged { items, next_cursor })
+}
+
+/// Implements [`Keyed`] for a row with `created_at` and an id field.
+macro_rules! keyed {
+    ($t:ty, $id:ident) => {
+        impl $crate::extract::Keyed for $t {
+            fn key(&self) -> (chrono::DateTime<chrono::Utc>, String) {
+                (self.created_at, self.$id.clone())
+            }
+        }
+    };
+}
+pub(crate) use keyed;

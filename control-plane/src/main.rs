@@ -51,7 +51,8 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let sts = Sts::new(cfg.sts.clone(), db.clone(), redis.clone(), &metrics.registry)?;
     let notify = Arc::new(Notify::new());
     let cfg = Arc::new(cfg);
-    let state = AppState { db: db.clone(), redis: redis.clone(), sts, cfg: cfg.clone(), metrics: metrics.clone(), outbox_notify: notify.clone() };
+    let state =
+        AppState { db: db.clone(), redis: redis.clone(), sts, cfg: cfg.clone(), metrics: metrics.clone(), outbox_notify: notify.clone() };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let relay = outbox::Relay { db, redis, streams_key: cfg.streams_key(), notify, metrics };

@@ -19,7 +19,8 @@ impl Metrics {
     /// Creates and registers.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let api_responses = IntCounterVec::new(Opts::new("caracal_api_responses_total", "Admin API responses, by status class."), &["class"])?;
+        let api_responses =
+            IntCounterVec::new(Opts::new("caracal_api_responses_total", "Admin API responses, by status class."), &["class"])?;
         let outbox_published =
             IntCounterVec::new(Opts::new("caracal_outbox_published_total", "Outbox messages published, by stream."), &["stream"])?;
         let outbox_failures =

@@ -92,7 +92,7 @@ impl GatewayConfig {
             r.problem("GATEWAY_STS_HMAC_KEY", "is required: the STS refuses unsigned gateway exchanges (openssl rand -hex 32)");
         }
         let redis_url = r.required("REDIS_URL").unwrap_or_default();
-        if !redis_url.is_empty() && !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+        if !(redis_url.is_empty() || redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
             r.problem("REDIS_URL", "must be a redis:// or rediss:// URL");
         }
 

@@ -159,8 +159,7 @@ pub async fn respond_json(
 pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str) -> pingora::Result<()> {
     let (status, code, description) = denial.wire();
     let body = WireError { error: code.to_owned(), error_description: description.to_owned(), request_id: request_id.to_owned() };
-    let extra: &[(&str, &str)] =
-        if status == 401 { &[("www-authenticate", "Bearer realm=\"caracal-gateway\"")] } else { &[] };
+    let extra: &[(&str, &str)] = if status == 401 { &[("www-authenticate", "Bearer realm=\"caracal-gateway\"")] } else { &[] };
     respond_json(session, status, request_id, Bytes::from(body.to_json()), extra).await
 }
 

@@ -7,9 +7,7 @@
 //! DER. The e2e tests verify our output with `jsonwebtoken` as an independent implementation.
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, ParsedPublicKey,
-};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, ParsedPublicKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -135,8 +133,7 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates a new key and returns it with its PKCS#8 document (to seal and store).
     pub fn generate(kid: impl Into<String>) -> Result<(Self, Vec<u8>), JwsError> {
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| JwsError::BadKey)?;
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).map_err(|_| JwsError::BadKey)?;
         let pkcs8 = doc.as_ref().to_vec();
         Ok((Self::from_pkcs8(kid, &pkcs8)?, pkcs8))
     }

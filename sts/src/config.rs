@@ -52,8 +52,12 @@ impl StsConfig {
         let issuer = r.required("ISSUER_URL").map(|s| s.trim_end_matches('/').to_owned());
         if let Some(iss) = &issuer {
             match url::Url::parse(iss) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty()
-                    && u.query().is_none() && u.fragment().is_none() =>
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.username().is_empty()
+                        && u.query().is_none()
+                        && u.fragment().is_none() =>
                 {
                     if mode == Mode::Production && u.scheme() != "https" {
                         r.problem("ISSUER_URL", "must be https in production");
@@ -81,16 +85,7 @@ impl StsConfig {
         let key_activation_delay = Duration::from_secs(r.parse("KEY_ACTIVATION_DELAY_SECONDS", 300u64));
         let clock_skew = Duration::from_secs(r.parse("STS_CLOCK_SKEW_SECONDS", 60u64));
         let zone_kek: [u8; 32] = kek.filter(|k| k.len() == 32)?.try_into().ok()?;
-        Some(Self {
-            issuer: issuer?,
-            zone_kek,
-            gateway_hmac_key,
-            session_ttl,
-            gateway_ttl,
-            resource_ttl,
-            key_activation_delay,
-            clock_skew,
-        })
+        Some(Self { issuer: issuer?, zone_kek, gateway_hmac_key, session_ttl, gateway_ttl, resource_ttl, key_activation_delay, clock_skew })
     }
 }
 

@@ -57,9 +57,7 @@ impl StsError {
     pub fn wire(&self) -> (u16, ErrorCode, String) {
         match self {
             Self::InvalidRequest(d) => (400, ErrorCode::InvalidRequest, d.clone()),
-            Self::UnsupportedMediaType => {
-                (415, ErrorCode::InvalidRequest, "content type must be application/x-www-form-urlencoded".into())
-            }
+            Self::UnsupportedMediaType => (415, ErrorCode::InvalidRequest, "content type must be application/x-www-form-urlencoded".into()),
             Self::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "request body too large".into()),
             Self::InvalidClient => (401, ErrorCode::AccessDenied, "invalid client credentials".into()),
             Self::InvalidGatewaySignature => (401, ErrorCode::AccessDenied, "invalid gateway exchange signature".into()),

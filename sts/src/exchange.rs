@@ -158,7 +158,7 @@ impl Sts {
         let key = keys.verifier(&compact.kid).ok_or(StsError::InvalidSubjectToken("unknown signing key"))?;
         compact.verify(key).map_err(|_| StsError::InvalidSubjectToken("signature invalid"))?;
         let now = now().timestamp();
-        if claims.iss != self.cfg.issuer || !claims.aud.iter().any(|a| *a == self.cfg.issuer) {
+        if claims.iss != self.cfg.issuer || !claims.aud.contains(&self.cfg.issuer) {
             return Err(StsError::InvalidSubjectToken("issuer or audience mismatch"));
         }
         if claims.exp <= now {
@@ -187,7 +187,12 @@ impl Sts {
     }
 
     /// Evaluates the policy for each requested resource; returns the granted ones in order.
-    async fn grant(&self, zone_id: &str, resources: &[String], check: impl Fn(Option<&Resource>) -> Result<Value, String>) -> Result<Vec<Option<Resource>>, StsError> {
+    async fn grant(
+        &self,
+        zone_id: &str,
+        resources: &[String],
+        check: impl Fn(Option<&Resource>) -> Result<Value, String>,
+    ) -> Result<Vec<Option<Resource>>, StsError> {
         let active = self.policies.active(zone_id).await?;
         let mut granted = Vec::new();
         let mut first_reason: Option<String> = None;
@@ -306,7 +311,15 @@ impl Sts {
                 if !scopes_within(&form.scopes, &r.scopes) {
                     return Err("scope_mismatch".into());
                 }
-                Ok(input(app, zone_id, resource, json!({"id": "TokenExchange", "use": "gateway"}), Some(&session), &form.scopes, request_id))
+                Ok(input(
+                    app,
+                    zone_id,
+                    resource,
+                    json!({"id": "TokenExchange", "use": "gateway"}),
+                    Some(&session),
+                    &form.scopes,
+                    request_id,
+                ))
             })
             .await?;
         let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
@@ -359,12 +372,13 @@ impl Sts {
             .ok_or_else(|| StsError::AccessDenied("policy denied (resource_not_found)".into()))?;
         let scopes: Vec<String> = mandate.scopes().filter(|s| resource.scopes.iter().any(|r| r == s)).map(str::to_owned).collect();
         if resource.enforced() {
-            let op = resource
-                .operations
-                .iter()
-                .find(|op| op.matches(method, path))
-                .ok_or_else(|| StsError::OperationNotPermitted(format!("{} {path} is not a declared operation of this resource", method.to_ascii_uppercase())))?;
-            if !scopes.iter().any(|s| *s == op.scope) {
+            let op = resource.operations.iter().find(|op| op.matches(method, path)).ok_or_else(|| {
+                StsError::OperationNotPermitted(format!(
+                    "{} {path} is not a declared operation of this resource",
+                    method.to_ascii_uppercase()
+                ))
+            })?;
+            if !scopes.contains(&op.scope) {
                 return Err(StsError::OperationNotPermitted(format!("the mandate lacks the scope {:?} this operation requires", op.scope)));
             }
         }
@@ -372,8 +386,10 @@ impl Sts {
         let app = Application { id: mandate.client_id.clone(), name: String::new(), client_secret_sha256: vec![], traits: vec![] };
         let action = json!({"id": "TokenExchange", "use": "resource", "method": method.to_ascii_uppercase(), "path": path});
         let requested: Vec<String> = scopes.clone();
-        self.grant(zone_id, std::slice::from_ref(identifier), |r| Ok(input(&app, zone_id, r, action.clone(), Some(&mandate), &requested, request_id)))
-            .await?;
+        self.grant(zone_id, std::slice::from_ref(identifier), |r| {
+            Ok(input(&app, zone_id, r, action.clone(), Some(&mandate), &requested, request_id))
+        })
+        .await?;
         let ttl = self.cfg.resource_ttl.as_secs().min((mandate.exp - now().timestamp()).max(1) as u64);
         let iat = now();
         let claims = Claims {
@@ -415,7 +431,13 @@ fn scopes_within(requested: &[String], allowed: &[String]) -> bool {
     requested.iter().all(|s| allowed.contains(s))
 }
 
-fn response(token: String, ttl: u64, scope: &str, target: Vec<String>, upstreams: Option<BTreeMap<String, UpstreamDirective>>) -> TokenResponse {
+fn response(
+    token: String,
+    ttl: u64,
+    scope: &str,
+    target: Vec<String>,
+    upstreams: Option<BTreeMap<String, UpstreamDirective>>,
+) -> TokenResponse {
     TokenResponse {
         access_token: token,
         token_type: "Bearer".into(),

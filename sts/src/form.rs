@@ -78,9 +78,7 @@ impl TokenForm {
                         }
                     }
                 }
-                "ttl_seconds" => {
-                    f.ttl_seconds = Some(v.trim().parse().map_err(|_| invalid("ttl_seconds must be a non-negative integer"))?)
-                }
+                "ttl_seconds" => f.ttl_seconds = Some(v.trim().parse().map_err(|_| invalid("ttl_seconds must be a non-negative integer"))?),
                 "request_method" => f.request_method = Some(v),
                 "request_path" => f.request_path = Some(v),
                 "gateway_request_id" => f.gateway_request_id = Some(v),
@@ -133,8 +131,11 @@ mod tests {
     use super::*;
 
     fn body(extra: &str) -> Vec<u8> {
-        format!("grant_type={}&zone_id=z1{extra}", form_urlencoded::byte_serialize(GRANT_TYPE_TOKEN_EXCHANGE.as_bytes()).collect::<String>())
-            .into_bytes()
+        format!(
+            "grant_type={}&zone_id=z1{extra}",
+            form_urlencoded::byte_serialize(GRANT_TYPE_TOKEN_EXCHANGE.as_bytes()).collect::<String>()
+        )
+        .into_bytes()
     }
 
     #[test]

@@ -63,12 +63,8 @@ async fn token(State(sts): State<Arc<Sts>>, method: Method, uri: Uri, headers: H
     .await;
     match result {
         Ok(resp) => {
-            let mut r = (
-                StatusCode::OK,
-                [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
-                axum::Json(resp),
-            )
-                .into_response();
+            let mut r =
+                (StatusCode::OK, [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], axum::Json(resp)).into_response();
             if let Ok(v) = HeaderValue::from_str(&rid) {
                 r.headers_mut().insert(request_id::HEADER, v);
             }

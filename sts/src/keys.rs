@@ -47,9 +47,7 @@ impl Kek {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).expect("system RNG failed");
         let mut buf = plaintext.to_vec();
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf)
-            .expect("AES-GCM seal");
+        self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf).expect("AES-GCM seal");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + buf.len());
         out.push(SEAL_VERSION);
         out.extend_from_slice(&nonce);
@@ -125,6 +123,9 @@ pub enum RotateError {
     Sts(#[from] StsError),
 }
 
+/// `(kid, seq, sealed_private, kek_id, not_before)`.
+type KeyRow = (String, i64, Vec<u8>, String, DateTime<Utc>);
+
 /// Loads, caches, creates and rotates zone keys.
 pub struct KeyStore {
     db: PgPool,
@@ -144,13 +145,10 @@ impl KeyStore {
 
     /// The zone's keys, loaded from Postgres once and kept in memory. `ZoneNotFound` if it has none.
     pub async fn zone(&self, zone_id: &str) -> Result<Arc<ZoneKeys>, StsError> {
-        self.cache
-            .try_get_with_by_ref(zone_id, self.load(zone_id))
-            .await
-            .map_err(|e: Arc<StsError>| match &*e {
-                StsError::ZoneNotFound => StsError::ZoneNotFound,
-                other => StsError::Unavailable(other.to_string()),
-            })
+        self.cache.try_get_with_by_ref(zone_id, self.load(zone_id)).await.map_err(|e: Arc<StsError>| match &*e {
+            StsError::ZoneNotFound => StsError::ZoneNotFound,
+            other => StsError::Unavailable(other.to_string()),
+        })
     }
 
     /// Drops the cached keys of a zone (after a rotation).
@@ -159,7 +157,7 @@ impl KeyStore {
     }
 
     async fn load(&self, zone_id: &str) -> Result<Arc<ZoneKeys>, StsError> {
-        let rows: Vec<(String, i64, Vec<u8>, String, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, seq, sealed_private, kek_id, not_before FROM signing_keys \
              WHERE zone_id = $1 ORDER BY seq DESC LIMIT 2",
         )

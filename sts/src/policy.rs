@@ -115,13 +115,10 @@ impl PolicyCache {
 
     /// The zone's active policy (`None` = deny all).
     pub async fn active(&self, zone_id: &str) -> Result<Arc<Option<ActivePolicy>>, StsError> {
-        self.cache
-            .try_get_with_by_ref(zone_id, self.load(zone_id))
-            .await
-            .map_err(|e: Arc<StsError>| match &*e {
-                StsError::PolicyEvalFailed(m) => StsError::PolicyEvalFailed(m.clone()),
-                other => StsError::Unavailable(other.to_string()),
-            })
+        self.cache.try_get_with_by_ref(zone_id, self.load(zone_id)).await.map_err(|e: Arc<StsError>| match &*e {
+            StsError::PolicyEvalFailed(m) => StsError::PolicyEvalFailed(m.clone()),
+            other => StsError::Unavailable(other.to_string()),
+        })
     }
 
     /// Forgets a zone's compiled policy (after an activation).
@@ -140,7 +137,8 @@ impl PolicyCache {
         .fetch_optional(&self.db)
         .await?;
         let Some((policy_set_id, version_id, rego)) = row else { return Ok(Arc::new(None)) };
-        let compiled = compile(&rego).map_err(|e| StsError::PolicyEvalFailed(format!("active version {version_id} does not compile: {e}")))?;
+        let compiled =
+            compile(&rego).map_err(|e| StsError::PolicyEvalFailed(format!("active version {version_id} does not compile: {e}")))?;
         tracing::info!(zone_id, version_id, "compiled active policy");
         Ok(Arc::new(Some(ActivePolicy { policy_set_id, version_id, compiled })))
     }
@@ -185,7 +183,9 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
 
     #[test]
     fn undefined_result_denies() {
-        let p = active("package caracal.authz\nimport rego.v1\nresult := {\"decision\": \"allow\", \"evaluation_status\": \"complete\"} if { input.x == 1 }\n");
+        let p = active(
+            "package caracal.authz\nimport rego.v1\nresult := {\"decision\": \"allow\", \"evaluation_status\": \"complete\"} if { input.x == 1 }\n",
+        );
         assert!(!evaluate(Some(&p), &serde_json::json!({"x": 2})).unwrap().allow);
         assert!(evaluate(Some(&p), &serde_json::json!({"x": 1})).unwrap().allow);
     }

@@ -39,7 +39,12 @@ async fn bad_input_gets_clear_errors() {
     let d = s.demo(false).await;
     let z = &d.zone_id;
     let bad_rego = s
-        .admin("POST", &format!("/v1/zones/{z}/policy-sets/{}/versions", d.policy_set_id), &d.admin, Some(json!({"rego": "package other\nresult := 1"})))
+        .admin(
+            "POST",
+            &format!("/v1/zones/{z}/policy-sets/{}/versions", d.policy_set_id),
+            &d.admin,
+            Some(json!({"rego": "package other\nresult := 1"})),
+        )
         .await;
     assert_eq!(bad_rego.status, 422, "{}", bad_rego.text);
     assert_eq!(bad_rego.error(), "invalid_rego");
@@ -59,11 +64,19 @@ async fn bad_input_gets_clear_errors() {
     for needle in ["identifier", "upstream_url", "scopes", "absolute"] {
         assert!(why.contains(needle), "every problem is reported at once; missing {needle}: {why}");
     }
-    let unknown_field = s.admin("POST", &format!("/v1/zones/{z}/applications"), &d.admin, Some(json!({"name": "x", "colour": "red"}))).await;
+    let unknown_field =
+        s.admin("POST", &format!("/v1/zones/{z}/applications"), &d.admin, Some(json!({"name": "x", "colour": "red"}))).await;
     assert_eq!(unknown_field.status, 400);
     assert_eq!(unknown_field.error(), "invalid_body");
     assert_eq!(s.admin("GET", "/v1/zones", "cat_bogus", None).await.status, 401);
-    let dup = s.admin("POST", &format!("/v1/zones/{z}/resources"), &d.admin, Some(json!({"identifier": d.resource, "upstream_url": "http://127.0.0.1:1", "scopes": ["a"]}))).await;
+    let dup = s
+        .admin(
+            "POST",
+            &format!("/v1/zones/{z}/resources"),
+            &d.admin,
+            Some(json!({"identifier": d.resource, "upstream_url": "http://127.0.0.1:1", "scopes": ["a"]})),
+        )
+        .await;
     assert_eq!(dup.status, 409);
     assert_eq!(dup.error(), "resource_identifier_conflict");
 }

@@ -64,7 +64,13 @@ async fn routing_headers_are_required_and_client_identity_is_never_taken_from_he
     assert_eq!(a.status, 400, "{}", a.text);
     assert_eq!(a.error(), "invalid_token");
     assert_eq!(a.body["error_description"], "missing routing headers");
-    let b = s.call("GET", "/items/1", &[("authorization", &bearer), ("x-caracal-resource", &d.resource), ("x-caracal-client-id", "someone-else")]).await;
+    let b = s
+        .call(
+            "GET",
+            "/items/1",
+            &[("authorization", &bearer), ("x-caracal-resource", &d.resource), ("x-caracal-client-id", "someone-else")],
+        )
+        .await;
     assert_eq!(b.status, 400, "{}", b.text);
     assert_eq!(s.gateway_metric("caracal_gateway_denials_bad_routing_total").await, 2.0);
     let c = s.call("GET", "/items/1", &[("x-caracal-resource", &d.resource)]).await;
@@ -78,7 +84,14 @@ async fn routing_headers_are_required_and_client_identity_is_never_taken_from_he
 async fn no_active_policy_denies_everything() {
     let s = Stack::start().await;
     let d = s.demo(false).await;
-    let a = s.token(&[("grant_type", caracal_e2e::stack::GRANT), ("zone_id", &d.zone_id), ("application_id", &d.app_id), ("client_secret", &d.secret)]).await;
+    let a = s
+        .token(&[
+            ("grant_type", caracal_e2e::stack::GRANT),
+            ("zone_id", &d.zone_id),
+            ("application_id", &d.app_id),
+            ("client_secret", &d.secret),
+        ])
+        .await;
     assert_eq!(a.status, 403, "no policy, no mandate: {}", a.text);
     assert_eq!(a.error(), "access_denied");
     assert!(a.body["error_description"].as_str().unwrap().contains("no_active_policy"), "{}", a.text);
@@ -174,7 +187,15 @@ async fn oversized_body_is_refused_before_the_token_is_spent() {
     let body: serde_json::Value = big.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_payload_too_large_total").await, 1.0);
-    let small = s.http.post(format!("{}/items", s.gw_url)).bearer_auth(&m).header("x-caracal-resource", &d.resource).body("{}").send().await.unwrap();
+    let small = s
+        .http
+        .post(format!("{}/items", s.gw_url))
+        .bearer_auth(&m)
+        .header("x-caracal-resource", &d.resource)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(small.status(), 200, "the refused request did not burn the mandate");
     assert_eq!(s.upstream.requests().len(), 1);
 }

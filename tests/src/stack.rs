@@ -172,7 +172,9 @@ impl Stack {
 
     /// `POST /v1/bootstrap`; returns the first global admin token.
     pub async fn bootstrap(&self) -> String {
-        let a = Answer::read(self.http.post(format!("{}/v1/bootstrap", self.cp_url)).bearer_auth(&self.bootstrap_token).send().await.unwrap()).await;
+        let a =
+            Answer::read(self.http.post(format!("{}/v1/bootstrap", self.cp_url)).bearer_auth(&self.bootstrap_token).send().await.unwrap())
+                .await;
         assert_eq!(a.status, 201, "bootstrap: {}", a.text);
         a.body["token"].as_str().expect("token in bootstrap answer").to_owned()
     }
@@ -197,7 +199,13 @@ impl Stack {
     pub async fn activate_policy(&self, d: &Demo, rego: &str) -> String {
         let z = &d.zone_id;
         let v = self
-            .admin_ok("POST", &format!("/v1/zones/{z}/policy-sets/{}/versions", d.policy_set_id), &d.admin, Some(json!({"rego": rego})), 201)
+            .admin_ok(
+                "POST",
+                &format!("/v1/zones/{z}/policy-sets/{}/versions", d.policy_set_id),
+                &d.admin,
+                Some(json!({"rego": rego})),
+                201,
+            )
             .await;
         let version_id = v["id"].as_str().unwrap().to_owned();
         self.admin_ok(
@@ -257,7 +265,9 @@ impl Stack {
 
     /// A session mandate for the demo application.
     pub async fn session(&self, d: &Demo) -> String {
-        let a = self.token(&[("grant_type", GRANT), ("zone_id", &d.zone_id), ("application_id", &d.app_id), ("client_secret", &d.secret)]).await;
+        let a = self
+            .token(&[("grant_type", GRANT), ("zone_id", &d.zone_id), ("application_id", &d.app_id), ("client_secret", &d.secret)])
+            .await;
         assert_eq!(a.status, 200, "session mint: {}", a.text);
         a.body["access_token"].as_str().unwrap().to_owned()
     }

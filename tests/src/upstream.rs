@@ -57,7 +57,13 @@ impl Upstream {
 async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> impl IntoResponse {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await.map(|b| b.to_vec()).unwrap_or_default();
-    let s = Seen { method: parts.method.to_string(), path: parts.uri.path().to_owned(), query: parts.uri.query().map(str::to_owned), headers: parts.headers, body };
+    let s = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+    };
     let reply = serde_json::json!({"upstream": "ok", "path": s.path});
     seen.lock().unwrap().push(s);
     axum::Json(reply)

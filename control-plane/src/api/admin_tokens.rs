@@ -4,10 +4,10 @@
 //! admin token and returns it once; afterwards it answers 409 (seed 003: the bootstrap token is for
 //! initial setup only). Tokens are `cat_` + 32 random bytes (base64url), stored as SHA-256.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::body::Bytes;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{check_name, require_live_zone};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AdminPrincipal, AppJson, Page, PageQuery, Paged, optional_json};
+use crate::extract::{AdminPrincipal, AppJson, Page, PageQuery, Paged, fetch_page, optional_json};
 use crate::state::AppState;
 
 /// Routes.
@@ -38,6 +38,8 @@ pub struct AdminTokenRow {
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
+
+crate::extract::keyed!(AdminTokenRow, id);
 
 #[derive(Serialize)]
 struct Created {
@@ -85,7 +87,8 @@ async fn bootstrap(State(state): State<AppState>, headers: HeaderMap, body: Byte
     let mut tx = state.db.begin().await?;
     // Serializes concurrent bootstraps: exactly one wins.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('caracal.bootstrap'))").execute(&mut *tx).await?;
-    let (done,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE created_by = 'bootstrap')").fetch_one(&mut *tx).await?;
+    let (done,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE created_by = 'bootstrap')").fetch_one(&mut *tx).await?;
     if done {
         return Err(ApiError::conflict("already_bootstrapped", "bootstrap already created the first admin token; use an admin token"));
     }
@@ -124,25 +127,24 @@ async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-async fn list(State(state): State<AppState>, who: AdminPrincipal, q: axum::extract::Query<PageQuery>) -> ApiResult<Json<Paged<AdminTokenRow>>> {
+async fn list(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    q: axum::extract::Query<PageQuery>,
+) -> ApiResult<Json<Paged<AdminTokenRow>>> {
     who.require_global()?;
     let page: Page = q.page()?;
-    let (ts, id) = page.after.clone().unzip();
-    let rows: Vec<AdminTokenRow> = sqlx::query_as(
+    let q = sqlx::query_as::<_, AdminTokenRow>(
         "SELECT id, name, scope, zone_id, created_by, created_at, revoked_at FROM admin_tokens \
          WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) ORDER BY created_at DESC, id DESC LIMIT $3",
-    )
-    .bind(ts)
-    .bind(id)
-    .bind(page.limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+    );
+    Ok(Json(fetch_page(&state.db, q, &page).await?))
 }
 
 async fn revoke(State(state): State<AppState>, who: AdminPrincipal, Path(id): Path<String>) -> ApiResult<StatusCode> {
     who.require_global()?;
-    let done = sqlx::query("UPDATE admin_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL").bind(&id).execute(&state.db).await?;
+    let done =
+        sqlx::query("UPDATE admin_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL").bind(&id).execute(&state.db).await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("admin_token_not_found"));
     }

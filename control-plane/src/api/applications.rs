@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{check_name, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::state::AppState;
 
 /// Routes.
@@ -32,6 +32,8 @@ pub struct ApplicationRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+crate::extract::keyed!(ApplicationRow, id);
 
 #[derive(Serialize)]
 struct WithSecret {
@@ -93,7 +95,9 @@ async fn create(
     .await
     {
         Ok(r) => r,
-        Err(e) if is_unique_violation(&e) => return Err(ApiError::conflict("application_name_taken", "an application with this name exists")),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::conflict("application_name_taken", "an application with this name exists"));
+        }
         Err(e) => return Err(e.into()),
     };
     tracing::info!(zone_id, application_id = %id, by = %who.actor(), "application created");
@@ -108,21 +112,19 @@ async fn list(
 ) -> ApiResult<Json<Paged<ApplicationRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page()?;
-    let (ts, id) = page.after.clone().unzip();
-    let rows: Vec<ApplicationRow> = sqlx::query_as(sql!(
+    let q = sqlx::query_as::<_, ApplicationRow>(sql!(
         "SELECT {COLUMNS} FROM applications WHERE zone_id = $1 AND archived_at IS NULL \
          AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
     ))
-    .bind(&zone_id)
-    .bind(ts)
-    .bind(id)
-    .bind(page.limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+    .bind(&zone_id);
+    Ok(Json(fetch_page(&state.db, q, &page).await?))
 }
 
-async fn read(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<Json<ApplicationRow>> {
+async fn read(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult<Json<ApplicationRow>> {
     who.require_zone(&zone_id)?;
     let row: Option<ApplicationRow> =
         sqlx::query_as(sql!("SELECT {COLUMNS} FROM applications WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
@@ -133,7 +135,11 @@ async fn read(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id,
     row.map(Json).ok_or_else(|| ApiError::not_found("application_not_found"))
 }
 
-async fn rotate_secret(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<impl IntoResponse> {
+async fn rotate_secret(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
     let (client_secret, digest) = new_secret();
     let row: Option<ApplicationRow> = sqlx::query_as(sql!(

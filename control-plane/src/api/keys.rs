@@ -29,7 +29,10 @@ async fn rotate(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id
         Ok(r) => r,
         Err(RotateError::ZoneNotFound) => return Err(ApiError::not_found("zone_not_found")),
         Err(RotateError::Pending(until)) => {
-            return Err(ApiError::conflict("rotation_pending", format!("the previous rotation starts signing at {until}; rotate after that")));
+            return Err(ApiError::conflict(
+                "rotation_pending",
+                format!("the previous rotation starts signing at {until}; rotate after that"),
+            ));
         }
         Err(RotateError::Sts(e)) => return Err(e.into()),
     };

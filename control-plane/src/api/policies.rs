@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{check_name, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::outbox;
 use crate::state::AppState;
 
@@ -40,6 +40,8 @@ pub struct PolicySetRow {
     pub created_at: DateTime<Utc>,
 }
 
+crate::extract::keyed!(PolicySetRow, id);
+
 const SET_SELECT: &str = "SELECT s.id, s.zone_id, s.name, s.description, a.version_id AS active_version_id, s.created_at \
      FROM policy_sets s LEFT JOIN zone_active_policies a ON a.zone_id = s.zone_id AND a.policy_set_id = s.id";
 
@@ -55,6 +57,8 @@ pub struct VersionRow {
     pub rego: Option<String>,
 }
 
+crate::extract::keyed!(VersionRow, id);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateSet {
@@ -63,7 +67,12 @@ struct CreateSet {
     description: String,
 }
 
-async fn create_set(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>, AppJson(b): AppJson<CreateSet>) -> ApiResult<impl IntoResponse> {
+async fn create_set(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    AppJson(b): AppJson<CreateSet>,
+) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
     require_live_zone(&state.db, &zone_id).await?;
     let name = check_name(&b.name, 200, "invalid_policy_set")?;
@@ -78,7 +87,13 @@ async fn create_set(State(state): State<AppState>, who: AdminPrincipal, Path(zon
         .bind(&b.description)
         .execute(&state.db)
         .await
-        .map_err(|e| if is_unique_violation(&e) { ApiError::conflict("policy_set_name_conflict", "a policy set with this name exists") } else { e.into() })?;
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ApiError::conflict("policy_set_name_conflict", "a policy set with this name exists")
+            } else {
+                e.into()
+            }
+        })?;
     tracing::info!(zone_id, policy_set_id = %id, by = %who.actor(), "policy set created");
     Ok((StatusCode::CREATED, Json(fetch_set(&state, &zone_id, &id).await?)))
 }
@@ -92,29 +107,36 @@ async fn fetch_set(state: &AppState, zone_id: &str, id: &str) -> ApiResult<Polic
     row.ok_or_else(|| ApiError::not_found("policy_set_not_found"))
 }
 
-async fn list_sets(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>, Query(q): Query<PageQuery>) -> ApiResult<Json<Paged<PolicySetRow>>> {
+async fn list_sets(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Paged<PolicySetRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page()?;
-    let (ts, id) = page.after.clone().unzip();
-    let rows: Vec<PolicySetRow> = sqlx::query_as(sql!(
+    let q = sqlx::query_as::<_, PolicySetRow>(sql!(
         "{SET_SELECT} WHERE s.zone_id = $1 AND s.archived_at IS NULL \
          AND ($2::timestamptz IS NULL OR (s.created_at, s.id) < ($2, $3)) ORDER BY s.created_at DESC, s.id DESC LIMIT $4"
     ))
-    .bind(&zone_id)
-    .bind(ts)
-    .bind(id)
-    .bind(page.limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+    .bind(&zone_id);
+    Ok(Json(fetch_page(&state.db, q, &page).await?))
 }
 
-async fn read_set(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<Json<PolicySetRow>> {
+async fn read_set(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult<Json<PolicySetRow>> {
     who.require_zone(&zone_id)?;
     fetch_set(&state, &zone_id, &id).await.map(Json)
 }
 
-async fn archive_set(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn archive_set(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     who.require_zone(&zone_id)?;
     let mut tx = state.db.begin().await?;
     let done = sqlx::query("UPDATE policy_sets SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
@@ -163,11 +185,12 @@ async fn create_version(
     // Compile before anything is stored: a version that cannot evaluate is never activatable.
     caracal_sts::policy::compile(&b.rego).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rego", e))?;
     let mut tx = state.db.begin().await?;
-    let set: Option<(String,)> = sqlx::query_as("SELECT id FROM policy_sets WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL FOR UPDATE")
-        .bind(&zone_id)
-        .bind(&set_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let set: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM policy_sets WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL FOR UPDATE")
+            .bind(&zone_id)
+            .bind(&set_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if set.is_none() {
         return Err(ApiError::not_found("policy_set_not_found"));
     }
@@ -198,20 +221,14 @@ async fn list_versions(
 ) -> ApiResult<Json<Paged<VersionRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page()?;
-    let (ts, id) = page.after.clone().unzip();
-    let rows: Vec<VersionRow> = sqlx::query_as(
+    let q = sqlx::query_as::<_, VersionRow>(
         "SELECT id, policy_set_id, version, rego_sha256, created_at, NULL::text AS rego FROM policy_set_versions \
          WHERE zone_id = $1 AND policy_set_id = $2 AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
          ORDER BY created_at DESC, id DESC LIMIT $5",
     )
     .bind(&zone_id)
-    .bind(&set_id)
-    .bind(ts)
-    .bind(id)
-    .bind(page.limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+    .bind(&set_id);
+    Ok(Json(fetch_page(&state.db, q, &page).await?))
 }
 
 async fn read_version(

@@ -14,7 +14,7 @@ use sqlx::types::Json as SqlJson;
 
 use crate::api::require_live_zone;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::state::AppState;
 
 /// Routes.
@@ -39,6 +39,8 @@ pub struct ResourceRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+crate::extract::keyed!(ResourceRow, id);
 
 const COLUMNS: &str =
     "id, zone_id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, created_at, updated_at";
@@ -74,7 +76,9 @@ impl Definition {
         self.identifier = self.identifier.trim().to_owned();
         match url::Url::parse(&self.identifier) {
             Ok(u) if u.username().is_empty() && u.password().is_none() && self.identifier.len() <= 512 => {}
-            _ => problems.push("identifier must be an absolute URI (e.g. https://api.example.com or mcp://tools) without userinfo, ≤ 512 chars".to_owned()),
+            _ => problems.push(
+                "identifier must be an absolute URI (e.g. https://api.example.com or mcp://tools) without userinfo, ≤ 512 chars".to_owned(),
+            ),
         }
         if self.name.is_empty() {
             self.name = self.identifier.chars().take(200).collect();
@@ -83,7 +87,12 @@ impl Definition {
             problems.push("name must be ≤ 200 printable characters".into());
         }
         match url::Url::parse(&self.upstream_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty() && u.password().is_none() && u.fragment().is_none() => {}
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.fragment().is_none() => {}
             _ => problems.push("upstream_url must be an absolute http(s) URL without userinfo or fragment".into()),
         }
         let scope_ok = |s: &String| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":_./-".contains(&b));
@@ -123,7 +132,12 @@ fn conflict_or(e: sqlx::Error) -> ApiError {
     }
 }
 
-async fn create(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>, AppJson(b): AppJson<Body>) -> ApiResult<impl IntoResponse> {
+async fn create(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    AppJson(b): AppJson<Body>,
+) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
     require_live_zone(&state.db, &zone_id).await?;
     let (Some(identifier), Some(upstream_url), Some(scopes)) = (b.identifier, b.upstream_url, b.scopes) else {
@@ -160,33 +174,37 @@ async fn create(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id
     Ok((StatusCode::CREATED, Json(row)))
 }
 
-async fn list(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>, Query(q): Query<PageQuery>) -> ApiResult<Json<Paged<ResourceRow>>> {
+async fn list(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Paged<ResourceRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page()?;
-    let (ts, id) = page.after.clone().unzip();
-    let rows: Vec<ResourceRow> = sqlx::query_as(sql!(
+    let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "SELECT {COLUMNS} FROM resources WHERE zone_id = $1 AND archived_at IS NULL \
          AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
     ))
-    .bind(&zone_id)
-    .bind(ts)
-    .bind(id)
-    .bind(page.limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+    .bind(&zone_id);
+    Ok(Json(fetch_page(&state.db, q, &page).await?))
 }
 
 async fn fetch(state: &AppState, zone_id: &str, id: &str) -> ApiResult<ResourceRow> {
-    let row: Option<ResourceRow> = sqlx::query_as(sql!("SELECT {COLUMNS} FROM resources WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
-        .bind(zone_id)
-        .bind(id)
-        .fetch_optional(&state.db)
-        .await?;
+    let row: Option<ResourceRow> =
+        sqlx::query_as(sql!("SELECT {COLUMNS} FROM resources WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?;
     row.ok_or_else(|| ApiError::not_found("resource_not_found"))
 }
 
-async fn read(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<Json<ResourceRow>> {
+async fn read(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult<Json<ResourceRow>> {
     who.require_zone(&zone_id)?;
     fetch(&state, &zone_id, &id).await.map(Json)
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AdminPrincipal, PageQuery, Paged, optional_json};
+use crate::extract::{AdminPrincipal, PageQuery, Paged, fetch_page, optional_json};
 use crate::outbox;
 use crate::state::AppState;
 
@@ -39,6 +39,8 @@ pub struct AuthorityRecordRow {
     pub revoked_reason: Option<String>,
 }
 
+crate::extract::keyed!(AuthorityRecordRow, authority_record_id);
+
 const COLUMNS: &str = "id AS authority_record_id, zone_id, session_type, subject_id, application_id, \
      CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END AS status, \
      expires_at, created_at, revoked_at, revoked_reason";
@@ -50,7 +52,12 @@ struct ListQuery {
     page: PageQuery,
 }
 
-async fn list(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<Json<Paged<AuthorityRecordRow>>> {
+async fn list(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Paged<AuthorityRecordRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page.page()?;
     if let Some(s) = &q.status
@@ -58,20 +65,14 @@ async fn list(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id):
     {
         return Err(ApiError::bad_request("invalid_query", "status must be active, revoked or expired"));
     }
-    let (ts, id) = page.after.clone().unzip();
-    let rows: Vec<AuthorityRecordRow> = sqlx::query_as(sql!(
+    let query = sqlx::query_as::<_, AuthorityRecordRow>(sql!(
         "SELECT * FROM (SELECT {COLUMNS} FROM authority_records WHERE zone_id = $1 \
-           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))) r \
-         WHERE ($4::text IS NULL OR r.status = $4) ORDER BY created_at DESC, authority_record_id DESC LIMIT $5"
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))) r \
+         WHERE ($2::text IS NULL OR r.status = $2) ORDER BY created_at DESC, authority_record_id DESC LIMIT $5"
     ))
     .bind(&zone_id)
-    .bind(ts)
-    .bind(id)
-    .bind(q.status)
-    .bind(page.limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.authority_record_id.clone()))))
+    .bind(q.status);
+    Ok(Json(fetch_page(&state.db, query, &page).await?))
 }
 
 #[derive(Deserialize, Default)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::check_name;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, Scope};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, Scope, fetch_page};
 use crate::state::AppState;
 
 /// Routes.
@@ -28,6 +28,8 @@ pub struct ZoneRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+crate::extract::keyed!(ZoneRow, id);
 
 const COLUMNS: &str = "id, name, slug, created_at, updated_at";
 
@@ -57,10 +59,8 @@ fn valid_slug(s: &str) -> bool {
 
 /// `base`, or `base-2`, `base-3`, … whichever is free.
 async fn free_slug(state: &AppState, base: &str) -> ApiResult<String> {
-    let taken: Vec<(String,)> = sqlx::query_as("SELECT slug FROM zones WHERE slug = $1 OR slug LIKE $1 || '-%'")
-        .bind(base)
-        .fetch_all(&state.db)
-        .await?;
+    let taken: Vec<(String,)> =
+        sqlx::query_as("SELECT slug FROM zones WHERE slug = $1 OR slug LIKE $1 || '-%'").bind(base).fetch_all(&state.db).await?;
     let taken: std::collections::HashSet<String> = taken.into_iter().map(|(s,)| s).collect();
     Ok(std::iter::once(base.to_owned())
         .chain((2..).map(|n| format!("{base}-{n}")))
@@ -86,7 +86,9 @@ async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body
         .await
     {
         Ok(r) => r,
-        Err(e) if is_unique_violation(&e) => return Err(ApiError::conflict("zone_slug_conflict", format!("a zone with slug {slug:?} exists"))),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::conflict("zone_slug_conflict", format!("a zone with slug {slug:?} exists")));
+        }
         Err(e) => return Err(e.into()),
     };
     let kid = state.sts.keys.create_initial(&mut tx, &id).await?;
@@ -101,18 +103,12 @@ async fn list(State(state): State<AppState>, who: AdminPrincipal, Query(q): Quer
         Scope::Global => None,
         Scope::Zone(z) => Some(z.clone()),
     };
-    let (ts, id) = page.after.clone().unzip();
-    let rows: Vec<ZoneRow> = sqlx::query_as(sql!(
+    let q = sqlx::query_as::<_, ZoneRow>(sql!(
         "SELECT {COLUMNS} FROM zones WHERE archived_at IS NULL AND ($1::text IS NULL OR id = $1) \
          AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
     ))
-    .bind(only)
-    .bind(ts)
-    .bind(id)
-    .bind(page.limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Paged::new(rows, &page, |r| (r.created_at, r.id.clone()))))
+    .bind(only);
+    Ok(Json(fetch_page(&state.db, q, &page).await?))
 }
 
 async fn read(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<Json<ZoneRow>> {
@@ -150,7 +146,8 @@ async fn update(
 
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<StatusCode> {
     who.require_global()?;
-    let done = sqlx::query("UPDATE zones SET archived_at = now() WHERE id = $1 AND archived_at IS NULL").bind(&zone_id).execute(&state.db).await?;
+    let done =
+        sqlx::query("UPDATE zones SET archived_at = now() WHERE id = $1 AND archived_at IS NULL").bind(&zone_id).execute(&state.db).await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("zone_not_found"));
     }

@@ -127,10 +127,7 @@ mod tests {
         assert_eq!(resource(&req(&[])), Err(Denial::MissingResource));
         assert_eq!(resource(&req(&[("x-caracal-resource", "  ")])), Err(Denial::MissingResource));
         assert_eq!(resource(&req(&[("x-caracal-resource", "api://a")])), Ok("api://a"));
-        assert_eq!(
-            resource(&req(&[("x-caracal-resource", "api://a"), ("x-caracal-client-id", "spoof")])),
-            Err(Denial::ClientIdHeader)
-        );
+        assert_eq!(resource(&req(&[("x-caracal-resource", "api://a"), ("x-caracal-client-id", "spoof")])), Err(Denial::ClientIdHeader));
     }
 
     #[test]

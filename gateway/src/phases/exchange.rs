@@ -115,11 +115,8 @@ impl StsClient {
             .ok()
             .filter(|t: &TokenResponse| json && !t.access_token.is_empty())
             .ok_or(Denial::StsUnavailable { status: 502, description: "sts response invalid" })?;
-        let directive = parsed
-            .upstreams
-            .and_then(|mut u| u.remove(req.resource))
-            .filter(|d| !d.url.is_empty())
-            .ok_or(Denial::NoUpstream)?;
+        let directive =
+            parsed.upstreams.and_then(|mut u| u.remove(req.resource)).filter(|d| !d.url.is_empty()).ok_or(Denial::NoUpstream)?;
         Ok(ExchangeGrant { mandate: parsed.access_token, directive })
     }
 }

@@ -60,7 +60,10 @@ fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
             let name = d.auth_header.as_deref().unwrap_or("authorization");
             let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Denial::UpstreamNotAddressable)?;
             let n = header.as_str();
-            if RESERVED_CREDENTIAL_HEADERS.contains(&n) || n.starts_with("x-caracal-") || n.starts_with("x-forwarded-") || n.starts_with("proxy-")
+            if RESERVED_CREDENTIAL_HEADERS.contains(&n)
+                || n.starts_with("x-caracal-")
+                || n.starts_with("x-forwarded-")
+                || n.starts_with("proxy-")
             {
                 return Err(Denial::UpstreamNotAddressable);
             }

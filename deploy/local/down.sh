@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Stops what deploy/local/up.sh started (state in .local/stack is kept; delete it to start over).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/local/lib.sh
+STACK="$PWD/.local/stack"
+for p in gateway control-plane echo; do
+  [ -f "$STACK/$p.pid" ] && kill -INT "$(cat "$STACK/$p.pid")" 2>/dev/null || true
+  rm -f "$STACK/$p.pid"
+done
+stop_redis "${REDIS_PORT:-56379}"
+stop_postgres "$STACK/pg"
+log "stopped"

@@ -1,0 +1,78 @@
+# Shared helpers for the local scripts and CI: install Debian packages if missing, start and stop
+# PostgreSQL and Redis on loopback in a private directory (no systemd needed).
+# shellcheck shell=bash
+
+PG_BIN_DIR="${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root (or sudo) to run: $*"; fi
+}
+
+has_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# Installs what building and running the stack needs (Debian packages), skipping what is present.
+ensure_packages() {
+  local want=() p
+  for p in cmake libclang1-14 libclang-common-14-dev redis-server redis-tools postgresql curl openssl; do
+    has_pkg "$p" || want+=("$p")
+  done
+  if [ ${#want[@]} -gt 0 ]; then
+    log "installing ${want[*]}"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${want[@]}"
+  fi
+}
+
+# run_pg <command...>: runs a PostgreSQL tool as the postgres user when we are root (initdb refuses root).
+run_pg() {
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+}
+
+# start_postgres <dir> <port>: initializes a cluster in <dir>/data on first use, starts it on 127.0.0.1.
+start_postgres() {
+  local dir="$1" port="$2"
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    run_pg "$PG_BIN_DIR/initdb -D '$dir/data' -A trust -U postgres -E UTF8 --no-sync >/dev/null"
+  fi
+  if ! run_pg "$PG_BIN_DIR/pg_ctl -D '$dir/data' status" >/dev/null 2>&1; then
+    run_pg "$PG_BIN_DIR/pg_ctl -D '$dir/data' -l '$dir/postgres.log' -w start -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=300\"" >/dev/null
+  fi
+}
+
+stop_postgres() {
+  local dir="$1"
+  [ -f "$dir/data/PG_VERSION" ] && run_pg "$PG_BIN_DIR/pg_ctl -D '$dir/data' -m fast -w stop" >/dev/null 2>&1 || true
+}
+
+# start_redis <dir> <port>
+start_redis() {
+  local dir="$1" port="$2"
+  mkdir -p "$dir"
+  if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --save '' --appendonly no \
+      --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+    die "redis did not start on port $port (see $dir/redis.log)"
+  fi
+}
+
+stop_redis() {
+  redis-cli -p "$1" shutdown nosave >/dev/null 2>&1 || true
+}
+
+# wait_http <url> <seconds>
+wait_http() {
+  local url="$1" secs="${2:-60}"
+  for _ in $(seq $((secs * 10))); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}

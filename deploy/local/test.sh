@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: lints, unit tests and end-to-end tests on real Postgres and Redis with
+# the real binaries. Uses CARACAL_TEST_DATABASE_URL if set; otherwise starts a private PostgreSQL
+# on 127.0.0.1:${CARACAL_TEST_PG_PORT:-55433} for the run (the e2e harness starts one redis-server
+# per test stack itself).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/local/lib.sh
+
+ensure_packages
+
+if [ -z "${CARACAL_TEST_DATABASE_URL:-}" ]; then
+  PG_DIR="$PWD/.local/test-pg"
+  PG_PORT="${CARACAL_TEST_PG_PORT:-55433}"
+  log "starting PostgreSQL for the tests on 127.0.0.1:$PG_PORT"
+  start_postgres "$PG_DIR" "$PG_PORT"
+  trap 'stop_postgres "$PG_DIR"' EXIT
+  export CARACAL_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+fi
+
+log "building"
+cargo build --workspace --bins --locked
+
+if [ "${CARACAL_SKIP_LINT:-}" != 1 ]; then
+  log "clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
