@@ -233,6 +233,34 @@ impl Sts {
         Ok(granted)
     }
 
+    /// Claims of a new mandate: issuer, audience `[issuer]`, lifetime from now, fresh `jti` and
+    /// `sid`; callers set scope, root, targets and anything inherited.
+    fn fresh_claims(&self, zone_id: &str, sub: &str, client_id: &str, token_use: Use, sub_type: SubType, ttl: u64) -> Claims {
+        let iat = now().timestamp();
+        Claims {
+            iss: self.cfg.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: vec![self.cfg.issuer.clone()],
+            exp: iat + ttl as i64,
+            iat,
+            jti: uuid::Uuid::now_v7().to_string(),
+            zone_id: zone_id.to_owned(),
+            client_id: client_id.to_owned(),
+            scope: String::new(),
+            sid: uuid::Uuid::now_v7().to_string(),
+            root_sid: String::new(),
+            token_use,
+            sub_type,
+            target: Vec::new(),
+            agent_session_id: None,
+            delegation_edge_id: None,
+            delegation_path: Vec::new(),
+            delegation_chain: Vec::new(),
+            hop_count: None,
+            delegation_graph_epoch: None,
+        }
+    }
+
     fn sign(&self, keys: &crate::keys::ZoneKeys, claims: &Claims) -> Result<String, StsError> {
         let signer = keys.signer(now()).ok_or_else(|| StsError::Internal(format!("zone {} has no active signing key", claims.zone_id)))?;
         signer.sign(claims).map_err(|e| StsError::Internal(format!("signing: {e}")))
@@ -253,32 +281,11 @@ impl Sts {
             })
             .await?;
         let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
-        let iat = now();
-        let exp = iat + chrono::Duration::seconds(ttl as i64);
-        let sid = uuid::Uuid::now_v7().to_string();
-        store::insert_authority_record(&self.db, zone_id, &sid, &app.id, exp).await?;
-        let claims = Claims {
-            iss: self.cfg.issuer.clone(),
-            sub: app.id.clone(),
-            aud: vec![self.cfg.issuer.clone()],
-            exp: exp.timestamp(),
-            iat: iat.timestamp(),
-            jti: uuid::Uuid::now_v7().to_string(),
-            zone_id: zone_id.to_owned(),
-            client_id: app.id.clone(),
-            scope: form.scope_claim(),
-            sid: sid.clone(),
-            root_sid: sid,
-            token_use: Use::Session,
-            sub_type: SubType::Application,
-            target: target.clone(),
-            agent_session_id: None,
-            delegation_edge_id: None,
-            delegation_path: vec![],
-            delegation_chain: vec![],
-            hop_count: None,
-            delegation_graph_epoch: None,
-        };
+        let fresh = self.fresh_claims(zone_id, &app.id, &app.id, Use::Session, SubType::Application, ttl);
+        let exp = chrono::DateTime::from_timestamp(fresh.exp, 0).unwrap_or_else(now);
+        store::insert_authority_record(&self.db, zone_id, &fresh.sid, &app.id, exp).await?;
+        // A session is its own root.
+        let claims = Claims { scope: form.scope_claim(), root_sid: fresh.sid.clone(), target: target.clone(), ..fresh };
         let token = self.sign(&keys, &claims)?;
         self.metrics.exchanges.with_label_values(&[Use::Session.as_str()]).inc();
         Ok(response(token, ttl, &claims.scope, target, None))
@@ -323,28 +330,11 @@ impl Sts {
             })
             .await?;
         let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
-        let iat = now();
         let claims = Claims {
-            iss: self.cfg.issuer.clone(),
-            sub: session.sub.clone(),
-            aud: vec![self.cfg.issuer.clone()],
-            exp: iat.timestamp() + ttl as i64,
-            iat: iat.timestamp(),
-            jti: uuid::Uuid::now_v7().to_string(),
-            zone_id: zone_id.to_owned(),
-            client_id: app.id.clone(),
             scope: form.scope_claim(),
-            sid: uuid::Uuid::now_v7().to_string(),
             root_sid: session.root_sid.clone(),
-            token_use: Use::Gateway,
-            sub_type: session.sub_type,
             target: target.clone(),
-            agent_session_id: None,
-            delegation_edge_id: None,
-            delegation_path: vec![],
-            delegation_chain: vec![],
-            hop_count: None,
-            delegation_graph_epoch: None,
+            ..self.fresh_claims(zone_id, &session.sub, &app.id, Use::Gateway, session.sub_type, ttl)
         };
         let token = self.sign(&keys, &claims)?;
         self.metrics.exchanges.with_label_values(&[Use::Gateway.as_str()]).inc();
@@ -391,21 +381,11 @@ impl Sts {
         })
         .await?;
         let ttl = self.cfg.resource_ttl.as_secs().min((mandate.exp - now().timestamp()).max(1) as u64);
-        let iat = now();
+        // Resource mandates inherit the presented mandate's root and delegation, and narrow its scope.
         let claims = Claims {
-            iss: self.cfg.issuer.clone(),
-            sub: mandate.sub.clone(),
             aud: vec![resource.identifier.clone()],
-            exp: iat.timestamp() + ttl as i64,
-            iat: iat.timestamp(),
-            jti: uuid::Uuid::now_v7().to_string(),
-            zone_id: zone_id.to_owned(),
-            client_id: mandate.client_id.clone(),
             scope: scopes.join(" "),
-            sid: uuid::Uuid::now_v7().to_string(),
             root_sid: mandate.root_sid.clone(),
-            token_use: Use::Resource,
-            sub_type: mandate.sub_type,
             target: vec![resource.identifier.clone()],
             agent_session_id: mandate.agent_session_id.clone(),
             delegation_edge_id: mandate.delegation_edge_id.clone(),
@@ -413,6 +393,7 @@ impl Sts {
             delegation_chain: mandate.delegation_chain.clone(),
             hop_count: mandate.hop_count,
             delegation_graph_epoch: mandate.delegation_graph_epoch,
+            ..self.fresh_claims(zone_id, &mandate.sub, &mandate.client_id, Use::Resource, mandate.sub_type, ttl)
         };
         let token = self.sign(&keys, &claims)?;
         let directive = UpstreamDirective {

@@ -70,6 +70,20 @@ struct Definition {
 }
 
 impl Definition {
+    /// Binds the definition's fields as the next seven parameters (name … credential_mode).
+    fn bind<'q, O>(
+        &'q self,
+        q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        q.bind(&self.name)
+            .bind(&self.identifier)
+            .bind(&self.upstream_url)
+            .bind(&self.scopes)
+            .bind(SqlJson(&self.operations))
+            .bind(&self.operation_enforcement)
+            .bind(&self.credential_mode)
+    }
+
     /// Checks every field and reports every problem at once.
     fn validate(mut self) -> ApiResult<Self> {
         let mut problems = Vec::new();
@@ -154,22 +168,13 @@ async fn create(
     }
     .validate()?;
     let id = uuid::Uuid::now_v7().to_string();
-    let row: ResourceRow = sqlx::query_as(sql!(
+    let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
-    .bind(&id)
-    .bind(&def.name)
-    .bind(&def.identifier)
-    .bind(&def.upstream_url)
-    .bind(&def.scopes)
-    .bind(SqlJson(&def.operations))
-    .bind(&def.operation_enforcement)
-    .bind(&def.credential_mode)
-    .fetch_one(&state.db)
-    .await
-    .map_err(conflict_or)?;
+    .bind(&id);
+    let row = def.bind(q).fetch_one(&state.db).await.map_err(conflict_or)?;
     tracing::info!(zone_id, resource_id = %id, identifier = %def.identifier, by = %who.actor(), "resource created");
     Ok((StatusCode::CREATED, Json(row)))
 }
@@ -227,23 +232,14 @@ async fn update(
         credential_mode: b.credential_mode.unwrap_or(cur.credential_mode),
     }
     .validate()?;
-    let row: Option<ResourceRow> = sqlx::query_as(sql!(
+    let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
          operation_enforcement = $8, credential_mode = $9, updated_at = now() \
          WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
-    .bind(&id)
-    .bind(&def.name)
-    .bind(&def.identifier)
-    .bind(&def.upstream_url)
-    .bind(&def.scopes)
-    .bind(SqlJson(&def.operations))
-    .bind(&def.operation_enforcement)
-    .bind(&def.credential_mode)
-    .fetch_optional(&state.db)
-    .await
-    .map_err(conflict_or)?;
+    .bind(&id);
+    let row = def.bind(q).fetch_optional(&state.db).await.map_err(conflict_or)?;
     tracing::info!(zone_id, resource_id = %id, by = %who.actor(), "resource updated");
     row.map(Json).ok_or_else(|| ApiError::not_found("resource_not_found"))
 }
