@@ -5,10 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use caracal_shared::config_env::Env;
 use caracal_sts::Sts;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Notify;
+
+// See the gateway: the mint path allocates small buffers per request on every worker.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use caracal_control_plane::config::ControlPlaneConfig;
 use caracal_control_plane::state::AppState;
@@ -55,10 +60,14 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         AppState { db: db.clone(), redis: redis.clone(), sts, cfg: cfg.clone(), metrics: metrics.clone(), outbox_notify: notify.clone() };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    state.sts.start_background(stop_rx.clone()).await.context("loading revoked sessions")?;
     let relay = outbox::Relay { db, redis, streams_key: cfg.streams_key(), notify, metrics };
     let relay_task = tokio::spawn(relay.run(stop_rx));
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    // Responses are written whole; Nagle would only delay them behind the client's delayed ACK.
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
     tracing::info!(listen = %cfg.listen, "control plane listening");
     axum::serve(listener, app::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     let _ = stop_tx.send(true);

@@ -26,6 +26,9 @@ pub struct StsConfig {
     pub key_activation_delay: Duration,
     /// Allowed clock skew for gateway exchange timestamps and token `iat`.
     pub clock_skew: Duration,
+    /// `REVOCATION_MAX_STALENESS`: when the revoked-session view has not been reloaded for this
+    /// long, every exchange is refused (default 30 s).
+    pub revocation_max_staleness: Duration,
 }
 
 impl std::fmt::Debug for StsConfig {
@@ -84,8 +87,19 @@ impl StsConfig {
         let resource_ttl = ttl(r, "RESOURCE_MANDATE_TTL_SECONDS", 300, DERIVED_TTL_CAP);
         let key_activation_delay = Duration::from_secs(r.parse("KEY_ACTIVATION_DELAY_SECONDS", 300u64));
         let clock_skew = Duration::from_secs(r.parse("STS_CLOCK_SKEW_SECONDS", 60u64));
+        let revocation_max_staleness = r.duration("REVOCATION_MAX_STALENESS", Duration::from_secs(30));
         let zone_kek: [u8; 32] = kek.filter(|k| k.len() == 32)?.try_into().ok()?;
-        Some(Self { issuer: issuer?, zone_kek, gateway_hmac_key, session_ttl, gateway_ttl, resource_ttl, key_activation_delay, clock_skew })
+        Some(Self {
+            issuer: issuer?,
+            zone_kek,
+            gateway_hmac_key,
+            session_ttl,
+            gateway_ttl,
+            resource_ttl,
+            key_activation_delay,
+            clock_skew,
+            revocation_max_staleness,
+        })
     }
 }
 

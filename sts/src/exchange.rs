@@ -13,6 +13,7 @@
 //! `allow`, and a missing policy denies.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use caracal_shared::exchange::{TOKEN_TYPE_ACCESS_TOKEN, TokenResponse, UpstreamDirective};
@@ -105,11 +106,11 @@ impl Sts {
     }
 
     /// Client authentication: one generic failure for unknown app, archived app and wrong secret.
-    async fn authenticate(&self, form: &TokenForm) -> Result<Application, StsError> {
+    async fn authenticate(&self, form: &TokenForm) -> Result<Arc<Application>, StsError> {
         let (Some(app_id), Some(secret)) = (form.application_id.as_deref(), form.client_secret.as_deref()) else {
             return Err(StsError::InvalidClient);
         };
-        let app = store::application(&self.db, &form.zone_id, app_id).await?;
+        let app = self.catalog.application(&form.zone_id, app_id).await?;
         let presented = sig::sha256(secret.as_bytes());
         match app {
             Some(app) if sig::ct_eq(&app.client_secret_sha256, &presented) => Ok(app),
@@ -144,19 +145,26 @@ impl Sts {
 
     /// Verifies a presented mandate: signature by a published key of the zone, issuer, audience,
     /// lifetime, and `use`.
+    ///
+    /// A session mandate is presented again for every mint, so its signature check is remembered,
+    /// keyed by the SHA-256 of the exact token bytes (a re-encoded signature is different bytes and
+    /// is verified afresh). Only the signature is remembered: expiry, `use` and revocation are
+    /// checked on every use.
     async fn verify_subject(&self, zone_id: &str, token: &str, expected: Use) -> Result<Claims, StsError> {
-        let compact = Compact::parse(token).map_err(|_| StsError::InvalidSubjectToken("malformed"))?;
-        let claims: Claims = compact.claims().map_err(|_| StsError::InvalidSubjectToken("malformed claims"))?;
+        let memo_key = (expected == Use::Session).then(|| sig::sha256(token.as_bytes()));
+        let claims = match memo_key.and_then(|k| self.verified_sessions.get(&k)) {
+            Some(known) => Claims::clone(&known),
+            None => {
+                let claims = self.verify_signature(zone_id, token).await?;
+                if let Some(k) = memo_key {
+                    self.verified_sessions.insert(k, Arc::new(claims.clone()));
+                }
+                claims
+            }
+        };
         if claims.zone_id != zone_id {
             return Err(StsError::InvalidSubjectToken("zone mismatch"));
         }
-        let keys = match self.keys.zone(zone_id).await {
-            Ok(k) => k,
-            Err(StsError::ZoneNotFound) => return Err(StsError::InvalidSubjectToken("unknown zone")),
-            Err(e) => return Err(e),
-        };
-        let key = keys.verifier(&compact.kid).ok_or(StsError::InvalidSubjectToken("unknown signing key"))?;
-        compact.verify(key).map_err(|_| StsError::InvalidSubjectToken("signature invalid"))?;
         let now = now().timestamp();
         if claims.iss != self.cfg.issuer || !claims.aud.contains(&self.cfg.issuer) {
             return Err(StsError::InvalidSubjectToken("issuer or audience mismatch"));
@@ -177,12 +185,30 @@ impl Sts {
         Ok(claims)
     }
 
-    /// The root session of a presented mandate must be live and belong to `application_id`.
-    async fn require_live_root(&self, zone_id: &str, claims: &Claims) -> Result<(), StsError> {
-        let record = store::authority_record(&self.db, zone_id, &claims.root_sid).await?;
-        match record {
-            Some(r) if r.is_live(now()) && r.application_id == claims.client_id => Ok(()),
-            _ => Err(StsError::SessionInactive),
+    /// Parses `token` and checks its ES256 signature against the zone's published keys.
+    async fn verify_signature(&self, zone_id: &str, token: &str) -> Result<Claims, StsError> {
+        let compact = Compact::parse(token).map_err(|_| StsError::InvalidSubjectToken("malformed"))?;
+        let claims: Claims = compact.claims().map_err(|_| StsError::InvalidSubjectToken("malformed claims"))?;
+        if claims.zone_id != zone_id {
+            return Err(StsError::InvalidSubjectToken("zone mismatch"));
+        }
+        let keys = match self.keys.zone(zone_id).await {
+            Ok(k) => k,
+            Err(StsError::ZoneNotFound) => return Err(StsError::InvalidSubjectToken("unknown zone")),
+            Err(e) => return Err(e),
+        };
+        let key = keys.verifier(&compact.kid).ok_or(StsError::InvalidSubjectToken("unknown signing key"))?;
+        compact.verify(key).map_err(|_| StsError::InvalidSubjectToken("signature invalid"))?;
+        Ok(claims)
+    }
+
+    /// The root session of a presented mandate must not be revoked. (It existed when the mandate
+    /// was minted — the signature proves that — and its expiry bounds the mandate's.)
+    fn require_live_root(&self, zone_id: &str, claims: &Claims) -> Result<(), StsError> {
+        match self.revoked.is_revoked(zone_id, &claims.root_sid) {
+            Some(false) => Ok(()),
+            Some(true) => Err(StsError::SessionInactive),
+            None => Err(StsError::Unavailable("the revoked-session view is stale".into())),
         }
     }
 
@@ -192,16 +218,16 @@ impl Sts {
         zone_id: &str,
         resources: &[String],
         check: impl Fn(Option<&Resource>) -> Result<Value, String>,
-    ) -> Result<Vec<Option<Resource>>, StsError> {
+    ) -> Result<Vec<Option<Arc<Resource>>>, StsError> {
         let active = self.policies.active(zone_id).await?;
         let mut granted = Vec::new();
         let mut first_reason: Option<String> = None;
-        let mut candidates: Vec<Option<Resource>> = Vec::new();
+        let mut candidates: Vec<Option<Arc<Resource>>> = Vec::new();
         if resources.is_empty() {
             candidates.push(None);
         }
         for identifier in resources {
-            match store::resource(&self.db, zone_id, identifier).await? {
+            match self.catalog.resource(zone_id, identifier).await? {
                 Some(r) => candidates.push(Some(r)),
                 None => {
                     first_reason.get_or_insert_with(|| "resource_not_found".into());
@@ -209,7 +235,7 @@ impl Sts {
             }
         }
         for resource in candidates {
-            let input = match check(resource.as_ref()) {
+            let input = match check(resource.as_deref()) {
                 Ok(input) => input,
                 Err(reason) => {
                     first_reason.get_or_insert(reason);
@@ -305,7 +331,7 @@ impl Sts {
         {
             return Err(StsError::AccessDenied(format!("resource {outside} is outside the session's targets")));
         }
-        self.require_live_root(zone_id, &session).await?;
+        self.require_live_root(zone_id, &session)?;
         let keys = self.keys.zone(zone_id).await?;
         let ttl = ttl_for(form.ttl_seconds, self.cfg.gateway_ttl, crate::config::DERIVED_TTL_CAP)?;
         let ttl = ttl.min((session.exp - now().timestamp()).max(0) as u64);
@@ -356,8 +382,10 @@ impl Sts {
         if !mandate.targets(identifier) {
             return Err(StsError::AccessDenied("the mandate does not target this resource".into()));
         }
-        self.require_live_root(zone_id, &mandate).await?;
-        let resource = store::resource(&self.db, zone_id, identifier)
+        self.require_live_root(zone_id, &mandate)?;
+        let resource = self
+            .catalog
+            .resource(zone_id, identifier)
             .await?
             .ok_or_else(|| StsError::AccessDenied("policy denied (resource_not_found)".into()))?;
         let scopes: Vec<String> = mandate.scopes().filter(|s| resource.scopes.iter().any(|r| r == s)).map(str::to_owned).collect();
@@ -404,7 +432,7 @@ impl Sts {
         };
         self.metrics.exchanges.with_label_values(&[Use::Resource.as_str()]).inc();
         let upstreams = BTreeMap::from([(resource.identifier.clone(), directive)]);
-        Ok(response(token, ttl, &claims.scope, vec![resource.identifier], Some(upstreams)))
+        Ok(response(token, ttl, &claims.scope, vec![resource.identifier.clone()], Some(upstreams)))
     }
 }
 

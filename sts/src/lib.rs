@@ -7,6 +7,7 @@
 //!
 //! Only [`http`] knows axum; the rest is plain async Rust.
 
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod exchange;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod metrics;
 pub mod operations;
 pub mod policy;
+pub mod revoked;
 pub mod store;
 
 use std::sync::Arc;
@@ -35,6 +37,12 @@ pub struct Sts {
     pub keys: keys::KeyStore,
     /// Active policies, compiled once per zone.
     pub policies: policy::PolicyCache,
+    /// Applications and resources, cached.
+    pub catalog: catalog::Catalog,
+    /// Revoked root sessions, in memory.
+    pub revoked: Arc<revoked::RevokedRoots>,
+    /// Session mandates whose signature verified, by SHA-256 of the token bytes.
+    verified_sessions: moka::sync::Cache<[u8; 32], Arc<caracal_shared::Claims>>,
     metrics: metrics::StsMetrics,
 }
 
@@ -48,8 +56,24 @@ impl Sts {
     ) -> Result<Arc<Self>, prometheus::Error> {
         let keys = keys::KeyStore::new(db.clone(), keys::Kek::new(&cfg.zone_kek), cfg.key_activation_delay);
         let policies = policy::PolicyCache::new(db.clone());
+        let catalog = catalog::Catalog::new(db.clone());
+        let revoked = Arc::new(revoked::RevokedRoots::new(cfg.revocation_max_staleness));
         let metrics = metrics::StsMetrics::new(registry)?;
-        Ok(Arc::new(Self { cfg, db, redis, keys, policies, metrics }))
+        // Bounded by count and by the longest session lifetime; entries are only a memo of a check.
+        let verified_sessions = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(std::time::Duration::from_secs(config::SESSION_TTL_CAP))
+            .build();
+        Ok(Arc::new(Self { cfg, db, redis, keys, policies, catalog, revoked, verified_sessions, metrics }))
+    }
+
+    /// Loads the revoked-session view (fails if Postgres cannot be read) and keeps it fresh in
+    /// the background until `shutdown` flips.
+    pub async fn start_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), sqlx::Error> {
+        let n = self.revoked.reload(&self.db).await?;
+        tracing::info!(revoked_sessions = n, "loaded revoked sessions");
+        tokio::spawn(self.revoked.clone().run(self.db.clone(), shutdown));
+        Ok(())
     }
 
     /// The configured issuer URL.

@@ -70,13 +70,13 @@ pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
 /// Evaluates `policy` (or the deny-all fallback) against `input`.
 pub fn evaluate(policy: Option<&ActivePolicy>, input: &Value) -> Result<Decision, StsError> {
     let Some(policy) = policy else { return Ok(Decision::deny("no_active_policy")) };
-    let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| StsError::Internal(format!("policy input: {e}")))?;
-    let out = policy.compiled.eval_with_input(input).map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
+    // Converted value to value: no JSON text round trip on the mint path.
+    let out =
+        policy.compiled.eval_with_input(regorus::Value::from(input.clone())).map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
     if out == regorus::Value::Undefined {
         return Ok(Decision::deny("no_rule_matched"));
     }
-    let out: Value = serde_json::from_str(&out.to_json_str().map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?)
-        .map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
+    let out = serde_json::to_value(&out).map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
     parse_result(&out)
 }
 

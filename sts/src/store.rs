@@ -34,21 +34,6 @@ impl Resource {
     }
 }
 
-/// A root session.
-#[derive(Debug, sqlx::FromRow)]
-pub struct AuthorityRecord {
-    pub application_id: String,
-    pub status: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl AuthorityRecord {
-    /// Active and not expired.
-    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
-        self.status == "active" && self.expires_at > now
-    }
-}
-
 /// A live application of the zone.
 pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<Application>, StsError> {
     Ok(sqlx::query_as(
@@ -71,15 +56,6 @@ pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Op
     .bind(identifier)
     .fetch_optional(db)
     .await?)
-}
-
-/// A root session record.
-pub async fn authority_record(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<AuthorityRecord>, StsError> {
-    Ok(sqlx::query_as("SELECT application_id, status, expires_at FROM authority_records WHERE zone_id = $1 AND id = $2")
-        .bind(zone_id)
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
 }
 
 /// Records a new root session.

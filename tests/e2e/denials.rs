@@ -199,3 +199,25 @@ async fn oversized_body_is_refused_before_the_token_is_spent() {
     assert_eq!(small.status(), 200, "the refused request did not burn the mandate");
     assert_eq!(s.upstream.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_tampered_session_mandate_never_mints_even_after_the_genuine_one_did() {
+    let s = Stack::start().await;
+    let (d, session) = ready(&s).await;
+    s.gateway_mandate(&d, &session, "tools.read").await;
+    // Same claims, different signature bytes: must be verified afresh, not served from memory.
+    let (head, sig) = session.rsplit_once('.').unwrap();
+    let mut sig = sig.as_bytes().to_vec();
+    sig[20] = if sig[20] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{head}.{}", String::from_utf8(sig).unwrap());
+    let a = s.mint_gateway(&d, &forged, "tools.read").await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert_eq!(a.error(), "invalid_token");
+    // And a resource mandate is never accepted as a subject token.
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200);
+    let resource_mandate = s.upstream.requests()[0].header("authorization").unwrap().trim_start_matches("Bearer ").to_owned();
+    let b = s.mint_gateway(&d, &resource_mandate, "tools.read").await;
+    assert_eq!(b.status, 401, "its audience is the resource, not the issuer: {}", b.text);
+    assert_eq!(b.error(), "invalid_token");
+}

@@ -113,3 +113,22 @@ async fn revoking_the_root_session_stops_further_exchanges() {
     }
     assert!(published, "caracal.sessions.revoke received the revocation");
 }
+
+#[tokio::test]
+async fn archiving_an_application_revokes_what_it_holds() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let mandate = s.gateway_mandate(&d, &session, "tools.read").await;
+    s.admin_ok("DELETE", &format!("/v1/zones/{}/applications/{}", d.zone_id, d.app_id), &d.admin, None, 204).await;
+
+    let a = s.governed("GET", "/items/1", &mandate, &d.resource).await;
+    assert_eq!(a.status, 401, "a mandate of an archived application is refused: {}", a.text);
+    assert_eq!(a.error(), "invalid_token");
+    let mint = s.mint_gateway(&d, &session, "tools.read").await;
+    assert_eq!(mint.status, 401, "an archived application cannot mint: {}", mint.text);
+    assert_eq!(mint.error(), "access_denied");
+    assert!(s.upstream.requests().is_empty());
+    let records = s.admin_ok("GET", &format!("/v1/zones/{}/authority-records?status=revoked", d.zone_id), &d.admin, None, 200).await;
+    assert_eq!(records["items"].as_array().unwrap().len(), 1, "its session is recorded as revoked: {records}");
+}

@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::api::sessions::{Which, announce, revoke_records};
 use crate::api::{check_name, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
@@ -152,20 +153,28 @@ async fn rotate_secret(
     .fetch_optional(&state.db)
     .await?;
     let row = row.ok_or_else(|| ApiError::not_found("application_not_found"))?;
+    state.sts.catalog.invalidate_application(&zone_id, &id).await;
     tracing::info!(zone_id, application_id = %id, by = %who.actor(), "client secret rotated");
     Ok(Json(WithSecret { row, client_secret }))
 }
 
+/// Archives the application and revokes its live sessions in the same transaction: an archived
+/// client must not keep acting through mandates it already holds.
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
     who.require_zone(&zone_id)?;
+    let mut tx = state.db.begin().await?;
     let done = sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
         .bind(&zone_id)
         .bind(&id)
-        .execute(&state.db)
+        .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("application_not_found"));
     }
-    tracing::info!(zone_id, application_id = %id, by = %who.actor(), "application archived");
+    let revoked = revoke_records(&mut tx, &zone_id, Which::Application(&id), "application_archived").await?;
+    tx.commit().await?;
+    state.sts.catalog.invalidate_application(&zone_id, &id).await;
+    announce(&state, &zone_id, &revoked);
+    tracing::info!(zone_id, application_id = %id, sessions_revoked = revoked.len(), by = %who.actor(), "application archived");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -222,6 +222,7 @@ async fn update(
 ) -> ApiResult<Json<ResourceRow>> {
     who.require_zone(&zone_id)?;
     let cur = fetch(&state, &zone_id, &id).await?;
+    let cur_identifier = cur.identifier.clone();
     let def = Definition {
         name: b.name.unwrap_or(cur.name).trim().to_owned(),
         identifier: b.identifier.unwrap_or(cur.identifier),
@@ -240,20 +241,23 @@ async fn update(
     .bind(&zone_id)
     .bind(&id);
     let row = def.bind(q).fetch_optional(&state.db).await.map_err(conflict_or)?;
+    state.sts.catalog.invalidate_resource(&zone_id, &cur_identifier).await;
+    state.sts.catalog.invalidate_resource(&zone_id, &def.identifier).await;
     tracing::info!(zone_id, resource_id = %id, by = %who.actor(), "resource updated");
     row.map(Json).ok_or_else(|| ApiError::not_found("resource_not_found"))
 }
 
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
     who.require_zone(&zone_id)?;
-    let done = sqlx::query("UPDATE resources SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
-        .bind(&zone_id)
-        .bind(&id)
-        .execute(&state.db)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::not_found("resource_not_found"));
-    }
+    let archived: Option<(String,)> = sqlx::query_as(
+        "UPDATE resources SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING identifier",
+    )
+    .bind(&zone_id)
+    .bind(&id)
+    .fetch_optional(&state.db)
+    .await?;
+    let (identifier,) = archived.ok_or_else(|| ApiError::not_found("resource_not_found"))?;
+    state.sts.catalog.invalidate_resource(&zone_id, &identifier).await;
     tracing::info!(zone_id, resource_id = %id, by = %who.actor(), "resource archived");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -102,34 +102,8 @@ async fn revoke(
         return Err(ApiError::bad_request("invalid_revocation", "reason must be 1..512 printable characters"));
     }
     let mut tx = state.db.begin().await?;
-    let changed: Option<(DateTime<Utc>,)> = sqlx::query_as(
-        "UPDATE authority_records SET status = 'revoked', revoked_at = now(), revoked_reason = $3 \
-         WHERE zone_id = $1 AND id = $2 AND status = 'active' RETURNING expires_at",
-    )
-    .bind(&zone_id)
-    .bind(&id)
-    .bind(&reason)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let outbox_id = match changed {
-        Some((expires_at,)) => {
-            sqlx::query(
-                "INSERT INTO revocations (zone_id, anchor_kind, anchor_id, reason, expires_at) VALUES ($1, 'sid', $2, $3, $4) \
-                 ON CONFLICT (zone_id, anchor_kind, anchor_id) DO NOTHING",
-            )
-            .bind(&zone_id)
-            .bind(&id)
-            .bind(&reason)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
-            let revoked_at = Utc::now().to_rfc3339();
-            let fields =
-                [("zone_id", zone_id.as_str()), ("session_id", &id), ("sid", &id), ("reason", &reason), ("revoked_at", &revoked_at)];
-            Some(outbox::enqueue(&mut tx, Some(&zone_id), streams::SESSIONS_REVOKE, &fields).await?)
-        }
-        None => None,
-    };
+    let revoked = revoke_records(&mut tx, &zone_id, Which::Record(&id), &reason).await?;
+    let outbox_id = revoked.first().map(|(_, outbox)| outbox.clone());
     let record: Option<AuthorityRecordRow> = sqlx::query_as(sql!("SELECT {COLUMNS} FROM authority_records WHERE zone_id = $1 AND id = $2"))
         .bind(&zone_id)
         .bind(&id)
@@ -137,9 +111,71 @@ async fn revoke(
         .await?;
     let record = record.ok_or_else(|| ApiError::not_found("authority_record_not_found"))?;
     tx.commit().await?;
+    announce(&state, &zone_id, &revoked);
     if outbox_id.is_some() {
-        state.outbox_notify.notify_one();
         tracing::info!(zone_id, authority_record_id = %id, reason, by = %who.actor(), "session revoked");
     }
     Ok(Json(Revoked { record, outbox_id }))
+}
+
+/// Which root sessions to revoke.
+pub(crate) enum Which<'a> {
+    /// One authority record.
+    Record(&'a str),
+    /// Every live session of an application.
+    Application(&'a str),
+}
+
+/// Revokes live root sessions inside `tx`: marks the records, records the anchors in
+/// `revocations`, and enqueues one `caracal.sessions.revoke` message each. Returns
+/// `(authority record id, outbox id)` per revoked session; call [`announce`] after commit.
+pub(crate) async fn revoke_records(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    zone_id: &str,
+    which: Which<'_>,
+    reason: &str,
+) -> ApiResult<Vec<(String, String)>> {
+    let (record, application) = match which {
+        Which::Record(id) => (Some(id), None),
+        Which::Application(app) => (None, Some(app)),
+    };
+    let changed: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE authority_records SET status = 'revoked', revoked_at = now(), revoked_reason = $4 \
+         WHERE zone_id = $1 AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR application_id = $3) \
+           AND status = 'active' RETURNING id, expires_at",
+    )
+    .bind(zone_id)
+    .bind(record)
+    .bind(application)
+    .bind(reason)
+    .fetch_all(&mut **tx)
+    .await?;
+    let revoked_at = Utc::now().to_rfc3339();
+    let mut out = Vec::with_capacity(changed.len());
+    for (id, expires_at) in changed {
+        sqlx::query(
+            "INSERT INTO revocations (zone_id, anchor_kind, anchor_id, reason, expires_at) VALUES ($1, 'sid', $2, $3, $4) \
+             ON CONFLICT (zone_id, anchor_kind, anchor_id) DO NOTHING",
+        )
+        .bind(zone_id)
+        .bind(&id)
+        .bind(reason)
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await?;
+        let fields = [("zone_id", zone_id), ("session_id", &id), ("sid", &id), ("reason", reason), ("revoked_at", &revoked_at)];
+        let outbox_id = outbox::enqueue(tx, Some(zone_id), streams::SESSIONS_REVOKE, &fields).await?;
+        out.push((id, outbox_id));
+    }
+    Ok(out)
+}
+
+/// After commit: this instance's STS stops at once, and the relay publishes without waiting.
+pub(crate) fn announce(state: &AppState, zone_id: &str, revoked: &[(String, String)]) {
+    for (id, _) in revoked {
+        state.sts.revoked.insert(zone_id, id);
+    }
+    if !revoked.is_empty() {
+        state.outbox_notify.notify_one();
+    }
 }
