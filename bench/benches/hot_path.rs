@@ -1,0 +1,168 @@
+//! Micro-benchmarks of the per-request hot path (`cargo bench -p caracal-bench --bench hot_path`).
+//!
+//! - `token/peek+claims`: split the bearer, decode its claims, check use/iss/aud/target (gateway).
+//! - `token/verify_es256`: the ES256 signature check against a parsed key (gateway and STS).
+//! - `revocation/lookup_*`: the STS's in-memory revoked-root set (hit and miss, 1,000 revoked roots).
+//!   The gateway has no revocation view of its own yet; this is the lookup every exchange makes.
+//! - `headers/upstream_request`: request hygiene and credential injection toward the upstream.
+//! - `policy/evaluate_allow`: one Rego evaluation of the bench's allow policy on the STS's input
+//!   shape, through regorus directly: `caracal_sts::policy::evaluate` needs an `ActivePolicy`,
+//!   which cannot be built outside the STS crate.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use caracal_gateway::phases::auth::{check_claims, peek};
+use caracal_gateway::phases::headers::{Outbound, upstream_request};
+use caracal_gateway::phases::upstream::{Credential, SafePeer};
+use caracal_shared::Claims;
+use caracal_shared::jws::{Compact, SigningKey};
+use caracal_shared::mandate::{SubType, Use};
+use caracal_sts::revoked::RevokedRoots;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use pingora::http::RequestHeader;
+use serde_json::json;
+
+const ISSUER: &str = "http://127.0.0.1:8080";
+const RESOURCE: &str = "https://bench.local";
+
+const ALLOW_POLICY: &str = r#"package caracal.authz
+
+import rego.v1
+
+default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["bench-allow"], "diagnostics": []} if {
+	input.principal.type == "Application"
+}
+"#;
+
+fn claims() -> Claims {
+    Claims {
+        iss: ISSUER.into(),
+        sub: "app-0190f3a1".into(),
+        aud: vec![ISSUER.into()],
+        exp: 4_000_000_000,
+        iat: 1_700_000_000,
+        jti: uuid::Uuid::now_v7().to_string(),
+        zone_id: "zone-0190f3a1".into(),
+        client_id: "app-0190f3a1".into(),
+        scope: "bench.read".into(),
+        sid: uuid::Uuid::now_v7().to_string(),
+        root_sid: uuid::Uuid::now_v7().to_string(),
+        token_use: Use::Gateway,
+        sub_type: SubType::Application,
+        target: vec![RESOURCE.into()],
+        agent_session_id: None,
+        delegation_edge_id: None,
+        delegation_path: vec![],
+        delegation_chain: vec![],
+        hop_count: None,
+        delegation_graph_epoch: None,
+    }
+}
+
+fn token(c: &mut Criterion) {
+    let (key, _) = SigningKey::generate("bench-k1").expect("key");
+    let token = key.sign(&claims()).expect("sign");
+    let verifying = key.verifying_key();
+    let mut g = c.benchmark_group("token");
+    g.bench_function("peek+claims", |b| {
+        b.iter(|| {
+            let p = peek(black_box(&token)).expect("well formed");
+            check_claims(&p, ISSUER, RESOURCE).expect("claims hold");
+        })
+    });
+    g.bench_function("verify_es256", |b| {
+        b.iter(|| Compact::parse(black_box(&token)).and_then(|c| c.verify(&verifying)).expect("verifies"))
+    });
+    g.finish();
+}
+
+fn revocation(c: &mut Criterion) {
+    // Never reloaded, so the staleness bound must exceed the time since the epoch.
+    let roots = RevokedRoots::new(Duration::from_secs(100 * 365 * 86_400));
+    let revoked: Vec<String> = (0..1_000).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for sid in &revoked {
+        roots.insert("zone-0190f3a1", sid);
+    }
+    let live = uuid::Uuid::now_v7().to_string();
+    let mut g = c.benchmark_group("revocation");
+    g.bench_function("lookup_hit", |b| {
+        b.iter(|| assert_eq!(roots.is_revoked(black_box("zone-0190f3a1"), black_box(&revoked[500])), Some(true)))
+    });
+    g.bench_function("lookup_miss", |b| b.iter(|| assert_eq!(roots.is_revoked(black_box("zone-0190f3a1"), black_box(&live)), Some(false))));
+    g.finish();
+}
+
+fn headers(c: &mut Criterion) {
+    let peer = SafePeer {
+        addr: "127.0.0.1:9000".parse().expect("addr"),
+        tls: false,
+        host: "127.0.0.1".into(),
+        authority: "127.0.0.1:9000".into(),
+        base_path: String::new(),
+        base_query: None,
+        credential: Credential::CaracalJwt { header: http::header::AUTHORIZATION, scheme: "Bearer".into() },
+    };
+    let mandate = "eyJhbGciOiJFUzI1NiJ9.".to_owned() + &"x".repeat(600);
+    let inbound = || {
+        let mut req = RequestHeader::build("GET", b"/v1/items/42?expand=1", None).expect("request");
+        for (k, v) in [
+            ("host", "gw.local"),
+            ("authorization", "Bearer inbound-gateway-mandate"),
+            ("x-caracal-resource", RESOURCE),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("accept", "application/json"),
+            ("user-agent", "agent/1.0"),
+            ("baggage", "caracal.zone=z, user=alice"),
+        ] {
+            req.append_header(k.to_string(), v).expect("header");
+        }
+        req
+    };
+    c.bench_function("headers/upstream_request", |b| {
+        b.iter_batched(
+            inbound,
+            |mut req| {
+                let out = Outbound {
+                    peer: &peer,
+                    mandate: &mandate,
+                    request_id: "0190f3a1-rid",
+                    client_ip: Some("127.0.0.1".into()),
+                    tls_downstream: false,
+                };
+                upstream_request(&mut req, &out).expect("hygiene");
+                req
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn policy(c: &mut Criterion) {
+    let compiled = caracal_sts::policy::compile(ALLOW_POLICY).expect("policy compiles");
+    let input = json!({
+        "schema_version": caracal_sts::policy::INPUT_SCHEMA_VERSION,
+        "principal": {"type": "Application", "id": "app-0190f3a1", "zone_id": "zone-0190f3a1", "traits": []},
+        "resource": {"type": "Resource", "id": "res-1", "identifier": RESOURCE, "scopes": ["bench.read"]},
+        "action": {"id": "TokenExchange", "use": "gateway"},
+        "session": {"id": "s1", "root_id": "s0"},
+        "context": {
+            "requested_scopes": ["bench.read"],
+            "subject_claims": {"use": "session", "scope": "", "target": [RESOURCE], "sub": "app-0190f3a1", "sub_type": "application"},
+            "request_id": "0190f3a1-rid",
+        },
+    });
+    // The same conversions as `caracal_sts::policy::evaluate`: serde value in, serde value out.
+    c.bench_function("policy/evaluate_allow", |b| {
+        b.iter(|| {
+            let out = compiled.eval_with_input(regorus::Value::from(black_box(&input).clone())).expect("evaluates");
+            let out = serde_json::to_value(&out).expect("to json");
+            assert_eq!(out["decision"], "allow");
+        })
+    });
+}
+
+criterion_group!(hot_path, token, revocation, headers, policy);
+criterion_main!(hot_path);

@@ -1,0 +1,36 @@
+//! The baselines the gateway is measured against, each started as a child fronting the bench upstream:
+//! the plain Pingora pass-through (ours), nginx and Envoy with `jwt_authn`.
+
+pub(crate) mod envoy;
+pub(crate) mod nginx;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::procs::{Child, Spawn};
+
+/// `caracal-bench proxy LISTEN UPSTREAM` from this very binary.
+pub(crate) async fn start_pingora(listen: SocketAddr, upstream: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
+    let me = std::env::current_exe()?;
+    let args = ["proxy".to_owned(), listen.to_string(), upstream.to_string()];
+    let mut child = Child::spawn(Spawn { name: "pingora-proxy", program: &me, args: &args, env: &[], dir })?;
+    child.wait_ready(listen, "/", &[], Duration::from_secs(30)).await?;
+    Ok(child)
+}
+
+/// `caracal-bench upstream ADDR` from this very binary.
+pub(crate) async fn start_upstream(addr: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
+    let me = std::env::current_exe()?;
+    let args = ["upstream".to_owned(), addr.to_string()];
+    let mut child = Child::spawn(Spawn { name: "upstream", program: &me, args: &args, env: &[], dir })?;
+    child.wait_ready(addr, "/", &[], Duration::from_secs(30)).await?;
+    Ok(child)
+}
+
+/// The first non-empty line a `--version`-style command prints (nginx writes it to stderr).
+pub(crate) fn version_line(program: &Path, arg: &str) -> Option<String> {
+    let out = std::process::Command::new(program).arg(arg).output().ok()?;
+    let text = if out.stdout.iter().all(u8::is_ascii_whitespace) { out.stderr } else { out.stdout };
+    String::from_utf8_lossy(&text).lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+}

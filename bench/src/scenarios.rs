@@ -1,0 +1,125 @@
+//! The standard scenarios, in the order a run performs them.
+//!
+//! S1–S4 ([`rate`]): fixed-rate runs at each planned rate, then a saturation run, per target.
+//! S5 ([`streaming`]): a 64 MiB download and a 1,000-event SSE stream, gateway vs plain proxies.
+//! S6 ([`revocation`]): revoke → first denied request, and whether an open stream is cut.
+
+pub(crate) mod rate;
+pub(crate) mod revocation;
+pub(crate) mod streaming;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde::Serialize;
+
+use crate::procs::{self, Child};
+use crate::run::Plan;
+use crate::scenarios::rate::Target;
+use crate::stack::{Caracal, Demo};
+
+/// A running child and where it listens.
+pub(crate) struct Peer {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+/// Every system under test, running.
+pub(crate) struct Systems {
+    pub(crate) upstream: Peer,
+    pub(crate) pingora: Peer,
+    pub(crate) nginx: Option<Peer>,
+    /// Envoy and the tokens its JWKS accepts.
+    pub(crate) envoy: Option<(Peer, Vec<String>)>,
+    pub(crate) caracal: Caracal,
+    pub(crate) demo: Demo,
+}
+
+/// Everything the scenarios measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct Results {
+    pub(crate) rate: Vec<rate::RateRecord>,
+    pub(crate) premint: Vec<rate::Premint>,
+    pub(crate) streaming: streaming::Streaming,
+    pub(crate) revocation: revocation::Revocation,
+}
+
+/// Runs S1–S6.
+pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan) -> anyhow::Result<Results> {
+    let (rate, premint) = rate::run(sys, plan).await?;
+    eprintln!("bench: S5 streaming");
+    let streaming = streaming::run(sys, plan).await?;
+    eprintln!("bench: S6 revocation");
+    let revocation = revocation::run(sys, plan).await?;
+    Ok(Results { rate, premint, streaming, revocation })
+}
+
+/// CPU time of each process (and of the load generator itself) at one instant.
+pub(crate) struct CpuSnapshot(Vec<(String, u32, Duration)>);
+
+impl Systems {
+    /// Every child, Caracal's first.
+    pub(crate) fn children(&self) -> Vec<&Child> {
+        let mut v = vec![&self.caracal.gateway, &self.caracal.control_plane, &self.upstream.child, &self.pingora.child];
+        v.extend(self.nginx.as_ref().map(|p| &p.child));
+        v.extend(self.envoy.as_ref().map(|(p, _)| &p.child));
+        v
+    }
+
+    /// Where `target` listens, if it runs.
+    pub(crate) fn address(&self, target: Target) -> Option<SocketAddr> {
+        match target {
+            Target::Direct => Some(self.upstream.addr),
+            Target::Pingora => Some(self.pingora.addr),
+            Target::Nginx => self.nginx.as_ref().map(|p| p.addr),
+            Target::Envoy => self.envoy.as_ref().map(|(p, _)| p.addr),
+            Target::Gateway | Target::Governed => Some(self.caracal.gw),
+        }
+    }
+
+    /// CPU times now: each child with its descendants, and the load generator (this process) alone.
+    pub(crate) fn cpu(&self) -> CpuSnapshot {
+        let me = std::process::id();
+        let mut v: Vec<(String, u32, Duration)> = self.children().into_iter().map(|c| (c.name.clone(), c.pid(), c.cpu())).collect();
+        v.push(("load-generator".to_owned(), me, procs::cpu_of(me).unwrap_or_default()));
+        CpuSnapshot(v)
+    }
+
+    /// Envoy's tokens as `Authorization` values.
+    pub(crate) fn envoy_bearers(&self) -> Option<Vec<HeaderValue>> {
+        self.envoy.as_ref().map(|(_, tokens)| tokens.iter().map(|t| crate::load::workload::bearer(t)).collect())
+    }
+}
+
+impl CpuSnapshot {
+    /// CPU seconds per 1,000 requests of each process between `self` and `later`.
+    pub(crate) fn per_1k(&self, later: &Self, requests: u64) -> BTreeMap<String, f64> {
+        if requests == 0 {
+            return BTreeMap::new();
+        }
+        self.0
+            .iter()
+            .filter_map(|(name, pid, before)| {
+                let after = later.0.iter().find(|(_, p, _)| p == pid)?.2;
+                Some((name.clone(), after.saturating_sub(*before).as_secs_f64() * 1_000.0 / requests as f64))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_thousand_requests() {
+        let before = CpuSnapshot(vec![("gateway".into(), 7, Duration::from_secs(1)), ("upstream".into(), 8, Duration::ZERO)]);
+        let after = CpuSnapshot(vec![("gateway".into(), 7, Duration::from_secs(3)), ("upstream".into(), 8, Duration::from_millis(500))]);
+        let per = before.per_1k(&after, 10_000);
+        assert!((per["gateway"] - 0.2).abs() < 1e-9, "2 s over 10,000 requests is 0.2 s per 1,000");
+        assert!((per["upstream"] - 0.05).abs() < 1e-9);
+        assert!(before.per_1k(&after, 0).is_empty());
+    }
+}

@@ -1,0 +1,172 @@
+//! S6: how fast a revocation takes effect, measured from the moment the revoke call returns.
+//!
+//! (a) a request with a gateway mandate minted *before* the revocation is sent right away; the time
+//! until its denial arrives is the figure. (b) an SSE stream opened through the gateway before the
+//! revocation is watched for `cut_wait`; if the first trials see no cut, later trials skip (b) so a
+//! gateway without stream cutting does not stretch the run by trials × wait.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Method};
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::client::Conn;
+use crate::hist::quantile;
+use crate::load::workload::{RESOURCE_HEADER, bearer};
+use crate::run::Plan;
+use crate::scenarios::Systems;
+use crate::scenarios::rate::PATH;
+use crate::scenarios::streaming::EventCounter;
+use crate::stack::mint::Minter;
+use crate::stack::sid_of;
+
+/// Mandates minted before each revocation for (a): the first denial usually comes on the first.
+const PREMINTED: usize = 3;
+/// Trials that watch a stream before (b) is given up as "not cut".
+const CUT_PROBES: usize = 3;
+/// A stream that outlives any wait: 20 ms between events.
+const LONG_SSE: &str = "/sse?n=1000000&interval_ms=20";
+
+/// What S6 measured.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Revocation {
+    pub(crate) trials: usize,
+    /// (a) revoke returned → denial received, ms.
+    pub(crate) denied_p50_ms: Option<f64>,
+    pub(crate) denied_p99_ms: Option<f64>,
+    pub(crate) denied_max_ms: Option<f64>,
+    /// Trials where every pre-minted mandate was still let through.
+    pub(crate) not_denied: usize,
+    /// Statuses of the denials.
+    pub(crate) denial_statuses: BTreeMap<u16, u64>,
+    /// (b) streams watched, and how many were cut within `cut_wait_s`.
+    pub(crate) streams_watched: usize,
+    pub(crate) streams_cut: usize,
+    pub(crate) cut_wait_s: f64,
+    pub(crate) cut_p50_ms: Option<f64>,
+    pub(crate) cut_p99_ms: Option<f64>,
+    pub(crate) failures: Vec<String>,
+}
+
+/// Runs the trials.
+pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Revocation> {
+    let mut out = Revocation { trials: plan.revocation_trials, cut_wait_s: plan.cut_wait.as_secs_f64(), ..Default::default() };
+    let (mut denied, mut cut) = (Vec::new(), Vec::new());
+    let mut sts = Conn::new(sys.caracal.cp);
+    let mut gw = Conn::new(sys.caracal.gw);
+    let resource = HeaderValue::from_str(&sys.demo.resource)?;
+    for i in 0..plan.revocation_trials {
+        let session = Minter::session(sys.caracal.cp, &sys.demo).mint(&mut sts).await?;
+        let minter = Minter::gateway(sys.caracal.cp, &sys.demo, &session);
+        let mut mandates = Vec::with_capacity(PREMINTED);
+        for _ in 0..PREMINTED {
+            mandates.push(minter.mint(&mut sts).await?);
+        }
+        let watch = i < CUT_PROBES || !cut.is_empty();
+        let stream = if watch { Some(open_stream(sys, &minter, &mut sts, &resource).await?) } else { None };
+
+        sys.caracal.revoke(&sys.demo, &sid_of(&session)?).await?;
+        let t0 = Instant::now();
+        let mut denial = None;
+        for m in &mandates {
+            let req = gw
+                .request(Method::GET, PATH)
+                .header(AUTHORIZATION, bearer(m))
+                .header(RESOURCE_HEADER, resource.clone())
+                .body(Full::default())?;
+            match gw.drain(req).await {
+                Ok(s) if s.is_success() => continue,
+                Ok(s) => {
+                    denial = Some((t0.elapsed(), s.as_u16()));
+                    break;
+                }
+                Err(e) => {
+                    out.failures.push(format!("trial {i}: {e}"));
+                    break;
+                }
+            }
+        }
+        match denial {
+            Some((d, status)) => {
+                denied.push(d.as_secs_f64() * 1e3);
+                *out.denial_statuses.entry(status).or_default() += 1;
+            }
+            None => out.not_denied += 1,
+        }
+        if let Some(task) = stream {
+            out.streams_watched += 1;
+            match tokio::time::timeout_at(t0 + plan.cut_wait, task).await {
+                Ok(Ok(end)) if end >= t0 => cut.push((end - t0).as_secs_f64() * 1e3),
+                Ok(Ok(_)) => out.failures.push(format!("trial {i}: the stream ended before the revocation")),
+                Ok(Err(e)) => out.failures.push(format!("trial {i}: stream task: {e}")),
+                Err(_) => {} // not cut within the wait; dropping the handle leaves the task to end with the connection
+            }
+        }
+    }
+    denied.sort_by(f64::total_cmp);
+    cut.sort_by(f64::total_cmp);
+    out.denied_p50_ms = quantile(&denied, 0.5);
+    out.denied_p99_ms = quantile(&denied, 0.99);
+    out.denied_max_ms = denied.last().copied();
+    out.streams_cut = cut.len();
+    out.cut_p50_ms = quantile(&cut, 0.5);
+    out.cut_p99_ms = quantile(&cut, 0.99);
+    eprintln!(
+        "bench: S6 {} trials: denied p50 {:.2} ms, p99 {:.2} ms; streams cut {}/{} within {:?}",
+        out.trials,
+        out.denied_p50_ms.unwrap_or(f64::NAN),
+        out.denied_p99_ms.unwrap_or(f64::NAN),
+        out.streams_cut,
+        out.streams_watched,
+        plan.cut_wait
+    );
+    Ok(out)
+}
+
+/// Opens a long SSE stream through the gateway, waits for its first event, then reads it on a task
+/// that returns when the stream ends (cut, reset or finished). Aborting the task drops the connection.
+async fn open_stream(sys: &Systems, minter: &Minter, sts: &mut Conn, resource: &HeaderValue) -> anyhow::Result<StreamTask> {
+    let mandate = minter.mint(sts).await?;
+    let mut conn = Conn::new(sys.caracal.gw);
+    let req = conn
+        .request(Method::GET, LONG_SSE)
+        .header(AUTHORIZATION, bearer(&mandate))
+        .header(RESOURCE_HEADER, resource.clone())
+        .body(Full::default())?;
+    let resp = conn.send(req).await?;
+    anyhow::ensure!(resp.status().is_success(), "S6 stream refused with {}", resp.status());
+    let mut body = resp.into_body();
+    let mut counter = EventCounter::default();
+    while counter.events == 0 {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Ok(Some(Ok(f))) => counter.feed(f.data_ref().map_or(&[][..], |d| &d[..])),
+            _ => anyhow::bail!("S6 stream gave no first event"),
+        }
+    }
+    Ok(StreamTask(tokio::spawn(async move {
+        let _conn = conn; // the connection lives as long as the reader
+        while let Some(Ok(_)) = body.frame().await {}
+        Instant::now()
+    })))
+}
+
+/// A stream being read; resolves to when it ended, aborts (closing the stream) on drop.
+struct StreamTask(tokio::task::JoinHandle<Instant>);
+
+impl Drop for StreamTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::future::Future for StreamTask {
+    type Output = Result<Instant, tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}

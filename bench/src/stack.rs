@@ -1,0 +1,159 @@
+//! The Caracal side of the bench: `caracal-control-plane` and `caracal-gateway` as children, a zone
+//! seeded with one application, one resource in front of the bench upstream and an allow-all policy.
+
+pub(crate) mod mint;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::client::{self, Conn};
+use crate::procs::{Child, Spawn};
+
+/// The policy the bench activates: allows every exchange of an application (as in the e2e tests), so
+/// a mint pays for a real policy evaluation without the bench measuring a policy's own logic.
+pub(crate) const ALLOW_POLICY: &str = r#"package caracal.authz
+
+import rego.v1
+
+default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["bench-allow"], "diagnostics": []} if {
+	input.principal.type == "Application"
+}
+"#;
+
+/// Where to find and how to wire the binaries.
+pub(crate) struct StackConfig<'a> {
+    pub(crate) bin_dir: &'a Path,
+    pub(crate) database_url: &'a str,
+    pub(crate) redis_url: &'a str,
+    pub(crate) dir: &'a Path,
+    pub(crate) cp: SocketAddr,
+    pub(crate) gw: SocketAddr,
+}
+
+/// Both Caracal processes.
+pub(crate) struct Caracal {
+    pub(crate) control_plane: Child,
+    pub(crate) gateway: Child,
+    pub(crate) cp: SocketAddr,
+    pub(crate) gw: SocketAddr,
+    bootstrap_token: String,
+}
+
+/// The seeded zone.
+#[derive(Clone, Debug)]
+pub(crate) struct Demo {
+    pub(crate) zone_id: String,
+    pub(crate) app_id: String,
+    pub(crate) secret: String,
+    pub(crate) admin: String,
+    pub(crate) resource: String,
+    pub(crate) scope: String,
+}
+
+impl Caracal {
+    /// Starts the control plane, waits for it, then the gateway.
+    pub(crate) async fn start(c: &StackConfig<'_>) -> anyhow::Result<Self> {
+        let hex = || caracal_shared::b64::random_hex(32);
+        let issuer = format!("http://{}", c.cp);
+        let bootstrap_token = format!("bench-{}", hex());
+        let gateway_key = hex();
+        let cp_env = pairs(&[
+            ("CARACAL_MODE", "dev"),
+            ("LISTEN_ADDR", &c.cp.to_string()),
+            ("DATABASE_URL", c.database_url),
+            ("REDIS_URL", c.redis_url),
+            ("ISSUER_URL", &issuer),
+            ("ZONE_KEK", &hex()),
+            ("STREAMS_HMAC_KEY", &hex()),
+            ("GATEWAY_STS_HMAC_KEY", &gateway_key),
+            ("BOOTSTRAP_ADMIN_TOKEN", &bootstrap_token),
+            ("KEY_ACTIVATION_DELAY_SECONDS", "0"),
+            // Pre-minted mandates must outlive the run (the gateway refuses those expiring within 35 s).
+            ("GATEWAY_MANDATE_TTL_SECONDS", "900"),
+            ("SESSION_TTL_SECONDS", "3600"),
+        ]);
+        let program = c.bin_dir.join("caracal-control-plane");
+        let mut control_plane = Child::spawn(Spawn { name: "control-plane", program: &program, args: &[], env: &cp_env, dir: c.dir })?;
+        control_plane.wait_ready(c.cp, "/ready", &[], Duration::from_secs(90)).await?;
+
+        let gw_env = pairs(&[
+            ("CARACAL_MODE", "dev"),
+            ("LISTEN_ADDR", &c.gw.to_string()),
+            ("STS_URL", &issuer),
+            ("REDIS_URL", c.redis_url),
+            ("GATEWAY_STS_HMAC_KEY", &gateway_key),
+            ("GATEWAY_THREADS", "2"),
+        ]);
+        let program = c.bin_dir.join("caracal-gateway");
+        let mut gateway = Child::spawn(Spawn { name: "gateway", program: &program, args: &[], env: &gw_env, dir: c.dir })?;
+        gateway.wait_ready(c.gw, "/ready", &[], Duration::from_secs(60)).await?;
+        Ok(Self { control_plane, gateway, cp: c.cp, gw: c.gw, bootstrap_token })
+    }
+
+    /// Bootstrap, zone, application, resource → `upstream`, allow policy.
+    pub(crate) async fn seed(&self, upstream: SocketAddr) -> anyhow::Result<Demo> {
+        let admin =
+            self.api(Method::POST, "/v1/bootstrap", &self.bootstrap_token, None, 201).await?["token"].as_str().context("token")?.to_owned();
+        let zone = self.api(Method::POST, "/v1/zones", &admin, Some(json!({"name": "bench"})), 201).await?;
+        let z = zone["id"].as_str().context("zone id")?.to_owned();
+        let app = self.api(Method::POST, &format!("/v1/zones/{z}/applications"), &admin, Some(json!({"name": "bench-agent"})), 201).await?;
+        let resource = "https://bench.local".to_owned();
+        let scope = "bench.read".to_owned();
+        let body = json!({
+            "identifier": resource,
+            "upstream_url": format!("http://{upstream}"),
+            "scopes": [scope],
+            "operations": [{"method": "GET", "path": "/**", "scope": scope}],
+        });
+        self.api(Method::POST, &format!("/v1/zones/{z}/resources"), &admin, Some(body), 201).await?;
+        let set = self.api(Method::POST, &format!("/v1/zones/{z}/policy-sets"), &admin, Some(json!({"name": "bench"})), 201).await?;
+        let set = set["id"].as_str().context("policy set id")?;
+        let version = self
+            .api(Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/versions"), &admin, Some(json!({"rego": ALLOW_POLICY})), 201)
+            .await?;
+        let body = json!({"version_id": version["id"]});
+        self.api(Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/activate"), &admin, Some(body), 202).await?;
+        Ok(Demo {
+            zone_id: z,
+            app_id: app["id"].as_str().context("application id")?.to_owned(),
+            secret: app["client_secret"].as_str().context("client secret")?.to_owned(),
+            admin,
+            resource,
+            scope,
+        })
+    }
+
+    /// Revokes the session whose mandate is `session` (its `sid` is the authority record id).
+    pub(crate) async fn revoke(&self, d: &Demo, sid: &str) -> anyhow::Result<()> {
+        self.api(Method::POST, &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await.map(drop)
+    }
+
+    /// One admin API call, expecting `status`.
+    async fn api(&self, method: Method, path: &str, bearer: &str, body: Option<Value>, status: u16) -> anyhow::Result<Value> {
+        let mut conn = Conn::new(self.cp);
+        let req = client::json(&conn, method.clone(), path, Some(bearer), body.as_ref());
+        let (got, body) = conn.fetch(req).await?;
+        if got.as_u16() != status {
+            bail!("{method} {path}: expected {status}, got {got}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+/// The `sid` claim of a mandate, read without verification (the harness minted it itself).
+pub(crate) fn sid_of(mandate: &str) -> anyhow::Result<String> {
+    let payload = mandate.split('.').nth(1).context("mandate has no payload")?;
+    let claims: Value = serde_json::from_slice(&caracal_shared::b64::decode(payload)?)?;
+    Ok(claims["sid"].as_str().context("mandate has no sid")?.to_owned())
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
