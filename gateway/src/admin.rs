@@ -12,6 +12,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::Deps;
+use crate::background::revocation_snapshot::ReloadRequest;
 use crate::deny::respond_json;
 use crate::phases::admission::RESOURCE_HEADER;
 
@@ -30,6 +31,22 @@ pub async fn serve(deps: &Deps, session: &mut Session, request_id: &str) -> ping
             };
             respond_json(session, status, request_id, Bytes::from(body), &[]).await?
         }
+        "/internal/revocations/reload" => {
+            let authorized = req.method == http::Method::POST
+                && deps.cfg.admin_token.as_ref().is_some_and(|t| {
+                    req.headers.get(http::header::AUTHORIZATION).is_some_and(|a| sig::ct_eq(a.as_bytes(), format!("Bearer {t}").as_bytes()))
+                });
+            // Anything but an authorized POST looks like a path that does not exist.
+            let (status, body) = match (authorized, &deps.reload) {
+                (false, _) => (404, r#"{"error":"not_found"}"#.to_owned()),
+                (true, None) => (503, r#"{"ok":false,"reason":"revocation_snapshot_not_configured"}"#.to_owned()),
+                (true, Some(tx)) => match reload(tx).await {
+                    Ok(n) => (200, format!(r#"{{"ok":true,"revocations":{n}}}"#)),
+                    Err(_) => (503, r#"{"ok":false,"ready":false,"reason":"revocation_reload_failed"}"#.to_owned()),
+                },
+            };
+            respond_json(session, status, request_id, Bytes::from(body), &[]).await?
+        }
         "/metrics" | "/metrics.json" => {
             if !metrics_authorized(deps, req.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes())) {
                 let mut resp = ResponseHeader::build(401, Some(3))?;
@@ -41,6 +58,8 @@ pub async fn serve(deps: &Deps, session: &mut Session, request_id: &str) -> ping
                 return Ok(true);
             }
             let json = req.uri.path() == "/metrics.json";
+            deps.metrics.revocations_active.set(deps.revocations.len() as i64);
+            deps.metrics.revocation_staleness_seconds.set(deps.revocations.staleness_ms() as f64 / 1000.0);
             let (body, ct) = if json {
                 (deps.metrics.render_json(), "application/json")
             } else {
@@ -65,8 +84,19 @@ fn metrics_authorized(deps: &Deps, authorization: Option<&[u8]>) -> bool {
     }
 }
 
-/// Ready when Redis answers and the STS is healthy; the reason names the first failure.
+/// Asks the snapshot service to reload now.
+async fn reload(tx: &tokio::sync::mpsc::Sender<ReloadRequest>) -> Result<usize, String> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(reply).await.map_err(|_| "snapshot service stopped".to_owned())?;
+    answer.await.map_err(|_| "snapshot service stopped".to_owned())?
+}
+
+/// Ready when the revocation view is fresh, Redis answers and the STS is healthy; the reason
+/// names the first failure.
 async fn readiness(deps: &Deps) -> Result<(), &'static str> {
+    if !deps.revocations.is_fresh() {
+        return Err("revocation_stale");
+    }
     let redis_ok = tokio::time::timeout(Duration::from_secs(2), async {
         let mut conn = deps.jti.connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await

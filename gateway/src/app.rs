@@ -6,6 +6,12 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
 use pingora::server::configuration::Opt;
 
+use caracal_shared::revocation::RevocationView;
+use pingora::services::background::background_service;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
+use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::config::GatewayConfig;
 use crate::jwks::JwksCache;
 use crate::metrics::Metrics;
@@ -16,6 +22,10 @@ use crate::proxy::Gateway;
 /// Everything the request path shares, built once.
 pub struct Deps {
     pub cfg: GatewayConfig,
+    /// Revoked anchors, fed by the stream consumer and the snapshot.
+    pub revocations: Arc<RevocationView>,
+    /// Asks the snapshot service for an immediate reload (absent without `DATABASE_URL`).
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
     pub metrics: Metrics,
     pub jwks: JwksCache,
     pub jti: JtiStore,
@@ -26,8 +36,9 @@ pub struct Deps {
 
 impl Deps {
     /// Builds the dependencies; nothing connects yet (connections open on the serving runtime).
-    pub fn new(cfg: GatewayConfig) -> anyhow::Result<Self> {
+    pub fn new(cfg: GatewayConfig, reload: Option<mpsc::Sender<ReloadRequest>>) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
+        let revocations = RevocationView::new(cfg.revocation_max_staleness, cfg.database_url.is_some(), cfg.streams_key.is_some());
         // One pooled client for the STS: keep-alive, no redirects (a redirect from the STS is an
         // answer outside the contract, never something to follow with a token in the body).
         let http = reqwest::Client::builder()
@@ -42,7 +53,7 @@ impl Deps {
         let redis = redis::Client::open(cfg.redis_url.as_str())?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
-        Ok(Self { cfg, metrics, jwks, jti, sts, http })
+        Ok(Self { cfg, revocations, reload, metrics, jwks, jti, sts, http })
     }
 }
 
@@ -53,7 +64,29 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     let listen = cfg.listen.to_string();
     let threads = cfg.threads;
     let tls = cfg.tls.clone();
-    let deps = Arc::new(Deps::new(cfg)?);
+    let (reload_tx, reload_rx) = mpsc::channel(8);
+    let database_url = cfg.database_url.clone();
+    let deps = Arc::new(Deps::new(cfg, database_url.as_ref().map(|_| reload_tx))?);
+    if let Some(url) = database_url {
+        let snapshot = RevocationSnapshot {
+            database_url: url,
+            view: deps.revocations.clone(),
+            interval: deps.cfg.snapshot_interval,
+            reloads: Mutex::new(reload_rx),
+            metrics: SnapshotMetrics {
+                reloads: deps.metrics.revocation_reloads.clone(),
+                reload_errors: deps.metrics.revocation_reload_errors.clone(),
+            },
+        };
+        server.add_service(background_service("revocation snapshot", snapshot));
+    }
+    if let Some(key) = deps.cfg.streams_key.clone() {
+        let handler =
+            ApplyRevocations { view: deps.revocations.clone(), propagation_seconds: deps.metrics.revocation_propagation_seconds.clone() };
+        let client = redis::Client::open(deps.cfg.redis_url.as_str())?;
+        let stream = RevocationStream::new(client, &deps.cfg.instance_id, key, handler, deps.metrics.revocation_stream.clone());
+        server.add_service(background_service("revocation stream", stream));
+    }
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { deps });
     proxy.threads = Some(threads);
     match tls {

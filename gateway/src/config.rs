@@ -46,6 +46,21 @@ pub struct GatewayConfig {
     pub tls: Option<(String, String)>,
     /// `GATEWAY_THREADS`: proxy worker threads (default: available cores).
     pub threads: usize,
+    /// `DATABASE_URL`: Postgres, read for the periodic revocation snapshot. Required in
+    /// production; in dev, unset means the view is fed by the stream alone.
+    pub database_url: Option<String>,
+    /// `STREAMS_HMAC_KEY`: verifies `_sig` of `caracal.sessions.revoke` messages. Required in
+    /// production; in dev, unset means no stream consumer (snapshot only).
+    pub streams_key: Option<Vec<u8>>,
+    /// `REVOCATION_SNAPSHOT_INTERVAL`: period of the Postgres snapshot (default 30 s).
+    pub snapshot_interval: Duration,
+    /// `REVOCATION_MAX_STALENESS`: a view older than this answers 503 (default 70 s).
+    pub revocation_max_staleness: Duration,
+    /// `CARACAL_ADMIN_TOKEN`: authorizes `POST /internal/revocations/reload` (unset: 404).
+    pub admin_token: Option<String>,
+    /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway sees every
+    /// revocation (default `<hostname>:<listen port>`).
+    pub instance_id: String,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -120,6 +135,27 @@ impl GatewayConfig {
         {
             r.problem("METRICS_BEARER", "must be at least 16 characters");
         }
+        let database_url = r.optional("DATABASE_URL");
+        if production && database_url.is_none() && !r.has_problems_for("DATABASE_URL") {
+            r.problem("DATABASE_URL", "is required in production (revocation snapshot)");
+        }
+        let streams_key = r.hex_key("STREAMS_HMAC_KEY", 32);
+        if production && streams_key.is_none() && !r.has_problems_for("STREAMS_HMAC_KEY") {
+            r.problem("STREAMS_HMAC_KEY", "is required in production (signed revocation stream)");
+        }
+        let snapshot_interval = r.duration("REVOCATION_SNAPSHOT_INTERVAL", Duration::from_secs(30));
+        let revocation_max_staleness = r.duration("REVOCATION_MAX_STALENESS", Duration::from_secs(70));
+        if revocation_max_staleness < snapshot_interval {
+            r.problem("REVOCATION_MAX_STALENESS", "must be at least REVOCATION_SNAPSHOT_INTERVAL");
+        }
+        let admin_token = r.optional("CARACAL_ADMIN_TOKEN");
+        if let Some(t) = &admin_token
+            && t.len() < 32
+        {
+            r.problem("CARACAL_ADMIN_TOKEN", "must be at least 32 characters");
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "gateway".into());
+        let instance_id = r.string("GATEWAY_INSTANCE_ID", &format!("{host}:{}", listen.port()));
         let tls = match (r.optional("TLS_CERT_FILE"), r.optional("TLS_KEY_FILE")) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => {
@@ -156,6 +192,12 @@ impl GatewayConfig {
             metrics_bearer,
             tls,
             threads,
+            database_url,
+            streams_key,
+            snapshot_interval,
+            revocation_max_staleness,
+            admin_token,
+            instance_id,
         })
     }
 }
@@ -194,7 +236,16 @@ mod tests {
         env.insert("INSECURE_HTTP", "yes");
         env.remove("GATEWAY_STS_HMAC_KEY");
         let errs = GatewayConfig::from_source(&env).unwrap_err();
-        for name in ["STS_URL", "JTI_FAIL_OPEN", "INSECURE_STS", "INSECURE_HTTP", "GATEWAY_STS_HMAC_KEY", "TLS_CERT_FILE"] {
+        for name in [
+            "STS_URL",
+            "JTI_FAIL_OPEN",
+            "INSECURE_STS",
+            "INSECURE_HTTP",
+            "GATEWAY_STS_HMAC_KEY",
+            "TLS_CERT_FILE",
+            "DATABASE_URL",
+            "STREAMS_HMAC_KEY",
+        ] {
             assert!(errs.mentions(name), "{name} missing from: {errs}");
         }
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::deny::Denial;
 use crate::phases::exchange::ExchangeGrant;
+use crate::phases::revocation::StreamGuard;
 use crate::phases::upstream::SafePeer;
 
 /// State of one request through the gateway.
@@ -25,6 +26,12 @@ pub struct RequestCtx {
     pub forward: Option<Forward>,
     /// Request body bytes seen so far; written and read by `request_body_filter` (size limit).
     pub body_bytes: u64,
+    /// The upstream socket, written by `connected_to_upstream`; read by `response_filter` to arm
+    /// the idle-stream watcher.
+    pub upstream_fd: Option<std::os::fd::RawFd>,
+    /// Written by `response_filter`; read by `response_body_filter` (4 KiB re-checks, cut) and
+    /// dropped with the context, which stops its watcher.
+    pub stream: Option<StreamGuard>,
 }
 
 /// What a request that passed every check carries to the proxy hooks.
@@ -37,12 +44,25 @@ pub struct Forward {
     pub mandate_exp: i64,
     /// Fingerprint of the inbound bearer, for logs (never the token itself).
     pub fingerprint: String,
+    /// The mandate's revocation anchors, re-checked while the response streams.
+    pub anchors: Vec<String>,
+    /// The revocation view's epoch when the anchors were checked at admission.
+    pub revocation_epoch: u64,
 }
 
 impl RequestCtx {
     /// A fresh context.
     pub fn new() -> Self {
-        Self { request_id: String::new(), started: Instant::now(), internal: false, denial: None, forward: None, body_bytes: 0 }
+        Self {
+            request_id: String::new(),
+            started: Instant::now(),
+            internal: false,
+            denial: None,
+            forward: None,
+            body_bytes: 0,
+            upstream_fd: None,
+            stream: None,
+        }
     }
 }
 

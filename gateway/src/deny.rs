@@ -13,6 +13,10 @@ use pingora::proxy::Session;
 /// Why a request was not forwarded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
+    /// The revocation view is stale: nothing can be allowed.
+    RevocationStale,
+    /// A mandate anchor (`sid`, `root_sid`, agent session, delegation edge) is revoked.
+    Revoked,
     /// No `Authorization: Bearer …`.
     MissingBearer,
     /// Bearer longer than 4 KiB.
@@ -64,6 +68,8 @@ impl Denial {
     pub fn wire(&self) -> (u16, &str, &str) {
         use ErrorCode::*;
         let (status, code, description): (u16, ErrorCode, &str) = match self {
+            Self::RevocationStale => (503, StsUnavailable, "revocation state unavailable"),
+            Self::Revoked => (401, InvalidToken, "session revoked"),
             Self::MissingBearer => (401, InvalidToken, "missing bearer token"),
             Self::BearerTooLarge => (401, InvalidToken, "bearer token too large"),
             Self::MalformedBearer => (401, InvalidToken, "malformed bearer token"),
@@ -93,6 +99,8 @@ impl Denial {
     /// The metric this denial counts in: `caracal_gateway_denials_<label>_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Self::RevocationStale => "revocation_stale",
+            Self::Revoked => "revoked",
             Self::MissingBearer => "missing_auth",
             Self::BearerTooLarge | Self::MalformedBearer => "bad_bearer",
             Self::Expiring => "expiring",
@@ -115,6 +123,8 @@ impl Denial {
 
     /// Every metric label, so all counters exist (at zero) from start-up.
     pub const METRIC_LABELS: &'static [&'static str] = &[
+        "revocation_stale",
+        "revoked",
         "missing_auth",
         "bad_bearer",
         "expiring",
@@ -170,6 +180,8 @@ mod tests {
     #[test]
     fn every_label_is_listed_and_status_is_an_error() {
         let all = [
+            Denial::RevocationStale,
+            Denial::Revoked,
             Denial::MissingBearer,
             Denial::BearerTooLarge,
             Denial::MalformedBearer,

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, Registry, TextEncoder};
+use caracal_shared::stream_consumer::ConsumerMetrics;
+use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
 use crate::deny::Denial;
 
@@ -27,6 +28,19 @@ pub struct Metrics {
     pub sts_exchange_seconds: Histogram,
     /// Time of the JTI `SET NX`.
     pub redis_seconds: Histogram,
+    /// Live revoked anchors held in memory (refreshed at scrape).
+    pub revocations_active: IntGauge,
+    /// Age of the older revocation source, seconds (refreshed at scrape).
+    pub revocation_staleness_seconds: Gauge,
+    /// Send-to-apply delay of the newest revocation message.
+    pub revocation_propagation_seconds: Gauge,
+    /// Streams cut because an anchor was revoked mid-response.
+    pub stream_cuts: IntCounter,
+    /// The revocation stream consumer.
+    pub revocation_stream: ConsumerMetrics,
+    /// Snapshot reloads and their failures.
+    pub revocation_reloads: IntCounter,
+    pub revocation_reload_errors: IntCounter,
 }
 
 impl Metrics {
@@ -50,7 +64,28 @@ impl Metrics {
         for label in Denial::METRIC_LABELS {
             denials.insert(*label, counter(&format!("denials_{label}_total"), &format!("Requests denied: {label}."))?);
         }
+        let gauge = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
+            let g = Gauge::new(format!("caracal_gateway_{name}"), help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let revocations_active = IntGauge::new("caracal_gateway_revocations_active", "Live revoked anchors held in memory.")?;
+        registry.register(Box::new(revocations_active.clone()))?;
+        let revocation_stream = ConsumerMetrics {
+            handled: counter("revocation_messages_total", "Revocation messages applied.")?,
+            invalid_signatures: counter("revocation_invalid_signatures_total", "Revocation messages with a bad _sig (dead-lettered).")?,
+            dead_letters: counter("revocation_dead_letters_total", "Revocation messages moved to the dead-letter stream.")?,
+            reclaimed: counter("revocation_pending_reclaimed_total", "Pending revocation messages reclaimed.")?,
+            read_errors: counter("revocation_stream_errors_total", "Revocation stream read failures.")?,
+        };
         Ok(Self {
+            revocations_active,
+            revocation_staleness_seconds: gauge("revocation_staleness_seconds", "Age of the older revocation source.")?,
+            revocation_propagation_seconds: gauge("revocation_propagation_seconds", "Send-to-apply delay of the newest revocation.")?,
+            stream_cuts: counter("stream_cuts_total", "Responses cut because their session was revoked.")?,
+            revocation_stream,
+            revocation_reloads: counter("revocation_reloads_total", "Revocation snapshots loaded.")?,
+            revocation_reload_errors: counter("revocation_reload_errors_total", "Revocation snapshots that failed.")?,
             requests,
             allowed,
             denied,
@@ -85,6 +120,7 @@ impl Metrics {
             if let Some(m) = family.get_metric().first() {
                 let value = match family.get_field_type() {
                     prometheus::proto::MetricType::COUNTER => serde_json::json!(m.get_counter().get_value() as u64),
+                    prometheus::proto::MetricType::GAUGE => serde_json::json!(m.get_gauge().get_value()),
                     prometheus::proto::MetricType::HISTOGRAM => {
                         let h = m.get_histogram();
                         serde_json::json!({"count": h.get_sample_count(), "sum_seconds": h.get_sample_sum()})

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod exchange;
 pub mod headers;
 pub mod replay;
+pub mod revocation;
 pub mod upstream;
 
 use pingora::http::RequestHeader;
@@ -27,6 +28,8 @@ pub fn now_ms() -> i64 {
 /// Runs every check; on success the request may be forwarded as described by the [`Forward`].
 pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> Result<Forward, Denial> {
     let now = now_ms();
+    // Nothing is allowed while the gateway cannot tell whether a session was revoked.
+    revocation::fresh(&deps.revocations)?;
     let token = admission::bearer(req)?;
     let peeked = auth::peek(token)?;
     auth::not_expiring(&peeked, now / 1000, deps.cfg.preflight.as_secs() as i64)?;
@@ -36,6 +39,10 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> 
     // Before the signature, Redis and the STS: an oversized body must not burn the token.
     admission::content_length(req, deps.cfg.max_request_bytes)?;
     let mandate = auth::verify(&deps.jwks, peeked).await?;
+    // In memory, before the single-use mark and the STS: a revoked mandate costs nothing more.
+    let revocation_epoch = deps.revocations.epoch();
+    revocation::check(&deps.revocations, &mandate.claims)?;
+    let anchors = revocation::anchors(&mandate.claims);
     let mandate_exp = mandate.claims.exp;
     let fresh = deps.jti.consume(mandate, request_id, now).await?;
     let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id };
@@ -44,5 +51,5 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> 
     timer.observe_duration();
     let grant = grant?;
     let peer = upstream::resolve(&grant.directive).await?;
-    Ok(Forward { grant, peer, mandate_exp, fingerprint: caracal_shared::sig::fingerprint(token) })
+    Ok(Forward { grant, peer, mandate_exp, fingerprint: caracal_shared::sig::fingerprint(token), anchors, revocation_epoch })
 }

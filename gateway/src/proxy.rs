@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
@@ -14,6 +15,7 @@ use crate::Deps;
 use crate::ctx::RequestCtx;
 use crate::deny::{self, Denial};
 use crate::phases::headers::{self, Outbound};
+use crate::phases::revocation::StreamGuard;
 use crate::phases::{self, now_ms};
 
 /// The gateway proxy.
@@ -85,11 +87,58 @@ impl ProxyHttp for Gateway {
         headers::upstream_request(upstream, &out)
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        if let Some(fwd) = &ctx.forward {
-            headers::downstream_response(resp, &ctx.request_id, fwd.mandate_exp - now_ms() / 1000)?;
-        }
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::fd::RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_fd = Some(fd);
         Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(fwd) = &ctx.forward else { return Ok(()) };
+        headers::downstream_response(resp, &ctx.request_id, fwd.mandate_exp - now_ms() / 1000)?;
+        let mut guard = StreamGuard::new(self.deps.revocations.clone(), fwd.anchors.clone(), fwd.revocation_epoch);
+        // A response that may stay open (SSE, or no declared length) gets a watcher that cuts it
+        // even while the upstream is silent; a sized response only needs the per-4 KiB checks.
+        if is_streaming(resp)
+            && let Some(fd) = ctx.upstream_fd
+        {
+            let (metrics, rid) = (self.deps.metrics.stream_cuts.clone(), ctx.request_id.clone());
+            guard.watch(fd, move || {
+                metrics.inc();
+                tracing::warn!(request_id = %rid, "revocation cut an open stream");
+            });
+        }
+        ctx.stream = Some(guard);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        eos: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(guard) = ctx.stream.as_mut() else { return Ok(None) };
+        if guard.on_body(body.as_ref().map_or(0, Bytes::len)) {
+            *body = None;
+            guard.disarm();
+            self.deps.metrics.stream_cuts.inc();
+            tracing::warn!(request_id = %ctx.request_id, "revocation cut a response mid-body");
+            return Error::e_explain(ErrorType::Custom("session revoked"), "session revoked while the response streamed");
+        }
+        if eos {
+            // Complete: stop watching before the upstream connection can be reused.
+            guard.disarm();
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
@@ -134,6 +183,13 @@ impl ProxyHttp for Gateway {
             (None, None) => {}
         }
     }
+}
+
+/// SSE, or a body of unknown length: it may stay open indefinitely.
+fn is_streaming(resp: &ResponseHeader) -> bool {
+    let sse =
+        resp.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("text/event-stream"));
+    sse || !resp.headers.contains_key(http::header::CONTENT_LENGTH)
 }
 
 impl Gateway {

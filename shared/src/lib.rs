@@ -3,7 +3,8 @@
 //! The gateway and the control plane agree on these formats byte for byte: mandate claims and their
 //! ES256 compact serialization, JWKS documents, the `_sig` of stream messages, the HMAC that signs a
 //! gateway→STS exchange, the wire error body, and the way configuration is read from the
-//! environment. Nothing here does I/O.
+//! environment. Two pieces do I/O because every service needs them identically: the Redis
+//! [`stream_consumer`] and the [`revocation`] view it feeds.
 
 pub mod b64;
 pub mod config_env;
@@ -13,7 +14,9 @@ pub mod jwks;
 pub mod jws;
 pub mod mandate;
 pub mod request_id;
+pub mod revocation;
 pub mod sig;
+pub mod stream_consumer;
 pub mod streams;
 
 pub use error_code::{ErrorCode, WireError};

@@ -3,3 +3,4 @@
 mod admin_api;
 mod denials;
 mod governed;
+mod revocation;

@@ -35,6 +35,9 @@ import rego.v1
 result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": ["test-deny"], "diagnostics": [{"reason": "frozen_by_test"}]}
 "#;
 
+/// The gateway's `CARACAL_ADMIN_TOKEN` in every stack.
+pub const GATEWAY_ADMIN_TOKEN: &str = "gateway-admin-token-for-e2e-tests-0123456789";
+
 /// Extra settings for a stack.
 #[derive(Default, Clone)]
 pub struct StackOptions {
@@ -145,6 +148,9 @@ impl Stack {
             ("REDIS_URL", redis.url()),
             ("GATEWAY_STS_HMAC_KEY", gateway_key.clone()),
             ("GATEWAY_THREADS", "2".to_owned()),
+            ("DATABASE_URL", database_url.clone()),
+            ("STREAMS_HMAC_KEY", streams_key.clone()),
+            ("CARACAL_ADMIN_TOKEN", GATEWAY_ADMIN_TOKEN.to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -237,6 +243,8 @@ impl Stack {
                 "scopes": ["tools.read", "tools.write"],
                 "operations": [
                     {"method": "GET", "path": "/items/**", "scope": "tools.read"},
+                    {"method": "GET", "path": "/sse", "scope": "tools.read"},
+                    {"method": "GET", "path": "/slow-body", "scope": "tools.read"},
                     {"method": "POST", "path": "/items", "scope": "tools.write"}
                 ]
             })),

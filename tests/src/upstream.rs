@@ -36,7 +36,12 @@ impl Upstream {
     /// Starts on an ephemeral port in the current runtime.
     pub async fn start() -> Self {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let app = Router::new().fallback(record).with_state(seen.clone());
+        let app = Router::new()
+            // Resources in the tests point at `<upstream>/base`.
+            .route("/base/sse", axum::routing::get(sse))
+            .route("/base/slow-body", axum::routing::get(slow_body))
+            .fallback(record)
+            .with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -67,4 +72,53 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> impl
     let reply = serde_json::json!({"upstream": "ok", "path": s.path});
     seen.lock().unwrap().push(s);
     axum::Json(reply)
+}
+
+/// An SSE stream: one event at once, then one every `?every_ms=` (default: never again, an idle
+/// stream), up to 1,000 events.
+async fn sse(axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>) -> impl IntoResponse {
+    let every = q.get("every_ms").and_then(|v| v.parse::<u64>().ok());
+    let stream = async_stream(every);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")],
+        axum::body::Body::from_stream(stream),
+    )
+}
+
+fn async_stream(every_ms: Option<u64>) -> impl futures_core::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for i in 0..1000u32 {
+            if tx.send(Ok(axum::body::Bytes::from(format!("id: {i}\ndata: event {i}\n\n")))).await.is_err() {
+                return;
+            }
+            match every_ms {
+                Some(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+                None => std::future::pending::<()>().await,
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A sized body (`?bytes=`, default 1 MiB) sent in 16 KiB chunks every `?every_ms=` (default 20).
+async fn slow_body(axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>) -> impl IntoResponse {
+    let total: usize = q.get("bytes").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
+    let every: u64 = q.get("every_ms").and_then(|v| v.parse().ok()).unwrap_or(20);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < total {
+            let n = (total - sent).min(16 * 1024);
+            if tx.send(Ok(axum::body::Bytes::from(vec![b'x'; n]))).await.is_err() {
+                return;
+            }
+            sent += n;
+            tokio::time::sleep(std::time::Duration::from_millis(every)).await;
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_LENGTH, total.to_string())],
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
 }

@@ -163,7 +163,16 @@ pub(crate) async fn revoke_records(
         .bind(expires_at)
         .execute(&mut **tx)
         .await?;
-        let fields = [("zone_id", zone_id), ("session_id", &id), ("sid", &id), ("reason", reason), ("revoked_at", &revoked_at)];
+        // `expires_at` tells verifiers when keeping the anchor stops mattering.
+        let expires = expires_at.to_rfc3339();
+        let fields = [
+            ("zone_id", zone_id),
+            ("session_id", &id),
+            ("sid", &id),
+            ("reason", reason),
+            ("revoked_at", &revoked_at),
+            ("expires_at", &expires),
+        ];
         let outbox_id = outbox::enqueue(tx, Some(zone_id), streams::SESSIONS_REVOKE, &fields).await?;
         out.push((id, outbox_id));
     }

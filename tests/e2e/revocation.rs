@@ -1,0 +1,230 @@
+//! Revocation at the gateway: propagation, mid-stream and idle-stream cuts, fail-closed
+//! staleness, signed-stream hygiene and the snapshot reload.
+
+use std::time::{Duration, Instant};
+
+use caracal_e2e::stack::{Demo, GATEWAY_ADMIN_TOKEN};
+use caracal_e2e::{Stack, StackOptions};
+use serde_json::Value;
+
+fn sid_of(mandate: &str) -> String {
+    jsonwebtoken::dangerous::insecure_decode::<Value>(mandate).unwrap().claims["sid"].as_str().unwrap().to_owned()
+}
+
+async fn revoke(s: &Stack, d: &Demo, session: &str) {
+    let sid = sid_of(session);
+    s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
+}
+
+/// Polls a gateway metric until it reaches `at_least`; returns how long that took.
+async fn wait_metric(s: &Stack, name: &str, at_least: f64, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if s.gateway_metric(name).await >= at_least {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{name} did not reach {at_least} within {within:?}:\n{}", s.gateway.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_the_gateway_within_a_second_and_denies_before_the_sts() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    revoke(&s, &d, &session).await;
+    let took = wait_metric(&s, "caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(1)).await;
+    eprintln!("revocation applied at the gateway {took:?} after the revoke call returned");
+    let a = s.governed("GET", "/items/1", &m, &d.resource).await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert_eq!(a.error(), "invalid_token");
+    assert_eq!(a.body["error_description"], "session revoked");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_revoked_total").await, 1.0);
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_sts_refused_total").await, 0.0, "denied in memory, the STS was not asked");
+    assert_eq!(s.gateway_metric("caracal_gateway_revocations_active").await, 1.0);
+    assert!(s.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_stream_is_cut_when_its_session_is_revoked() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    let mut resp = s.http.get(format!("{}/sse", s.gw_url)).bearer_auth(&m).header("x-caracal-resource", &d.resource).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.unwrap().expect("the first event arrives at once");
+    assert!(String::from_utf8_lossy(&first).contains("event 0"));
+    // The upstream now stays silent; only a revocation can end this stream.
+    let revoked_at = Instant::now();
+    revoke(&s, &d, &session).await;
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return Instant::now(),
+            }
+        }
+    })
+    .await
+    .expect("the idle stream is cut");
+    let took = ended - revoked_at;
+    eprintln!("idle stream cut {took:?} after the revoke call");
+    assert!(took < Duration::from_secs(1), "cut took {took:?}");
+    assert_eq!(s.gateway_metric("caracal_gateway_stream_cuts_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_streaming_body_is_cut_at_the_next_4k_boundary() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    let total = 2 << 20;
+    let mut resp = s
+        .http
+        .get(format!("{}/slow-body?bytes={total}&every_ms=20", s.gw_url))
+        .bearer_auth(&m)
+        .header("x-caracal-resource", &d.resource)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut got = 0usize;
+    while got < 64 * 1024 {
+        got += resp.chunk().await.unwrap().unwrap().len();
+    }
+    revoke(&s, &d, &session).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => got += c.len(),
+                Ok(None) => return Ok(got),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the body ends");
+    assert!(outcome.is_err() || outcome.as_ref().is_ok_and(|n| *n < total), "the client must not receive the whole body: {outcome:?}");
+    assert!(got < total, "received {got} of {total} bytes");
+    assert_eq!(s.gateway_metric("caracal_gateway_stream_cuts_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn forged_and_malformed_revocations_are_dead_lettered_not_applied() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let sid = sid_of(&session);
+    let mut conn = redis::Client::open(s.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stream = "caracal.sessions.revoke";
+    // Signed with the wrong key.
+    let wrong = caracal_shared::sig::stream_signature(&[7u8; 32], stream, [("session_id", sid.as_str()), ("zone_id", d.zone_id.as_str())]);
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("session_id")
+        .arg(&sid)
+        .arg("zone_id")
+        .arg(&d.zone_id)
+        .arg("_sig")
+        .arg(wrong)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Correctly signed but naming nothing.
+    let key = hex::decode(&s.streams_key).unwrap();
+    let good = caracal_shared::sig::stream_signature(&key, stream, [("zone_id", d.zone_id.as_str()), ("reason", "x")]);
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("zone_id")
+        .arg(&d.zone_id)
+        .arg("reason")
+        .arg("x")
+        .arg("_sig")
+        .arg(good)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_metric(&s, "caracal_gateway_revocation_dead_letters_total", 2.0, Duration::from_secs(5)).await;
+    assert_eq!(s.gateway_metric("caracal_gateway_revocation_invalid_signatures_total").await, 1.0);
+    let dead: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg("caracal.sessions.revoke.dead").arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    let errors: Vec<String> = dead.ids.iter().map(|e| redis::from_redis_value(e.map["error"].clone()).unwrap()).collect();
+    assert_eq!(errors, ["invalid_signature", "no revocation anchor in message"], "each dead letter says why");
+    let summary: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(format!("gateway-revocation:{}", gateway_instance(&s)))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pending: i64 = redis::from_redis_value(summary[0].clone()).unwrap();
+    assert_eq!(pending, 0, "dead-lettered messages are acknowledged, nothing is left pending");
+    // The forged message revoked nothing.
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200);
+}
+
+fn gateway_instance(s: &Stack) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    format!("{host}:{}", s.gw_url.rsplit(':').next().unwrap())
+}
+
+#[tokio::test]
+async fn a_stale_view_fails_closed_and_recovers() {
+    let mut s = Stack::start_with(StackOptions {
+        gateway_env: vec![("REVOCATION_MAX_STALENESS".into(), "2s".into()), ("REVOCATION_SNAPSHOT_INTERVAL".into(), "1s".into())],
+        ..Default::default()
+    })
+    .await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    s.redis.stop();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let ready = s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["reason"], "revocation_stale");
+    let a = s.governed("GET", "/items/1", &m, &d.resource).await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(a.error(), "sts_unavailable");
+    assert_eq!(a.body["error_description"], "revocation state unavailable");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_revocation_stale_total").await, 1.0);
+    s.redis.restart();
+    let start = Instant::now();
+    while s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap().status() != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the gateway becomes ready again once Redis is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn the_reload_endpoint_merges_the_database_snapshot() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let url = format!("{}/internal/revocations/reload", s.gw_url);
+    assert_eq!(s.http.post(&url).send().await.unwrap().status(), 404, "hidden without the admin bearer");
+    assert_eq!(s.http.post(&url).bearer_auth("wrong-token-wrong-token-wrong-token").send().await.unwrap().status(), 404);
+    assert_eq!(s.http.get(&url).bearer_auth(GATEWAY_ADMIN_TOKEN).send().await.unwrap().status(), 404, "only POST");
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    // A revocation written by another control plane, not yet announced on the stream.
+    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+    sqlx::query("INSERT INTO revocations (zone_id, anchor_kind, anchor_id, reason, expires_at) VALUES ($1, 'sid', $2, 'test', now() + interval '1 hour')")
+        .bind(&d.zone_id)
+        .bind(sid_of(&session))
+        .execute(&db)
+        .await
+        .unwrap();
+    let r = s.http.post(&url).bearer_auth(GATEWAY_ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["revocations"], 1);
+    let a = s.governed("GET", "/items/1", &m, &d.resource).await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert_eq!(a.body["error_description"], "session revoked");
+}
