@@ -39,12 +39,17 @@ impl Environment {
             .find_map(|l| l.strip_prefix("model name"))
             .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
             .unwrap_or_default();
-        let git_commit = std::process::Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        // Binaries built from a tree with uncommitted changes are not that commit: say so.
+        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        let git_commit = git(&["rev-parse", "--short", "HEAD"]).map(|c| if dirty { format!("{c} (+ uncommitted changes)") } else { c });
         Self {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model,
