@@ -2,8 +2,9 @@
 //!
 //! - `token/peek+claims`: split the bearer, decode its claims, check use/iss/aud/target (gateway).
 //! - `token/verify_es256`: the ES256 signature check against a parsed key (gateway and STS).
-//! - `revocation/lookup_*`: the STS's in-memory revoked-root set (hit and miss, 1,000 revoked roots).
-//!   The gateway has no revocation view of its own yet; this is the lookup every exchange makes.
+//! - `revocation/gateway_view_*`: the gateway's revocation view, a mandate's four anchors checked
+//!   against 10,000 revoked ones (miss: the common case; hit). `revocation/sts_roots_*`: the STS's
+//!   revoked-root set, looked up on every exchange (1,000 revoked roots).
 //! - `headers/upstream_request`: request hygiene and credential injection toward the upstream.
 //! - `policy/evaluate_allow`: one Rego evaluation of the bench's allow policy on the STS's input
 //!   shape, through regorus directly: `caracal_sts::policy::evaluate` needs an `ActivePolicy`,
@@ -18,6 +19,7 @@ use caracal_gateway::phases::upstream::{Credential, SafePeer};
 use caracal_shared::Claims;
 use caracal_shared::jws::{Compact, SigningKey};
 use caracal_shared::mandate::{SubType, Use};
+use caracal_shared::revocation::{RevocationView, Revoked};
 use caracal_sts::revoked::RevokedRoots;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use pingora::http::RequestHeader;
@@ -80,18 +82,28 @@ fn token(c: &mut Criterion) {
 }
 
 fn revocation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("revocation");
+    let view = RevocationView::new(Duration::from_secs(70), false, false);
+    let expires_at = chrono::Utc::now().timestamp() + 3_600;
+    let revoked: Vec<Revoked> = (0..10_000).map(|_| Revoked { anchor: uuid::Uuid::now_v7().to_string(), expires_at }).collect();
+    view.add(&revoked);
+    let live = claims();
+    let hit = Claims { root_sid: revoked[5_000].anchor.clone(), ..claims() };
+    g.bench_function("gateway_view_miss", |b| b.iter(|| assert!(!view.any_revoked(black_box(&live).anchors()))));
+    g.bench_function("gateway_view_hit", |b| b.iter(|| assert!(view.any_revoked(black_box(&hit).anchors()))));
+
     // Never reloaded, so the staleness bound must exceed the time since the epoch.
     let roots = RevokedRoots::new(Duration::from_secs(100 * 365 * 86_400));
-    let revoked: Vec<String> = (0..1_000).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    for sid in &revoked {
-        roots.insert("zone-0190f3a1", sid);
+    for r in &revoked[..1_000] {
+        roots.insert("zone-0190f3a1", &r.anchor);
     }
-    let live = uuid::Uuid::now_v7().to_string();
-    let mut g = c.benchmark_group("revocation");
-    g.bench_function("lookup_hit", |b| {
-        b.iter(|| assert_eq!(roots.is_revoked(black_box("zone-0190f3a1"), black_box(&revoked[500])), Some(true)))
+    let zone = "zone-0190f3a1";
+    g.bench_function("sts_roots_hit", |b| {
+        b.iter(|| assert_eq!(roots.is_revoked(black_box(zone), black_box(&revoked[500].anchor)), Some(true)))
     });
-    g.bench_function("lookup_miss", |b| b.iter(|| assert_eq!(roots.is_revoked(black_box("zone-0190f3a1"), black_box(&live)), Some(false))));
+    g.bench_function("sts_roots_miss", |b| {
+        b.iter(|| assert_eq!(roots.is_revoked(black_box(zone), black_box(&live.root_sid)), Some(false)))
+    });
     g.finish();
 }
 

@@ -64,6 +64,7 @@ impl Caracal {
         let issuer = format!("http://{}", c.cp);
         let bootstrap_token = format!("bench-{}", hex());
         let gateway_key = hex();
+        let streams_key = hex();
         let cp_env = pairs(&[
             ("CARACAL_MODE", "dev"),
             ("LISTEN_ADDR", &c.cp.to_string()),
@@ -71,7 +72,7 @@ impl Caracal {
             ("REDIS_URL", c.redis_url),
             ("ISSUER_URL", &issuer),
             ("ZONE_KEK", &hex()),
-            ("STREAMS_HMAC_KEY", &hex()),
+            ("STREAMS_HMAC_KEY", &streams_key),
             ("GATEWAY_STS_HMAC_KEY", &gateway_key),
             ("BOOTSTRAP_ADMIN_TOKEN", &bootstrap_token),
             ("KEY_ACTIVATION_DELAY_SECONDS", "0"),
@@ -90,6 +91,9 @@ impl Caracal {
             ("REDIS_URL", c.redis_url),
             ("GATEWAY_STS_HMAC_KEY", &gateway_key),
             ("GATEWAY_THREADS", "2"),
+            // The revocation view as in production: signed stream consumer plus Postgres snapshot.
+            ("DATABASE_URL", c.database_url),
+            ("STREAMS_HMAC_KEY", &streams_key),
         ]);
         let program = c.bin_dir.join("caracal-gateway");
         let mut gateway = Child::spawn(Spawn { name: "gateway", program: &program, args: &[], env: &gw_env, dir: c.dir })?;
