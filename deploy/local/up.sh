@@ -49,7 +49,9 @@ CARACAL_MODE=dev LISTEN_ADDR="127.0.0.1:$CP_PORT" ISSUER_URL="$CP" \
   nohup "$BIN/caracal-control-plane" > "$STACK/control-plane.log" 2>&1 &
 echo $! > "$STACK/control-plane.pid"
 wait_http "$CP/ready" 60 || die "control plane not ready; see $STACK/control-plane.log"
+# The demo upstream is on loopback, which the gateway refuses unless told otherwise.
 CARACAL_MODE=dev LISTEN_ADDR="127.0.0.1:$GW_PORT" STS_URL="$CP" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+  DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/caracal" ALLOW_PRIVATE_UPSTREAMS=true \
   nohup "$BIN/caracal-gateway" > "$STACK/gateway.log" 2>&1 &
 echo $! > "$STACK/gateway.pid"
 nohup "$BIN/caracal-bench" echo "127.0.0.1:$ECHO_PORT" > "$STACK/echo.log" 2>&1 &

@@ -15,6 +15,7 @@ use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::config::GatewayConfig;
 use crate::jwks::JwksCache;
 use crate::metrics::Metrics;
+use crate::phases::egress::{Egress, SystemResolver};
 use crate::phases::exchange::StsClient;
 use crate::phases::replay::JtiStore;
 use crate::proxy::Gateway;
@@ -32,6 +33,8 @@ pub struct Deps {
     pub sts: StsClient,
     /// Plain client for health probes.
     pub http: reqwest::Client,
+    /// Which upstream addresses may be dialed.
+    pub egress: Egress,
 }
 
 impl Deps {
@@ -53,7 +56,8 @@ impl Deps {
         let redis = redis::Client::open(cfg.redis_url.as_str())?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
-        Ok(Self { cfg, revocations, reload, metrics, jwks, jti, sts, http })
+        let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
+        Ok(Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress })
     }
 }
 

@@ -58,6 +58,13 @@ pub struct GatewayConfig {
     pub revocation_max_staleness: Duration,
     /// `CARACAL_ADMIN_TOKEN`: authorizes `POST /internal/revocations/reload` (unset: 404).
     pub admin_token: Option<String>,
+    /// `ALLOW_PRIVATE_UPSTREAMS`: permit loopback, private, CGNAT and ULA upstreams (metadata,
+    /// link-local and multicast stay refused). Default false.
+    pub allow_private_upstreams: bool,
+    /// `UPSTREAM_HOST_ALLOWLIST`: comma-separated host names upstreams must use (empty: any).
+    pub upstream_allowlist: Vec<String>,
+    /// `DNS_CACHE_TTL`: how long a checked DNS answer is reused (default 30 s).
+    pub dns_cache_ttl: Duration,
     /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway sees every
     /// revocation (default `<hostname>:<listen port>`).
     pub instance_id: String,
@@ -154,6 +161,12 @@ impl GatewayConfig {
         {
             r.problem("CARACAL_ADMIN_TOKEN", "must be at least 32 characters");
         }
+        let allow_private_upstreams = r.bool("ALLOW_PRIVATE_UPSTREAMS", false);
+        let upstream_allowlist: Vec<String> = r
+            .optional("UPSTREAM_HOST_ALLOWLIST")
+            .map(|l| l.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+            .unwrap_or_default();
+        let dns_cache_ttl = r.duration("DNS_CACHE_TTL", Duration::from_secs(30));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "gateway".into());
         let instance_id = r.string("GATEWAY_INSTANCE_ID", &format!("{host}:{}", listen.port()));
         let tls = match (r.optional("TLS_CERT_FILE"), r.optional("TLS_KEY_FILE")) {
@@ -197,6 +210,9 @@ impl GatewayConfig {
             snapshot_interval,
             revocation_max_staleness,
             admin_token,
+            allow_private_upstreams,
+            upstream_allowlist,
+            dns_cache_ttl,
             instance_id,
         })
     }

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod egress;
 pub mod exchange;
 pub mod headers;
 pub mod replay;
@@ -50,6 +51,6 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> 
     let grant = deps.sts.exchange(&fresh, &exchange).await;
     timer.observe_duration();
     let grant = grant?;
-    let peer = upstream::resolve(&grant.directive).await?;
+    let peer = upstream::resolve(&grant.directive, &deps.egress).await?;
     Ok(Forward { grant, peer, mandate_exp, fingerprint: caracal_shared::sig::fingerprint(token), anchors, revocation_epoch })
 }

@@ -4,3 +4,4 @@ mod admin_api;
 mod denials;
 mod governed;
 mod revocation;
+mod upstream_safety;

@@ -151,6 +151,8 @@ impl Stack {
             ("DATABASE_URL", database_url.clone()),
             ("STREAMS_HMAC_KEY", streams_key.clone()),
             ("CARACAL_ADMIN_TOKEN", GATEWAY_ADMIN_TOKEN.to_owned()),
+            // The recording upstream listens on loopback.
+            ("ALLOW_PRIVATE_UPSTREAMS", "true".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -295,6 +297,41 @@ impl Stack {
         .await
     }
 
+    /// Adds a resource `identifier` → `upstream_url` (GET anything, scope `tools.read`).
+    pub async fn add_resource(&self, d: &Demo, identifier: &str, upstream_url: &str) {
+        self.admin_ok(
+            "POST",
+            &format!("/v1/zones/{}/resources", d.zone_id),
+            &d.admin,
+            Some(json!({
+                "identifier": identifier,
+                "upstream_url": upstream_url,
+                "scopes": ["tools.read"],
+                "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}]
+            })),
+            201,
+        )
+        .await;
+    }
+
+    /// A gateway mandate for `resource` with `scope`.
+    pub async fn mandate_for(&self, d: &Demo, session: &str, resource: &str, scope: &str) -> String {
+        let a = self
+            .token(&[
+                ("grant_type", GRANT),
+                ("zone_id", &d.zone_id),
+                ("application_id", &d.app_id),
+                ("client_secret", &d.secret),
+                ("subject_token", session),
+                ("subject_token_type", ACCESS_TOKEN),
+                ("resource", resource),
+                ("scope", scope),
+            ])
+            .await;
+        assert_eq!(a.status, 200, "gateway mint for {resource}: {}", a.text);
+        a.body["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// A gateway mandate for the demo resource with `scope`.
     pub async fn gateway_mandate(&self, d: &Demo, session: &str, scope: &str) -> String {
         let a = self.mint_gateway(d, session, scope).await;
@@ -314,6 +351,34 @@ impl Stack {
     /// A governed call: bearer + resource header.
     pub async fn governed(&self, method: &str, path: &str, mandate: &str, resource: &str) -> Answer {
         self.call(method, path, &[("authorization", &format!("Bearer {mandate}")), ("x-caracal-resource", resource)]).await
+    }
+
+    /// A request written byte for byte on a fresh connection (HTTP clients normalize paths such
+    /// as `/a/%2e%2e/b` before sending, which would hide what the gateway must refuse).
+    pub async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.gw_url.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut hm = reqwest::header::HeaderMap::new();
+        for line in head.lines().skip(1) {
+            if let Some((k, v)) = line.split_once(':')
+                && let (Ok(k), Ok(v)) = (reqwest::header::HeaderName::from_bytes(k.trim().as_bytes()), v.trim().parse())
+            {
+                hm.append(k, v);
+            }
+        }
+        Answer { status, headers: hm, body: serde_json::from_str(body).unwrap_or(Value::Null), text: body.to_owned() }
     }
 
     /// The value of a gateway metric (0 when absent).

@@ -40,6 +40,7 @@ impl Upstream {
             // Resources in the tests point at `<upstream>/base`.
             .route("/base/sse", axum::routing::get(sse))
             .route("/base/slow-body", axum::routing::get(slow_body))
+            .route("/base/redirect", axum::routing::get(redirect))
             .fallback(record)
             .with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -120,5 +121,14 @@ async fn slow_body(axum::extract::Query(q): axum::extract::Query<std::collection
     (
         [(axum::http::header::CONTENT_LENGTH, total.to_string())],
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+}
+
+/// A redirect to the metadata service, which the gateway must neither follow nor pass on.
+async fn redirect() -> impl IntoResponse {
+    (
+        axum::http::StatusCode::FOUND,
+        [(axum::http::header::LOCATION, "http://169.254.169.254/latest/meta-data/"), (axum::http::header::SERVER, "leaky/1.0")],
+        "moved",
     )
 }

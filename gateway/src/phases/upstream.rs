@@ -1,8 +1,8 @@
 //! Upstream: from the STS directive to an address the proxy may dial.
 //!
-//! The directive's URL must be http or https, carry a host and no userinfo; its host is resolved
-//! here and the proxy dials exactly the resolved address (resolve, then pin), with the original host
-//! as `Host` and SNI. The credential mode must be one the gateway knows. Refusals are 502
+//! The directive's URL must be http or https, carry a host and no userinfo (https never to a bare
+//! IP); its host is resolved under the egress policy ([`super::egress`]) and the proxy dials
+//! exactly the checked address (resolve, then pin), with the original host as `Host` and SNI. The credential mode must be one the gateway knows. Refusals are 502
 //! `internal_error` "upstream not addressable" (`upstream_errors`).
 
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use caracal_shared::exchange::UpstreamDirective;
 
 use crate::deny::Denial;
+use crate::phases::egress::Egress;
 
 /// How the upstream credential is injected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,8 +74,8 @@ fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
     }
 }
 
-/// Checks the directive and resolves its host.
-pub async fn resolve(d: &UpstreamDirective) -> Result<SafePeer, Denial> {
+/// Checks the directive, resolves its host under the egress policy and pins the address.
+pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer, Denial> {
     let url = url::Url::parse(&d.url).map_err(|_| Denial::UpstreamNotAddressable)?;
     let tls = match url.scheme() {
         "http" => false,
@@ -88,11 +89,14 @@ pub async fn resolve(d: &UpstreamDirective) -> Result<SafePeer, Denial> {
     let port = url.port_or_known_default().ok_or(Denial::UpstreamNotAddressable)?;
     let credential = credential(d)?;
     let lookup_host = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = tokio::net::lookup_host((lookup_host, port))
-        .await
-        .map_err(|_| Denial::UpstreamNotAddressable)?
-        .next()
-        .ok_or(Denial::UpstreamNotAddressable)?;
+    // TLS to a bare IP would go out without SNI and without a name to verify: refuse it.
+    if tls && lookup_host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(Denial::UpstreamNotAddressable);
+    }
+    let addr = egress.pin(lookup_host, port).await.map_err(|e| {
+        tracing::warn!(upstream_host = lookup_host, reason = ?e, "upstream refused by the egress policy");
+        Denial::UpstreamNotAddressable
+    })?;
     let authority = match url.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.to_owned(),
@@ -135,15 +139,18 @@ mod tests {
         UpstreamDirective { url: url.into(), auth_mode: mode.into(), auth_header: None, auth_scheme: None }
     }
 
+    fn open() -> Egress {
+        Egress::new(true, vec![], std::sync::Arc::new(crate::phases::egress::SystemResolver), std::time::Duration::from_secs(1))
+    }
+
     #[tokio::test]
     async fn resolves_and_joins_paths() {
-        let p = resolve(&directive("http://127.0.0.1:9000/base/?k=1", "caracal_jwt")).await.unwrap();
+        let p = resolve(&directive("http://127.0.0.1:9000/base/?k=1", "caracal_jwt"), &open()).await.unwrap();
         assert_eq!(p.addr, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(p.authority, "127.0.0.1:9000");
         assert_eq!(p.request_target("/items/1", Some("q=2")), "/base/items/1?k=1&q=2");
-        let root = resolve(&directive("https://127.0.0.1", "none")).await.unwrap();
-        assert!(root.tls);
-        assert_eq!(root.addr.port(), 443);
+        let root = resolve(&directive("http://127.0.0.1", "none"), &open()).await.unwrap();
+        assert_eq!(root.addr.port(), 80);
         assert_eq!(root.request_target("/", None), "/");
         assert_eq!(root.credential, Credential::None);
     }
@@ -155,11 +162,17 @@ mod tests {
             ("http://user:pw@127.0.0.1/", "none"),
             ("not a url", "none"),
             ("http://127.0.0.1/", "provider_magic"),
+            ("https://127.0.0.1/", "none"),
+            ("https://[::1]:8443/", "none"),
         ] {
-            assert!(matches!(resolve(&directive(url, mode)).await, Err(Denial::UpstreamNotAddressable)), "{url} {mode}");
+            assert!(matches!(resolve(&directive(url, mode), &open()).await, Err(Denial::UpstreamNotAddressable)), "{url} {mode}");
         }
         let mut d = directive("http://127.0.0.1/", "caracal_jwt");
         d.auth_header = Some("X-Forwarded-For".into());
-        assert!(resolve(&d).await.is_err(), "the credential may not be written to a reserved header");
+        assert!(resolve(&d, &open()).await.is_err(), "the credential may not be written to a reserved header");
+        let closed =
+            Egress::new(false, vec![], std::sync::Arc::new(crate::phases::egress::SystemResolver), std::time::Duration::from_secs(1));
+        assert!(resolve(&directive("http://127.0.0.1:9000/", "none"), &closed).await.is_err(), "loopback needs ALLOW_PRIVATE_UPSTREAMS");
+        assert!(resolve(&directive("http://localhost:9000/", "none"), &closed).await.is_err(), "so does a name resolving to it");
     }
 }
