@@ -156,7 +156,7 @@ impl Egress {
     /// address passed.
     pub async fn pin(&self, host: &str, port: u16) -> Result<SocketAddr, EgressError> {
         let host = host.to_ascii_lowercase();
-        if !self.allowlist.is_empty() && !self.allowlist.iter().any(|h| *h == host) {
+        if !self.allowlist.is_empty() && !self.allowlist.contains(&host) {
             return Err(EgressError::NotAllowlisted);
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
