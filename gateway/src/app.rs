@@ -15,6 +15,7 @@ use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::config::GatewayConfig;
 use crate::jwks::JwksCache;
 use crate::metrics::Metrics;
+use crate::phases::circuit::Circuit;
 use crate::phases::egress::{Egress, SystemResolver};
 use crate::phases::exchange::StsClient;
 use crate::phases::replay::JtiStore;
@@ -35,6 +36,8 @@ pub struct Deps {
     pub http: reqwest::Client,
     /// Which upstream addresses may be dialed.
     pub egress: Egress,
+    /// The STS circuit breaker.
+    pub circuit: Circuit,
 }
 
 impl Deps {
@@ -52,12 +55,13 @@ impl Deps {
             .tcp_nodelay(true)
             .user_agent("caracal-gateway")
             .build()?;
-        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, cfg.jwks_ttl, cfg.jwks_cooldown);
+        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, cfg.jwks_ttl, cfg.jwks_cooldown, metrics.jwks_fetches.clone());
         let redis = redis::Client::open(cfg.redis_url.as_str())?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
-        Ok(Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress })
+        let circuit = Circuit::new(cfg.circuit_failures, cfg.circuit_window, cfg.circuit_open, metrics.sts_circuit_opened.clone());
+        Ok(Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuit })
     }
 }
 

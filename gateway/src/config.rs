@@ -65,6 +65,11 @@ pub struct GatewayConfig {
     pub upstream_allowlist: Vec<String>,
     /// `DNS_CACHE_TTL`: how long a checked DNS answer is reused (default 30 s).
     pub dns_cache_ttl: Duration,
+    /// `STS_CIRCUIT_FAILURES` (5), `STS_CIRCUIT_WINDOW` (10 s), `STS_CIRCUIT_OPEN` (10 s): the
+    /// STS circuit breaker.
+    pub circuit_failures: u32,
+    pub circuit_window: Duration,
+    pub circuit_open: Duration,
     /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway sees every
     /// revocation (default `<hostname>:<listen port>`).
     pub instance_id: String,
@@ -167,6 +172,12 @@ impl GatewayConfig {
             .map(|l| l.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
             .unwrap_or_default();
         let dns_cache_ttl = r.duration("DNS_CACHE_TTL", Duration::from_secs(30));
+        let circuit_failures = r.parse("STS_CIRCUIT_FAILURES", 5u32);
+        if circuit_failures == 0 {
+            r.problem("STS_CIRCUIT_FAILURES", "must be at least 1");
+        }
+        let circuit_window = r.duration("STS_CIRCUIT_WINDOW", Duration::from_secs(10));
+        let circuit_open = r.duration("STS_CIRCUIT_OPEN", Duration::from_secs(10));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "gateway".into());
         let instance_id = r.string("GATEWAY_INSTANCE_ID", &format!("{host}:{}", listen.port()));
         let tls = match (r.optional("TLS_CERT_FILE"), r.optional("TLS_KEY_FILE")) {
@@ -213,6 +224,9 @@ impl GatewayConfig {
             allow_private_upstreams,
             upstream_allowlist,
             dns_cache_ttl,
+            circuit_failures,
+            circuit_window,
+            circuit_open,
             instance_id,
         })
     }

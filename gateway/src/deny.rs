@@ -53,6 +53,8 @@ pub enum Denial {
     StsRefused { status: u16, code: String, description: String },
     /// The STS could not be reached or answered outside the contract.
     StsUnavailable { status: u16, description: &'static str },
+    /// The STS circuit is open: fail fast.
+    StsCircuitOpen,
     /// The STS granted the exchange but named no usable upstream for the resource.
     NoUpstream,
     /// The upstream URL is not something the gateway will dial.
@@ -88,6 +90,7 @@ impl Denial {
             Self::ReplayCheckUnavailable => (503, ErrorCode::ReplayCheckUnavailable, "replay protection unavailable"),
             Self::StsRefused { status, code, description } => return (*status, code, description),
             Self::StsUnavailable { status, description } => (*status, StsUnavailable, description),
+            Self::StsCircuitOpen => (503, StsUnavailable, "sts unavailable"),
             Self::NoUpstream => (403, AccessDenied, "resource upstream not configured"),
             Self::UpstreamNotAddressable => (502, InternalError, "upstream not addressable"),
             Self::UpstreamUnreachable => (502, InternalError, "upstream unreachable"),
@@ -116,6 +119,7 @@ impl Denial {
             Self::ReplayCheckUnavailable => "jti_unavailable",
             Self::StsRefused { .. } => "sts_refused",
             Self::StsUnavailable { .. } => "sts_exchange_errors",
+            Self::StsCircuitOpen => "sts_circuit_open",
             Self::NoUpstream => "no_upstream",
             Self::UpstreamNotAddressable | Self::UpstreamUnreachable | Self::UpstreamTimeout => "upstream_errors",
         }
@@ -140,6 +144,7 @@ impl Denial {
         "jti_unavailable",
         "sts_refused",
         "sts_exchange_errors",
+        "sts_circuit_open",
         "no_upstream",
         "upstream_errors",
     ];
@@ -200,6 +205,7 @@ mod tests {
             Denial::ReplayCheckUnavailable,
             Denial::StsRefused { status: 403, code: "access_denied".into(), description: "policy denied".into() },
             Denial::StsUnavailable { status: 502, description: "sts unavailable" },
+            Denial::StsCircuitOpen,
             Denial::NoUpstream,
             Denial::UpstreamNotAddressable,
             Denial::UpstreamUnreachable,

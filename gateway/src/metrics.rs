@@ -34,6 +34,10 @@ pub struct Metrics {
     pub revocation_staleness_seconds: Gauge,
     /// Send-to-apply delay of the newest revocation message.
     pub revocation_propagation_seconds: Gauge,
+    /// Times the STS circuit opened.
+    pub sts_circuit_opened: IntCounter,
+    /// JWKS fetches made.
+    pub jwks_fetches: IntCounter,
     /// Streams cut because an anchor was revoked mid-response.
     pub stream_cuts: IntCounter,
     /// The revocation stream consumer.
@@ -82,6 +86,8 @@ impl Metrics {
             revocations_active,
             revocation_staleness_seconds: gauge("revocation_staleness_seconds", "Age of the older revocation source.")?,
             revocation_propagation_seconds: gauge("revocation_propagation_seconds", "Send-to-apply delay of the newest revocation.")?,
+            sts_circuit_opened: counter("sts_circuit_opened_total", "Times the STS circuit breaker opened.")?,
+            jwks_fetches: counter("jwks_fetches_total", "JWKS fetches made (cold zones, TTL expiry, forced by unknown kids).")?,
             stream_cuts: counter("stream_cuts_total", "Responses cut because their session was revoked.")?,
             revocation_stream,
             revocation_reloads: counter("revocation_reloads_total", "Revocation snapshots loaded.")?,

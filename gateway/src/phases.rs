@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod circuit;
 pub mod egress;
 pub mod exchange;
 pub mod headers;
@@ -47,9 +48,14 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> 
     let mandate_exp = mandate.claims.exp;
     let fresh = deps.jti.consume(mandate, request_id, now).await?;
     let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id };
+    let admit = deps.circuit.admit();
+    if admit == circuit::Admit::Reject {
+        return Err(Denial::StsCircuitOpen);
+    }
     let timer = deps.metrics.sts_exchange_seconds.start_timer();
     let grant = deps.sts.exchange(&fresh, &exchange).await;
     timer.observe_duration();
+    deps.circuit.record(admit, matches!(&grant, Err(Denial::StsUnavailable { .. })));
     let grant = grant?;
     let peer = upstream::resolve(&grant.directive, &deps.egress).await?;
     Ok(Forward { grant, peer, mandate_exp, fingerprint: caracal_shared::sig::fingerprint(token), anchors, revocation_epoch })

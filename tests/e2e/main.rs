@@ -4,4 +4,5 @@ mod admin_api;
 mod denials;
 mod governed;
 mod revocation;
+mod sts_and_keys;
 mod upstream_safety;

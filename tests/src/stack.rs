@@ -62,6 +62,7 @@ pub struct Stack {
     pub gateway_key: String,
     pub bootstrap_token: String,
     pub http: reqwest::Client,
+    cp_env: BTreeMap<String, String>,
 }
 
 /// A zone set up with one application, one resource and an active allow policy.
@@ -175,7 +176,20 @@ impl Stack {
             gateway_key,
             bootstrap_token,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            cp_env,
         }
+    }
+
+    /// Kills the control plane (STS down).
+    pub fn stop_control_plane(&mut self) {
+        self.control_plane.kill();
+    }
+
+    /// Starts the control plane again with the same settings.
+    pub async fn restart_control_plane(&mut self) {
+        self.control_plane.kill();
+        self.control_plane = Proc::start("caracal-control-plane", &self.cp_env, &self.dir);
+        self.control_plane.wait_ready(&format!("{}/ready", self.cp_url), Duration::from_secs(60)).await;
     }
 
     /// `POST /v1/bootstrap`; returns the first global admin token.
