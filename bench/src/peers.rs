@@ -28,9 +28,24 @@ pub(crate) async fn start_upstream(addr: SocketAddr, dir: &Path) -> anyhow::Resu
     Ok(child)
 }
 
-/// The first non-empty line a `--version`-style command prints (nginx writes it to stderr).
+/// The version a `--version`-style command prints (nginx writes it to stderr; Envoy prefixes its path).
 pub(crate) fn version_line(program: &Path, arg: &str) -> Option<String> {
     let out = std::process::Command::new(program).arg(arg).output().ok()?;
     let text = if out.stdout.iter().all(u8::is_ascii_whitespace) { out.stderr } else { out.stdout };
-    String::from_utf8_lossy(&text).lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+    String::from_utf8_lossy(&text).lines().map(str::trim).find(|l| !l.is_empty()).map(version_of)
+}
+
+/// `nginx/1.22.1`, `9e55…/1.40.0/Clean/RELEASE/BoringSSL`: the text after the last "version: ".
+fn version_of(line: &str) -> String {
+    line.rsplit_once("version: ").map_or(line, |(_, v)| v).trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_text() {
+        assert_eq!(super::version_of("nginx version: nginx/1.22.1"), "nginx/1.22.1");
+        assert_eq!(super::version_of("/x/_bin/envoy  version: abc/1.40.0/Clean/RELEASE/BoringSSL"), "abc/1.40.0/Clean/RELEASE/BoringSSL");
+        assert_eq!(super::version_of("1.2"), "1.2");
+    }
 }

@@ -91,7 +91,7 @@ impl Plan {
     fn from_args(a: &RunArgs) -> Self {
         // Smoke: rates a debug build keeps up with, one-second windows; the point is that every path works.
         let (rates, duration, warmup, pool, repeats, trials) =
-            if a.smoke { (vec![200.0, 400.0], 1.0, 0.25, 1_500, 1, 20) } else { (vec![500.0, 1_000.0], 10.0, 2.0, 40_000, 5, 200) };
+            if a.smoke { (vec![200.0, 400.0], 1.0, 0.25, 1_500, 1, 20) } else { (vec![500.0, 1_000.0], 10.0, 2.0, 80_000, 5, 200) };
         let secs = Duration::from_secs_f64;
         Self {
             smoke: a.smoke,

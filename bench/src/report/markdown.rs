@@ -218,6 +218,10 @@ fn method(s: &mut String, r: &Report) {
          no buffering); S2j Envoy `jwt_authn` with a local ES256 JWKS (concurrency 2); S3 `caracal-gateway` (GATEWAY_THREADS=2) with a \
          fresh pre-minted single-use mandate per request (JTI, verification, signed STS exchange, policy); S4 mint a gateway mandate \
          at the STS then call the gateway, timed together.\n\
+         - A request sent on time is timed from when it left (the tokio timer wakes up to 1 ms late: the generator's error); one the \
+         system made late is timed from its intended send time.\n\
+         - Caracal: dev mode, `GATEWAY_THREADS=2`, the gateway's revocation view on (signed stream consumer + Postgres snapshot), \
+         allow-all Rego policy, Postgres and Redis on loopback.\n\
          - Upstream: `caracal-bench upstream` (hyper): ≈ 90-byte JSON, `/bytes/N` streamed from a static buffer, `/sse` one chunk per event.\n\
          - Rates: {}. Envoy: {}. nginx: {}.",
         p.connections,
