@@ -28,9 +28,11 @@ if [ ! -f "$STACK/secrets.env" ]; then
 ZONE_KEK=$(openssl rand -hex 32)
 STREAMS_HMAC_KEY=$(openssl rand -hex 32)
 GATEWAY_STS_HMAC_KEY=$(openssl rand -hex 32)
+AUDIT_HMAC_KEY=$(openssl rand -hex 32)
 BOOTSTRAP_ADMIN_TOKEN=$(openssl rand -base64 32 | tr -d '=+/')
 SECRETS
 fi
+grep -q AUDIT_HMAC_KEY "$STACK/secrets.env" || echo "AUDIT_HMAC_KEY=$(openssl rand -hex 32)" >> "$STACK/secrets.env"
 set -a; source "$STACK/secrets.env"; set +a
 
 log "starting PostgreSQL (:$PG_PORT) and Redis (:$REDIS_PORT)"
@@ -51,7 +53,7 @@ echo $! > "$STACK/control-plane.pid"
 wait_http "$CP/ready" 60 || die "control plane not ready; see $STACK/control-plane.log"
 # The demo upstream is on loopback, which the gateway refuses unless told otherwise.
 CARACAL_MODE=dev LISTEN_ADDR="127.0.0.1:$GW_PORT" STS_URL="$CP" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-  DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/caracal" ALLOW_PRIVATE_UPSTREAMS=true \
+  DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/caracal" ALLOW_PRIVATE_UPSTREAMS=true AUDIT_REPLAY_DIR="$STACK/audit-replay" \
   nohup "$BIN/caracal-gateway" > "$STACK/gateway.log" 2>&1 &
 echo $! > "$STACK/gateway.pid"
 nohup "$BIN/caracal-bench" echo "127.0.0.1:$ECHO_PORT" > "$STACK/echo.log" 2>&1 &

@@ -59,6 +59,7 @@ pub async fn serve(deps: &Deps, session: &mut Session, request_id: &str) -> ping
             }
             let json = req.uri.path() == "/metrics.json";
             deps.metrics.revocations_active.set(deps.revocations.len() as i64);
+            deps.metrics.audit_spool_files.set(deps.audit.spool_files() as i64);
             deps.metrics.revocation_staleness_seconds.set(deps.revocations.staleness_ms() as f64 / 1000.0);
             let (body, ct) = if json {
                 (deps.metrics.render_json(), "application/json")
@@ -96,6 +97,12 @@ async fn reload(tx: &tokio::sync::mpsc::Sender<ReloadRequest>) -> Result<usize, 
 async fn readiness(deps: &Deps) -> Result<(), &'static str> {
     if !deps.revocations.is_fresh() {
         return Err("revocation_stale");
+    }
+    if deps.audit.lost_any() {
+        return Err("audit_evidence_lost");
+    }
+    if !deps.audit.spool_writable() {
+        return Err("audit_replay_unavailable");
     }
     let redis_ok = tokio::time::timeout(Duration::from_secs(2), async {
         let mut conn = deps.jti.connection().await?;

@@ -10,6 +10,9 @@ use caracal_shared::revocation::RevocationView;
 use pingora::services::background::background_service;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::audit::AuditSink;
+use crate::audit::shipper::Shipper;
+use crate::audit::spool::Spool;
 use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
 use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::config::GatewayConfig;
@@ -38,11 +41,13 @@ pub struct Deps {
     pub egress: Egress,
     /// The STS circuit breaker.
     pub circuit: Circuit,
+    /// Where audit events go.
+    pub audit: AuditSink,
 }
 
 impl Deps {
     /// Builds the dependencies; nothing connects yet (connections open on the serving runtime).
-    pub fn new(cfg: GatewayConfig, reload: Option<mpsc::Sender<ReloadRequest>>) -> anyhow::Result<Self> {
+    pub fn new(cfg: GatewayConfig, reload: Option<mpsc::Sender<ReloadRequest>>) -> anyhow::Result<(Self, Shipper)> {
         let metrics = Metrics::new()?;
         let revocations = RevocationView::new(cfg.revocation_max_staleness, cfg.database_url.is_some(), cfg.streams_key.is_some());
         // One pooled client for the STS: keep-alive, no redirects (a redirect from the STS is an
@@ -61,7 +66,18 @@ impl Deps {
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
         let circuit = Circuit::new(cfg.circuit_failures, cfg.circuit_window, cfg.circuit_open, metrics.sts_circuit_opened.clone());
-        Ok(Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuit })
+        let spool =
+            Arc::new(Spool::open(&cfg.audit_replay_dir).map_err(|e| anyhow::anyhow!("AUDIT_REPLAY_DIR {}: {e}", cfg.audit_replay_dir))?);
+        let (audit, rx, lost) = AuditSink::new(spool.clone(), cfg.audit_key.clone(), metrics.audit.clone());
+        let shipper = Shipper {
+            client: redis::Client::open(cfg.redis_url.as_str())?,
+            rx: Mutex::new(rx),
+            spool,
+            key: cfg.audit_key.clone(),
+            metrics: metrics.audit.clone(),
+            lost,
+        };
+        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuit, audit }, shipper))
     }
 }
 
@@ -74,7 +90,9 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     let tls = cfg.tls.clone();
     let (reload_tx, reload_rx) = mpsc::channel(8);
     let database_url = cfg.database_url.clone();
-    let deps = Arc::new(Deps::new(cfg, database_url.as_ref().map(|_| reload_tx))?);
+    let (deps, shipper) = Deps::new(cfg, database_url.as_ref().map(|_| reload_tx))?;
+    let deps = Arc::new(deps);
+    server.add_service(background_service("audit shipper", shipper));
     if let Some(url) = database_url {
         let snapshot = RevocationSnapshot {
             database_url: url,

@@ -70,6 +70,11 @@ pub struct GatewayConfig {
     pub circuit_failures: u32,
     pub circuit_window: Duration,
     pub circuit_open: Duration,
+    /// `AUDIT_HMAC_KEY`: signs audit frames. Required in production.
+    pub audit_key: Option<Vec<u8>>,
+    /// `AUDIT_REPLAY_DIR`: where audit frames wait while Redis is down
+    /// (default `/var/lib/caracal/audit-replay`).
+    pub audit_replay_dir: String,
     /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway sees every
     /// revocation (default `<hostname>:<listen port>`).
     pub instance_id: String,
@@ -172,6 +177,14 @@ impl GatewayConfig {
             .map(|l| l.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
             .unwrap_or_default();
         let dns_cache_ttl = r.duration("DNS_CACHE_TTL", Duration::from_secs(30));
+        let audit_key = r.hex_key("AUDIT_HMAC_KEY", 32);
+        if production && audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
+            r.problem("AUDIT_HMAC_KEY", "is required in production (signed audit frames)");
+        }
+        if audit_key.is_some() && audit_key == streams_key {
+            r.problem("AUDIT_HMAC_KEY", "must differ from STREAMS_HMAC_KEY");
+        }
+        let audit_replay_dir = r.string("AUDIT_REPLAY_DIR", "/var/lib/caracal/audit-replay");
         let circuit_failures = r.parse("STS_CIRCUIT_FAILURES", 5u32);
         if circuit_failures == 0 {
             r.problem("STS_CIRCUIT_FAILURES", "must be at least 1");
@@ -227,6 +240,8 @@ impl GatewayConfig {
             circuit_failures,
             circuit_window,
             circuit_open,
+            audit_key,
+            audit_replay_dir,
             instance_id,
         })
     }

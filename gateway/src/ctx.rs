@@ -21,6 +21,11 @@ pub struct RequestCtx {
     pub internal: bool,
     /// Written by the pipeline on refusal; read by `logging`.
     pub denial: Option<Denial>,
+    /// Who the request is from, once the mandate's claims were read (written by the pipeline;
+    /// read by audit emission in the refusal path and `logging`).
+    pub subject: Option<Subject>,
+    /// The upstream's status, written by `response_filter`; read by `logging` for the audit event.
+    pub upstream_status: Option<u16>,
     /// Written by the pipeline once every check passed; read by `upstream_peer`,
     /// `upstream_request_filter` and `response_filter`.
     pub forward: Option<Forward>,
@@ -34,6 +39,17 @@ pub struct RequestCtx {
     pub stream: Option<StreamGuard>,
 }
 
+/// The mandate's identity facts the audit trail records (never the token itself).
+pub struct Subject {
+    pub zone_id: String,
+    pub client_id: String,
+    pub jti: String,
+    pub sub_type: &'static str,
+    pub resource: String,
+    /// First 8 bytes of the bearer's SHA-256, hex.
+    pub fingerprint: String,
+}
+
 /// What a request that passed every check carries to the proxy hooks.
 pub struct Forward {
     /// The resource mandate and upstream directive from the STS.
@@ -42,8 +58,6 @@ pub struct Forward {
     pub peer: SafePeer,
     /// `exp` of the inbound gateway mandate (for `X-Caracal-Token-Expires-In`).
     pub mandate_exp: i64,
-    /// Fingerprint of the inbound bearer, for logs (never the token itself).
-    pub fingerprint: String,
     /// The mandate's revocation anchors, re-checked while the response streams.
     pub anchors: Vec<String>,
     /// The revocation view's epoch when the anchors were checked at admission.
@@ -58,6 +72,8 @@ impl RequestCtx {
             started: Instant::now(),
             internal: false,
             denial: None,
+            subject: None,
+            upstream_status: None,
             forward: None,
             body_bytes: 0,
             upstream_fd: None,

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub revocation_staleness_seconds: Gauge,
     /// Send-to-apply delay of the newest revocation message.
     pub revocation_propagation_seconds: Gauge,
+    /// The audit path.
+    pub audit: crate::audit::AuditMetrics,
+    /// Spooled audit files (refreshed at scrape).
+    pub audit_spool_files: IntGauge,
     /// Times the STS circuit opened.
     pub sts_circuit_opened: IntCounter,
     /// JWKS fetches made.
@@ -86,6 +90,17 @@ impl Metrics {
             revocations_active,
             revocation_staleness_seconds: gauge("revocation_staleness_seconds", "Age of the older revocation source.")?,
             revocation_propagation_seconds: gauge("revocation_propagation_seconds", "Send-to-apply delay of the newest revocation.")?,
+            audit: crate::audit::AuditMetrics {
+                emitted: counter("audit_emitted_total", "Audit events sent to the stream.")?,
+                spooled: counter("audit_spooled_total", "Audit events written to the replay directory.")?,
+                drained: counter("audit_drained_total", "Spooled audit events sent after Redis came back.")?,
+                lost: counter("audit_dropped_total", "Audit events that could be neither sent nor spooled.")?,
+            },
+            audit_spool_files: {
+                let g = IntGauge::new("caracal_gateway_audit_replay_files", "Audit spool files waiting to be sent.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             sts_circuit_opened: counter("sts_circuit_opened_total", "Times the STS circuit breaker opened.")?,
             jwks_fetches: counter("jwks_fetches_total", "JWKS fetches made (cold zones, TTL expiry, forced by unknown kids).")?,
             stream_cuts: counter("stream_cuts_total", "Responses cut because their session was revoked.")?,

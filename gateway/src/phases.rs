@@ -18,7 +18,7 @@ pub mod upstream;
 use pingora::http::RequestHeader;
 
 use crate::Deps;
-use crate::ctx::Forward;
+use crate::ctx::{Forward, Subject};
 use crate::deny::Denial;
 use exchange::ExchangeRequest;
 
@@ -28,7 +28,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs every check; on success the request may be forwarded as described by the [`Forward`].
-pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> Result<Forward, Denial> {
+pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, subject: &mut Option<Subject>) -> Result<Forward, Denial> {
     let now = now_ms();
     // Nothing is allowed while the gateway cannot tell whether a session was revoked.
     revocation::fresh(&deps.revocations)?;
@@ -37,6 +37,17 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> 
     auth::not_expiring(&peeked, now / 1000, deps.cfg.preflight.as_secs() as i64)?;
     let resource = admission::resource(req)?;
     auth::check_claims(&peeked, &deps.cfg.issuer, resource)?;
+    *subject = Some(Subject {
+        zone_id: peeked.claims.zone_id.clone(),
+        client_id: peeked.claims.client_id.clone(),
+        jti: peeked.claims.jti.clone(),
+        sub_type: match peeked.claims.sub_type {
+            caracal_shared::SubType::Application => "application",
+            caracal_shared::SubType::User => "user",
+        },
+        resource: resource.to_owned(),
+        fingerprint: caracal_shared::sig::fingerprint(token),
+    });
     admission::path_traversal(req.uri.path())?;
     // Before the signature, Redis and the STS: an oversized body must not burn the token.
     admission::content_length(req, deps.cfg.max_request_bytes)?;
@@ -58,5 +69,5 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str) -> 
     deps.circuit.record(admit, matches!(&grant, Err(Denial::StsUnavailable { .. })));
     let grant = grant?;
     let peer = upstream::resolve(&grant.directive, &deps.egress).await?;
-    Ok(Forward { grant, peer, mandate_exp, fingerprint: caracal_shared::sig::fingerprint(token), anchors, revocation_epoch })
+    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch })
 }

@@ -11,12 +11,12 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::Deps;
 use crate::ctx::RequestCtx;
 use crate::deny::{self, Denial};
 use crate::phases::headers::{self, Outbound};
 use crate::phases::revocation::StreamGuard;
 use crate::phases::{self, now_ms};
+use crate::{Deps, audit};
 
 /// The gateway proxy.
 pub struct Gateway {
@@ -39,7 +39,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         self.deps.metrics.requests.inc();
-        match phases::run_request(&self.deps, session.req_header(), &ctx.request_id).await {
+        match phases::run_request(&self.deps, session.req_header(), &ctx.request_id, &mut ctx.subject).await {
             Ok(forward) => {
                 self.deps.metrics.allowed.inc();
                 ctx.forward = Some(forward);
@@ -102,6 +102,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         let Some(fwd) = &ctx.forward else { return Ok(()) };
+        ctx.upstream_status = Some(resp.status.as_u16());
         headers::downstream_response(resp, &ctx.request_id, fwd.mandate_exp - now_ms() / 1000)?;
         let mut guard = StreamGuard::new(self.deps.revocations.clone(), fwd.anchors.clone(), fwd.revocation_epoch);
         // A response that may stay open (SSE, or no declared length) gets a watcher that cuts it
@@ -168,19 +169,24 @@ impl ProxyHttp for Gateway {
         let elapsed = ctx.started.elapsed();
         self.deps.metrics.request_seconds.observe(elapsed.as_secs_f64());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let fp = ctx.subject.as_ref().map_or("", |s| s.fingerprint.as_str());
         match (&ctx.forward, &ctx.denial) {
             // Per-request access lines are debug: at edge rates an info line per request costs more
             // than the checks. Denials stay at info.
             (Some(fwd), None) => tracing::debug!(
                 request_id = %ctx.request_id,
                 status,
-                token_fp = %fwd.fingerprint,
+                token_fp = fp,
                 upstream = %fwd.peer.authority,
                 latency_us = elapsed.as_micros() as u64,
                 "forwarded"
             ),
-            (_, Some(d)) => tracing::info!(request_id = %ctx.request_id, status, denial = d.metric_label(), "denied"),
+            (_, Some(d)) => tracing::info!(request_id = %ctx.request_id, status, token_fp = fp, denial = d.metric_label(), "denied"),
             (None, None) => {}
+        }
+        // Every request the STS granted leaves evidence, whatever happened upstream.
+        if ctx.forward.is_some() {
+            audit::forwarded(&self.deps.audit, ctx, session.req_header().method.as_str(), status, elapsed);
         }
     }
 }
@@ -195,6 +201,9 @@ fn is_streaming(resp: &ResponseHeader) -> bool {
 impl Gateway {
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, denial: Denial) -> Result<()> {
         self.deps.metrics.deny(&denial);
+        if denial == Denial::Replay {
+            audit::replay(&self.deps.audit, ctx);
+        }
         let result = deny::respond(session, &denial, &ctx.request_id).await;
         ctx.denial = Some(denial);
         result

@@ -6,6 +6,7 @@
 //! environment. Two pieces do I/O because every service needs them identically: the Redis
 //! [`stream_consumer`] and the [`revocation`] view it feeds.
 
+pub mod audit;
 pub mod b64;
 pub mod config_env;
 pub mod error_code;

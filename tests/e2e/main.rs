@@ -1,6 +1,7 @@
 //! End-to-end tests on real processes (see `caracal_e2e` for the harness).
 
 mod admin_api;
+mod audit_emission;
 mod denials;
 mod governed;
 mod revocation;

@@ -60,6 +60,7 @@ pub struct Stack {
     pub issuer: String,
     pub streams_key: String,
     pub gateway_key: String,
+    pub audit_key: String,
     pub bootstrap_token: String,
     pub http: reqwest::Client,
     cp_env: BTreeMap<String, String>,
@@ -121,6 +122,7 @@ impl Stack {
         let gw_url = format!("http://127.0.0.1:{gw_port}");
         let streams_key = random_hex(32);
         let gateway_key = random_hex(32);
+        let audit_key = random_hex(32);
         let bootstrap_token = format!("boot-{}", random_hex(24));
 
         let mut cp_env: BTreeMap<String, String> = [
@@ -154,6 +156,8 @@ impl Stack {
             ("CARACAL_ADMIN_TOKEN", GATEWAY_ADMIN_TOKEN.to_owned()),
             // The recording upstream listens on loopback.
             ("ALLOW_PRIVATE_UPSTREAMS", "true".to_owned()),
+            ("AUDIT_HMAC_KEY", audit_key.clone()),
+            ("AUDIT_REPLAY_DIR", dir.join("audit-replay").display().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -174,6 +178,7 @@ impl Stack {
             gw_url,
             streams_key,
             gateway_key,
+            audit_key,
             bootstrap_token,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             cp_env,

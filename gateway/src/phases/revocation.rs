@@ -78,10 +78,19 @@ impl StreamGuard {
             return false;
         }
         self.seen_epoch = epoch;
-        self.view.any_revoked(self.anchors.iter().map(String::as_str))
+        let revoked = self.view.any_revoked(self.anchors.iter().map(String::as_str));
+        if revoked {
+            self.cut.store(true, Ordering::Release);
+        }
+        revoked
     }
 
-    /// Whether the idle watcher cut this stream.
+    /// Body bytes seen.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether a revocation cut this stream (at a 4 KiB check or by the idle watcher).
     pub fn was_cut(&self) -> bool {
         self.cut.load(Ordering::Acquire)
     }
