@@ -54,8 +54,9 @@ fi
 if [ -z "${CARACAL_BIN_DIR:-}" ]; then
   PROFILE="${CARACAL_PROFILE:-$([ "$SMOKE" = 1 ] && echo debug || echo release)}"
   log "building ($PROFILE)"
-  if [ "$PROFILE" = release ]; then cargo build --release --bins --locked; export CARACAL_BIN_DIR="$PWD/target/release"
-  else cargo build --bins --locked; export CARACAL_BIN_DIR="$PWD/target/debug"; fi
+  TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+  if [ "$PROFILE" = release ]; then cargo build --release --bins --locked; export CARACAL_BIN_DIR="$TARGET_DIR/release"
+  else cargo build --bins --locked; export CARACAL_BIN_DIR="$TARGET_DIR/debug"; fi
 fi
 
 log "starting PostgreSQL (:$PG_PORT) and Redis (:$REDIS_PORT) for the bench"

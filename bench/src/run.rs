@@ -160,6 +160,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let caracal = Caracal::start(&cfg).await?;
     let demo = caracal.seed(upstream_addr).await?;
+    caracal.check_governed(&demo).await?;
     let env = Environment::detect(nginx.as_ref().and_then(|(_, v)| v.clone()), envoy.as_ref().and_then(|(_, _, v)| v.clone()), &bin_dir);
     let mut sys = Systems { upstream, pingora, nginx: nginx.map(|(c, _)| c), envoy: envoy.map(|(c, t, _)| (c, t)), caracal, demo };
 

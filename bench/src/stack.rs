@@ -94,6 +94,8 @@ impl Caracal {
             // The revocation view as in production: signed stream consumer plus Postgres snapshot.
             ("DATABASE_URL", c.database_url),
             ("STREAMS_HMAC_KEY", &streams_key),
+            // Every upstream of the bench listens on loopback, which the egress policy refuses by default.
+            ("ALLOW_PRIVATE_UPSTREAMS", "true"),
         ]);
         let program = c.bin_dir.join("caracal-gateway");
         let mut gateway = Child::spawn(Spawn { name: "gateway", program: &program, args: &[], env: &gw_env, dir: c.dir })?;
@@ -132,6 +134,29 @@ impl Caracal {
             resource,
             scope,
         })
+    }
+
+    /// One governed request end to end (session, gateway mandate, gateway → upstream), so a broken
+    /// setup fails the run here instead of turning every S3/S4 request into an error.
+    pub(crate) async fn check_governed(&self, d: &Demo) -> anyhow::Result<()> {
+        let mut sts = Conn::new(self.cp);
+        let session = mint::Minter::session(self.cp, d).mint(&mut sts).await?;
+        let mandate = mint::Minter::gateway(self.cp, d, &session).mint(&mut sts).await?;
+        let mut gw = Conn::new(self.gw);
+        let req = gw
+            .request(Method::GET, "/v1/items/42")
+            .header(http::header::AUTHORIZATION, format!("Bearer {mandate}"))
+            .header(crate::load::workload::RESOURCE_HEADER, d.resource.as_str())
+            .body(http_body_util::Full::default())?;
+        let (status, body) = gw.fetch(req).await?;
+        if !status.is_success() {
+            bail!(
+                "a governed request through the gateway got {status}: {}\ngateway log:\n{}",
+                String::from_utf8_lossy(&body),
+                self.gateway.log_tail(10)
+            );
+        }
+        Ok(())
     }
 
     /// Revokes the session whose mandate is `session` (its `sid` is the authority record id).
