@@ -39,10 +39,24 @@ fn pg_bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Starts a throw-away cluster (for runs without `CARACAL_TEST_DATABASE_URL`). It is left running
-/// when the process exits; `pg_ctl` in the scratch dir stops it.
+/// Starts (or reuses) one private cluster for runs without `CARACAL_TEST_DATABASE_URL`. Test
+/// processes (nextest runs each test in its own) share it through a lock file, so a run starts
+/// one server, not one per test; it is left running for the next run and stopped with `pg_ctl`.
 fn start_private_postgres() -> String {
-    let dir = scratch_dir("pg");
+    let base = std::env::var_os("CARACAL_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("caracal-e2e"));
+    std::fs::create_dir_all(&base).expect("create scratch dir");
+    let lock = std::fs::File::create(base.join("pg-shared.lock")).expect("lock file");
+    lock.lock().expect("lock the shared Postgres");
+    let dir = base.join("pg-shared");
+    let port_file = dir.join("port");
+    if let Ok(port) = std::fs::read_to_string(&port_file)
+        && let Ok(port) = port.trim().parse::<u16>()
+        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    {
+        return format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create pg dir");
     let port = free_port();
     let data = dir.join("data");
     let as_pg = is_root();
@@ -63,12 +77,13 @@ fn start_private_postgres() -> String {
     }
     sh(format!("{} -D {} -A trust -U postgres -E UTF8 --no-sync >/dev/null", pg_bin("initdb").display(), data.display()));
     sh(format!(
-        "{} -D {} -l {}/log -w start -o '-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200' >/dev/null",
+        "{} -D {} -l {}/log -w start -o '-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300' >/dev/null",
         pg_bin("pg_ctl").display(),
         data.display(),
         dir.display(),
         dir.display()
     ));
+    std::fs::write(&port_file, port.to_string()).expect("write port file");
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 

@@ -425,3 +425,21 @@ async fn metric(http: &reqwest::Client, url: &str, sample: &str) -> f64 {
         .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap()))
         .unwrap_or(0.0)
 }
+
+impl Drop for Stack {
+    /// Stops the binaries and drops the test's database, so repeated runs do not pile up state.
+    fn drop(&mut self) {
+        self.gateway.kill();
+        self.control_plane.kill();
+        let (admin, url) = (crate::infra::postgres_admin_url(), self.database_url.clone());
+        let Some(name) = url.rsplit('/').next().map(str::to_owned) else { return };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
+    }
+}
