@@ -84,6 +84,11 @@ impl Deps {
 /// Builds the Pingora server with the proxy service listening as configured.
 pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     let mut server = Server::new(Some(opt))?;
+    if let Some(conf) = Arc::get_mut(&mut server.configuration) {
+        // Pingora's default grace is five minutes; ours is the configured drain time.
+        conf.grace_period_seconds.get_or_insert(cfg.shutdown_grace.as_secs());
+        conf.graceful_shutdown_timeout_seconds.get_or_insert(5);
+    }
     server.bootstrap();
     let listen = cfg.listen.to_string();
     let threads = cfg.threads;
@@ -93,6 +98,7 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     let (deps, shipper) = Deps::new(cfg, database_url.as_ref().map(|_| reload_tx))?;
     let deps = Arc::new(deps);
     server.add_service(background_service("audit shipper", shipper));
+    let mut readiness = Vec::new();
     if let Some(url) = database_url {
         let snapshot = RevocationSnapshot {
             database_url: url,
@@ -104,25 +110,29 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
                 reload_errors: deps.metrics.revocation_reload_errors.clone(),
             },
         };
-        server.add_service(background_service("revocation snapshot", snapshot));
+        readiness.push(server.add_service(background_service("revocation snapshot", snapshot)));
     }
     if let Some(key) = deps.cfg.streams_key.clone() {
         let handler =
             ApplyRevocations { view: deps.revocations.clone(), propagation_seconds: deps.metrics.revocation_propagation_seconds.clone() };
         let client = redis::Client::open(deps.cfg.redis_url.as_str())?;
         let stream = RevocationStream::new(client, &deps.cfg.instance_id, key, handler, deps.metrics.revocation_stream.clone());
-        server.add_service(background_service("revocation stream", stream));
+        readiness.push(server.add_service(background_service("revocation stream", stream)));
     }
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { deps });
     proxy.threads = Some(threads);
     match tls {
         Some((cert, key)) => {
             let mut settings = TlsSettings::intermediate(&cert, &key)?;
+            // The intermediate profile still admits TLS 1.0/1.1 in this BoringSSL build: pin 1.2.
+            settings.set_min_proto_version(Some(pingora::tls::ssl::SslVersion::TLS1_2))?;
             settings.enable_h2();
             proxy.add_tls_with_settings(&listen, None, settings);
         }
         None => proxy.add_tcp(&listen),
     }
-    server.add_service(proxy);
+    // The proxy starts accepting once the revocation view has loaded (or the sources timed out).
+    let proxy = server.add_service(proxy);
+    proxy.add_dependencies(readiness.iter());
     Ok(server)
 }

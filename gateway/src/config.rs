@@ -75,8 +75,12 @@ pub struct GatewayConfig {
     /// `AUDIT_REPLAY_DIR`: where audit frames wait while Redis is down
     /// (default `/var/lib/caracal/audit-replay`).
     pub audit_replay_dir: String,
-    /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway sees every
-    /// revocation (default `<hostname>:<listen port>`).
+    /// `SHUTDOWN_GRACE_SECONDS`: after SIGTERM (or SIGQUIT during an upgrade) the gateway stops
+    /// accepting and keeps serving in-flight requests and streams this long (default 30; a
+    /// `grace_period_seconds` in the Pingora YAML wins).
+    pub shutdown_grace: Duration,
+    /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway process sees
+    /// every revocation (default `<hostname>:<listen port>:<pid>`).
     pub instance_id: String,
 }
 
@@ -185,6 +189,7 @@ impl GatewayConfig {
             r.problem("AUDIT_HMAC_KEY", "must differ from STREAMS_HMAC_KEY");
         }
         let audit_replay_dir = r.string("AUDIT_REPLAY_DIR", "/var/lib/caracal/audit-replay");
+        let shutdown_grace = Duration::from_secs(r.parse("SHUTDOWN_GRACE_SECONDS", 30u64));
         let circuit_failures = r.parse("STS_CIRCUIT_FAILURES", 5u32);
         if circuit_failures == 0 {
             r.problem("STS_CIRCUIT_FAILURES", "must be at least 1");
@@ -192,7 +197,7 @@ impl GatewayConfig {
         let circuit_window = r.duration("STS_CIRCUIT_WINDOW", Duration::from_secs(10));
         let circuit_open = r.duration("STS_CIRCUIT_OPEN", Duration::from_secs(10));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "gateway".into());
-        let instance_id = r.string("GATEWAY_INSTANCE_ID", &format!("{host}:{}", listen.port()));
+        let instance_id = r.string("GATEWAY_INSTANCE_ID", &format!("{host}:{}:{}", listen.port(), std::process::id()));
         let tls = match (r.optional("TLS_CERT_FILE"), r.optional("TLS_KEY_FILE")) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => {
@@ -242,6 +247,7 @@ impl GatewayConfig {
             circuit_open,
             audit_key,
             audit_replay_dir,
+            shutdown_grace,
             instance_id,
         })
     }

@@ -125,6 +125,11 @@ impl RevocationView {
         self.stream_ok_ms.store(now_ms(), Ordering::Release);
     }
 
+    /// Whether the stream source has succeeded at least once (or is not configured).
+    pub fn stream_started(&self) -> bool {
+        self.stream_ok_ms.load(Ordering::Acquire) > 0
+    }
+
     /// Whether both sources succeeded recently enough to trust a negative answer.
     pub fn is_fresh(&self) -> bool {
         self.staleness_ms() <= self.max_staleness_ms

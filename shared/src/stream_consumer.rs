@@ -84,6 +84,8 @@ pub struct Consumer<H> {
     pub metrics: ConsumerMetrics,
     /// `BLOCK` of each read; bounds how long a shutdown waits.
     pub block: Duration,
+    /// Where a new group starts: `$` (only new messages) or `0` (the whole retained stream).
+    pub start_id: &'static str,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -130,9 +132,22 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
+    /// Removes the group (a consumer whose group is per process calls this on a clean exit).
+    pub async fn destroy_group(&self) -> redis::RedisResult<()> {
+        let mut conn = self.client.get_multiplexed_async_connection().await?;
+        let _: i64 = redis::cmd("XGROUP").arg("DESTROY").arg(&self.stream).arg(&self.group).query_async(&mut conn).await?;
+        Ok(())
+    }
+
     async fn ensure_group(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-        let created: redis::RedisResult<String> =
-            redis::cmd("XGROUP").arg("CREATE").arg(&self.stream).arg(&self.group).arg("$").arg("MKSTREAM").query_async(conn).await;
+        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(self.start_id)
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
         match created {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),

@@ -69,6 +69,7 @@ async fn evidence_is_spooled_while_redis_is_down_and_drained_when_it_returns() {
     let mut s = Stack::start_with(StackOptions {
         gateway_env: vec![("JTI_FAIL_OPEN".into(), "true".into())],
         control_plane_env: vec![("REDIS_URL".into(), cp_redis.url())],
+        ..Default::default()
     })
     .await;
     let d = s.demo(true).await;
@@ -117,6 +118,7 @@ async fn ready_fails_once_evidence_was_lost() {
     let mut s = Stack::start_with(StackOptions {
         gateway_env: vec![("JTI_FAIL_OPEN".into(), "true".into())],
         control_plane_env: vec![("REDIS_URL".into(), cp_redis.url())],
+        ..Default::default()
     })
     .await;
     let d = s.demo(true).await;

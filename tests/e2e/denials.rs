@@ -221,3 +221,102 @@ async fn a_tampered_session_mandate_never_mints_even_after_the_genuine_one_did()
     assert_eq!(b.status, 401, "its audience is the resource, not the issuer: {}", b.text);
     assert_eq!(b.error(), "invalid_token");
 }
+
+/// Re-signs edited claims with a key the zone never published (for claim checks that come
+/// before the signature: they must refuse without looking at it).
+fn edited(genuine: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(genuine).unwrap().claims;
+    edit(&mut claims);
+    caracal_shared::jws::SigningKey::generate("k").unwrap().0.sign(&claims).unwrap()
+}
+
+#[tokio::test]
+async fn bearer_shape_lifetime_and_claims_are_checked_before_anything_else() {
+    let s = Stack::start().await;
+    let (d, session) = ready(&s).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    let now = chrono::Utc::now().timestamp();
+    let cases: Vec<(String, u16, &str, &str, &str)> = vec![
+        ("x".repeat(4097), 401, "invalid_token", "bearer token too large", "bad_bearer"),
+        ("not.a-jwt".into(), 401, "invalid_token", "malformed bearer token", "bad_bearer"),
+        (
+            edited(&m, |c| c["exp"] = (now + 20).into()),
+            401,
+            "credential_expired_not_renewable",
+            "credential expiring within pre-flight window",
+            "expiring",
+        ),
+        (
+            edited(&m, |c| c["exp"] = (now - 5).into()),
+            401,
+            "credential_expired_not_renewable",
+            "credential expiring within pre-flight window",
+            "expiring",
+        ),
+        (
+            edited(&m, |c| c["iss"] = "https://evil.example".into()),
+            401,
+            "invalid_token",
+            "mandate issuer or audience not accepted",
+            "bad_claims",
+        ),
+        (
+            edited(&m, |c| c["aud"] = serde_json::json!(["https://api.e2e.test/tools"])),
+            401,
+            "invalid_token",
+            "mandate issuer or audience not accepted",
+            "bad_claims",
+        ),
+        (
+            edited(&m, |c| c["target"] = serde_json::json!(["https://other.e2e.test"])),
+            403,
+            "access_denied",
+            "mandate does not target this resource",
+            "target_mismatch",
+        ),
+        (edited(&m, |c| c["zone_id"] = "bad zone!".into()), 401, "invalid_token", "missing token zone or client", "bad_routing"),
+        (edited(&m, |c| c["use"] = "resource".into()), 401, "invalid_token", "only gateway mandates are accepted here", "wrong_use"),
+    ];
+    for (token, status, code, description, metric) in &cases {
+        let before = s.gateway_metric(&format!("caracal_gateway_denials_{metric}_total")).await;
+        let a = s.governed("GET", "/items/1", token, &d.resource).await;
+        assert_eq!(
+            (a.status, a.error(), a.body["error_description"].as_str().unwrap_or("")),
+            (*status, *code, *description),
+            "{metric}: {}",
+            a.text
+        );
+        assert_eq!(s.gateway_metric(&format!("caracal_gateway_denials_{metric}_total")).await, before + 1.0, "{metric} counted");
+    }
+    assert_eq!(s.gateway_metric("caracal_gateway_jwks_fetches_total").await, 0.0, "no key was fetched for any of them");
+    assert!(s.upstream.requests().is_empty());
+    assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200, "the genuine mandate was never burned");
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused() {
+    let s = Stack::start_with(StackOptions { gateway_env: vec![("MAX_REQUEST_BYTES".into(), "1024".into())], ..Default::default() }).await;
+    let (d, session) = ready(&s).await;
+    let m = s.gateway_mandate(&d, &session, "tools.write").await;
+    // No Content-Length: the body streams and is counted as it goes.
+    let mut body = Vec::new();
+    for _ in 0..8 {
+        body.extend_from_slice(b"200\r\n");
+        body.extend_from_slice(&[b'x'; 512]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let bearer = format!("Bearer {m}");
+    let a = s
+        .raw_with_body(
+            "POST",
+            "/items",
+            &[("authorization", &bearer), ("x-caracal-resource", &d.resource), ("transfer-encoding", "chunked")],
+            &body,
+        )
+        .await;
+    assert_eq!(a.status, 413, "a streamed body over the limit is refused: {}", a.text);
+    assert_eq!(a.error(), "payload_too_large");
+    let received: usize = s.upstream.requests().iter().map(|r| r.body.len()).sum();
+    assert!(received <= 1024, "the upstream never receives more than the limit ({received} bytes)");
+}

@@ -4,6 +4,7 @@ mod admin_api;
 mod audit_emission;
 mod denials;
 mod governed;
+mod lifecycle;
 mod revocation;
 mod sts_and_keys;
 mod upstream_safety;

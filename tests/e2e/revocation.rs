@@ -171,7 +171,7 @@ async fn forged_and_malformed_revocations_are_dead_lettered_not_applied() {
 
 fn gateway_instance(s: &Stack) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
-    format!("{host}:{}", s.gw_url.rsplit(':').next().unwrap())
+    format!("{host}:{}:{}", s.gw_url.rsplit(':').next().unwrap(), s.gateway.pid())
 }
 
 #[tokio::test]

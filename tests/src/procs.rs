@@ -32,9 +32,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `name` with exactly `env` (plus PATH), logging to `dir/<name>.log`.
     pub fn start(name: &str, env: &BTreeMap<String, String>, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
+        Self::start_with_args(name, &[], env, dir, name)
+    }
+
+    /// [`Proc::start`] with arguments and a log file name of its own.
+    pub fn start_with_args(name: &str, args: &[String], env: &BTreeMap<String, String>, dir: &Path, log_name: &str) -> Self {
+        let log = dir.join(format!("{log_name}.log"));
         let file = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(binary(name))
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", std::env::var("CARACAL_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -45,6 +51,17 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         Self { name: name.to_owned(), child: Some(child), log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal (`INT`, `TERM`, `QUIT`, …) with `kill`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{sig} {}", self.pid());
     }
 
     /// The last `n` lines of the log (for assertion messages).

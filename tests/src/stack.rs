@@ -45,6 +45,8 @@ pub struct StackOptions {
     pub gateway_env: Vec<(String, String)>,
     /// Extra or overriding env for the control plane.
     pub control_plane_env: Vec<(String, String)>,
+    /// Arguments for the gateway (e.g. `-c pingora.yaml`).
+    pub gateway_args: Vec<String>,
 }
 
 /// Everything one test needs, torn down on drop.
@@ -64,6 +66,8 @@ pub struct Stack {
     pub bootstrap_token: String,
     pub http: reqwest::Client,
     cp_env: BTreeMap<String, String>,
+    /// The gateway's environment (to start a second process, e.g. for an upgrade).
+    pub gw_env: BTreeMap<String, String>,
 }
 
 /// A zone set up with one application, one resource and an active allow policy.
@@ -163,7 +167,7 @@ impl Stack {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         gw_env.extend(opts.gateway_env);
-        let mut gateway = Proc::start("caracal-gateway", &gw_env, &dir);
+        let mut gateway = Proc::start_with_args("caracal-gateway", &opts.gateway_args, &gw_env, &dir, "caracal-gateway");
         gateway.wait_ready(&format!("{gw_url}/ready"), Duration::from_secs(60)).await;
 
         Self {
@@ -182,6 +186,7 @@ impl Stack {
             bootstrap_token,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             cp_env,
+            gw_env,
         }
     }
 
@@ -375,6 +380,11 @@ impl Stack {
     /// A request written byte for byte on a fresh connection (HTTP clients normalize paths such
     /// as `/a/%2e%2e/b` before sending, which would hide what the gateway must refuse).
     pub async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.raw_with_body(method, path, headers, b"").await
+    }
+
+    /// [`Stack::raw`] followed by `body` bytes as given (e.g. pre-encoded chunks).
+    pub async fn raw_with_body(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.gw_url.trim_start_matches("http://");
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -384,6 +394,8 @@ impl Stack {
         }
         req.push_str("\r\n");
         conn.write_all(req.as_bytes()).await.unwrap();
+        // The gateway may answer and close before reading everything; that is fine.
+        let _ = conn.write_all(body).await;
         let mut raw = Vec::new();
         conn.read_to_end(&mut raw).await.unwrap();
         let text = String::from_utf8_lossy(&raw).into_owned();

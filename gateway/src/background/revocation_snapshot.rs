@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use caracal_shared::revocation::{RevocationView, Revoked};
 use pingora::server::ShutdownWatch;
+use pingora::services::ServiceReadyNotifier;
 use pingora::services::background::BackgroundService;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -64,9 +65,16 @@ impl RevocationSnapshot {
     }
 }
 
+/// How long start-up waits for the first snapshot before serving anyway (answering 503 while
+/// the view is stale).
+const FIRST_LOAD_WAIT: Duration = Duration::from_secs(10);
+
 #[async_trait]
 impl BackgroundService for RevocationSnapshot {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Signals ready only after the first snapshot (or [`FIRST_LOAD_WAIT`]): the proxy depends on
+    /// this service, so a new process — notably the new side of a zero-downtime upgrade — takes
+    /// traffic with a fresh view instead of refusing it.
+    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
         let pool = match PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(5)).connect_lazy(&self.database_url) {
             Ok(p) => p,
             Err(e) => {
@@ -76,7 +84,12 @@ impl BackgroundService for RevocationSnapshot {
             }
         };
         let mut reloads = self.reloads.lock().await;
-        let mut next = tokio::time::Instant::now();
+        let waited = tokio::time::Instant::now();
+        while self.load_counted(&pool).await.is_err() && waited.elapsed() < FIRST_LOAD_WAIT {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ready.notify_ready();
+        let mut next = tokio::time::Instant::now() + self.interval;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {

@@ -1,8 +1,12 @@
 //! Feeds the revocation view from `caracal.sessions.revoke`.
 //!
-//! One consumer group per gateway instance (`gateway-revocation:<instance>`), so every gateway sees
-//! every message. Messages are verified, handled and acknowledged by
-//! [`caracal_shared::stream_consumer`]; a message naming no anchor is dead-lettered.
+//! One consumer group per gateway process (`gateway-revocation:<instance>`, the instance id ending in
+//! the pid), so every gateway — including the old and the new process during a zero-downtime
+//! upgrade — sees every message. A new group starts at the beginning of the retained stream:
+//! replaying old revocations is harmless (they merge, expired ones are ignored) and leaves no window
+//! between the start-up snapshot and the first read. The group is removed on a clean exit.
+//! Messages are verified, handled and acknowledged by [`caracal_shared::stream_consumer`]; a
+//! message naming no anchor is dead-lettered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use caracal_shared::revocation::{DEFAULT_RETENTION, RevocationView, Revoked};
 use caracal_shared::stream_consumer::{Consumer, ConsumerMetrics, Failure, Handler, Message};
 use caracal_shared::streams;
 use pingora::server::ShutdownWatch;
+use pingora::services::ServiceReadyNotifier;
 use pingora::services::background::BackgroundService;
 
 /// Fields that name an anchor (`edge_id` is the original's alias for `delegation_edge_id`).
@@ -74,14 +79,30 @@ impl RevocationStream {
                 handler,
                 metrics,
                 block: Duration::from_millis(500),
+                start_id: "0",
             },
         }
     }
 }
 
+/// How long start-up waits for the first stream read before serving anyway.
+const FIRST_READ_WAIT: Duration = Duration::from_secs(10);
+
 #[async_trait]
 impl BackgroundService for RevocationStream {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.consumer.run(shutdown).await;
+    /// Signals ready after the first read (or [`FIRST_READ_WAIT`]); see the snapshot service.
+    async fn start_with_ready_notifier(&self, shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        let view = self.consumer.handler.view.clone();
+        let first_read = async move {
+            let start = tokio::time::Instant::now();
+            while !view.stream_started() && start.elapsed() < FIRST_READ_WAIT {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ready.notify_ready();
+        };
+        tokio::join!(self.consumer.run(shutdown), first_read);
+        if let Err(e) = self.consumer.destroy_group().await {
+            tracing::warn!(group = %self.consumer.group, error = %e, "could not remove the revocation consumer group");
+        }
     }
 }

@@ -1,0 +1,265 @@
+//! Running the gateway: production refusals, metrics auth, TLS and HTTP/2, graceful drain on
+//! SIGTERM, and Pingora's zero-downtime upgrade.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use caracal_e2e::infra::{free_port, scratch_dir};
+use caracal_e2e::procs::{Proc, binary};
+use caracal_e2e::{Stack, StackOptions};
+
+fn run_env(name: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(binary(name)).env_clear().envs(env.iter().copied()).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn production_refuses_to_start_and_lists_every_problem_at_once() {
+    let (code, err) = run_env(
+        "caracal-gateway",
+        &[
+            ("CARACAL_MODE", "production"),
+            ("STS_URL", "http://sts.internal:8080"),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("JTI_FAIL_OPEN", "true"),
+            ("INSECURE_STS", "true"),
+            ("GATEWAY_STS_HMAC_KEY", "00"),
+        ],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    for name in [
+        "STS_URL",
+        "JTI_FAIL_OPEN",
+        "INSECURE_STS",
+        "GATEWAY_STS_HMAC_KEY",
+        "TLS_CERT_FILE",
+        "DATABASE_URL",
+        "STREAMS_HMAC_KEY",
+        "AUDIT_HMAC_KEY",
+    ] {
+        assert!(err.contains(name), "{name} missing from:\n{err}");
+    }
+    let (code, err) = run_env(
+        "caracal-control-plane",
+        &[
+            ("CARACAL_MODE", "production"),
+            ("ZONE_KEK", &"00".repeat(32)),
+            ("ISSUER_URL", "http://sts"),
+            ("DATABASE_URL", "postgres://x@db/caracal"),
+        ],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    for name in ["ZONE_KEK", "ISSUER_URL", "DATABASE_URL", "REDIS_URL", "STREAMS_HMAC_KEY", "GATEWAY_STS_HMAC_KEY"] {
+        assert!(err.contains(name), "{name} missing from:\n{err}");
+    }
+    assert!(!err.contains(&"00".repeat(32)), "secret values are never echoed");
+}
+
+#[tokio::test]
+async fn metrics_need_the_bearer_when_one_is_set() {
+    let bearer = "metrics-bearer-for-e2e-0123456789";
+    let s = Stack::start_with(StackOptions { gateway_env: vec![("METRICS_BEARER".into(), bearer.into())], ..Default::default() }).await;
+    for path in ["/metrics", "/metrics.json"] {
+        let url = format!("{}{path}", s.gw_url);
+        assert_eq!(s.http.get(&url).send().await.unwrap().status(), 401);
+        assert_eq!(s.http.get(&url).bearer_auth("wrong-wrong-wrong-wrong").send().await.unwrap().status(), 401);
+        let ok = s.http.get(&url).bearer_auth(bearer).send().await.unwrap();
+        assert_eq!(ok.status(), 200);
+        assert!(ok.text().await.unwrap().contains("requests"), "{path} has the counters");
+    }
+}
+
+#[tokio::test]
+async fn tls_is_at_least_1_2_and_speaks_http2() {
+    let s = Stack::start().await;
+    let dir = scratch_dir("tls");
+    let (ca, ca_key, cert, key, csr) =
+        (dir.join("ca.pem"), dir.join("ca.key"), dir.join("cert.pem"), dir.join("key.pem"), dir.join("leaf.csr"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let p = |p: &std::path::Path| p.display().to_string();
+    // A CA and a leaf it signs (a self-signed CA certificate is not a valid server certificate).
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=e2e-ca",
+        "-keyout",
+        &p(&ca_key),
+        "-out",
+        &p(&ca),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        &p(&cert),
+    ]);
+    let port = free_port();
+    let mut env: BTreeMap<String, String> = s.gw_env.clone();
+    env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+    env.insert("TLS_CERT_FILE".into(), cert.display().to_string());
+    env.insert("TLS_KEY_FILE".into(), key.display().to_string());
+    let _gw = Proc::start_with_args("caracal-gateway", &[], &env, &dir, "tls-gateway");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let url = format!("https://localhost:{port}/health");
+    let start = Instant::now();
+    let resp = loop {
+        match client.get(&url).send().await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(30), "TLS gateway not up: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "HTTP/2 negotiated by ALPN");
+    let handshake = |proto: &str| {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), proto, "-cipher", "DEFAULT@SECLEVEL=0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let v12 = handshake("-tls1_2");
+    assert!(String::from_utf8_lossy(&v12.stdout).contains("TLSv1.2"), "TLS 1.2 works: {}", String::from_utf8_lossy(&v12.stdout));
+    let v11 = handshake("-tls1_1");
+    let out = format!("{}{}", String::from_utf8_lossy(&v11.stdout), String::from_utf8_lossy(&v11.stderr));
+    assert!(!v11.status.success(), "the TLS 1.1 handshake fails: {out}");
+    assert!(out.contains("Cipher is (NONE)") && out.contains("protocol version"), "refused for its version: {out}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_drains_in_flight_streams() {
+    let mut s =
+        Stack::start_with(StackOptions { gateway_env: vec![("SHUTDOWN_GRACE_SECONDS".into(), "3".into())], ..Default::default() }).await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    let mut stream = s
+        .http
+        .get(format!("{}/sse?every_ms=100", s.gw_url))
+        .bearer_auth(&m)
+        .header("x-caracal-resource", &d.resource)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    stream.chunk().await.unwrap().unwrap();
+    s.gateway.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = reqwest::Client::new().get(format!("{}/health", s.gw_url)).timeout(Duration::from_secs(1)).send().await;
+    assert!(fresh.is_err(), "no new connections once draining");
+    let t = Instant::now();
+    let mut events = 0;
+    while t.elapsed() < Duration::from_millis(1500) {
+        match tokio::time::timeout(Duration::from_secs(1), stream.chunk()).await {
+            Ok(Ok(Some(_))) => events += 1,
+            other => panic!("the in-flight stream ended during the grace period: {other:?}"),
+        }
+    }
+    assert!(events >= 10, "the stream kept flowing while draining ({events} events)");
+    let exit = s.gateway.wait_exit(Duration::from_secs(15));
+    assert!(exit.is_some(), "the gateway exits after the grace period");
+}
+
+#[tokio::test]
+async fn a_zero_downtime_upgrade_hands_the_listener_over() {
+    let conf_dir = scratch_dir("upgrade");
+    let yaml = conf_dir.join("pingora.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "---\nversion: 1\nupgrade_sock: {}/upgrade.sock\npid_file: {}/gateway.pid\ngrace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 1\n",
+            conf_dir.display(),
+            conf_dir.display()
+        ),
+    )
+    .unwrap();
+    let args = vec!["-c".to_owned(), yaml.display().to_string()];
+    let mut s = Stack::start_with(StackOptions { gateway_args: args.clone(), ..Default::default() }).await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let mut mandates = Vec::new();
+    for _ in 0..60 {
+        mandates.push(s.gateway_mandate(&d, &session, "tools.read").await);
+    }
+    // The new process waits for the listener on the upgrade socket.
+    let mut upgraded = args.clone();
+    upgraded.push("-u".into());
+    let mut new_gw = Proc::start_with_args("caracal-gateway", &upgraded, &s.gw_env, &s.dir, "gateway-upgraded");
+    let sock = conf_dir.join("upgrade.sock");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the new gateway listens on the upgrade socket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let old_pid = s.gateway.pid();
+    let mut failures = Vec::new();
+    for (i, m) in mandates.iter().enumerate() {
+        if i == 10 {
+            s.gateway.signal("QUIT");
+        }
+        // A fresh connection each time: every request must find a listener.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        match client.get(format!("{}/items/{i}", s.gw_url)).bearer_auth(m).header("x-caracal-resource", &d.resource).send().await {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => failures.push(format!("{i}: {}", r.status())),
+            Err(e) => failures.push(format!("{i}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        failures.is_empty(),
+        "no request failed across the upgrade: {failures:?}\nold:\n{}\nnew:\n{}",
+        s.gateway.log_tail(15),
+        new_gw.log_tail(15)
+    );
+    assert!(s.gateway.wait_exit(Duration::from_secs(15)).is_some(), "the old process {old_pid} exits");
+    assert!(new_gw.exited().is_none(), "the new process keeps serving");
+    let after = s.gateway_mandate(&d, &session, "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/after", &after, &d.resource).await.status, 200);
+    new_gw.kill();
+}
