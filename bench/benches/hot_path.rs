@@ -116,6 +116,7 @@ fn headers(c: &mut Criterion) {
         base_path: String::new(),
         base_query: None,
         credential: Credential::CaracalJwt { header: http::header::AUTHORIZATION, scheme: "Bearer".into() },
+        forward_identity: false,
     };
     let mandate = "eyJhbGciOiJFUzI1NiJ9.".to_owned() + &"x".repeat(600);
     let inbound = || {

@@ -105,6 +105,9 @@ pub fn forwarded(sink: &AuditSink, ctx: &crate::ctx::RequestCtx, method: &str, s
         "auth_mode": match fwd.peer.credential {
             crate::phases::upstream::Credential::None => "none",
             crate::phases::upstream::Credential::CaracalJwt { .. } => "caracal_jwt",
+            crate::phases::upstream::Credential::ProviderHeader { .. } | crate::phases::upstream::Credential::ProviderQuery { .. } => {
+                "provider_apikey"
+            }
         },
         "result_class": result_class,
     });

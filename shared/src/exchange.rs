@@ -28,14 +28,39 @@ pub struct TokenResponse {
 }
 
 /// How the gateway reaches a resource and which credential it injects.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamDirective {
     /// Base URL of the upstream; the inbound path is appended to its path.
     pub url: String,
-    /// `none` or `caracal_jwt` (the resource mandate as a bearer).
+    /// `none`, `caracal_jwt` (the resource mandate as a bearer) or `provider_apikey`.
     pub auth_mode: String,
+    /// Header the credential goes in (default `Authorization`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_header: Option<String>,
+    /// Scheme before the credential in that header (e.g. `Bearer`); none for a bare key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_scheme: Option<String>,
+    /// `header` (default) or `query` for `provider_apikey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_location: Option<String>,
+    /// Query parameter carrying the key when `auth_location` is `query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_param_name: Option<String>,
+    /// The provider's key (`provider_apikey`); only ever sent to the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_token: Option<String>,
+    /// Also send the resource mandate as `X-Caracal-Identity` (provider modes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_caracal_identity: bool,
+}
+
+impl std::fmt::Debug for UpstreamDirective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamDirective")
+            .field("url", &self.url)
+            .field("auth_mode", &self.auth_mode)
+            .field("auth_location", &self.auth_location)
+            .field("provider_token", &self.provider_token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }

@@ -424,15 +424,45 @@ impl Sts {
             ..self.fresh_claims(zone_id, &mandate.sub, &mandate.client_id, Use::Resource, mandate.sub_type, ttl)
         };
         let token = self.sign(&keys, &claims)?;
-        let directive = UpstreamDirective {
-            url: resource.upstream_url.clone(),
-            auth_mode: resource.credential_mode.clone(),
-            auth_header: (resource.credential_mode == "caracal_jwt").then(|| "Authorization".to_owned()),
-            auth_scheme: (resource.credential_mode == "caracal_jwt").then(|| "Bearer".to_owned()),
-        };
+        let directive = self.directive(zone_id, &resource)?;
         self.metrics.exchanges.with_label_values(&[Use::Resource.as_str()]).inc();
         let upstreams = BTreeMap::from([(resource.identifier.clone(), directive)]);
         Ok(response(token, ttl, &claims.scope, vec![resource.identifier.clone()], Some(upstreams)))
+    }
+}
+
+impl Sts {
+    /// How the gateway must reach and authenticate to the resource's upstream.
+    fn directive(&self, zone_id: &str, r: &Resource) -> Result<UpstreamDirective, StsError> {
+        let p = &r.credential_placement.0;
+        let mut d = UpstreamDirective { url: r.upstream_url.clone(), auth_mode: r.credential_mode.clone(), ..Default::default() };
+        match r.credential_mode.as_str() {
+            "caracal_jwt" => {
+                d.auth_header = Some("Authorization".into());
+                d.auth_scheme = Some("Bearer".into());
+            }
+            "provider_apikey" => {
+                let (Some(sealed), Some(kek_id)) = (&r.credential_secret, &r.credential_kek_id) else {
+                    return Err(StsError::Internal(format!("resource {} has no provider key", r.id)));
+                };
+                let kek = self.keys.kek();
+                if kek_id != kek.id() {
+                    return Err(StsError::Internal(format!("provider key of resource {} is sealed under another ZONE_KEK", r.id)));
+                }
+                let key = kek
+                    .open(&crate::store::provider_secret_aad(zone_id, &r.id), sealed)
+                    .and_then(|k| String::from_utf8(k).ok())
+                    .ok_or_else(|| StsError::Internal(format!("provider key of resource {} does not decrypt", r.id)))?;
+                d.auth_location = Some(p.location.clone().unwrap_or_else(|| "header".into()));
+                d.auth_header = p.header.clone();
+                d.auth_scheme = p.scheme.clone();
+                d.query_param_name = p.query_param.clone();
+                d.provider_token = Some(key);
+                d.forward_caracal_identity = p.forward_caracal_identity;
+            }
+            _ => {}
+        }
+        Ok(d)
     }
 }
 

@@ -151,6 +151,11 @@ impl KeyStore {
         })
     }
 
+    /// The key-encryption key (also seals provider credentials).
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
     /// Drops the cached keys of a zone (after a rotation).
     pub async fn invalidate(&self, zone_id: &str) {
         self.cache.invalidate(zone_id).await;

@@ -15,8 +15,29 @@ pub struct Application {
     pub traits: Vec<String>,
 }
 
+/// Where a provider credential goes (non-secret part; the key itself is sealed apart).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialPlacement {
+    /// `header` (default) or `query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Header name for `header` placement (default `Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Scheme before the key in the header (e.g. `Bearer`); none sends the bare key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Query parameter for `query` placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_param: Option<String>,
+    /// Also send the resource mandate as `X-Caracal-Identity`.
+    #[serde(default)]
+    pub forward_caracal_identity: bool,
+}
+
 /// A protected resource.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct Resource {
     pub id: String,
     pub identifier: String,
@@ -25,6 +46,21 @@ pub struct Resource {
     pub operations: sqlx::types::Json<Vec<Operation>>,
     pub operation_enforcement: String,
     pub credential_mode: String,
+    pub credential_placement: sqlx::types::Json<CredentialPlacement>,
+    /// The provider key, sealed with `ZONE_KEK` ([`provider_secret_aad`]).
+    pub credential_secret: Option<Vec<u8>>,
+    pub credential_kek_id: Option<String>,
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource").field("id", &self.id).field("identifier", &self.identifier).finish_non_exhaustive()
+    }
+}
+
+/// Associated data binding a sealed provider key to its zone and resource.
+pub fn provider_secret_aad(zone_id: &str, resource_id: &str) -> String {
+    format!("caracal/provider-secret/{zone_id}/{resource_id}")
 }
 
 impl Resource {
@@ -49,7 +85,8 @@ pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<
 /// A live resource of the zone by identifier.
 pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Option<Resource>, StsError> {
     Ok(sqlx::query_as(
-        "SELECT id, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode \
+        "SELECT id, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
+         credential_placement, credential_secret, credential_kek_id \
          FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
     )
     .bind(zone_id)

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caracal_sts::operations::Operation;
+use caracal_sts::store::{CredentialPlacement, provider_secret_aad};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as SqlJson;
@@ -36,14 +37,91 @@ pub struct ResourceRow {
     pub operations: SqlJson<Vec<Operation>>,
     pub operation_enforcement: String,
     pub credential_mode: String,
+    /// Where a provider key goes; the key itself is write-only.
+    pub credential: SqlJson<CredentialPlacement>,
+    /// Whether a provider key is stored.
+    pub credential_secret_set: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 crate::extract::keyed!(ResourceRow, id);
 
-const COLUMNS: &str =
-    "id, zone_id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, created_at, updated_at";
+const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
+     credential_placement AS credential, credential_secret IS NOT NULL AS credential_secret_set, created_at, updated_at";
+
+/// The `credential` object of a request: placement plus the provider key (write-only).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CredentialBody {
+    #[serde(flatten)]
+    placement: CredentialPlacement,
+    secret: Option<String>,
+}
+
+/// Request headers a provider key may never be written to.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "forwarded",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+];
+
+fn placement_problems(mode: &str, p: &CredentialPlacement, has_secret: bool, problems: &mut Vec<String>) {
+    if mode != "provider_apikey" {
+        if *p != CredentialPlacement::default() {
+            problems.push("credential applies to credential_mode provider_apikey only".into());
+        }
+        return;
+    }
+    if !has_secret {
+        problems.push("provider_apikey needs credential.secret".into());
+    }
+    match p.location.as_deref().unwrap_or("header") {
+        "header" => {
+            let h = p.header.as_deref().unwrap_or("authorization").to_ascii_lowercase();
+            let token = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !token || RESERVED_HEADERS.contains(&h.as_str()) || ["x-caracal-", "x-forwarded-", "proxy-"].iter().any(|x| h.starts_with(x))
+            {
+                problems.push(format!("credential.header {h:?} is not a usable header name"));
+            }
+            if p.query_param.is_some() {
+                problems.push("credential.query_param applies to location query only".into());
+            }
+        }
+        "query" => {
+            let ok = p
+                .query_param
+                .as_deref()
+                .is_some_and(|q| (1..=64).contains(&q.len()) && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+            if !ok {
+                problems.push("credential.query_param must match ^[A-Za-z0-9_.-]{1,64}$ for location query".into());
+            }
+            if p.header.is_some() || p.scheme.is_some() {
+                problems.push("credential.header and credential.scheme apply to location header only".into());
+            }
+        }
+        other => problems.push(format!("credential.location must be header or query, got {other:?}")),
+    }
+    if let Some(sc) = &p.scheme
+        && !(1..=32).contains(&sc.len())
+    {
+        problems.push("credential.scheme must be 1..32 characters".into());
+    }
+}
+
+/// A provider key must fit in a header or a query parameter without smuggling anything.
+fn secret_problems(secret: &str, problems: &mut Vec<String>) {
+    if secret.is_empty() || secret.len() > 4096 || !secret.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        problems.push("credential.secret must be 1..4096 visible ASCII characters".into());
+    }
+}
 
 /// Create and update body; on update every field is optional.
 #[derive(Deserialize, Default)]
@@ -56,6 +134,7 @@ struct Body {
     operations: Option<Vec<Operation>>,
     operation_enforcement: Option<String>,
     credential_mode: Option<String>,
+    credential: Option<CredentialBody>,
 }
 
 /// A complete resource definition, checked.
@@ -67,10 +146,13 @@ struct Definition {
     operations: Vec<Operation>,
     operation_enforcement: String,
     credential_mode: String,
+    placement: CredentialPlacement,
+    /// The provider key sealed with `ZONE_KEK`, and that KEK's id.
+    sealed_secret: Option<(Vec<u8>, String)>,
 }
 
 impl Definition {
-    /// Binds the definition's fields as the next seven parameters (name … credential_mode).
+    /// Binds the definition's fields as the next ten parameters (name … credential_kek_id).
     fn bind<'q, O>(
         &'q self,
         q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
@@ -82,6 +164,9 @@ impl Definition {
             .bind(SqlJson(&self.operations))
             .bind(&self.operation_enforcement)
             .bind(&self.credential_mode)
+            .bind(SqlJson(&self.placement))
+            .bind(self.sealed_secret.as_ref().map(|(s, _)| s))
+            .bind(self.sealed_secret.as_ref().map(|(_, k)| k))
     }
 
     /// Checks every field and reports every problem at once.
@@ -131,8 +216,12 @@ impl Definition {
         if !matches!(self.operation_enforcement.as_str(), "enforced" | "transport_uniform") {
             problems.push("operation_enforcement must be enforced or transport_uniform".into());
         }
-        if !matches!(self.credential_mode.as_str(), "none" | "caracal_jwt") {
-            problems.push("credential_mode must be none or caracal_jwt".into());
+        if !matches!(self.credential_mode.as_str(), "none" | "caracal_jwt" | "provider_apikey") {
+            problems.push("credential_mode must be none, caracal_jwt or provider_apikey".into());
+        }
+        placement_problems(&self.credential_mode, &self.placement, self.sealed_secret.is_some(), &mut problems);
+        if self.credential_mode != "provider_apikey" {
+            self.sealed_secret = None;
         }
         if problems.is_empty() { Ok(self) } else { Err(ApiError::bad_request("invalid_resource", problems.join("; "))) }
     }
@@ -157,6 +246,8 @@ async fn create(
     let (Some(identifier), Some(upstream_url), Some(scopes)) = (b.identifier, b.upstream_url, b.scopes) else {
         return Err(ApiError::bad_request("invalid_resource", "identifier, upstream_url and scopes are required"));
     };
+    let id = uuid::Uuid::now_v7().to_string();
+    let credential = b.credential.unwrap_or_default();
     let def = Definition {
         name: b.name.unwrap_or_default().trim().to_owned(),
         identifier,
@@ -165,18 +256,43 @@ async fn create(
         operations: b.operations.unwrap_or_default(),
         operation_enforcement: b.operation_enforcement.unwrap_or_else(|| "enforced".into()),
         credential_mode: b.credential_mode.unwrap_or_else(|| "caracal_jwt".into()),
+        placement: credential.placement,
+        sealed_secret: seal(&state, &zone_id, &id, credential.secret.as_deref())?,
     }
     .validate()?;
-    let id = uuid::Uuid::now_v7().to_string();
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
-        "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+        "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
+         credential_placement, credential_secret, credential_kek_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);
     let row = def.bind(q).fetch_one(&state.db).await.map_err(conflict_or)?;
     tracing::info!(zone_id, resource_id = %id, identifier = %def.identifier, by = %who.actor(), "resource created");
     Ok((StatusCode::CREATED, Json(row)))
+}
+
+/// Checks and seals a provider key for resource `id` (bound to zone and resource).
+fn seal(state: &AppState, zone_id: &str, id: &str, secret: Option<&str>) -> ApiResult<Option<(Vec<u8>, String)>> {
+    let Some(secret) = secret else { return Ok(None) };
+    let mut problems = Vec::new();
+    secret_problems(secret, &mut problems);
+    if !problems.is_empty() {
+        return Err(ApiError::bad_request("invalid_resource", problems.join("; ")));
+    }
+    let kek = state.sts.keys.kek();
+    Ok(Some((kek.seal(&provider_secret_aad(zone_id, id), secret.as_bytes()), kek.id().to_owned())))
+}
+
+/// The sealed provider key already stored for a resource.
+async fn stored_secret(state: &AppState, zone_id: &str, id: &str) -> ApiResult<Option<(Vec<u8>, String)>> {
+    let row: Option<(Option<Vec<u8>>, Option<String>)> =
+        sqlx::query_as("SELECT credential_secret, credential_kek_id FROM resources WHERE zone_id = $1 AND id = $2")
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?;
+    Ok(row.and_then(|(s, k)| s.zip(k)))
 }
 
 async fn list(
@@ -223,6 +339,16 @@ async fn update(
     who.require_zone(&zone_id)?;
     let cur = fetch(&state, &zone_id, &id).await?;
     let cur_identifier = cur.identifier.clone();
+    let (placement, sealed_secret) = match b.credential {
+        Some(c) => {
+            let sealed = match c.secret.as_deref() {
+                Some(secret) => seal(&state, &zone_id, &id, Some(secret))?,
+                None => stored_secret(&state, &zone_id, &id).await?,
+            };
+            (c.placement, sealed)
+        }
+        None => (cur.credential.0, stored_secret(&state, &zone_id, &id).await?),
+    };
     let def = Definition {
         name: b.name.unwrap_or(cur.name).trim().to_owned(),
         identifier: b.identifier.unwrap_or(cur.identifier),
@@ -231,11 +357,14 @@ async fn update(
         operations: b.operations.unwrap_or(cur.operations.0),
         operation_enforcement: b.operation_enforcement.unwrap_or(cur.operation_enforcement),
         credential_mode: b.credential_mode.unwrap_or(cur.credential_mode),
+        placement,
+        sealed_secret,
     }
     .validate()?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
-         operation_enforcement = $8, credential_mode = $9, updated_at = now() \
+         operation_enforcement = $8, credential_mode = $9, credential_placement = $10, credential_secret = $11, \
+         credential_kek_id = $12, updated_at = now() \
          WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)

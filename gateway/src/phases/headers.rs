@@ -39,14 +39,27 @@ pub fn upstream_request(req: &mut RequestHeader, out: &Outbound<'_>) -> pingora:
     }
     filter_baggage(req)?;
 
-    let target = out.peer.request_target(req.uri.path(), req.uri.query());
+    let mut target = out.peer.request_target(req.uri.path(), req.uri.query());
+    if let Credential::ProviderQuery { param, key } = &out.peer.credential {
+        target = with_query_param(&target, param, key);
+    }
     let uri: http::Uri = target.parse().map_err(|e| pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
     req.set_uri(uri);
     req.insert_header(http::header::HOST, &out.peer.authority)?;
 
-    if let Credential::CaracalJwt { header, scheme } = &out.peer.credential {
-        req.remove_header(header);
-        req.insert_header(header.clone(), format!("{scheme} {}", out.mandate))?;
+    match &out.peer.credential {
+        Credential::CaracalJwt { header, scheme } => {
+            req.remove_header(header);
+            req.insert_header(header.clone(), format!("{scheme} {}", out.mandate))?;
+        }
+        Credential::ProviderHeader { header, value } => {
+            req.remove_header(header);
+            req.insert_header(header.clone(), value.clone())?;
+        }
+        Credential::ProviderQuery { .. } | Credential::None => {}
+    }
+    if out.peer.forward_identity {
+        req.insert_header("x-caracal-identity", out.mandate)?;
     }
     req.insert_header(caracal_shared::request_id::HEADER, out.request_id)?;
     let traceparent = req.headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|t| valid_traceparent(t)).map(str::to_owned);
@@ -59,6 +72,20 @@ pub fn upstream_request(req: &mut RequestHeader, out: &Outbound<'_>) -> pingora:
     }
     req.insert_header("x-forwarded-proto", if out.tls_downstream { "https" } else { "http" })?;
     Ok(())
+}
+
+/// `target` with every `param=` pair removed from its query and `param=<value>` appended: the
+/// provider key overrides whatever the client or the upstream URL put there.
+fn with_query_param(target: &str, param: &str, value: &str) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut out = form_urlencoded::Serializer::new(String::with_capacity(query.len() + value.len() + 16));
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k != param {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.append_pair(param, value);
+    format!("{path}?{}", out.finish())
 }
 
 /// Drops `caracal.*` baggage members; removes the header when nothing is left.
@@ -129,6 +156,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_provider_query_key_overrides_client_and_upstream_values() {
+        assert_eq!(with_query_param("/a?x=1&api_key=client&y=2", "api_key", "s3cr=t"), "/a?x=1&y=2&api_key=s3cr%3Dt");
+        assert_eq!(with_query_param("/a", "key", "k"), "/a?key=k");
+    }
+
+    #[test]
     fn traceparent_table() {
         assert!(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         assert!(valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
@@ -166,6 +199,7 @@ mod tests {
             base_path: "/base".into(),
             base_query: None,
             credential: Credential::CaracalJwt { header: http::header::AUTHORIZATION, scheme: "Bearer".into() },
+            forward_identity: false,
         };
         let mut req = RequestHeader::build("POST", b"/items?q=1", None).unwrap();
         for (k, v) in [

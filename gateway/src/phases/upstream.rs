@@ -2,7 +2,13 @@
 //!
 //! The directive's URL must be http or https, carry a host and no userinfo (https never to a bare
 //! IP); its host is resolved under the egress policy ([`super::egress`]) and the proxy dials
-//! exactly the checked address (resolve, then pin), with the original host as `Host` and SNI. The credential mode must be one the gateway knows. Refusals are 502
+//! exactly the checked address (resolve, then pin), with the original host as `Host` and SNI.
+//!
+//! Credential modes (gateway.md §8): `none`; `caracal_jwt` (the resource mandate, by default as
+//! `Authorization: Bearer`); `provider_apikey` (the provider's key from the STS, in a header —
+//! optionally after a scheme — or in a query parameter that overrides any client value), with the
+//! resource mandate as `X-Caracal-Identity` only when the resource opts in. The credential header
+//! may never be a routing, framing, tracing or forwarding header. Refusals are 502
 //! `internal_error` "upstream not addressable" (`upstream_errors`).
 
 use std::net::SocketAddr;
@@ -13,12 +19,27 @@ use crate::deny::Denial;
 use crate::phases::egress::Egress;
 
 /// How the upstream credential is injected.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     /// Nothing is injected.
     None,
     /// `<header>: <scheme> <resource mandate>`.
     CaracalJwt { header: http::HeaderName, scheme: String },
+    /// `<header>: [<scheme> ]<provider key>` (the value is marked sensitive).
+    ProviderHeader { header: http::HeaderName, value: http::HeaderValue },
+    /// `?<param>=<provider key>`, replacing any value the client or the upstream URL set.
+    ProviderQuery { param: String, key: String },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::CaracalJwt { header, .. } => write!(f, "CaracalJwt({header})"),
+            Self::ProviderHeader { header, .. } => write!(f, "ProviderHeader({header}, <redacted>)"),
+            Self::ProviderQuery { param, .. } => write!(f, "ProviderQuery({param}, <redacted>)"),
+        }
+    }
 }
 
 /// A checked, resolved upstream.
@@ -38,6 +59,8 @@ pub struct SafePeer {
     pub base_query: Option<String>,
     /// The credential to inject.
     pub credential: Credential,
+    /// Send the resource mandate as `X-Caracal-Identity` (provider modes, opt-in).
+    pub forward_identity: bool,
 }
 
 /// Request headers the credential may never be written to.
@@ -54,21 +77,41 @@ const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
     "baggage",
 ];
 
+/// The credential header, if it is one the gateway may write.
+fn credential_header(d: &UpstreamDirective) -> Result<http::HeaderName, Denial> {
+    let name = d.auth_header.as_deref().unwrap_or("authorization");
+    let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Denial::UpstreamNotAddressable)?;
+    let n = header.as_str();
+    if RESERVED_CREDENTIAL_HEADERS.contains(&n) || n.starts_with("x-caracal-") || n.starts_with("x-forwarded-") || n.starts_with("proxy-") {
+        return Err(Denial::UpstreamNotAddressable);
+    }
+    Ok(header)
+}
+
 fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
     match d.auth_mode.as_str() {
         "none" => Ok(Credential::None),
         "caracal_jwt" => {
-            let name = d.auth_header.as_deref().unwrap_or("authorization");
-            let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Denial::UpstreamNotAddressable)?;
-            let n = header.as_str();
-            if RESERVED_CREDENTIAL_HEADERS.contains(&n)
-                || n.starts_with("x-caracal-")
-                || n.starts_with("x-forwarded-")
-                || n.starts_with("proxy-")
-            {
-                return Err(Denial::UpstreamNotAddressable);
+            Ok(Credential::CaracalJwt { header: credential_header(d)?, scheme: d.auth_scheme.clone().unwrap_or_else(|| "Bearer".into()) })
+        }
+        "provider_apikey" => {
+            let key = d.provider_token.clone().filter(|k| !k.is_empty()).ok_or(Denial::UpstreamNotAddressable)?;
+            match d.auth_location.as_deref().unwrap_or("header") {
+                "header" => {
+                    let text = match &d.auth_scheme {
+                        Some(scheme) => format!("{scheme} {key}"),
+                        None => key,
+                    };
+                    let mut value = http::HeaderValue::from_str(&text).map_err(|_| Denial::UpstreamNotAddressable)?;
+                    value.set_sensitive(true);
+                    Ok(Credential::ProviderHeader { header: credential_header(d)?, value })
+                }
+                "query" => {
+                    let param = d.query_param_name.clone().filter(|p| !p.trim().is_empty()).ok_or(Denial::UpstreamNotAddressable)?;
+                    Ok(Credential::ProviderQuery { param, key })
+                }
+                _ => Err(Denial::UpstreamNotAddressable),
             }
-            Ok(Credential::CaracalJwt { header, scheme: d.auth_scheme.clone().unwrap_or_else(|| "Bearer".into()) })
         }
         _ => Err(Denial::UpstreamNotAddressable),
     }
@@ -108,6 +151,7 @@ pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer,
         authority,
         base_path: url.path().trim_end_matches('/').to_owned(),
         base_query: url.query().map(str::to_owned),
+        forward_identity: d.forward_caracal_identity && d.auth_mode == "provider_apikey",
         credential,
     })
 }
@@ -136,7 +180,7 @@ mod tests {
     use super::*;
 
     fn directive(url: &str, mode: &str) -> UpstreamDirective {
-        UpstreamDirective { url: url.into(), auth_mode: mode.into(), auth_header: None, auth_scheme: None }
+        UpstreamDirective { url: url.into(), auth_mode: mode.into(), ..Default::default() }
     }
 
     fn open() -> Egress {
