@@ -47,9 +47,10 @@ impl Environment {
                 .filter(|o| o.status.success())
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         };
-        // Binaries built from a tree with uncommitted changes are not that commit: say so.
-        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-        let git_commit = git(&["rev-parse", "--short", "HEAD"]).map(|c| if dirty { format!("{c} (+ uncommitted changes)") } else { c });
+        // Binaries built from a tree with uncommitted changes are not that commit: say which files differ.
+        let changed = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| dirty_files(&s)).unwrap_or_default();
+        let git_commit = git(&["rev-parse", "--short", "HEAD"])
+            .map(|c| if changed.is_empty() { c } else { format!("{c} (+ uncommitted changes to {changed})") });
         Self {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model,
@@ -59,6 +60,16 @@ impl Environment {
             nginx,
             envoy,
         }
+    }
+}
+
+/// The files of `git status --porcelain` output, at most three named.
+fn dirty_files(porcelain: &str) -> String {
+    let files: Vec<&str> = porcelain.lines().filter_map(|l| l.get(3..)).collect();
+    match files.len() {
+        0 => String::new(),
+        1..=3 => files.join(", "),
+        n => format!("{} and {} more files", files[..3].join(", "), n - 3),
     }
 }
 
@@ -131,4 +142,14 @@ pub(crate) fn write(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
     std::fs::write(&json, serde_json::to_string_pretty(report)?)?;
     crate::plot::latency_svg(report, &svg)?;
     Ok(vec![md, json, svg])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_the_dirty_files() {
+        assert_eq!(super::dirty_files(""), "");
+        assert_eq!(super::dirty_files(" M Cargo.lock\n"), "Cargo.lock");
+        assert_eq!(super::dirty_files(" M a\n M b\nM  c\n M d\n M e\n"), "a, b, c and 2 more files");
+    }
 }
