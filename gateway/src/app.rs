@@ -52,14 +52,17 @@ impl Deps {
         let revocations = RevocationView::new(cfg.revocation_max_staleness, cfg.database_url.is_some(), cfg.streams_key.is_some());
         // One pooled client for the STS: keep-alive, no redirects (a redirect from the STS is an
         // answer outside the contract, never something to follow with a token in the body).
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(cfg.sts_timeout)
             .connect_timeout(cfg.sts_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
-            .user_agent("caracal-gateway")
-            .build()?;
+            .user_agent("caracal-gateway");
+        if cfg.sts_http2 {
+            builder = builder.http2_prior_knowledge().http2_adaptive_window(true);
+        }
+        let http = builder.build()?;
         let jwks = JwksCache::new(http.clone(), &cfg.sts_url, cfg.jwks_ttl, cfg.jwks_cooldown, metrics.jwks_fetches.clone());
         let redis = redis::Client::open(cfg.redis_url.as_str())?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
