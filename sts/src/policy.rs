@@ -31,6 +31,13 @@ pub struct ActivePolicy {
     compiled: CompiledPolicy,
 }
 
+impl ActivePolicy {
+    /// A compiled version of a policy set.
+    pub fn new(policy_set_id: impl Into<String>, version_id: impl Into<String>, compiled: CompiledPolicy) -> Self {
+        Self { policy_set_id: policy_set_id.into(), version_id: version_id.into(), compiled }
+    }
+}
+
 /// A decision within the contract.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
