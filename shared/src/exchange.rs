@@ -64,3 +64,37 @@ impl std::fmt::Debug for UpstreamDirective {
             .finish_non_exhaustive()
     }
 }
+
+/// Request headers a credential may never be written to: routing, framing, tracing and
+/// forwarding headers, and the `X-Caracal-*` / `X-Forwarded-*` / `Proxy-*` families. Checked when a
+/// resource is configured (control plane) and again when a directive is applied (gateway).
+pub fn is_writable_credential_header(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "forwarded",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "baggage",
+    ];
+    let n = name.to_ascii_lowercase();
+    let token = !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    token && !RESERVED.contains(&n.as_str()) && !["x-caracal-", "x-forwarded-", "proxy-"].iter().any(|p| n.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credential_headers() {
+        for ok in ["Authorization", "X-Api-Key", "api-key"] {
+            assert!(super::is_writable_credential_header(ok), "{ok}");
+        }
+        for bad in ["Host", "X-Forwarded-For", "x-caracal-identity", "Proxy-Authorization", "Content-Length", "bad header", ""] {
+            assert!(!super::is_writable_credential_header(bad), "{bad}");
+        }
+    }
+}

@@ -63,15 +63,7 @@ async fn forwarded_requests_and_replays_leave_signed_evidence_without_secrets() 
 
 #[tokio::test]
 async fn evidence_is_spooled_while_redis_is_down_and_drained_when_it_returns() {
-    // The control plane keeps its own Redis so exchanges still work; the gateway's goes down, and
-    // JTI_FAIL_OPEN (dev only) lets requests through so there is evidence to keep.
-    let cp_redis = Redis::start();
-    let mut s = Stack::start_with(StackOptions {
-        gateway_env: vec![("JTI_FAIL_OPEN".into(), "true".into())],
-        control_plane_env: vec![("REDIS_URL".into(), cp_redis.url())],
-        ..Default::default()
-    })
-    .await;
+    let (mut s, _cp_redis) = split_redis_stack().await;
     let d = s.demo(true).await;
     let session = s.session(&d).await;
     let mandates: Vec<String> = mint_many(&s, &d, &session, 3).await;
@@ -104,6 +96,19 @@ async fn evidence_is_spooled_while_redis_is_down_and_drained_when_it_returns() {
     assert_eq!(s.gateway_metric("caracal_gateway_audit_dropped_total").await, 0.0);
 }
 
+/// A stack whose control plane has a Redis of its own (so exchanges keep working while the
+/// gateway's Redis is down) and whose gateway fails open on JTI (dev only) so requests still flow.
+async fn split_redis_stack() -> (Stack, Redis) {
+    let cp_redis = Redis::start();
+    let s = Stack::start_with(StackOptions {
+        gateway_env: vec![("JTI_FAIL_OPEN".into(), "true".into())],
+        control_plane_env: vec![("REDIS_URL".into(), cp_redis.url())],
+        ..Default::default()
+    })
+    .await;
+    (s, cp_redis)
+}
+
 async fn mint_many(s: &Stack, d: &caracal_e2e::stack::Demo, session: &str, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for _ in 0..n {
@@ -114,13 +119,7 @@ async fn mint_many(s: &Stack, d: &caracal_e2e::stack::Demo, session: &str, n: us
 
 #[tokio::test]
 async fn ready_fails_once_evidence_was_lost() {
-    let cp_redis = Redis::start();
-    let mut s = Stack::start_with(StackOptions {
-        gateway_env: vec![("JTI_FAIL_OPEN".into(), "true".into())],
-        control_plane_env: vec![("REDIS_URL".into(), cp_redis.url())],
-        ..Default::default()
-    })
-    .await;
+    let (mut s, _cp_redis) = split_redis_stack().await;
     let d = s.demo(true).await;
     let session = s.session(&d).await;
     let m = s.gateway_mandate(&d, &session, "tools.read").await;

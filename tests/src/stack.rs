@@ -306,8 +306,13 @@ impl Stack {
         a.body["access_token"].as_str().unwrap().to_owned()
     }
 
-    /// Mints a gateway mandate from a session mandate (raw answer).
+    /// Mints a gateway mandate for the demo resource from a session mandate (raw answer).
     pub async fn mint_gateway(&self, d: &Demo, session: &str, scope: &str) -> Answer {
+        self.mint_gateway_for(d, session, &d.resource, scope).await
+    }
+
+    /// Mints a gateway mandate for `resource` from a session mandate (raw answer).
+    pub async fn mint_gateway_for(&self, d: &Demo, session: &str, resource: &str, scope: &str) -> Answer {
         self.token(&[
             ("grant_type", GRANT),
             ("zone_id", &d.zone_id),
@@ -315,7 +320,7 @@ impl Stack {
             ("client_secret", &d.secret),
             ("subject_token", session),
             ("subject_token_type", ACCESS_TOKEN),
-            ("resource", &d.resource),
+            ("resource", resource),
             ("scope", scope),
         ])
         .await
@@ -340,27 +345,14 @@ impl Stack {
 
     /// A gateway mandate for `resource` with `scope`.
     pub async fn mandate_for(&self, d: &Demo, session: &str, resource: &str, scope: &str) -> String {
-        let a = self
-            .token(&[
-                ("grant_type", GRANT),
-                ("zone_id", &d.zone_id),
-                ("application_id", &d.app_id),
-                ("client_secret", &d.secret),
-                ("subject_token", session),
-                ("subject_token_type", ACCESS_TOKEN),
-                ("resource", resource),
-                ("scope", scope),
-            ])
-            .await;
+        let a = self.mint_gateway_for(d, session, resource, scope).await;
         assert_eq!(a.status, 200, "gateway mint for {resource}: {}", a.text);
         a.body["access_token"].as_str().unwrap().to_owned()
     }
 
     /// A gateway mandate for the demo resource with `scope`.
     pub async fn gateway_mandate(&self, d: &Demo, session: &str, scope: &str) -> String {
-        let a = self.mint_gateway(d, session, scope).await;
-        assert_eq!(a.status, 200, "gateway mint: {}", a.text);
-        a.body["access_token"].as_str().unwrap().to_owned()
+        self.mandate_for(d, session, &d.resource, scope).await
     }
 
     /// A request through the gateway.

@@ -59,20 +59,6 @@ struct CredentialBody {
     secret: Option<String>,
 }
 
-/// Request headers a provider key may never be written to.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "forwarded",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-    "baggage",
-];
-
 fn placement_problems(mode: &str, p: &CredentialPlacement, has_secret: bool, problems: &mut Vec<String>) {
     if mode != "provider_apikey" {
         if *p != CredentialPlacement::default() {
@@ -85,10 +71,8 @@ fn placement_problems(mode: &str, p: &CredentialPlacement, has_secret: bool, pro
     }
     match p.location.as_deref().unwrap_or("header") {
         "header" => {
-            let h = p.header.as_deref().unwrap_or("authorization").to_ascii_lowercase();
-            let token = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !token || RESERVED_HEADERS.contains(&h.as_str()) || ["x-caracal-", "x-forwarded-", "proxy-"].iter().any(|x| h.starts_with(x))
-            {
+            let h = p.header.as_deref().unwrap_or("authorization");
+            if !caracal_shared::exchange::is_writable_credential_header(h) {
                 problems.push(format!("credential.header {h:?} is not a usable header name"));
             }
             if p.query_param.is_some() {

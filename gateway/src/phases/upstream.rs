@@ -63,29 +63,13 @@ pub struct SafePeer {
     pub forward_identity: bool,
 }
 
-/// Request headers the credential may never be written to.
-const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "forwarded",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-    "baggage",
-];
-
 /// The credential header, if it is one the gateway may write.
 fn credential_header(d: &UpstreamDirective) -> Result<http::HeaderName, Denial> {
     let name = d.auth_header.as_deref().unwrap_or("authorization");
-    let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Denial::UpstreamNotAddressable)?;
-    let n = header.as_str();
-    if RESERVED_CREDENTIAL_HEADERS.contains(&n) || n.starts_with("x-caracal-") || n.starts_with("x-forwarded-") || n.starts_with("proxy-") {
+    if !caracal_shared::exchange::is_writable_credential_header(name) {
         return Err(Denial::UpstreamNotAddressable);
     }
-    Ok(header)
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Denial::UpstreamNotAddressable)
 }
 
 fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
