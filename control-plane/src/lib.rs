@@ -12,6 +12,7 @@ macro_rules! sql {
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod consumers;
 pub mod error;
 pub mod extract;
 pub mod metrics;

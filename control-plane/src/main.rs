@@ -61,6 +61,16 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     state.sts.start_background(stop_rx.clone()).await.context("loading revoked sessions")?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "cp".into());
+    let instance = format!("{host}:{}:{}", cfg.listen.port(), std::process::id());
+    let consumer_tasks = caracal_control_plane::consumers::spawn(
+        state.sts.clone(),
+        redis::Client::open(cfg.redis_url.expose()).context("REDIS_URL")?,
+        cfg.streams_key(),
+        &instance,
+        &state.metrics.registry,
+        stop_rx.clone(),
+    )?;
     let relay = outbox::Relay { db, redis, streams_key: cfg.streams_key(), notify, metrics };
     let relay_task = tokio::spawn(relay.run(stop_rx));
 
@@ -72,6 +82,9 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     axum::serve(listener, app::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = relay_task.await;
+    for t in consumer_tasks {
+        let _ = t.await;
+    }
     Ok(())
 }
 

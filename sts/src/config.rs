@@ -29,6 +29,9 @@ pub struct StsConfig {
     /// `REVOCATION_MAX_STALENESS`: when the revoked-session view has not been reloaded for this
     /// long, every exchange is refused (default 30 s).
     pub revocation_max_staleness: Duration,
+    /// `REVOCATION_RELOAD_INTERVAL`: period of the Postgres backstop reload of revocations
+    /// (default 2 s; the stream delivers them sooner).
+    pub revocation_reload: Duration,
 }
 
 impl std::fmt::Debug for StsConfig {
@@ -88,6 +91,7 @@ impl StsConfig {
         let key_activation_delay = Duration::from_secs(r.parse("KEY_ACTIVATION_DELAY_SECONDS", 300u64));
         let clock_skew = Duration::from_secs(r.parse("STS_CLOCK_SKEW_SECONDS", 60u64));
         let revocation_max_staleness = r.duration("REVOCATION_MAX_STALENESS", Duration::from_secs(30));
+        let revocation_reload = r.duration("REVOCATION_RELOAD_INTERVAL", Duration::from_secs(2));
         let zone_kek: [u8; 32] = kek.filter(|k| k.len() == 32)?.try_into().ok()?;
         Some(Self {
             issuer: issuer?,
@@ -99,6 +103,7 @@ impl StsConfig {
             key_activation_delay,
             clock_skew,
             revocation_max_staleness,
+            revocation_reload,
         })
     }
 }

@@ -205,7 +205,7 @@ impl Sts {
     /// The root session of a presented mandate must not be revoked. (It existed when the mandate
     /// was minted — the signature proves that — and its expiry bounds the mandate's.)
     fn require_live_root(&self, zone_id: &str, claims: &Claims) -> Result<(), StsError> {
-        match self.revoked.is_revoked(zone_id, &claims.root_sid) {
+        match self.revoked.any_revoked(zone_id, claims.anchors()) {
             Some(false) => Ok(()),
             Some(true) => Err(StsError::SessionInactive),
             None => Err(StsError::Unavailable("the revoked-session view is stale".into())),

@@ -72,7 +72,7 @@ impl Sts {
     pub async fn start_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), sqlx::Error> {
         let n = self.revoked.reload(&self.db).await?;
         tracing::info!(revoked_sessions = n, "loaded revoked sessions");
-        tokio::spawn(self.revoked.clone().run(self.db.clone(), shutdown));
+        tokio::spawn(self.revoked.clone().run(self.db.clone(), self.cfg.revocation_reload, shutdown));
         Ok(())
     }
 

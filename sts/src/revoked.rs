@@ -1,7 +1,7 @@
-//! Revoked root sessions, in memory.
+//! Revoked sessions, agent sessions and delegation edges, in memory.
 //!
-//! Every derived mandate carries its root session's id (`root_sid`); the STS refuses to mint or
-//! exchange for a revoked root. The set is read on every exchange, so lookups are lock-free (an
+//! Every derived mandate carries its anchors (`sid`, `root_sid`, `agent_session_id`,
+//! `delegation_edge_id`); the STS refuses to mint or exchange when any of them is revoked. The set is read on every exchange, so lookups are lock-free (an
 //! `ArcSwap` of an immutable map); revocations are rare, so an insert copies the map.
 //!
 //! Fed by this instance's own revocations (at once), and by a reload of the `revocations` table
@@ -16,9 +16,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sqlx::PgPool;
-
-/// Reload period.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 type Zones = HashMap<String, HashSet<String>>;
 
@@ -42,11 +39,34 @@ impl RevokedRoots {
 
     /// Whether `sid` of `zone_id` is revoked; `None` when the view is too stale to answer.
     pub fn is_revoked(&self, zone_id: &str, sid: &str) -> Option<bool> {
+        self.any_revoked(zone_id, [sid])
+    }
+
+    /// Whether any of `anchors` (session ids, agent sessions, delegation edges) of `zone_id` is
+    /// revoked; `None` when the view is too stale to answer.
+    pub fn any_revoked<'a>(&self, zone_id: &str, anchors: impl IntoIterator<Item = &'a str>) -> Option<bool> {
         let age = now_ms() - self.loaded_at_ms.load(Ordering::Relaxed);
         if age > self.max_staleness.as_millis() as i64 {
             return None;
         }
-        Some(self.zones.load().get(zone_id).is_some_and(|s| s.contains(sid)))
+        let zones = self.zones.load();
+        let Some(set) = zones.get(zone_id) else { return Some(false) };
+        Some(anchors.into_iter().any(|a| !a.is_empty() && set.contains(a)))
+    }
+
+    /// Records several revoked anchors of a zone at once (one copy of the map).
+    pub fn insert_many(&self, zone_id: &str, anchors: &[&str]) {
+        if anchors.is_empty() {
+            return;
+        }
+        self.zones.rcu(|z| {
+            let mut z = Zones::clone(z);
+            let set = z.entry(zone_id.to_owned()).or_default();
+            for a in anchors.iter().filter(|a| !a.is_empty()) {
+                set.insert((*a).to_owned());
+            }
+            z
+        });
     }
 
     /// Records a revocation made by this instance.
@@ -70,11 +90,10 @@ impl RevokedRoots {
 
     /// Reloads live revocations from Postgres and merges them in.
     pub async fn reload(&self, db: &PgPool) -> Result<usize, sqlx::Error> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT zone_id, anchor_id FROM revocations WHERE anchor_kind = 'sid' AND expires_at > now() - interval '5 minutes'",
-        )
-        .fetch_all(db)
-        .await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT zone_id, anchor_id FROM revocations WHERE expires_at > now() - interval '5 minutes'")
+                .fetch_all(db)
+                .await?;
         let n = rows.len();
         self.zones.rcu(|current| {
             let mut z = Zones::clone(current);
@@ -87,11 +106,11 @@ impl RevokedRoots {
         Ok(n)
     }
 
-    /// Reloads every [`RELOAD_EVERY`] until `shutdown` flips.
-    pub async fn run(self: Arc<Self>, db: PgPool, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// Reloads every `every` until `shutdown` flips.
+    pub async fn run(self: Arc<Self>, db: PgPool, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(RELOAD_EVERY) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
             }
             if let Err(e) = self.reload(&db).await {

@@ -8,4 +8,5 @@ mod governed;
 mod lifecycle;
 mod revocation;
 mod sts_and_keys;
+mod sts_instances;
 mod upstream_safety;

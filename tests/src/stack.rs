@@ -190,6 +190,26 @@ impl Stack {
         }
     }
 
+    /// A second control plane on the same database and Redis (another instance behind a load
+    /// balancer); returns it and its URL. `env` overrides settings.
+    pub async fn second_control_plane(&self, env: &[(&str, &str)]) -> (Proc, String) {
+        let port = free_port();
+        let mut cp_env = self.cp_env.clone();
+        cp_env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+        for (k, v) in env {
+            cp_env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        let mut p = Proc::start_with_args("caracal-control-plane", &[], &cp_env, &self.dir, "control-plane-2");
+        p.wait_ready(&format!("{url}/ready"), Duration::from_secs(60)).await;
+        (p, url)
+    }
+
+    /// `POST /oauth/2/token` with `form` on another control plane.
+    pub async fn token_at(&self, base: &str, form: &[(&str, &str)]) -> Answer {
+        Answer::read(self.http.post(format!("{base}/oauth/2/token")).form(form).send().await.unwrap()).await
+    }
+
     /// Kills the control plane (STS down).
     pub fn stop_control_plane(&mut self) {
         self.control_plane.kill();
