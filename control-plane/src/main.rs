@@ -48,9 +48,11 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         .context("connecting to Postgres (DATABASE_URL)")?;
     MIGRATOR.run(&db).await.context("applying migrations")?;
     let redis_client = redis::Client::open(cfg.redis_url.expose()).context("REDIS_URL")?;
+    // Fail fast when Redis is gone: a mint must not hang behind reconnection attempts.
     let redis_cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)));
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)))
+        .set_number_of_retries(1);
     let redis = redis::aio::ConnectionManager::new_with_config(redis_client, redis_cfg).await.context("connecting to Redis (REDIS_URL)")?;
     let metrics = Arc::new(metrics::Metrics::new()?);
     let sts = Sts::new(cfg.sts.clone(), db.clone(), redis.clone(), &metrics.registry)?;

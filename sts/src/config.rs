@@ -32,6 +32,12 @@ pub struct StsConfig {
     /// `REVOCATION_RELOAD_INTERVAL`: period of the Postgres backstop reload of revocations
     /// (default 2 s; the stream delivers them sooner).
     pub revocation_reload: Duration,
+    /// `STS_MINT_RATE_LIMIT_PER_MIN`: mints per client per minute (default 60 000).
+    pub mints_per_minute: u64,
+    /// `STS_AUTH_FAILURE_LIMIT`: bad credentials per client per minute before a lockout (10).
+    pub auth_failure_limit: u64,
+    /// `STS_AUTH_LOCKOUT`: how long a lockout lasts (default 5 min).
+    pub auth_lockout: Duration,
 }
 
 impl std::fmt::Debug for StsConfig {
@@ -92,6 +98,12 @@ impl StsConfig {
         let clock_skew = Duration::from_secs(r.parse("STS_CLOCK_SKEW_SECONDS", 60u64));
         let revocation_max_staleness = r.duration("REVOCATION_MAX_STALENESS", Duration::from_secs(30));
         let revocation_reload = r.duration("REVOCATION_RELOAD_INTERVAL", Duration::from_secs(2));
+        let mints_per_minute = r.parse("STS_MINT_RATE_LIMIT_PER_MIN", 60_000u64);
+        let auth_failure_limit = r.parse("STS_AUTH_FAILURE_LIMIT", 10u64);
+        let auth_lockout = r.duration("STS_AUTH_LOCKOUT", Duration::from_secs(300));
+        if mints_per_minute == 0 || auth_failure_limit == 0 {
+            r.problem("STS_MINT_RATE_LIMIT_PER_MIN", "STS_MINT_RATE_LIMIT_PER_MIN and STS_AUTH_FAILURE_LIMIT must be at least 1");
+        }
         let zone_kek: [u8; 32] = kek.filter(|k| k.len() == 32)?.try_into().ok()?;
         Some(Self {
             issuer: issuer?,
@@ -104,6 +116,9 @@ impl StsConfig {
             clock_skew,
             revocation_max_staleness,
             revocation_reload,
+            mints_per_minute,
+            auth_failure_limit,
+            auth_lockout,
         })
     }
 }

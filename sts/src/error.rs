@@ -44,6 +44,12 @@ pub enum StsError {
     /// The zone does not exist (or has no signing keys).
     #[error("zone not found")]
     ZoneNotFound,
+    /// The client minted more than its limit this minute.
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    /// The client is locked out after repeated bad credentials.
+    #[error("locked out")]
+    Locked { retry_after_secs: u64 },
     /// A dependency (Postgres, Redis) failed: the STS denies rather than guess.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
@@ -68,6 +74,8 @@ impl StsError {
             Self::OperationNotPermitted(d) => (403, ErrorCode::OperationNotPermitted, d.clone()),
             Self::PolicyEvalFailed(_) => (503, ErrorCode::PolicyEvalFailed, "policy evaluation failed".into()),
             Self::ZoneNotFound => (404, ErrorCode::ResourceNotFound, "zone not found".into()),
+            Self::RateLimited { .. } => (429, ErrorCode::ProviderRateLimited, "mint rate limit exceeded".into()),
+            Self::Locked { .. } => (429, ErrorCode::ProviderRateLimited, "authentication rate limit exceeded".into()),
             Self::Unavailable(_) => (503, ErrorCode::StsUnavailable, "a dependency of the STS is unavailable".into()),
             Self::Internal(_) => (500, ErrorCode::InternalError, "the STS failed to process the request".into()),
         }
@@ -86,8 +94,20 @@ impl StsError {
             Self::OperationNotPermitted(_) => "operation_not_permitted",
             Self::PolicyEvalFailed(_) => "policy_eval_failed",
             Self::ZoneNotFound => "zone_not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Locked { .. } => "locked_out",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl StsError {
+    /// Seconds a client should wait before retrying, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } | Self::Locked { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }

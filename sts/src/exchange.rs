@@ -106,15 +106,21 @@ impl Sts {
     }
 
     /// Client authentication: one generic failure for unknown app, archived app and wrong secret.
+    /// A locked-out or over-limit client is refused before its secret is looked at; every bad
+    /// credential counts towards a lockout.
     async fn authenticate(&self, form: &TokenForm) -> Result<Arc<Application>, StsError> {
         let (Some(app_id), Some(secret)) = (form.application_id.as_deref(), form.client_secret.as_deref()) else {
             return Err(StsError::InvalidClient);
         };
+        self.limits.admit(&form.zone_id, app_id).await?;
         let app = self.catalog.application(&form.zone_id, app_id).await?;
         let presented = sig::sha256(secret.as_bytes());
         match app {
             Some(app) if sig::ct_eq(&app.client_secret_sha256, &presented) => Ok(app),
-            _ => Err(StsError::InvalidClient),
+            _ => {
+                self.limits.record_failure(&form.zone_id, app_id).await?;
+                Err(StsError::InvalidClient)
+            }
         }
     }
 

@@ -35,6 +35,9 @@ pub fn error_response(err: &StsError, request_id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert(request_id::HEADER, v);
     }
+    if let Some(secs) = err.retry_after() {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     resp
 }
 

@@ -14,6 +14,7 @@ pub mod exchange;
 pub mod form;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod operations;
 pub mod policy;
@@ -39,6 +40,8 @@ pub struct Sts {
     pub policies: policy::PolicyCache,
     /// Applications and resources, cached.
     pub catalog: catalog::Catalog,
+    /// Mint rate limits and bad-credential lockouts.
+    pub limits: limits::Limits,
     /// Revoked root sessions, in memory.
     pub revoked: Arc<revoked::RevokedRoots>,
     /// Session mandates whose signature verified, by SHA-256 of the token bytes.
@@ -58,13 +61,14 @@ impl Sts {
         let policies = policy::PolicyCache::new(db.clone());
         let catalog = catalog::Catalog::new(db.clone());
         let revoked = Arc::new(revoked::RevokedRoots::new(cfg.revocation_max_staleness));
+        let limits = limits::Limits::new(redis.clone(), cfg.mints_per_minute, cfg.auth_failure_limit, cfg.auth_lockout);
         let metrics = metrics::StsMetrics::new(registry)?;
         // Bounded by count and by the longest session lifetime; entries are only a memo of a check.
         let verified_sessions = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(std::time::Duration::from_secs(config::SESSION_TTL_CAP))
             .build();
-        Ok(Arc::new(Self { cfg, db, redis, keys, policies, catalog, revoked, verified_sessions, metrics }))
+        Ok(Arc::new(Self { cfg, db, redis, keys, policies, catalog, limits, revoked, verified_sessions, metrics }))
     }
 
     /// Loads the revoked-session view (fails if Postgres cannot be read) and keeps it fresh in

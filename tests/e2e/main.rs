@@ -6,6 +6,7 @@ mod credentials;
 mod denials;
 mod governed;
 mod lifecycle;
+mod limits;
 mod revocation;
 mod sts_and_keys;
 mod sts_instances;
