@@ -77,7 +77,7 @@ if [ ! -f "$STACK/demo.env" ]; then
   APP_ID=$(echo "$APP" | json_field id | head -1); SECRET=$(echo "$APP" | json_field client_secret)
   api POST "/v1/zones/$ZONE/resources" "{\"identifier\":\"https://echo.local\",\"upstream_url\":\"http://127.0.0.1:$ECHO_PORT\",\"scopes\":[\"echo.read\",\"echo.write\"],\"operations\":[{\"method\":\"GET\",\"path\":\"/**\",\"scope\":\"echo.read\"},{\"method\":\"POST\",\"path\":\"/**\",\"scope\":\"echo.write\"}]}" >/dev/null
   SET=$(api POST "/v1/zones/$ZONE/policy-sets" '{"name":"demo"}' | json_field id | head -1)
-  REGO=$(sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' deploy/local/demo-policy.rego | awk '{printf "%s\\n", $0}')
+  REGO=$(sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' docs/policies/per-resource-scopes.rego | awk '{printf "%s\\n", $0}')
   VERSION=$(api POST "/v1/zones/$ZONE/policy-sets/$SET/versions" "{\"rego\":\"$REGO\"}" | json_field id | head -1)
   api POST "/v1/zones/$ZONE/policy-sets/$SET/activate" "{\"version_id\":\"$VERSION\"}" >/dev/null
   umask 077

@@ -248,7 +248,7 @@ impl Sts {
                     continue;
                 }
             };
-            let decision = policy::evaluate(active.as_ref().as_ref(), &input)?;
+            let decision = policy::evaluate(active.as_ref().as_deref(), &input)?;
             self.metrics.policy_evaluations.with_label_values(&[if decision.allow { "allow" } else { "deny" }]).inc();
             if decision.allow {
                 granted.push(resource);

@@ -108,46 +108,71 @@ fn parse_result(out: &Value) -> Result<Decision, StsError> {
 /// The active policy of each zone, compiled once and kept in memory.
 pub struct PolicyCache {
     db: PgPool,
-    cache: moka::future::Cache<String, Arc<Option<ActivePolicy>>>,
+    /// Zone → its active policy. Short-lived: it only remembers *which* version is active
+    /// (re-read after the TTL as a backstop to `caracal.policy.invalidate`).
+    zones: moka::future::Cache<String, Arc<Option<Arc<ActivePolicy>>>>,
+    /// Version id → compiled policy. Versions are immutable, so a version is compiled once per
+    /// process however often zones are invalidated.
+    compiled: moka::future::Cache<String, Arc<ActivePolicy>>,
+    /// Compilations performed (for metrics and tests).
+    pub compilations: std::sync::atomic::AtomicU64,
 }
 
 impl PolicyCache {
     /// A cache over `db`.
     pub fn new(db: PgPool) -> Self {
-        // The TTL bounds how long another instance's activation stays unseen here; activations
-        // on this instance invalidate at once.
-        let cache = moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(30)).build();
-        Self { db, cache }
+        Self {
+            db,
+            zones: moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(30)).build(),
+            compiled: moka::future::Cache::builder().max_capacity(10_000).build(),
+            compilations: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The zone's active policy (`None` = deny all).
-    pub async fn active(&self, zone_id: &str) -> Result<Arc<Option<ActivePolicy>>, StsError> {
-        self.cache.try_get_with_by_ref(zone_id, self.load(zone_id)).await.map_err(|e: Arc<StsError>| match &*e {
+    pub async fn active(&self, zone_id: &str) -> Result<Arc<Option<Arc<ActivePolicy>>>, StsError> {
+        self.zones.try_get_with_by_ref(zone_id, self.load(zone_id)).await.map_err(|e: Arc<StsError>| match &*e {
             StsError::PolicyEvalFailed(m) => StsError::PolicyEvalFailed(m.clone()),
             other => StsError::Unavailable(other.to_string()),
         })
     }
 
-    /// Forgets a zone's compiled policy (after an activation).
+    /// Forgets which version a zone runs (after an activation, here or on another instance).
     pub async fn invalidate(&self, zone_id: &str) {
-        self.cache.invalidate(zone_id).await;
+        self.zones.invalidate(zone_id).await;
     }
 
-    async fn load(&self, zone_id: &str) -> Result<Arc<Option<ActivePolicy>>, StsError> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT a.policy_set_id, a.version_id, v.rego FROM zone_active_policies a \
-             JOIN policy_set_versions v ON v.zone_id = a.zone_id AND v.id = a.version_id \
+    async fn load(&self, zone_id: &str) -> Result<Arc<Option<Arc<ActivePolicy>>>, StsError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT a.policy_set_id, a.version_id FROM zone_active_policies a \
              JOIN policy_sets s ON s.zone_id = a.zone_id AND s.id = a.policy_set_id AND s.archived_at IS NULL \
              WHERE a.zone_id = $1",
         )
         .bind(zone_id)
         .fetch_optional(&self.db)
         .await?;
-        let Some((policy_set_id, version_id, rego)) = row else { return Ok(Arc::new(None)) };
-        let compiled =
-            compile(&rego).map_err(|e| StsError::PolicyEvalFailed(format!("active version {version_id} does not compile: {e}")))?;
-        tracing::info!(zone_id, version_id, "compiled active policy");
-        Ok(Arc::new(Some(ActivePolicy { policy_set_id, version_id, compiled })))
+        let Some((policy_set_id, version_id)) = row else { return Ok(Arc::new(None)) };
+        let key = version_id.clone();
+        let active = self
+            .compiled
+            .try_get_with(key, async {
+                let (rego,): (String,) = sqlx::query_as("SELECT rego FROM policy_set_versions WHERE zone_id = $1 AND id = $2")
+                    .bind(zone_id)
+                    .bind(&version_id)
+                    .fetch_one(&self.db)
+                    .await?;
+                let compiled =
+                    compile(&rego).map_err(|e| StsError::PolicyEvalFailed(format!("active version {version_id} does not compile: {e}")))?;
+                self.compilations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(zone_id, version_id, "compiled policy version");
+                Ok::<_, StsError>(Arc::new(ActivePolicy { policy_set_id, version_id: version_id.clone(), compiled }))
+            })
+            .await
+            .map_err(|e: Arc<StsError>| match &*e {
+                StsError::PolicyEvalFailed(m) => StsError::PolicyEvalFailed(m.clone()),
+                other => StsError::Unavailable(other.to_string()),
+            })?;
+        Ok(Arc::new(Some(active)))
     }
 }
 

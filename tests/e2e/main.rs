@@ -7,6 +7,7 @@ mod denials;
 mod governed;
 mod lifecycle;
 mod limits;
+mod policy;
 mod revocation;
 mod sts_and_keys;
 mod sts_instances;

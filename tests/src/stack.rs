@@ -16,24 +16,13 @@ pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// A policy that allows every exchange for a resource the zone knows (and session mints).
-pub const ALLOW_POLICY: &str = r#"package caracal.authz
-
-import rego.v1
-
-default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
-
-result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["test-allow"], "diagnostics": []} if {
-	input.principal.type == "Application"
-}
-"#;
+pub const ALLOW_POLICY: &str = include_str!("../../docs/policies/allow-applications.rego");
 
 /// A policy that denies everything with a reason.
-pub const DENY_POLICY: &str = r#"package caracal.authz
+pub const DENY_POLICY: &str = include_str!("../../docs/policies/freeze-zone.rego");
 
-import rego.v1
-
-result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": ["test-deny"], "diagnostics": [{"reason": "frozen_by_test"}]}
-"#;
+/// Least privilege by application trait (see `docs/policy.md`).
+pub const TRAITS_POLICY: &str = include_str!("../../docs/policies/agent-labels.rego");
 
 /// The gateway's `CARACAL_ADMIN_TOKEN` in every stack.
 pub const GATEWAY_ADMIN_TOKEN: &str = "gateway-admin-token-for-e2e-tests-0123456789";

@@ -2,7 +2,7 @@ package caracal.authz
 
 import rego.v1
 
-# The local demo's policy: session mandates for the demo application, and mandates for the echo
+# The local demo's policy (deploy/local/up.sh): session mandates for the demo application, and mandates for the echo
 # resource within its declared scopes. Everything else is denied with a reason.
 
 default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
