@@ -21,6 +21,7 @@ use crate::state::AppState;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(crate::api::router())
+        .merge(crate::coordinator::router())
         .merge(caracal_sts::http::router())
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -47,7 +48,15 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
         if let Some(cause) = &err.internal {
             tracing::error!(request_id = %rid, %method, path, status = err.status.as_u16(), error = cause, "request failed");
         }
-        let body = WireError { error: err.code.to_owned(), error_description: err.description, request_id: rid.clone() }.to_json();
+        let body = if path.starts_with("/zones/") {
+            // Coordinator clients read `request_id` (the original's Coordinator spelling).
+            serde_json::to_vec(&serde_json::json!({
+                "error": err.code, "error_description": err.description, "requestId": rid, "request_id": rid,
+            }))
+            .expect("error body serializes")
+        } else {
+            WireError { error: err.code.to_owned(), error_description: err.description, request_id: rid.clone() }.to_json()
+        };
         let mut r = (err.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         *r.headers_mut() = std::mem::take(resp.headers_mut());
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

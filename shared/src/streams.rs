@@ -8,3 +8,5 @@ pub const POLICY_INVALIDATE: &str = "caracal.policy.invalidate";
 pub const KEYS_INVALIDATE: &str = "caracal.keys.invalidate";
 /// Audit frames `{id, data, sig}`.
 pub const AUDIT_EVENTS: &str = "caracal.audit.events";
+/// Delegation graph epochs `{zone_id, epoch}`, bumped on every revocation in the graph.
+pub const DELEGATIONS_INVALIDATE: &str = "caracal.delegations.invalidate";

@@ -94,14 +94,14 @@ impl Sts {
             return self.resource_exchange(&form, subject, req.request_id).await;
         }
         let app = self.authenticate(&form).await?;
-        if form.agent_session_id.is_some() || form.delegation_edge_id.is_some() {
-            return Err(StsError::InvalidRequest(
-                "delegated mints (agent_session_id, delegation_edge_id) are not supported by this server yet".into(),
-            ));
-        }
-        match form.subject_token.as_deref() {
-            Some(subject) => self.gateway_mint(&form, &app, subject, req.request_id).await,
-            None => self.session_mint(&form, &app, req.request_id).await,
+        match (form.subject_token.as_deref(), form.agent_session_id.as_deref(), form.delegation_edge_id.as_deref()) {
+            (None, Some(session), Some(edge)) => self.delegated_mint(&form, &app, session, edge, req.request_id).await,
+            (_, Some(_), None) | (_, None, Some(_)) => {
+                Err(StsError::InvalidRequest("agent_session_id and delegation_edge_id go together".into()))
+            }
+            (Some(_), Some(_), Some(_)) => Err(StsError::InvalidRequest("a delegated mint takes no subject_token".into())),
+            (Some(subject), None, None) => self.gateway_mint(&form, &app, subject, req.request_id).await,
+            (None, None, None) => self.session_mint(&form, &app, req.request_id).await,
         }
     }
 
@@ -188,6 +188,14 @@ impl Sts {
                 _ => "mandate use not accepted here",
             }));
         }
+        Ok(claims)
+    }
+
+    /// A session mandate presented to the Coordinator by a runtime (agent SDK): verified like a
+    /// `subject_token` (signature, issuer, audience, expiry, `use=session`) and not revoked.
+    pub async fn verify_runtime_mandate(&self, zone_id: &str, token: &str) -> Result<Claims, StsError> {
+        let claims = self.verify_subject(zone_id, token, Use::Session).await?;
+        self.require_live_root(zone_id, &claims)?;
         Ok(claims)
     }
 
@@ -373,6 +381,80 @@ impl Sts {
         Ok(response(token, ttl, &claims.scope, target, None))
     }
 
+    /// The SDK path: a gateway mandate for an agent session, through a delegation edge checked
+    /// against the live graph. Narrows only: scopes within the edge's, resources within the edge's,
+    /// lifetime within every session and edge on the chain.
+    async fn delegated_mint(
+        &self,
+        form: &TokenForm,
+        app: &Application,
+        agent_session_id: &str,
+        edge_id: &str,
+        request_id: &str,
+    ) -> Result<TokenResponse, StsError> {
+        let zone_id = form.zone_id.as_str();
+        if form.resources.is_empty() || form.scopes.is_empty() {
+            return Err(StsError::InvalidRequest("a delegated mint names at least one resource and one scope".into()));
+        }
+        let lineage = crate::delegation::resolve(&self.db, zone_id, &app.id, agent_session_id, edge_id).await?;
+        let anchors = lineage.anchors.iter().map(String::as_str).chain([lineage.root_sid.as_str()]);
+        match self.revoked.any_revoked(zone_id, anchors) {
+            Some(false) => {}
+            Some(true) => return Err(StsError::SessionInactive),
+            None => return Err(StsError::Unavailable("the revoked-session view is stale".into())),
+        }
+        if let Some(extra) = form.scopes.iter().find(|s| !lineage.scopes.contains(s)) {
+            return Err(StsError::AccessDenied(format!("delegation scope exceeded ({extra})")));
+        }
+        if !lineage.resources.is_empty()
+            && let Some(outside) = form.resources.iter().find(|r| !lineage.resources.contains(r))
+        {
+            return Err(StsError::AccessDenied(format!("resource {outside} is outside the delegation")));
+        }
+        let keys = self.keys.zone(zone_id).await?;
+        let mut ttl = ttl_for(form.ttl_seconds, self.cfg.gateway_ttl, crate::config::DERIVED_TTL_CAP)?;
+        ttl = ttl.min((lineage.expires_at - now()).num_seconds().max(0) as u64);
+        if let Some(max) = lineage.max_ttl_seconds {
+            ttl = ttl.min(max.max(0) as u64);
+        }
+        if ttl == 0 {
+            return Err(StsError::AccessDenied("delegation refused: the chain expires now".into()));
+        }
+        let delegation = json!({
+            "id": lineage.edge_id, "agent_session_id": lineage.agent_session_id, "path": lineage.path,
+            "hop_count": lineage.path.len(), "graph_epoch": lineage.epoch, "scopes": lineage.scopes, "resources": lineage.resources,
+        });
+        let granted = self
+            .grant(zone_id, &form.resources, |resource| {
+                let r = resource.expect("delegated mints name resources");
+                if !scopes_within(&form.scopes, &r.scopes) {
+                    return Err("scope_mismatch".into());
+                }
+                let mut doc =
+                    input(app, zone_id, resource, json!({"id": "TokenExchange", "use": "gateway"}), None, &form.scopes, request_id);
+                doc["principal"]["agent_session_id"] = json!(lineage.agent_session_id);
+                doc["delegation_edge"] = delegation.clone();
+                Ok(doc)
+            })
+            .await?;
+        let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
+        let claims = Claims {
+            scope: form.scope_claim(),
+            root_sid: lineage.root_sid.clone(),
+            target: target.clone(),
+            agent_session_id: Some(lineage.agent_session_id.clone()),
+            delegation_edge_id: Some(lineage.edge_id.clone()),
+            hop_count: Some(lineage.path.len() as u32),
+            delegation_graph_epoch: Some(lineage.epoch.max(0) as u64),
+            delegation_path: lineage.path,
+            delegation_chain: lineage.chain,
+            ..self.fresh_claims(zone_id, &app.id, &app.id, Use::Gateway, SubType::Application, ttl)
+        };
+        let token = self.sign(&keys, &claims)?;
+        self.metrics.exchanges.with_label_values(&["gateway_delegated"]).inc();
+        Ok(response(token, ttl, &claims.scope, target, None))
+    }
+
     async fn resource_exchange(&self, form: &TokenForm, subject: &str, request_id: &str) -> Result<TokenResponse, StsError> {
         let zone_id = form.zone_id.as_str();
         let mandate = self.verify_subject(zone_id, subject, Use::Gateway).await?;
@@ -389,6 +471,11 @@ impl Sts {
             return Err(StsError::AccessDenied("the mandate does not target this resource".into()));
         }
         self.require_live_root(zone_id, &mandate)?;
+        // Delegated authority is re-checked against the live graph: a suspended session or a
+        // revoked edge stops its mandates even before the revocation is announced.
+        if let (Some(session), Some(edge)) = (&mandate.agent_session_id, &mandate.delegation_edge_id) {
+            crate::delegation::resolve(&self.db, zone_id, &mandate.client_id, session, edge).await?;
+        }
         let resource = self
             .catalog
             .resource(zone_id, identifier)

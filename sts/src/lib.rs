@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod delegation;
 pub mod error;
 pub mod exchange;
 pub mod form;

@@ -103,7 +103,7 @@ async fn revoke(
     }
     let mut tx = state.db.begin().await?;
     let revoked = revoke_records(&mut tx, &zone_id, Which::Record(&id), &reason).await?;
-    let outbox_id = revoked.first().map(|(_, outbox)| outbox.clone());
+    let outbox_id = revoked.first().map(|(_, outbox)| outbox.clone()).filter(|o| !o.is_empty());
     let record: Option<AuthorityRecordRow> = sqlx::query_as(sql!("SELECT {COLUMNS} FROM authority_records WHERE zone_id = $1 AND id = $2"))
         .bind(&zone_id)
         .bind(&id)
@@ -128,7 +128,8 @@ pub(crate) enum Which<'a> {
 
 /// Revokes live root sessions inside `tx`: marks the records, records the anchors in
 /// `revocations`, and enqueues one `caracal.sessions.revoke` message each. Returns
-/// `(authority record id, outbox id)` per revoked session; call [`announce`] after commit.
+/// `(anchor id, outbox id)` per revoked root session and then per derived agent session and edge
+/// (with an empty outbox id: the cascade recorded those); call [`announce`] after commit.
 pub(crate) async fn revoke_records(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     zone_id: &str,
@@ -176,15 +177,24 @@ pub(crate) async fn revoke_records(
         let outbox_id = outbox::enqueue(tx, Some(zone_id), streams::SESSIONS_REVOKE, &fields).await?;
         out.push((id, outbox_id));
     }
+    // Authority derived from these root sessions goes with them.
+    let ids: Vec<String> = out.iter().map(|(id, _)| id.clone()).collect();
+    let derived = crate::coordinator::cascade::for_root_sessions(tx, zone_id, &ids, reason).await?;
+    out.extend(derived.anchors().into_iter().map(|a| (a.to_owned(), String::new())));
     Ok(out)
 }
 
 /// After commit: this instance's STS stops at once, and the relay publishes without waiting.
 pub(crate) fn announce(state: &AppState, zone_id: &str, revoked: &[(String, String)]) {
-    for (id, _) in revoked {
-        state.sts.revoked.insert(zone_id, id);
+    let anchors: Vec<&str> = revoked.iter().map(|(id, _)| id.as_str()).collect();
+    announce_anchors(state, zone_id, &anchors);
+}
+
+/// After commit: marks anchors revoked in this instance's STS and wakes the outbox relay.
+pub(crate) fn announce_anchors(state: &AppState, zone_id: &str, anchors: &[&str]) {
+    if anchors.is_empty() {
+        return;
     }
-    if !revoked.is_empty() {
-        state.outbox_notify.notify_one();
-    }
+    state.sts.revoked.insert_many(zone_id, anchors);
+    state.outbox_notify.notify_one();
 }
