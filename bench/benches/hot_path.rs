@@ -60,6 +60,7 @@ fn claims() -> Claims {
         delegation_chain: vec![],
         hop_count: None,
         delegation_graph_epoch: None,
+        approval_id: None,
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin_tokens;
 pub mod applications;
+pub mod approvals;
 pub mod keys;
 pub mod policies;
 pub mod resources;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(policies::router())
         .merge(keys::router())
         .merge(sessions::router())
+        .merge(approvals::router())
 }
 
 /// 404 `zone_not_found` unless the zone exists and is not archived.

@@ -58,8 +58,16 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let sts = Sts::new(cfg.sts.clone(), db.clone(), redis.clone(), &metrics.registry)?;
     let notify = Arc::new(Notify::new());
     let cfg = Arc::new(cfg);
-    let state =
-        AppState { db: db.clone(), redis: redis.clone(), sts, cfg: cfg.clone(), metrics: metrics.clone(), outbox_notify: notify.clone() };
+    let (approvals, _) = tokio::sync::broadcast::channel(1024);
+    let state = AppState {
+        db: db.clone(),
+        redis: redis.clone(),
+        sts,
+        cfg: cfg.clone(),
+        metrics: metrics.clone(),
+        outbox_notify: notify.clone(),
+        approvals: approvals.clone(),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     state.sts.start_background(stop_rx.clone()).await.context("loading revoked sessions")?;
@@ -73,6 +81,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         &state.metrics.registry,
         stop_rx.clone(),
     )?;
+    tokio::spawn(caracal_control_plane::api::approvals::listen(db.clone(), approvals, stop_rx.clone()));
     let relay = outbox::Relay { db, redis, streams_key: cfg.streams_key(), notify, metrics };
     let relay_task = tokio::spawn(relay.run(stop_rx));
 

@@ -20,6 +20,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Woken after a commit that enqueued outbox rows, so the relay publishes at once.
     pub outbox_notify: Arc<Notify>,
+    /// Ids of approvals just decided (from `LISTEN`), for long-polling status requests.
+    pub approvals: tokio::sync::broadcast::Sender<String>,
 }
 
 impl FromRef<AppState> for Arc<Sts> {

@@ -87,6 +87,9 @@ pub struct Claims {
     pub hop_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation_graph_epoch: Option<u64>,
+    /// The step-up approval that authorized this mandate's lineage (inherited when narrowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 impl Claims {
@@ -141,6 +144,7 @@ mod tests {
             delegation_chain: vec![],
             hop_count: None,
             delegation_graph_epoch: None,
+            approval_id: None,
         }
     }
 

@@ -50,6 +50,24 @@ pub enum StsError {
     /// The client is locked out after repeated bad credentials.
     #[error("locked out")]
     Locked { retry_after_secs: u64 },
+    /// The policy allows only after a human approval; the hold is pending (or was just opened).
+    #[error("interaction required")]
+    InteractionRequired(Box<crate::step_up::Challenge>),
+    /// `approval_id` is unknown, or was issued for another request, client or policy version.
+    #[error("approval invalid")]
+    ApprovalInvalid,
+    /// The approval expired before it was decided or used.
+    #[error("approval expired")]
+    ApprovalExpired,
+    /// An approver rejected the request.
+    #[error("approval rejected")]
+    ApprovalRejected,
+    /// The approval already authorized a mint.
+    #[error("approval consumed")]
+    ApprovalConsumed,
+    /// Too many failed step-up attempts by this client.
+    #[error("step-up throttled")]
+    StepUpThrottled { retry_after_secs: u64 },
     /// A dependency (Postgres, Redis) failed: the STS denies rather than guess.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
@@ -76,6 +94,12 @@ impl StsError {
             Self::ZoneNotFound => (404, ErrorCode::ResourceNotFound, "zone not found".into()),
             Self::RateLimited { .. } => (429, ErrorCode::ProviderRateLimited, "mint rate limit exceeded".into()),
             Self::Locked { .. } => (429, ErrorCode::ProviderRateLimited, "authentication rate limit exceeded".into()),
+            Self::InteractionRequired(_) => (401, ErrorCode::InteractionRequired, "human approval required".into()),
+            Self::ApprovalInvalid => (401, ErrorCode::AccessDenied, "approval invalid".into()),
+            Self::ApprovalExpired => (401, ErrorCode::AccessDenied, "approval expired".into()),
+            Self::ApprovalRejected => (403, ErrorCode::AccessDenied, "approval rejected".into()),
+            Self::ApprovalConsumed => (409, ErrorCode::ApprovalConsumed, "approval already used".into()),
+            Self::StepUpThrottled { .. } => (429, ErrorCode::ProviderRateLimited, "too many failed step-up attempts".into()),
             Self::Unavailable(_) => (503, ErrorCode::StsUnavailable, "a dependency of the STS is unavailable".into()),
             Self::Internal(_) => (500, ErrorCode::InternalError, "the STS failed to process the request".into()),
         }
@@ -96,6 +120,12 @@ impl StsError {
             Self::ZoneNotFound => "zone_not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::Locked { .. } => "locked_out",
+            Self::InteractionRequired(_) => "interaction_required",
+            Self::ApprovalInvalid => "approval_invalid",
+            Self::ApprovalExpired => "approval_expired",
+            Self::ApprovalRejected => "approval_rejected",
+            Self::ApprovalConsumed => "approval_consumed",
+            Self::StepUpThrottled { .. } => "step_up_throttled",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -106,7 +136,9 @@ impl StsError {
     /// Seconds a client should wait before retrying, for `Retry-After`.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_secs } | Self::Locked { retry_after_secs } => Some(*retry_after_secs),
+            Self::RateLimited { retry_after_secs } | Self::Locked { retry_after_secs } | Self::StepUpThrottled { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             _ => None,
         }
     }

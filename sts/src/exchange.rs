@@ -27,7 +27,24 @@ use crate::Sts;
 use crate::error::StsError;
 use crate::form::TokenForm;
 use crate::policy;
+use crate::step_up::{self, holds};
 use crate::store::{self, Application, Resource};
+
+/// What the policy granted for one request.
+struct Grant {
+    /// The granted resources in request order (`None`: a mint that names no resource).
+    resources: Vec<Option<Arc<Resource>>>,
+    /// The step-up the allowing decisions demand.
+    step_up: Option<step_up::Requirement>,
+    /// The policy version that decided.
+    policy_version_id: Option<String>,
+}
+
+impl Grant {
+    fn targets(&self) -> Vec<String> {
+        self.resources.iter().flatten().map(|r| r.identifier.clone()).collect()
+    }
+}
 
 /// The HTTP-independent view of a token request.
 #[derive(Debug)]
@@ -226,15 +243,17 @@ impl Sts {
         }
     }
 
-    /// Evaluates the policy for each requested resource; returns the granted ones in order.
+    /// Evaluates the policy for each requested resource; returns the granted ones in order, with
+    /// the step-up the allowing decisions demand.
     async fn grant(
         &self,
         zone_id: &str,
         resources: &[String],
         check: impl Fn(Option<&Resource>) -> Result<Value, String>,
-    ) -> Result<Vec<Option<Arc<Resource>>>, StsError> {
+    ) -> Result<Grant, StsError> {
         let active = self.policies.active(zone_id).await?;
         let mut granted = Vec::new();
+        let mut step_up_decls: Vec<Value> = Vec::new();
         let mut first_reason: Option<String> = None;
         let mut candidates: Vec<Option<Arc<Resource>>> = Vec::new();
         if resources.is_empty() {
@@ -260,6 +279,8 @@ impl Sts {
             self.metrics.policy_evaluations.with_label_values(&[if decision.allow { "allow" } else { "deny" }]).inc();
             if decision.allow {
                 granted.push(resource);
+                let decls = decision.diagnostics.as_array().into_iter().flatten().filter(|d| d.get("step_up_required").is_some());
+                step_up_decls.extend(decls.cloned());
             } else {
                 first_reason.get_or_insert_with(|| decision.reason().unwrap_or("policy_denied").to_owned());
             }
@@ -270,7 +291,58 @@ impl Sts {
                 None => "policy denied".into(),
             }));
         }
-        Ok(granted)
+        Ok(Grant {
+            resources: granted,
+            step_up: step_up::requirement(&step_up_decls)?,
+            policy_version_id: active.as_ref().as_ref().map(|p| p.version_id.clone()),
+        })
+    }
+
+    /// Holds a mint the policy allowed only after a human approval. Returns the approval that
+    /// authorizes it: the inherited one when the presented mandate was itself approved and covers
+    /// the request, else the consumed hold named by `approval_id` (or the approved live hold for
+    /// this exact request). A pending hold answers 401 `interaction_required`; invalid, expired
+    /// and rejected approvals count towards the client's step-up throttle.
+    async fn step_up_gate(
+        &self,
+        form: &TokenForm,
+        grant: &Grant,
+        subject: step_up::Subject<'_>,
+        inherited: Option<&str>,
+        request_id: &str,
+    ) -> Result<Option<String>, StsError> {
+        let Some(requirement) = &grant.step_up else { return Ok(inherited.map(str::to_owned)) };
+        if let Some(id) = inherited {
+            return Ok(Some(id.to_owned()));
+        }
+        let (zone_id, client_id) = (subject.zone_id, subject.application_id);
+        self.limits.step_up_admit(zone_id, client_id).await?;
+        let binding = step_up::binding(&subject);
+        let hold = match form.approval_id.as_deref() {
+            Some(id) => match holds::find(&self.db, zone_id, id).await? {
+                Some(h) if h.application_id == client_id && sig::ct_eq(h.binding.as_bytes(), binding.as_bytes()) => h,
+                _ => return Err(self.step_up_failed(zone_id, client_id, StsError::ApprovalInvalid).await),
+            },
+            None => holds::open(&self.db, &subject, &binding, requirement, request_id).await?,
+        };
+        match hold.state.as_str() {
+            "approved" if holds::consume(&self.db, zone_id, &hold.id).await? => {
+                tracing::info!(request_id, zone_id, approval_id = %hold.id, "step-up approval consumed");
+                Ok(Some(hold.id))
+            }
+            "approved" | "consumed" => Err(StsError::ApprovalConsumed),
+            "rejected" => Err(self.step_up_failed(zone_id, client_id, StsError::ApprovalRejected).await),
+            "expired" => Err(self.step_up_failed(zone_id, client_id, StsError::ApprovalExpired).await),
+            _ => Err(StsError::InteractionRequired(Box::new(hold.challenge()))),
+        }
+    }
+
+    /// Counts a failed step-up attempt and hands back `err` (or the failure to count it).
+    async fn step_up_failed(&self, zone_id: &str, client_id: &str, err: StsError) -> StsError {
+        match self.limits.step_up_failure(zone_id, client_id).await {
+            Ok(()) => err,
+            Err(e) => e,
+        }
     }
 
     /// Claims of a new mandate: issuer, audience `[issuer]`, lifetime from now, fresh `jti` and
@@ -298,6 +370,7 @@ impl Sts {
             delegation_chain: Vec::new(),
             hop_count: None,
             delegation_graph_epoch: None,
+            approval_id: None,
         }
     }
 
@@ -320,12 +393,24 @@ impl Sts {
                 Ok(input(app, zone_id, resource, json!({"id": "TokenExchange", "use": "session"}), None, &form.scopes, request_id))
             })
             .await?;
-        let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
+        let target = granted.targets();
+        let subject = step_up::Subject {
+            zone_id,
+            application_id: &app.id,
+            principal: &app.id,
+            authority_record_id: None,
+            agent_session_id: None,
+            delegation_edge_id: None,
+            resources: &form.resources,
+            scopes: &form.scopes,
+            policy_version_id: granted.policy_version_id.as_deref(),
+        };
+        let approval_id = self.step_up_gate(form, &granted, subject, None, request_id).await?;
         let fresh = self.fresh_claims(zone_id, &app.id, &app.id, Use::Session, SubType::Application, ttl);
         let exp = chrono::DateTime::from_timestamp(fresh.exp, 0).unwrap_or_else(now);
         store::insert_authority_record(&self.db, zone_id, &fresh.sid, &app.id, exp).await?;
         // A session is its own root.
-        let claims = Claims { scope: form.scope_claim(), root_sid: fresh.sid.clone(), target: target.clone(), ..fresh };
+        let claims = Claims { scope: form.scope_claim(), root_sid: fresh.sid.clone(), target: target.clone(), approval_id, ..fresh };
         let token = self.sign(&keys, &claims)?;
         self.metrics.exchanges.with_label_values(&[Use::Session.as_str()]).inc();
         Ok(response(token, ttl, &claims.scope, target, None))
@@ -369,11 +454,28 @@ impl Sts {
                 ))
             })
             .await?;
-        let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
+        let target = granted.targets();
+        // An approved session's approval covers what the session was bound to: its targets and
+        // scopes. A session without targets was approved for no resource in particular.
+        let covered = !session.target.is_empty() && form.scopes.iter().all(|s| session.scopes().any(|x| x == s));
+        let inherited = session.approval_id.as_deref().filter(|_| covered);
+        let subject = step_up::Subject {
+            zone_id,
+            application_id: &app.id,
+            principal: &session.sub,
+            authority_record_id: Some(&session.root_sid),
+            agent_session_id: None,
+            delegation_edge_id: None,
+            resources: &form.resources,
+            scopes: &form.scopes,
+            policy_version_id: granted.policy_version_id.as_deref(),
+        };
+        let approval_id = self.step_up_gate(form, &granted, subject, inherited, request_id).await?;
         let claims = Claims {
             scope: form.scope_claim(),
             root_sid: session.root_sid.clone(),
             target: target.clone(),
+            approval_id,
             ..self.fresh_claims(zone_id, &session.sub, &app.id, Use::Gateway, session.sub_type, ttl)
         };
         let token = self.sign(&keys, &claims)?;
@@ -437,8 +539,21 @@ impl Sts {
                 Ok(doc)
             })
             .await?;
-        let target: Vec<String> = granted.iter().flatten().map(|r| r.identifier.clone()).collect();
+        let target = granted.targets();
+        let subject = step_up::Subject {
+            zone_id,
+            application_id: &app.id,
+            principal: &app.id,
+            authority_record_id: Some(&lineage.root_sid),
+            agent_session_id: Some(&lineage.agent_session_id),
+            delegation_edge_id: Some(&lineage.edge_id),
+            resources: &form.resources,
+            scopes: &form.scopes,
+            policy_version_id: granted.policy_version_id.as_deref(),
+        };
+        let approval_id = self.step_up_gate(form, &granted, subject, None, request_id).await?;
         let claims = Claims {
+            approval_id,
             scope: form.scope_claim(),
             root_sid: lineage.root_sid.clone(),
             target: target.clone(),
@@ -497,10 +612,15 @@ impl Sts {
         let app = Application { id: mandate.client_id.clone(), name: String::new(), client_secret_sha256: vec![], traits: vec![] };
         let action = json!({"id": "TokenExchange", "use": "resource", "method": method.to_ascii_uppercase(), "path": path});
         let requested: Vec<String> = scopes.clone();
-        self.grant(zone_id, std::slice::from_ref(identifier), |r| {
-            Ok(input(&app, zone_id, r, action.clone(), Some(&mandate), &requested, request_id))
-        })
-        .await?;
+        let granted = self
+            .grant(zone_id, std::slice::from_ref(identifier), |r| {
+                Ok(input(&app, zone_id, r, action.clone(), Some(&mandate), &requested, request_id))
+            })
+            .await?;
+        // The gateway cannot hold a request for a human: an approval must come with the mandate.
+        if granted.step_up.is_some() && mandate.approval_id.is_none() {
+            return Err(StsError::AccessDenied("step-up required: obtain the approval when minting the gateway mandate".into()));
+        }
         let ttl = self.cfg.resource_ttl.as_secs().min((mandate.exp - now().timestamp()).max(1) as u64);
         // Resource mandates inherit the presented mandate's root and delegation, and narrow its scope.
         let claims = Claims {
@@ -514,6 +634,7 @@ impl Sts {
             delegation_chain: mandate.delegation_chain.clone(),
             hop_count: mandate.hop_count,
             delegation_graph_epoch: mandate.delegation_graph_epoch,
+            approval_id: mandate.approval_id.clone(),
             ..self.fresh_claims(zone_id, &mandate.sub, &mandate.client_id, Use::Resource, mandate.sub_type, ttl)
         };
         let token = self.sign(&keys, &claims)?;
@@ -601,6 +722,7 @@ fn input(
             "requested_scopes": requested_scopes,
             "subject_claims": presented.map(|c| json!({
                 "use": c.token_use.as_str(), "scope": c.scope, "target": c.target, "sub": c.sub, "sub_type": c.sub_type,
+                "approval_id": c.approval_id,
             })),
             "request_id": request_id,
         },

@@ -26,12 +26,26 @@ where
 /// Renders an STS error as the wire body.
 pub fn error_response(err: &StsError, request_id: &str) -> Response {
     let (status, code, description) = err.wire();
+    let body = match err {
+        // The original's step-up body: the error fields plus the hold, so the client can poll it.
+        StsError::InteractionRequired(challenge) => {
+            let mut v = serde_json::to_value(WireError::new(code, description, request_id)).expect("error body serializes");
+            if let (Some(obj), Ok(serde_json::Value::Object(extra))) = (v.as_object_mut(), serde_json::to_value(challenge)) {
+                obj.extend(extra);
+            }
+            serde_json::to_vec(&v).expect("error body serializes")
+        }
+        _ => WireError::new(code, description, request_id).to_json(),
+    };
     let mut resp = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
-        WireError::new(code, description, request_id).to_json(),
+        body,
     )
         .into_response();
+    if matches!(err, StsError::InteractionRequired(_)) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"interaction_required\""));
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert(request_id::HEADER, v);
     }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod operations;
 pub mod policy;
 pub mod revoked;
+pub mod step_up;
 pub mod store;
 
 use std::sync::Arc;
@@ -77,7 +78,8 @@ impl Sts {
     pub async fn start_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), sqlx::Error> {
         let n = self.revoked.reload(&self.db).await?;
         tracing::info!(revoked_sessions = n, "loaded revoked sessions");
-        tokio::spawn(self.revoked.clone().run(self.db.clone(), self.cfg.revocation_reload, shutdown));
+        tokio::spawn(self.revoked.clone().run(self.db.clone(), self.cfg.revocation_reload, shutdown.clone()));
+        tokio::spawn(sweep_holds(self.db.clone(), shutdown));
         Ok(())
     }
 
@@ -89,5 +91,20 @@ impl Sts {
     /// The zone's JWKS document (the two newest keys).
     pub async fn jwks(&self, zone_id: &str) -> Result<bytes::Bytes, StsError> {
         Ok(self.keys.zone(zone_id).await?.jwks_json())
+    }
+}
+
+/// Hourly: forgets approval holds settled or expired more than a day ago.
+async fn sweep_holds(db: PgPool, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match step_up::holds::sweep(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "swept old approval holds"),
+            Err(e) => tracing::warn!(error = %e, "sweeping approval holds failed; next try in an hour"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }

@@ -8,11 +8,21 @@
 //! * Bad client credentials per `(zone_id, application_id)`: more than `STS_AUTH_FAILURE_LIMIT`
 //!   in a minute locks the client out for `STS_AUTH_LOCKOUT`; a locked client is refused before
 //!   its secret is even looked at.
+//! * Failed step-up attempts per `(zone_id, client_id)` (seed 003): 5 within 2 minutes (invalid,
+//!   expired or rejected approvals) cool the client's step-up off for 5 minutes — in Redis, so the
+//!   throttle holds across restarts and STS instances (the original's lived in one process).
 //! * Redis unavailable ⇒ 503: nothing is minted without the limiter (fail closed).
 
 use std::time::Duration;
 
 use crate::error::StsError;
+
+/// Failed step-up attempts that trigger the cooldown, within [`STEP_UP_WINDOW`].
+pub const STEP_UP_FAILURES: u64 = 5;
+/// The window the failures are counted in.
+pub const STEP_UP_WINDOW: Duration = Duration::from_secs(120);
+/// How long a throttled client's step-up stays refused.
+pub const STEP_UP_COOLDOWN: Duration = Duration::from_secs(300);
 
 /// The limiter.
 pub struct Limits {
@@ -91,6 +101,49 @@ impl Limits {
                 .await?;
             tracing::warn!(zone_id, failures = n, "client locked out after repeated bad credentials");
             return Err(StsError::Locked { retry_after_secs: self.lockout.as_secs().max(1) });
+        }
+        Ok(())
+    }
+
+    /// Refuses step-up for a client in its cooldown.
+    pub async fn step_up_admit(&self, zone_id: &str, client_id: &str) -> Result<(), StsError> {
+        let lock = format!("caracal:sts:stepup:lock:{}", Self::client_key(zone_id, client_id));
+        let ms: i64 = redis::cmd("PTTL").arg(&lock).query_async(&mut self.redis.clone()).await?;
+        if ms > 0 {
+            return Err(StsError::StepUpThrottled { retry_after_secs: (ms as u64).div_ceil(1000) });
+        }
+        Ok(())
+    }
+
+    /// Records a failed step-up attempt; the one that reaches the threshold starts the cooldown.
+    /// The window opens at the first failure and is not extended by later ones.
+    pub async fn step_up_failure(&self, zone_id: &str, client_id: &str) -> Result<(), StsError> {
+        let client = Self::client_key(zone_id, client_id);
+        let key = format!("caracal:sts:stepup:fail:{client}");
+        let (n,): (u64,) = redis::pipe()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(STEP_UP_WINDOW.as_millis() as u64)
+            .arg("NX")
+            .ignore()
+            .query_async(&mut self.redis.clone())
+            .await?;
+        if n >= STEP_UP_FAILURES {
+            let _: () = redis::pipe()
+                .cmd("SET")
+                .arg(format!("caracal:sts:stepup:lock:{client}"))
+                .arg(1)
+                .arg("PX")
+                .arg(STEP_UP_COOLDOWN.as_millis() as u64)
+                .ignore()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .query_async(&mut self.redis.clone())
+                .await?;
+            tracing::warn!(zone_id, failures = n, "step-up throttled after repeated failed approvals");
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod policy;
 mod revocation;
+mod step_up;
 mod sts_and_keys;
 mod sts_instances;
 mod upstream_safety;

@@ -231,3 +231,56 @@ async fn the_reload_endpoint_merges_the_database_snapshot() {
     assert_eq!(a.status, 401, "{}", a.text);
     assert_eq!(a.body["error_description"], "session revoked");
 }
+
+#[tokio::test]
+async fn a_revocation_committed_while_redis_is_down_is_published_after_a_crash() {
+    let mut s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let sid = sid_of(&session);
+    // The revoke commits with its outbox row although Redis is gone; the relay fails and backs off.
+    s.redis.stop();
+    revoke(&s, &d, &session).await;
+    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+    let undelivered = "SELECT count(*) FROM outbox WHERE stream = 'caracal.sessions.revoke' AND dispatched_at IS NULL";
+    let start = Instant::now();
+    loop {
+        let failed: (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE last_error IS NOT NULL").fetch_one(&db).await.unwrap();
+        if failed.0 >= 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the relay tried and failed while Redis was down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (pending,): (i64,) = sqlx::query_as(undelivered).fetch_one(&db).await.unwrap();
+    assert_eq!(pending, 1);
+    // The control plane crashes (SIGKILL); Redis and then the control plane come back.
+    s.stop_control_plane();
+    s.redis.restart();
+    s.restart_control_plane().await;
+    let start = Instant::now();
+    loop {
+        let (pending,): (i64,) = sqlx::query_as(undelivered).fetch_one(&db).await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(70), "the relay delivers after the restart, within its backoff");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("outbox delivered {:?} after the restart", start.elapsed());
+    // On the stream, signed, naming the revoked session.
+    let mut redis = redis::Client::open(s.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg("caracal.sessions.revoke").arg("-").arg("+").query_async(&mut redis).await.unwrap();
+    let fields: std::collections::BTreeMap<String, String> = entries
+        .ids
+        .iter()
+        .map(|e| e.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect())
+        .find(|f: &std::collections::BTreeMap<String, String>| f.values().any(|v| *v == sid))
+        .expect("the revocation is on the stream");
+    let unsigned = fields.iter().filter(|(k, _)| *k != "_sig").map(|(k, v)| (k.as_str(), v.as_str()));
+    let expected = caracal_shared::sig::stream_signature(&hex::decode(&s.streams_key).unwrap(), "caracal.sessions.revoke", unsigned);
+    assert_eq!(fields["_sig"], expected);
+    // And the gateway applied it from the stream.
+    wait_metric(&s, "caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(10)).await;
+}

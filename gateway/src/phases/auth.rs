@@ -101,6 +101,7 @@ mod tests {
             delegation_chain: vec![],
             hop_count: None,
             delegation_graph_epoch: None,
+            approval_id: None,
         }
     }
 
