@@ -156,6 +156,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         redis_url: &args.redis_url,
         dir: &dir,
         cp: free_addr()?,
+        cp2: free_addr()?,
         gw: free_addr()?,
     };
     let caracal = Caracal::start(&cfg).await?;
@@ -194,7 +195,8 @@ fn find_program(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
 
 impl Systems {
     fn children_mut(&mut self) -> Vec<&mut Child> {
-        let mut v = vec![&mut self.caracal.gateway, &mut self.caracal.control_plane, &mut self.upstream.child, &mut self.pingora.child];
+        let c = &mut self.caracal;
+        let mut v = vec![&mut c.gateway, &mut c.control_plane, &mut c.control_plane_2, &mut self.upstream.child, &mut self.pingora.child];
         v.extend(self.nginx.as_mut().map(|p| &mut p.child));
         v.extend(self.envoy.as_mut().map(|(p, _)| &mut p.child));
         v

@@ -62,7 +62,8 @@ pub(crate) struct CpuSnapshot(Vec<(String, u32, Duration)>);
 impl Systems {
     /// Every child, Caracal's first.
     pub(crate) fn children(&self) -> Vec<&Child> {
-        let mut v = vec![&self.caracal.gateway, &self.caracal.control_plane, &self.upstream.child, &self.pingora.child];
+        let c = &self.caracal;
+        let mut v = vec![&c.gateway, &c.control_plane, &c.control_plane_2, &self.upstream.child, &self.pingora.child];
         v.extend(self.nginx.as_ref().map(|p| &p.child));
         v.extend(self.envoy.as_ref().map(|(p, _)| &p.child));
         v

@@ -34,14 +34,19 @@ pub(crate) struct StackConfig<'a> {
     pub(crate) redis_url: &'a str,
     pub(crate) dir: &'a Path,
     pub(crate) cp: SocketAddr,
+    /// A second control plane on the same database and Redis: another STS instance, which learns
+    /// of revocations only through `caracal.sessions.revoke` (S6(c)).
+    pub(crate) cp2: SocketAddr,
     pub(crate) gw: SocketAddr,
 }
 
-/// Both Caracal processes.
+/// The Caracal processes.
 pub(crate) struct Caracal {
     pub(crate) control_plane: Child,
+    pub(crate) control_plane_2: Child,
     pub(crate) gateway: Child,
     pub(crate) cp: SocketAddr,
+    pub(crate) cp2: SocketAddr,
     pub(crate) gw: SocketAddr,
     bootstrap_token: String,
 }
@@ -58,7 +63,7 @@ pub(crate) struct Demo {
 }
 
 impl Caracal {
-    /// Starts the control plane, waits for it, then the gateway.
+    /// Starts the control planes, waits for them, then the gateway.
     pub(crate) async fn start(c: &StackConfig<'_>) -> anyhow::Result<Self> {
         let hex = || caracal_shared::b64::random_hex(32);
         let issuer = format!("http://{}", c.cp);
@@ -85,6 +90,10 @@ impl Caracal {
         let program = c.bin_dir.join("caracal-control-plane");
         let mut control_plane = Child::spawn(Spawn { name: "control-plane", program: &program, args: &[], env: &cp_env, dir: c.dir })?;
         control_plane.wait_ready(c.cp, "/ready", &[], Duration::from_secs(90)).await?;
+        let cp2_env: Vec<(String, String)> =
+            cp_env.iter().map(|(k, v)| (k.clone(), if k == "LISTEN_ADDR" { c.cp2.to_string() } else { v.clone() })).collect();
+        let mut control_plane_2 = Child::spawn(Spawn { name: "control-plane-2", program: &program, args: &[], env: &cp2_env, dir: c.dir })?;
+        control_plane_2.wait_ready(c.cp2, "/ready", &[], Duration::from_secs(90)).await?;
 
         let gw_env = pairs(&[
             ("CARACAL_MODE", "dev"),
@@ -102,7 +111,7 @@ impl Caracal {
         let program = c.bin_dir.join("caracal-gateway");
         let mut gateway = Child::spawn(Spawn { name: "gateway", program: &program, args: &[], env: &gw_env, dir: c.dir })?;
         gateway.wait_ready(c.gw, "/ready", &[], Duration::from_secs(60)).await?;
-        Ok(Self { control_plane, gateway, cp: c.cp, gw: c.gw, bootstrap_token })
+        Ok(Self { control_plane, control_plane_2, gateway, cp: c.cp, cp2: c.cp2, gw: c.gw, bootstrap_token })
     }
 
     /// Bootstrap, zone, application, resource → `upstream`, allow policy.

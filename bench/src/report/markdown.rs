@@ -62,6 +62,7 @@ fn headline(s: &mut String, r: &Report) {
         ("S5 64 MiB download, gateway / nginx bytes/s".into(), pct(x.s5_gateway_over_s2n_bytes)),
         ("S6(a) revoke returned → request denied, p99".into(), opt_ms(x.s6a_p99_ms)),
         ("S6(b) revoke returned → open SSE stream cut".into(), x.s6b_streams_cut.clone()),
+        ("S6(c) revoke returned → another STS instance refuses to mint, p99".into(), opt_ms(x.s6c_p99_ms)),
         (
             "load generator ceiling (S1 saturation)".into(),
             x.generator_ceiling_rps.map_or("not measured".into(), |v| format!("{v:.0} req/s")),
@@ -192,14 +193,21 @@ fn revocation(s: &mut String, r: &Report) {
         s,
         "## S6 revocation\n\n{} trials, each with its own session: pre-mint gateway mandates, revoke the session, then send one.\n\n\
          - (a) revoke returned → denial received: p50 {}, p99 {}, max {}; denials {}; never denied: {}.\n\
-         - (b) open SSE stream through the gateway: {}.\n",
+         - (b) open SSE stream through the gateway: {}.\n\
+         - (c) a second control plane (another STS instance, told only by `caracal.sessions.revoke`) asked to mint from the revoked \
+         session until it refuses: p50 {}, p99 {}, max {}; still minting after {} s: {}.\n",
         v.trials,
         opt_ms(v.denied_p50_ms),
         opt_ms(v.denied_p99_ms),
         opt_ms(v.denied_max_ms),
         if statuses.is_empty() { "none".into() } else { statuses.join(", ") },
         v.not_denied,
-        r.ratios.s6b_streams_cut
+        r.ratios.s6b_streams_cut,
+        opt_ms(v.other_sts_p50_ms),
+        opt_ms(v.other_sts_p99_ms),
+        opt_ms(v.other_sts_max_ms),
+        crate::scenarios::revocation::REFUSAL_WAIT.as_secs(),
+        v.other_sts_not_refused
     );
     for f in v.failures.iter().take(5) {
         let _ = writeln!(s, "- failure: {f}");

@@ -31,6 +31,8 @@ pub(crate) struct Ratios {
     pub(crate) s5_gateway_over_s2n_bytes: Option<f64>,
     pub(crate) s6a_p99_ms: Option<f64>,
     pub(crate) s6b_streams_cut: String,
+    /// Revoke returned → another STS instance refuses to mint, p99.
+    pub(crate) s6c_p99_ms: Option<f64>,
 }
 
 /// One target of the issue, checked.
@@ -71,6 +73,7 @@ impl Ratios {
             s5_gateway_over_s2_bytes: over(bytes(Target::Gateway), bytes(Target::Pingora)),
             s5_gateway_over_s2n_bytes: over(bytes(Target::Gateway), bytes(Target::Nginx)),
             s6a_p99_ms: rev.denied_p99_ms,
+            s6c_p99_ms: rev.other_sts_p99_ms,
             s6b_streams_cut: if rev.streams_watched == 0 {
                 "not measured".into()
             } else if rev.streams_cut == 0 {
@@ -96,6 +99,9 @@ impl Ratios {
                 v >= 0.9
             }),
             check("S6(a) revoke → denied p99 ≤ 50 ms", self.s6a_p99_ms, &|v| format!("{v:.2} ms"), &|v| v <= 50.0),
+            check("S6(c) revoke → every STS instance refuses, p99 < 1 s (seed 002)", self.s6c_p99_ms, &|v| format!("{v:.2} ms"), &|v| {
+                v < 1_000.0
+            }),
         ]
     }
 }
@@ -116,7 +122,7 @@ mod tests {
         };
         let t = r.targets();
         let met: Vec<Option<bool>> = t.iter().map(|c| c.met).collect();
-        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false)]);
+        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false), None]);
         assert_eq!(t[0].measured, "+0.40 ms");
         assert_eq!(t[1].measured, "20.0%");
         assert_eq!(t[2].measured, "not measured");

@@ -3,7 +3,9 @@
 //! (a) a request with a gateway mandate minted *before* the revocation is sent right away; the time
 //! until its denial arrives is the figure. (b) an SSE stream opened through the gateway before the
 //! revocation is watched for `cut_wait`; if the first trials see no cut, later trials skip (b) so a
-//! gateway without stream cutting does not stretch the run by trials × wait.
+//! gateway without stream cutting does not stretch the run by trials × wait. (c) at the same time, a
+//! second control plane (another STS instance, which hears of the revocation only through
+//! `caracal.sessions.revoke`) is asked to mint from the revoked session until it refuses.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use crate::run::Plan;
 use crate::scenarios::Systems;
 use crate::scenarios::rate::PATH;
 use crate::scenarios::streaming::EventCounter;
-use crate::stack::mint::Minter;
+use crate::stack::mint::{MintError, Minter};
 use crate::stack::sid_of;
 
 /// Mandates minted before each revocation for (a): the first denial usually comes on the first.
@@ -30,6 +32,8 @@ const PREMINTED: usize = 3;
 const CUT_PROBES: usize = 3;
 /// A stream that outlives any wait: 20 ms between events.
 const LONG_SSE: &str = "/sse?n=1000000&interval_ms=20";
+/// How long (c) keeps asking before it counts the instance as never refusing.
+pub(crate) const REFUSAL_WAIT: Duration = Duration::from_secs(5);
 
 /// What S6 measured.
 #[derive(Debug, Default, Serialize)]
@@ -49,19 +53,29 @@ pub(crate) struct Revocation {
     pub(crate) cut_wait_s: f64,
     pub(crate) cut_p50_ms: Option<f64>,
     pub(crate) cut_p99_ms: Option<f64>,
+    /// (c) revoke returned → the other STS instance refuses to mint, ms.
+    pub(crate) other_sts_p50_ms: Option<f64>,
+    pub(crate) other_sts_p99_ms: Option<f64>,
+    pub(crate) other_sts_max_ms: Option<f64>,
+    /// Trials where the other instance still minted after [`REFUSAL_WAIT`].
+    pub(crate) other_sts_not_refused: usize,
     pub(crate) failures: Vec<String>,
 }
 
 /// Runs the trials.
 pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Revocation> {
     let mut out = Revocation { trials: plan.revocation_trials, cut_wait_s: plan.cut_wait.as_secs_f64(), ..Default::default() };
-    let (mut denied, mut cut) = (Vec::new(), Vec::new());
+    let (mut denied, mut cut, mut refused) = (Vec::new(), Vec::new(), Vec::new());
     let mut sts = Conn::new(sys.caracal.cp);
+    let mut sts2 = Conn::new(sys.caracal.cp2);
     let mut gw = Conn::new(sys.caracal.gw);
     let resource = HeaderValue::from_str(&sys.demo.resource)?;
     for i in 0..plan.revocation_trials {
         let session = Minter::session(sys.caracal.cp, &sys.demo).mint(&mut sts).await?;
         let minter = Minter::gateway(sys.caracal.cp, &sys.demo, &session);
+        let other = Minter::gateway(sys.caracal.cp2, &sys.demo, &session);
+        // The other instance has verified the session before the revocation (its memo is warm).
+        other.mint(&mut sts2).await?;
         let mut mandates = Vec::with_capacity(PREMINTED);
         for _ in 0..PREMINTED {
             mandates.push(minter.mint(&mut sts).await?);
@@ -71,24 +85,29 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Revocation
 
         sys.caracal.revoke(&sys.demo, &sid_of(&session)?).await?;
         let t0 = Instant::now();
-        let mut denial = None;
-        for m in &mandates {
-            let req = gw
-                .request(Method::GET, PATH)
-                .header(AUTHORIZATION, bearer(m))
-                .header(RESOURCE_HEADER, resource.clone())
-                .body(Full::default())?;
-            match gw.drain(req).await {
-                Ok(s) if s.is_success() => continue,
-                Ok(s) => {
-                    denial = Some((t0.elapsed(), s.as_u16()));
-                    break;
-                }
-                Err(e) => {
-                    out.failures.push(format!("trial {i}: {e}"));
-                    break;
+        let gateway_denial = async {
+            for m in &mandates {
+                let req = gw
+                    .request(Method::GET, PATH)
+                    .header(AUTHORIZATION, bearer(m))
+                    .header(RESOURCE_HEADER, resource.clone())
+                    .body(Full::default())?;
+                match gw.drain(req).await? {
+                    s if s.is_success() => continue,
+                    s => return Ok(Some((t0.elapsed(), s.as_u16()))),
                 }
             }
+            Ok::<_, anyhow::Error>(None)
+        };
+        let (denial, refusal) = tokio::join!(gateway_denial, until_refused(&other, &mut sts2, t0));
+        let denial = denial.unwrap_or_else(|e| {
+            out.failures.push(format!("trial {i}: {e}"));
+            None
+        });
+        match refusal {
+            Ok(Some(d)) => refused.push(d.as_secs_f64() * 1e3),
+            Ok(None) => out.other_sts_not_refused += 1,
+            Err(e) => out.failures.push(format!("trial {i}: other STS: {e}")),
         }
         match denial {
             Some((d, status)) => {
@@ -115,16 +134,39 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Revocation
     out.streams_cut = cut.len();
     out.cut_p50_ms = quantile(&cut, 0.5);
     out.cut_p99_ms = quantile(&cut, 0.99);
+    refused.sort_by(f64::total_cmp);
+    out.other_sts_p50_ms = quantile(&refused, 0.5);
+    out.other_sts_p99_ms = quantile(&refused, 0.99);
+    out.other_sts_max_ms = refused.last().copied();
     eprintln!(
-        "bench: S6 {} trials: denied p50 {:.2} ms, p99 {:.2} ms; streams cut {}/{} within {:?}",
+        "bench: S6 {} trials: denied p50 {:.2} ms, p99 {:.2} ms; streams cut {}/{} within {:?}; other STS refuses p50 {:.2} ms, p99 {:.2} ms",
         out.trials,
         out.denied_p50_ms.unwrap_or(f64::NAN),
         out.denied_p99_ms.unwrap_or(f64::NAN),
         out.streams_cut,
         out.streams_watched,
-        plan.cut_wait
+        plan.cut_wait,
+        out.other_sts_p50_ms.unwrap_or(f64::NAN),
+        out.other_sts_p99_ms.unwrap_or(f64::NAN),
     );
     Ok(out)
+}
+
+/// Mints at `minter`'s STS until it refuses (401: session revoked); `None` if it still mints after
+/// [`REFUSAL_WAIT`]. Any other refusal is an error of the run, not a measurement.
+async fn until_refused(minter: &Minter, conn: &mut Conn, t0: Instant) -> anyhow::Result<Option<Duration>> {
+    loop {
+        match minter.mint(conn).await {
+            Ok(_) => {}
+            Err(MintError::Refused(401, _)) => return Ok(Some(t0.elapsed())),
+            Err(e) => return Err(e.into()),
+        }
+        if t0.elapsed() > REFUSAL_WAIT {
+            return Ok(None);
+        }
+        // Leave the cores to the revocation being measured.
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
 }
 
 /// Opens a long SSE stream through the gateway, waits for its first event, then reads it on a task
