@@ -121,14 +121,12 @@ impl Control {
             trail.authorized_by.clone_from(&b.authorized_by);
         }
         let principal = auth::authenticate(&self.state.sts, headers, &self.cfg.audience).await?;
-        let (jti, exp, subject) = (principal.claims.jti.clone(), principal.claims.exp, principal.subject_key());
-        trail.principal = Some(principal);
-        replay::claim(&mut self.state.redis.clone(), &jti, exp, self.cfg.replay_ttl).await?;
-        self.buckets.take(&subject, Instant::now())?;
+        trail.principal = Some(principal.clone());
+        replay::claim(&mut self.state.redis.clone(), &principal.claims.jti, principal.claims.exp, self.cfg.replay_ttl).await?;
+        self.buckets.take(&principal.subject_key(), Instant::now())?;
         let invoke = parsed?;
         let op = catalog::lookup(&invoke.command, &invoke.subcommand)?;
         let flags = body::validate_flags(invoke.flags)?;
-        let principal = trail.principal.as_ref().expect("set above");
         principal.require_scope(&op.scope())?;
         // Built before the allow is recorded, so a malformed request is a deny, not an allow.
         let request = match op.target {
