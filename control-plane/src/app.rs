@@ -19,10 +19,12 @@ use crate::state::AppState;
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .merge(crate::api::router())
-        .merge(crate::coordinator::router())
-        .merge(caracal_sts::http::router())
+    let mut routes = Router::new().merge(crate::api::router()).merge(crate::coordinator::router()).merge(caracal_sts::http::router());
+    // Absent (404) unless enabled: a disabled Control has no surface at all.
+    if let Some(control) = crate::control::router(&state) {
+        routes = routes.merge(control);
+    }
+    routes
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

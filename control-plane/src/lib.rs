@@ -13,6 +13,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod consumers;
+pub mod control;
 pub mod coordinator;
 pub mod error;
 pub mod extract;

@@ -90,13 +90,33 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         let _ = s.set_nodelay(true);
     });
     tracing::info!(listen = %cfg.listen, "control plane listening");
-    axum::serve(listener, app::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    if let Some(control) = &cfg.control {
+        check_control_token(&state.db, control.api_token.expose()).await;
+    }
+    // The peer address feeds Control's per-address limit.
+    let service = app::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = relay_task.await;
     for t in consumer_tasks {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// Control dispatches with `CONTROL_API_TOKEN`; say at start when it cannot work, rather than on
+/// the first invoke. (Not fatal: the token may belong to a database restored later.)
+async fn check_control_token(db: &sqlx::PgPool, token: &str) {
+    let digest = caracal_shared::sig::sha256(token.as_bytes());
+    let live: Result<Option<(String,)>, _> = sqlx::query_as("SELECT id FROM admin_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL")
+        .bind(&digest[..])
+        .fetch_optional(db)
+        .await;
+    match live {
+        Ok(Some((id,))) => tracing::info!(admin_token_id = %id, "Control enabled; dispatching with this admin token"),
+        Ok(None) => tracing::error!("CONTROL_API_TOKEN is not a live admin token: every Control dispatch will fail (502 upstream)"),
+        Err(e) => tracing::warn!(error = %e, "could not check CONTROL_API_TOKEN"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,10 @@ pub struct Metrics {
     pub outbox_failures: IntCounterVec,
     /// Outbox rows not yet published.
     pub outbox_pending: IntGauge,
+    /// Control invocations by outcome (`ok`, `deny`, `failed`) and wire code.
+    pub control_invocations: IntCounterVec,
+    /// Control audit frames that could not be recorded, by decision.
+    pub control_audit_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -29,8 +33,18 @@ impl Metrics {
         registry.register(Box::new(api_responses.clone()))?;
         registry.register(Box::new(outbox_published.clone()))?;
         registry.register(Box::new(outbox_failures.clone()))?;
+        let control_invocations = IntCounterVec::new(
+            Opts::new("caracal_control_invocations_total", "Control invocations, by outcome and wire code."),
+            &["code", "outcome"],
+        )?;
+        let control_audit_failures = IntCounterVec::new(
+            Opts::new("caracal_control_audit_failures_total", "Control audit frames that could not be recorded, by decision."),
+            &["decision"],
+        )?;
         registry.register(Box::new(outbox_pending.clone()))?;
-        Ok(Self { registry, api_responses, outbox_published, outbox_failures, outbox_pending })
+        registry.register(Box::new(control_invocations.clone()))?;
+        registry.register(Box::new(control_audit_failures.clone()))?;
+        Ok(Self { registry, api_responses, outbox_published, outbox_failures, outbox_pending, control_invocations, control_audit_failures })
     }
 
     /// Prometheus text exposition.

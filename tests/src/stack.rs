@@ -80,7 +80,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    async fn read(r: reqwest::Response) -> Self {
+    /// Reads a response whole.
+    pub async fn read(r: reqwest::Response) -> Self {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_default();
@@ -92,6 +93,10 @@ impl Answer {
     pub fn error(&self) -> &str {
         self.body["error"].as_str().unwrap_or("")
     }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 fn random_hex(n: usize) -> String {
@@ -129,6 +134,8 @@ impl Stack {
             ("GATEWAY_STS_HMAC_KEY", gateway_key.clone()),
             ("BOOTSTRAP_ADMIN_TOKEN", bootstrap_token.clone()),
             ("KEY_ACTIVATION_DELAY_SECONDS", "0".to_owned()),
+            // Same key as the gateway: both sign frames for one ledger.
+            ("AUDIT_HMAC_KEY", audit_key.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -173,7 +180,7 @@ impl Stack {
             gateway_key,
             audit_key,
             bootstrap_token,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: http_client(),
             cp_env,
             gw_env,
         }
@@ -208,7 +215,18 @@ impl Stack {
     pub async fn restart_control_plane(&mut self) {
         self.control_plane.kill();
         self.control_plane = Proc::start("caracal-control-plane", &self.cp_env, &self.dir);
+        // Pooled keep-alive connections point at the dead process: start with a fresh pool.
+        self.http = http_client();
         self.control_plane.wait_ready(&format!("{}/ready", self.cp_url), Duration::from_secs(60)).await;
+    }
+
+    /// Restarts the control plane with `env` added to (or overriding) its settings, which later
+    /// restarts keep.
+    pub async fn restart_control_plane_with(&mut self, env: &[(&str, &str)]) {
+        for (k, v) in env {
+            self.cp_env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        self.restart_control_plane().await;
     }
 
     /// `POST /v1/bootstrap`; returns the first global admin token.

@@ -153,12 +153,15 @@ impl Definition {
             .bind(self.sealed_secret.as_ref().map(|(_, k)| k))
     }
 
-    /// Checks every field and reports every problem at once.
-    fn validate(mut self) -> ApiResult<Self> {
+    /// Checks every field and reports every problem at once. `control_audience` (when Control is
+    /// enabled) is accepted as an identifier even though it is not a URI: the original's default
+    /// audience is `caracal-control`, and Control clients already request that resource.
+    fn validate(mut self, control_audience: Option<&str>) -> ApiResult<Self> {
         let mut problems = Vec::new();
         self.identifier = self.identifier.trim().to_owned();
         match url::Url::parse(&self.identifier) {
             Ok(u) if u.username().is_empty() && u.password().is_none() && self.identifier.len() <= 512 => {}
+            _ if control_audience == Some(self.identifier.as_str()) => {}
             _ => problems.push(
                 "identifier must be an absolute URI (e.g. https://api.example.com or mcp://tools) without userinfo, ≤ 512 chars".to_owned(),
             ),
@@ -211,6 +214,11 @@ impl Definition {
     }
 }
 
+/// The Control audience when Control is enabled.
+fn control_audience(state: &AppState) -> Option<&str> {
+    state.cfg.control.as_ref().map(|c| c.audience.as_str())
+}
+
 fn conflict_or(e: sqlx::Error) -> ApiError {
     if is_unique_violation(&e) {
         ApiError::conflict("resource_identifier_conflict", "a live resource with this identifier exists in the zone")
@@ -243,7 +251,7 @@ async fn create(
         placement: credential.placement,
         sealed_secret: seal(&state, &zone_id, &id, credential.secret.as_deref())?,
     }
-    .validate()?;
+    .validate(control_audience(&state))?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
          credential_placement, credential_secret, credential_kek_id) \
@@ -344,7 +352,7 @@ async fn update(
         placement,
         sealed_secret,
     }
-    .validate()?;
+    .validate(control_audience(&state))?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
          operation_enforcement = $8, credential_mode = $9, credential_placement = $10, credential_secret = $11, \
@@ -362,6 +370,13 @@ async fn update(
 
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
     who.require_zone(&zone_id)?;
+    // Archiving the Control resource would lock Control out of the zone (including through
+    // Control itself); disable Control first.
+    if let Some(audience) = control_audience(&state)
+        && fetch(&state, &zone_id, &id).await?.identifier == audience
+    {
+        return Err(ApiError::conflict("protected_resource", "the Control resource cannot be archived while Control is enabled"));
+    }
     let archived: Option<(String,)> = sqlx::query_as(
         "UPDATE resources SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING identifier",
     )
