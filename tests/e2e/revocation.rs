@@ -16,18 +16,6 @@ async fn revoke(s: &Stack, d: &Demo, session: &str) {
     s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
 }
 
-/// Polls a gateway metric until it reaches `at_least`; returns how long that took.
-async fn wait_metric(s: &Stack, name: &str, at_least: f64, within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if s.gateway_metric(name).await >= at_least {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "{name} did not reach {at_least} within {within:?}:\n{}", s.gateway.log_tail(20));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_revocation_reaches_the_gateway_within_a_second_and_denies_before_the_sts() {
     let s = Stack::start().await;
@@ -35,7 +23,7 @@ async fn a_revocation_reaches_the_gateway_within_a_second_and_denies_before_the_
     let session = s.session(&d).await;
     let m = s.gateway_mandate(&d, &session, "tools.read").await;
     revoke(&s, &d, &session).await;
-    let took = wait_metric(&s, "caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(1)).await;
+    let took = s.wait_gateway_metric("caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(1)).await;
     eprintln!("revocation applied at the gateway {took:?} after the revoke call returned");
     let a = s.governed("GET", "/items/1", &m, &d.resource).await;
     assert_eq!(a.status, 401, "{}", a.text);
@@ -150,7 +138,7 @@ async fn forged_and_malformed_revocations_are_dead_lettered_not_applied() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    wait_metric(&s, "caracal_gateway_revocation_dead_letters_total", 2.0, Duration::from_secs(5)).await;
+    s.wait_gateway_metric("caracal_gateway_revocation_dead_letters_total", 2.0, Duration::from_secs(5)).await;
     assert_eq!(s.gateway_metric("caracal_gateway_revocation_invalid_signatures_total").await, 1.0);
     let dead: redis::streams::StreamRangeReply =
         redis::cmd("XRANGE").arg("caracal.sessions.revoke.dead").arg("-").arg("+").query_async(&mut conn).await.unwrap();
@@ -282,5 +270,5 @@ async fn a_revocation_committed_while_redis_is_down_is_published_after_a_crash()
     let expected = caracal_shared::sig::stream_signature(&hex::decode(&s.streams_key).unwrap(), "caracal.sessions.revoke", unsigned);
     assert_eq!(fields["_sig"], expected);
     // And the gateway applied it from the stream.
-    wait_metric(&s, "caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(10)).await;
+    s.wait_gateway_metric("caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(10)).await;
 }

@@ -436,6 +436,18 @@ impl Stack {
         metric(&self.http, &format!("{}/metrics", self.gw_url), name).await
     }
 
+    /// Waits until a gateway metric reaches `at_least`; how long that took.
+    pub async fn wait_gateway_metric(&self, name: &str, at_least: f64, within: std::time::Duration) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        loop {
+            if self.gateway_metric(name).await >= at_least {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "{name} did not reach {at_least} within {within:?}:\n{}", self.gateway.log_tail(20));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// The value of a control-plane metric sample (full sample name incl. labels).
     pub async fn control_plane_metric(&self, sample: &str) -> f64 {
         metric(&self.http, &format!("{}/metrics", self.cp_url), sample).await

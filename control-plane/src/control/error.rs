@@ -101,8 +101,16 @@ impl IntoResponse for Refusal {
             error["remediation"] = r.into();
         }
         let mut resp = (status, Json(json!({"ok": false, "error": error}))).into_response();
-        if let Self::RateLimited { retry_after_secs } = self {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        match self {
+            Self::RateLimited { retry_after_secs } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            // The rest of the body was never read: the connection cannot carry another request,
+            // and a client that pooled it would fail its next one.
+            Self::TooLarge(_) => {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         resp
     }
