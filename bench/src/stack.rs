@@ -70,6 +70,8 @@ impl Caracal {
         let bootstrap_token = format!("bench-{}", hex());
         let gateway_key = hex();
         let streams_key = hex();
+        let audit_key = hex();
+        let chain_key = hex();
         let cp_env = pairs(&[
             ("CARACAL_MODE", "dev"),
             ("LISTEN_ADDR", &c.cp.to_string()),
@@ -86,6 +88,9 @@ impl Caracal {
             // One application mints for the whole run: lift its per-client limit out of the way.
             ("STS_MINT_RATE_LIMIT_PER_MIN", "100000000"),
             ("SESSION_TTL_SECONDS", "3600"),
+            // The ledger runs as in production: it files every frame the gateway and the STS sign.
+            ("AUDIT_HMAC_KEY", &audit_key),
+            ("AUDIT_CHAIN_KEY", &chain_key),
         ]);
         let program = c.bin_dir.join("caracal-control-plane");
         let mut control_plane = Child::spawn(Spawn { name: "control-plane", program: &program, args: &[], env: &cp_env, dir: c.dir })?;
@@ -107,6 +112,7 @@ impl Caracal {
             ("STREAMS_HMAC_KEY", &streams_key),
             // Every upstream of the bench listens on loopback, which the egress policy refuses by default.
             ("ALLOW_PRIVATE_UPSTREAMS", "true"),
+            ("AUDIT_HMAC_KEY", &audit_key),
         ]);
         let program = c.bin_dir.join("caracal-gateway");
         let mut gateway = Child::spawn(Spawn { name: "gateway", program: &program, args: &[], env: &gw_env, dir: c.dir })?;

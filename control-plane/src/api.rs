@@ -3,6 +3,7 @@
 pub mod admin_tokens;
 pub mod applications;
 pub mod approvals;
+pub mod audit;
 pub mod keys;
 pub mod policies;
 pub mod resources;
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .merge(keys::router())
         .merge(sessions::router())
         .merge(approvals::router())
+        .merge(audit::router())
 }
 
 /// 404 `zone_not_found` unless the zone exists and is not archived.

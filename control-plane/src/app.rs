@@ -90,7 +90,8 @@ async fn health() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], r#"{"ok":true}"#)
 }
 
-/// Ready when Postgres and Redis answer within 2 s.
+/// Ready when Postgres and Redis answer within 2 s and, unless `AUDIT_READY_ON_TAMPER=report`,
+/// no tamper sweep found damage. The ledger's state is in the body either way.
 async fn ready(State(state): State<AppState>) -> Response {
     let pg = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.db)).await;
     let reason = if !matches!(pg, Ok(Ok(_))) {
@@ -100,15 +101,20 @@ async fn ready(State(state): State<AppState>) -> Response {
         let ping = tokio::time::timeout(Duration::from_secs(2), redis::cmd("PING").query_async::<String>(&mut conn)).await;
         (!matches!(ping, Ok(Ok(_)))).then_some("redis_unreachable")
     };
-    match reason {
-        None => ([(header::CONTENT_TYPE, "application/json")], r#"{"ok":true,"ready":true}"#).into_response(),
-        Some(r) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            format!(r#"{{"ok":false,"ready":false,"reason":"{r}"}}"#),
-        )
-            .into_response(),
+    let reason = reason.or_else(|| state.ledger.as_ref().and_then(|l| l.ready_problem()));
+    let mut body = serde_json::json!({"ok": reason.is_none(), "ready": reason.is_none()});
+    if let Some(r) = reason {
+        body["reason"] = r.into();
     }
+    if let Some(l) = &state.ledger {
+        body["audit"] = serde_json::json!({
+            "ingest_healthy": l.status.ingest_healthy(),
+            "store_failing": l.status.store_failing(),
+            "tamper": l.status.findings(),
+        });
+    }
+    let status = if reason.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {

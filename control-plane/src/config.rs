@@ -36,6 +36,37 @@ pub struct ControlPlaneConfig {
     pub sts: StsConfig,
     /// The optional Control endpoint; `None` unless `CARACAL_CONTROL_ENABLED=true`.
     pub control: Option<ControlConfig>,
+    /// The audit ledger; `None` when `AUDIT_LEDGER_ENABLED=false` (another process files events).
+    pub ledger: Option<LedgerConfig>,
+}
+
+/// Settings of the audit ledger this process runs (issue 6, `docs/audit.md`).
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// `AUDIT_CHAIN_KEY` (hex, ≥ 32 bytes): links the chain. Held by the ledger alone; must differ
+    /// from every producer-held key.
+    pub chain_key: Secret,
+    /// `AUDIT_DATABASE_URL`: a login role granted `caracal_audit_writer`; default `DATABASE_URL`
+    /// (the ledger switches to the writer role either way).
+    pub database_url: Option<Secret>,
+    /// `AUDIT_RETENTION_DAYS` (365; 0 keeps everything).
+    pub retention_days: u32,
+    /// `AUDIT_RETENTION_INTERVAL` (6h).
+    pub retention_every: Duration,
+    /// `AUDIT_SWEEP_INTERVAL` (1h): incremental tamper sweeps.
+    pub sweep_every: Duration,
+    /// `AUDIT_FULL_SWEEP_INTERVAL` (24h); a full sweep also runs at start.
+    pub full_sweep_every: Duration,
+    /// `AUDIT_CLAIM_IDLE` (30s): pending entries idle this long are taken from their consumer.
+    pub claim_idle: Duration,
+    /// `AUDIT_CONSUMER_NAME` (default `audit-<hostname>`): stable across restarts, so a restarted
+    /// ledger re-reads what it had read but not acknowledged.
+    pub consumer_name: String,
+    /// `AUDIT_BATCH` (500): entries per read and per transaction.
+    pub batch: usize,
+    /// `AUDIT_READY_ON_TAMPER` (`fail` | `report`, default `fail`): whether tampering found by a
+    /// sweep makes `/ready` fail or is only reported there.
+    pub fail_ready_on_tamper: bool,
 }
 
 /// Settings of `POST /v1/control/invoke` (seed 000, "Control boundary").
@@ -132,6 +163,7 @@ impl ControlPlaneConfig {
         if control.is_some() && production && audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
             r.problem("AUDIT_HMAC_KEY", "is required in production when Control is enabled (signed audit frames)");
         }
+        let ledger = read_ledger(&mut r, audit_key.as_deref(), streams_key.as_deref());
         let sts = StsConfig::read(&mut r, mode);
         r.finish()?;
         Ok(Self {
@@ -146,6 +178,7 @@ impl ControlPlaneConfig {
             metrics_bearer: metrics_bearer.map(Secret),
             audit_hmac_key: audit_key.map(|k| Secret(hex::encode(k))),
             control,
+            ledger,
             sts: sts.expect("StsConfig is complete when the reader reported no problem"),
         })
     }
@@ -158,6 +191,64 @@ impl ControlPlaneConfig {
     /// The decoded audit key, if configured.
     pub fn audit_key(&self) -> Option<Vec<u8>> {
         self.audit_hmac_key.as_ref().and_then(|k| hex::decode(k.expose()).ok())
+    }
+}
+
+/// The ledger settings unless `AUDIT_LEDGER_ENABLED=false`; problems go to `r`.
+fn read_ledger(r: &mut Reader<'_>, audit_key: Option<&[u8]>, streams_key: Option<&[u8]>) -> Option<LedgerConfig> {
+    if !r.bool("AUDIT_LEDGER_ENABLED", true) {
+        return None;
+    }
+    if audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
+        r.problem("AUDIT_HMAC_KEY", "is required: the ledger files only frames signed with it (openssl rand -hex 32)");
+    }
+    let chain_key = r.hex_key("AUDIT_CHAIN_KEY", 32);
+    match &chain_key {
+        None if !r.has_problems_for("AUDIT_CHAIN_KEY") => {
+            r.problem("AUDIT_CHAIN_KEY", "is required: it links the audit chain (openssl rand -hex 32)")
+        }
+        Some(k) if Some(k.as_slice()) == audit_key || Some(k.as_slice()) == streams_key => {
+            r.problem("AUDIT_CHAIN_KEY", "must differ from AUDIT_HMAC_KEY and STREAMS_HMAC_KEY: producers hold those")
+        }
+        _ => {}
+    }
+    let database_url = r.optional("AUDIT_DATABASE_URL");
+    if let Some(u) = &database_url
+        && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    {
+        r.problem("AUDIT_DATABASE_URL", "must be a postgres:// URL");
+    }
+    let batch = r.parse("AUDIT_BATCH", 500usize);
+    if !(1..=10_000).contains(&batch) {
+        r.problem("AUDIT_BATCH", "must be between 1 and 10000");
+    }
+    let fail_ready_on_tamper = match r.string("AUDIT_READY_ON_TAMPER", "fail").as_str() {
+        "fail" => true,
+        "report" => false,
+        other => {
+            r.problem("AUDIT_READY_ON_TAMPER", format!("expected fail or report, got {other:?}"));
+            true
+        }
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "local".into());
+    Some(LedgerConfig {
+        chain_key: Secret(hex::encode(chain_key.unwrap_or_default())),
+        database_url: database_url.map(Secret),
+        retention_days: r.parse("AUDIT_RETENTION_DAYS", 365u32),
+        retention_every: r.duration("AUDIT_RETENTION_INTERVAL", Duration::from_secs(6 * 3600)),
+        sweep_every: r.duration("AUDIT_SWEEP_INTERVAL", Duration::from_secs(3600)),
+        full_sweep_every: r.duration("AUDIT_FULL_SWEEP_INTERVAL", Duration::from_secs(24 * 3600)),
+        claim_idle: r.duration("AUDIT_CLAIM_IDLE", Duration::from_secs(30)),
+        consumer_name: r.string("AUDIT_CONSUMER_NAME", &format!("audit-{host}")),
+        batch,
+        fail_ready_on_tamper,
+    })
+}
+
+impl LedgerConfig {
+    /// The decoded chain key.
+    pub fn chain_key(&self) -> Vec<u8> {
+        hex::decode(self.chain_key.expose()).unwrap_or_default()
     }
 }
 
@@ -210,6 +301,8 @@ mod tests {
             ("STREAMS_HMAC_KEY", "0102030405060708091011121314151617181920212223242526272829303132"),
             ("ZONE_KEK", "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"),
             ("ISSUER_URL", "http://127.0.0.1:8080"),
+            ("AUDIT_HMAC_KEY", "1112131415161718192021222324252627282930313233343536373839404142"),
+            ("AUDIT_CHAIN_KEY", "5152535455565758596061626364656667686970717273747576777879808182"),
         ])
     }
 
@@ -262,10 +355,29 @@ mod tests {
         let mut env = dev();
         env.insert("CARACAL_MODE", "production");
         env.insert("CARACAL_CONTROL_ENABLED", "true");
+        env.insert("AUDIT_LEDGER_ENABLED", "false");
+        env.remove("AUDIT_HMAC_KEY");
         let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
         assert!(errs.mentions("AUDIT_HMAC_KEY"), "{errs}");
         env.insert("CARACAL_CONTROL_ENABLED", "false");
         let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
-        assert!(!errs.mentions("AUDIT_HMAC_KEY"), "only Control needs it: {errs}");
+        assert!(!errs.mentions("AUDIT_HMAC_KEY"), "only Control and the ledger need it: {errs}");
+    }
+
+    #[test]
+    fn the_ledger_needs_its_own_keys() {
+        let c = ControlPlaneConfig::from_source(&dev()).unwrap();
+        let ledger = c.ledger.as_ref().expect("on by default");
+        assert_eq!((ledger.retention_days, ledger.batch, ledger.fail_ready_on_tamper), (365, 500, true));
+        assert!(!format!("{c:?}").contains("5152535455"), "the chain key never prints");
+        let mut env = dev();
+        env.remove("AUDIT_HMAC_KEY");
+        env.insert("AUDIT_CHAIN_KEY", "0102030405060708091011121314151617181920212223242526272829303132");
+        env.insert("AUDIT_READY_ON_TAMPER", "ignore");
+        let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
+        for name in ["AUDIT_HMAC_KEY", "AUDIT_CHAIN_KEY", "AUDIT_READY_ON_TAMPER"] {
+            assert!(errs.mentions(name), "{name} missing: {errs}");
+        }
+        assert!(errs.to_string().contains("must differ"), "a chain key equal to the streams key is refused: {errs}");
     }
 }

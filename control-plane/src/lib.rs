@@ -1,5 +1,5 @@
-//! Caracal control plane: the STS, the admin API and (in later issues) the Coordinator and Audit
-//! ledger, on one axum server.
+//! Caracal control plane: the STS, the admin API, the Coordinator and the audit ledger on one axum
+//! server.
 
 /// SQL assembled from constant fragments only (shared column lists); values are always bound, never
 /// formatted in.
@@ -17,6 +17,7 @@ pub mod control;
 pub mod coordinator;
 pub mod error;
 pub mod extract;
+pub mod ledger;
 pub mod metrics;
 pub mod outbox;
 pub mod state;

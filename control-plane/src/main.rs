@@ -59,6 +59,14 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     let cfg = Arc::new(cfg);
     let (approvals, _) = tokio::sync::broadcast::channel(1024);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (ledger, ledger_tasks) = match &cfg.ledger {
+        Some(l) => {
+            let (handle, tasks) = caracal_control_plane::ledger::start(&cfg, l, db.clone(), &metrics.registry, stop_rx.clone()).await?;
+            (Some(handle), tasks)
+        }
+        None => (None, Vec::new()),
+    };
     let state = AppState {
         db: db.clone(),
         redis: redis.clone(),
@@ -67,9 +75,9 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         outbox_notify: notify.clone(),
         approvals: approvals.clone(),
+        ledger,
     };
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     state.sts.start_background(stop_rx.clone()).await.context("loading revoked sessions")?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "cp".into());
     let instance = format!("{host}:{}:{}", cfg.listen.port(), std::process::id());
@@ -98,7 +106,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = relay_task.await;
-    for t in consumer_tasks {
+    for t in consumer_tasks.into_iter().chain(ledger_tasks) {
         let _ = t.await;
     }
     Ok(())

@@ -29,10 +29,13 @@ ZONE_KEK=$(openssl rand -hex 32)
 STREAMS_HMAC_KEY=$(openssl rand -hex 32)
 GATEWAY_STS_HMAC_KEY=$(openssl rand -hex 32)
 AUDIT_HMAC_KEY=$(openssl rand -hex 32)
+AUDIT_CHAIN_KEY=$(openssl rand -hex 32)
 BOOTSTRAP_ADMIN_TOKEN=$(openssl rand -base64 32 | tr -d '=+/')
 SECRETS
 fi
-grep -q AUDIT_HMAC_KEY "$STACK/secrets.env" || echo "AUDIT_HMAC_KEY=$(openssl rand -hex 32)" >> "$STACK/secrets.env"
+for k in AUDIT_HMAC_KEY AUDIT_CHAIN_KEY; do
+  grep -q "^$k=" "$STACK/secrets.env" || echo "$k=$(openssl rand -hex 32)" >> "$STACK/secrets.env"
+done
 set -a; source "$STACK/secrets.env"; set +a
 
 log "starting PostgreSQL (:$PG_PORT) and Redis (:$REDIS_PORT)"

@@ -2,6 +2,7 @@
 
 mod admin_api;
 mod audit_emission;
+mod audit_ledger;
 mod control;
 mod coordinator;
 mod credentials;

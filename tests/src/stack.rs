@@ -136,6 +136,7 @@ impl Stack {
             ("KEY_ACTIVATION_DELAY_SECONDS", "0".to_owned()),
             // Same key as the gateway: both sign frames for one ledger.
             ("AUDIT_HMAC_KEY", audit_key.clone()),
+            ("AUDIT_CHAIN_KEY", random_hex(32)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
