@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn csv_quotes_what_needs_quoting() {
         let r = row();
-        let out = csv_rows(&[r.clone()], true);
+        let out = csv_rows(std::slice::from_ref(&r), true);
         let mut rd = csv::Reader::from_reader(out.as_slice());
         let rec = rd.records().next().unwrap().unwrap();
         assert_eq!(rec.len(), CSV_HEADER.len());

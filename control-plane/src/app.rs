@@ -28,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::evidence::actions))
         // Outermost first: a panic becomes a 500 with our body; the request context wraps every
         // response (request id, error body, status metrics); then time and size limits.
         .layer(middleware::from_fn_with_state(state.clone(), request_context))

@@ -43,8 +43,9 @@ use serde_json::{Value, json};
 pub use error::Refusal;
 
 use crate::config::ControlConfig;
-use crate::control::audit::{Recorder, Trail};
+use crate::control::audit::Trail;
 use crate::control::catalog::Target;
+use crate::evidence::Delivery;
 use crate::state::AppState;
 
 /// The route.
@@ -57,7 +58,7 @@ pub struct Control {
     /// The admin API and Coordinator routes, without the outer layers: dispatch target.
     admin: Router,
     buckets: ratelimit::Buckets,
-    recorder: Recorder,
+    recorder: Delivery,
 }
 
 /// How far an invoke got, which decides how its failure is counted and audited.
@@ -76,7 +77,7 @@ pub fn router(state: &AppState) -> Option<Router<AppState>> {
     let cfg = state.cfg.control.clone()?;
     let admin = crate::api::router().merge(crate::coordinator::router()).with_state(state.clone());
     let buckets = ratelimit::Buckets::new(cfg.rate_capacity, cfg.rate_window, ratelimit::MAX_SUBJECTS);
-    let recorder = Recorder {
+    let recorder = Delivery {
         redis: state.redis.clone(),
         db: state.db.clone(),
         key: state.cfg.audit_key(),
@@ -141,7 +142,7 @@ impl Control {
             }
             Target::Describe => None,
         };
-        if let Err(e) = self.recorder.record(&trail.event("allow", "ok", "")).await {
+        if let Err(e) = self.recorder.deliver(&[trail.event("allow", "ok", "")]).await {
             self.state.metrics.control_audit_failures.with_label_values(&["allow"]).inc();
             tracing::error!(request_id = %trail.request_id, error = %e, "control allow could not be recorded; not dispatching");
             return Err(Refusal::AuditUnavailable);
@@ -183,7 +184,7 @@ impl Control {
         let recorder = self.recorder.clone();
         let failures = self.state.metrics.control_audit_failures.with_label_values(&["deny"]);
         tokio::spawn(async move {
-            if let Err(e) = recorder.record(&event).await {
+            if let Err(e) = recorder.deliver(std::slice::from_ref(&event)).await {
                 failures.inc();
                 tracing::warn!(event_id = %event.id, error = %e, "control deny could not be recorded");
             }

@@ -84,6 +84,7 @@ impl FromRequestParts<AppState> for AdminPrincipal {
             ("zone", Some(z)) => Scope::Zone(z),
             _ => return Err(invalid()),
         };
+        crate::evidence::Actor::record(&parts.extensions, || format!("admin:{token_id}"));
         Ok(Self { token_id, scope })
     }
 }

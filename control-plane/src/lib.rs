@@ -16,6 +16,7 @@ pub mod consumers;
 pub mod control;
 pub mod coordinator;
 pub mod error;
+pub mod evidence;
 pub mod extract;
 pub mod ledger;
 pub mod metrics;

@@ -67,6 +67,15 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         }
         None => (None, Vec::new()),
     };
+    let (evidence, evidence_rx) = tokio::sync::mpsc::channel(caracal_control_plane::evidence::QUEUE);
+    sts.set_evidence(evidence.clone());
+    let delivery = caracal_control_plane::evidence::Delivery {
+        redis: redis.clone(),
+        db: db.clone(),
+        key: cfg.audit_key(),
+        outbox_notify: notify.clone(),
+    };
+    let evidence_task = tokio::spawn(caracal_control_plane::evidence::ship(delivery, evidence_rx, stop_rx.clone()));
     let state = AppState {
         db: db.clone(),
         redis: redis.clone(),
@@ -75,6 +84,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         outbox_notify: notify.clone(),
         approvals: approvals.clone(),
+        evidence,
         ledger,
     };
 
@@ -105,6 +115,8 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let service = app::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     let _ = stop_tx.send(true);
+    // Evidence of the last requests first, then the relay that may carry it from the outbox.
+    let _ = evidence_task.await;
     let _ = relay_task.await;
     for t in consumer_tasks.into_iter().chain(ledger_tasks) {
         let _ = t.await;

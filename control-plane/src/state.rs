@@ -22,6 +22,8 @@ pub struct AppState {
     pub outbox_notify: Arc<Notify>,
     /// Ids of approvals just decided (from `LISTEN`), for long-polling status requests.
     pub approvals: tokio::sync::broadcast::Sender<String>,
+    /// Audit events this process produces, shipped by [`crate::evidence::ship`].
+    pub evidence: tokio::sync::mpsc::Sender<caracal_shared::audit::AuditEvent>,
     /// The audit ledger, when this process runs it.
     pub ledger: Option<Arc<crate::ledger::LedgerHandle>>,
 }

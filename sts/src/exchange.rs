@@ -86,7 +86,14 @@ impl Sts {
     /// Handles one token request and records its outcome in the metrics.
     pub async fn token(&self, req: TokenRequest<'_>) -> Result<TokenResponse, StsError> {
         let timer = self.metrics.exchange_seconds.start_timer();
-        let out = self.token_inner(&req).await;
+        let out = match TokenForm::parse(req.body) {
+            Ok(form) => {
+                let out = self.token_inner(&req, &form).await;
+                self.record(&req, &form, &out).await;
+                out
+            }
+            Err(e) => Err(e),
+        };
         timer.observe_duration();
         match &out {
             Ok(_) => {}
@@ -103,22 +110,72 @@ impl Sts {
         out
     }
 
-    async fn token_inner(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, StsError> {
-        let form = TokenForm::parse(req.body)?;
-        if let Some(gw) = &req.gateway {
-            self.verify_gateway_signature(gw, req, &form).await?;
-            let subject = form.subject_token.as_deref().ok_or_else(|| StsError::InvalidRequest("subject_token is required".into()))?;
-            return self.resource_exchange(&form, subject, req.request_id).await;
+    /// Evidence of a decided exchange (`token_exchange`): who asked for what, the decision and
+    /// the reason code, the mandate's anchors and `jti` on an allow. Never a token or a secret.
+    /// Malformed requests and unknown zones leave no row: nothing was decided for anyone.
+    async fn record(&self, req: &TokenRequest<'_>, form: &TokenForm, out: &Result<TokenResponse, StsError>) {
+        let Some(tx) = self.evidence.get() else { return };
+        if !caracal_shared::mandate::is_valid_id(&form.zone_id) || matches!(out, Err(StsError::InvalidRequest(_) | StsError::ZoneNotFound))
+        {
+            return;
         }
-        let app = self.authenticate(&form).await?;
+        let class = match (req.gateway.is_some(), form.subject_token.is_some(), form.agent_session_id.is_some()) {
+            (true, ..) => "resource_exchange",
+            (false, _, true) => "delegated_mint",
+            (false, true, false) => "gateway_mint",
+            (false, false, false) => "session_mint",
+        };
+        let mut meta = json!({
+            "class": class,
+            "application_id": form.application_id,
+            "resources": form.resources,
+            "requested_scopes": form.scopes,
+            "agent_session_id": form.agent_session_id,
+            "delegation_edge_id": form.delegation_edge_id,
+            "approval_id": form.approval_id,
+            "method": form.request_method,
+            "path": form.request_path,
+        });
+        let (decision, status) = match out {
+            Ok(resp) => {
+                if let Ok(c) = Compact::parse(&resp.access_token).and_then(|t| t.claims::<Claims>()) {
+                    meta["session_id"] = c.sid.into();
+                    meta["root_sid"] = c.root_sid.into();
+                    meta["jti"] = c.jti.into();
+                    meta["use"] = c.token_use.as_str().into();
+                    meta["expires_at"] = c.exp.into();
+                    if c.agent_session_id.is_some() {
+                        meta["agent_session_id"] = c.agent_session_id.into();
+                    }
+                }
+                ("allow", "complete".to_owned())
+            }
+            Err(e) => {
+                meta["reason"] = e.wire().2.into();
+                ("deny", e.metric_label().to_owned())
+            }
+        };
+        let event = caracal_shared::audit::AuditEvent::new(&form.zone_id, "token_exchange", req.request_id, decision, &status, meta);
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(e)) = tx.try_send(event) {
+            let _ = tx.send(e).await;
+        }
+    }
+
+    async fn token_inner(&self, req: &TokenRequest<'_>, form: &TokenForm) -> Result<TokenResponse, StsError> {
+        if let Some(gw) = &req.gateway {
+            self.verify_gateway_signature(gw, req, form).await?;
+            let subject = form.subject_token.as_deref().ok_or_else(|| StsError::InvalidRequest("subject_token is required".into()))?;
+            return self.resource_exchange(form, subject, req.request_id).await;
+        }
+        let app = self.authenticate(form).await?;
         match (form.subject_token.as_deref(), form.agent_session_id.as_deref(), form.delegation_edge_id.as_deref()) {
-            (None, Some(session), Some(edge)) => self.delegated_mint(&form, &app, session, edge, req.request_id).await,
+            (None, Some(session), Some(edge)) => self.delegated_mint(form, &app, session, edge, req.request_id).await,
             (_, Some(_), None) | (_, None, Some(_)) => {
                 Err(StsError::InvalidRequest("agent_session_id and delegation_edge_id go together".into()))
             }
             (Some(_), Some(_), Some(_)) => Err(StsError::InvalidRequest("a delegated mint takes no subject_token".into())),
-            (Some(subject), None, None) => self.gateway_mint(&form, &app, subject, req.request_id).await,
-            (None, None, None) => self.session_mint(&form, &app, req.request_id).await,
+            (Some(subject), None, None) => self.gateway_mint(form, &app, subject, req.request_id).await,
+            (None, None, None) => self.session_mint(form, &app, req.request_id).await,
         }
     }
 

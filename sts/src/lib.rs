@@ -49,6 +49,8 @@ pub struct Sts {
     /// Session mandates whose signature verified, by SHA-256 of the token bytes.
     verified_sessions: moka::sync::Cache<[u8; 32], Arc<caracal_shared::Claims>>,
     metrics: metrics::StsMetrics,
+    /// Where token-exchange evidence goes (set by the binary; unset in unit tests).
+    evidence: std::sync::OnceLock<tokio::sync::mpsc::Sender<caracal_shared::audit::AuditEvent>>,
 }
 
 impl Sts {
@@ -70,7 +72,19 @@ impl Sts {
             .max_capacity(100_000)
             .time_to_live(std::time::Duration::from_secs(config::SESSION_TTL_CAP))
             .build();
-        Ok(Arc::new(Self { cfg, db, redis, keys, policies, catalog, limits, revoked, verified_sessions, metrics }))
+        Ok(Arc::new(Self {
+            cfg,
+            db,
+            redis,
+            keys,
+            policies,
+            catalog,
+            limits,
+            revoked,
+            verified_sessions,
+            metrics,
+            evidence: std::sync::OnceLock::new(),
+        }))
     }
 
     /// Loads the revoked-session view (fails if Postgres cannot be read) and keeps it fresh in
@@ -81,6 +95,11 @@ impl Sts {
         tokio::spawn(self.revoked.clone().run(self.db.clone(), self.cfg.revocation_reload, shutdown.clone()));
         tokio::spawn(sweep_holds(self.db.clone(), shutdown));
         Ok(())
+    }
+
+    /// Sends an audit event for every token exchange decided from here on.
+    pub fn set_evidence(&self, tx: tokio::sync::mpsc::Sender<caracal_shared::audit::AuditEvent>) {
+        let _ = self.evidence.set(tx);
     }
 
     /// The configured issuer URL.

@@ -7,6 +7,7 @@ use caracal_e2e::infra::Redis;
 use caracal_e2e::{Stack, StackOptions};
 use caracal_shared::audit::{AuditEvent, Frame};
 
+/// The gateway's frames on the stream (the control plane's own evidence is there too).
 async fn frames(redis_url: &str) -> Vec<Frame> {
     let mut conn = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
     let reply: redis::streams::StreamRangeReply =
@@ -18,6 +19,7 @@ async fn frames(redis_url: &str) -> Vec<Frame> {
             let get = |k: &str| e.map.get(k).map(|v| redis::from_redis_value::<String>(v.clone()).unwrap());
             Frame { id: get("id").unwrap(), data: get("data").unwrap(), sig: get("sig") }
         })
+        .filter(|f| ["\"gateway_resource_request\"", "\"replay_detected\""].iter().any(|t| f.data.contains(t)))
         .collect()
 }
 

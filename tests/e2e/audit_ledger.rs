@@ -178,7 +178,7 @@ async fn the_ledger_role_can_only_insert_and_select_and_the_table_refuses_change
 
     let mut c = db.acquire().await.unwrap();
     sqlx::query("SET ROLE caracal_audit_writer").execute(&mut *c).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events").fetch_one(&mut *c).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = 'zone-role'").fetch_one(&mut *c).await.unwrap();
     assert_eq!(n, 1, "the writer reads");
     for stmt in [
         "UPDATE audit_events SET decision = 'allow'",
@@ -197,6 +197,8 @@ async fn the_ledger_role_can_only_insert_and_select_and_the_table_refuses_change
         assert!(err.to_string().contains("append-only"), "{stmt}: {err}");
     }
     assert_eq!(rows(&db, "zone-role").await, 1);
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events").fetch_one(&db).await.unwrap();
+    assert!(total > 1, "admin actions of the demo are in the ledger too");
 }
 
 #[tokio::test]
@@ -286,7 +288,7 @@ async fn search_pages_filters_exports_and_verifies_ranges() {
     let s = Stack::start().await;
     let d = s.demo(false).await;
     let db = PgPool::connect(&s.database_url).await.unwrap();
-    let zone = &d.zone_id;
+    let zone = "zone-search";
     let mut events: Vec<AuditEvent> = (1..=5).map(|n| event(zone, n)).collect();
     events[0].occurred_at = "2026-01-01T00:00:00Z".into();
     events[4].metadata_json = json!({"session_id": "sess-42", "note": "comma, \"quote\"\nnewline"});
@@ -487,4 +489,72 @@ async fn killing_the_ledger_under_load_loses_and_duplicates_nothing() {
     let v = s.admin_ok("GET", &format!("/v1/zones/{zone}/audit/verify"), &d.admin, None, 200).await;
     assert_eq!((v["ok"].as_bool(), v["checked"].as_u64()), (Some(true), Some(N as u64)), "the chain is continuous: {v}");
     assert!(dlq(&s).await.is_empty(), "nothing dead-lettered by the crash");
+}
+
+#[tokio::test]
+async fn the_sts_the_admin_api_and_the_coordinator_leave_evidence_without_secrets() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let db = PgPool::connect(&s.database_url).await.unwrap();
+    let session = s.session(&d).await;
+    let bad = s
+        .token(&[
+            ("grant_type", caracal_e2e::stack::GRANT),
+            ("zone_id", &d.zone_id),
+            ("application_id", &d.app_id),
+            ("client_secret", "wrong-secret"),
+        ])
+        .await;
+    assert_eq!(bad.status, 401, "{}", bad.text);
+    let coord =
+        s.http.post(format!("{}/zones/{}/agents", s.cp_url, d.zone_id)).bearer_auth(&session).json(&json!({})).send().await.unwrap();
+    assert_eq!(coord.status(), 403, "the demo session lacks agent:lifecycle");
+
+    let start = Instant::now();
+    let events: Vec<Value> = loop {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT event FROM audit_events WHERE zone_id = $1 ORDER BY seq").bind(&d.zone_id).fetch_all(&db).await.unwrap();
+        let events: Vec<Value> = rows.iter().map(|(e,)| serde_json::from_str(e).unwrap()).collect();
+        let has = |t: &str, decision: &str| events.iter().any(|e| e["event_type"] == t && e["decision"] == decision);
+        if has("token_exchange", "allow")
+            && has("token_exchange", "deny")
+            && has("admin_action", "allow")
+            && has("coordinator_action", "deny")
+        {
+            for (e,) in &rows {
+                assert!(
+                    !e.contains(&session) && !e.contains(&d.secret) && !e.contains("wrong-secret") && !e.contains(&d.admin),
+                    "no secrets: {e}"
+                );
+            }
+            break events;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "evidence from every producer: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mint = events.iter().find(|e| e["event_type"] == "token_exchange" && e["decision"] == "allow").unwrap();
+    assert_eq!(mint["metadata_json"]["class"], "session_mint");
+    assert_eq!(mint["metadata_json"]["application_id"], d.app_id.as_str());
+    assert!(mint["metadata_json"]["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{mint}");
+    let denied = events.iter().find(|e| e["event_type"] == "token_exchange" && e["decision"] == "deny").unwrap();
+    assert_eq!(denied["evaluation_status"], "invalid_client");
+    let admin = events
+        .iter()
+        .find(|e| e["event_type"] == "admin_action" && e["metadata_json"]["route"] == "/v1/zones/{zone_id}/applications")
+        .unwrap();
+    assert_eq!(admin["metadata_json"]["method"], "POST");
+    assert!(admin["metadata_json"]["actor"].as_str().unwrap().starts_with("admin:"), "{admin}");
+    let c = events.iter().find(|e| e["event_type"] == "coordinator_action").unwrap();
+    assert_eq!(
+        (c["evaluation_status"].as_str(), c["metadata_json"]["route"].as_str()),
+        (Some("403"), Some("/zones/{zone_id}/agents")),
+        "{c}"
+    );
+    assert!(c["metadata_json"]["actor"].as_str().unwrap().starts_with("mandate:"), "{c}");
+    // Global actions (creating the zone) go to the zone-less chain.
+    let global: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = '' AND event_type = 'admin_action'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(global >= 1);
 }

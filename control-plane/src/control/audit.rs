@@ -4,20 +4,15 @@
 //! Metadata: `subject`, `jti`, `client_id`, `command`, `subcommand`, `reason`, `code`,
 //! `authorized_by`, `token_fp` — never a token, a secret or a flag value.
 //!
-//! An allow is recorded *before* dispatch and must be durable: `XADD`, or when Redis refuses, a
-//! row in the transactional outbox that the relay publishes later (as the original fell back to
+//! An allow is recorded *before* dispatch and must be durable ([`crate::evidence::Delivery`]):
+//! `XADD`, or when Redis refuses, a row in the transactional outbox that the relay publishes later (as the original fell back to
 //! its outbox). If neither takes it, the invoke answers 500 `audit_unavailable` and nothing is
 //! dispatched, so no change happens without evidence (the original dispatched first and could
 //! answer `audit_unavailable` after the change was made). A deny that cannot be recorded is
 //! logged and counted, never turned into another answer.
 
-use std::sync::Arc;
-
-use caracal_shared::audit::{AuditEvent, Frame};
-use caracal_shared::streams;
+use caracal_shared::audit::AuditEvent;
 use serde_json::json;
-use sqlx::PgPool;
-use tokio::sync::Notify;
 
 use crate::control::auth::Principal;
 
@@ -57,53 +52,10 @@ impl Trail {
     }
 }
 
-/// Writes frames: Redis first, the outbox when Redis refuses.
-#[derive(Clone)]
-pub struct Recorder {
-    pub redis: redis::aio::ConnectionManager,
-    pub db: PgPool,
-    pub key: Option<Vec<u8>>,
-    pub outbox_notify: Arc<Notify>,
-}
-
-impl Recorder {
-    /// Records `event` durably, or says why it could not.
-    pub async fn record(&self, event: &AuditEvent) -> Result<(), String> {
-        let frame = Frame::seal(event, self.key.as_deref());
-        let Err(redis_err) = self.xadd(&frame).await else { return Ok(()) };
-        tracing::warn!(event_id = %frame.id, error = %redis_err, "audit XADD failed; falling back to the outbox");
-        let zone = (!event.zone_id.is_empty()).then_some(event.zone_id.as_str());
-        match self.enqueue(zone, &frame).await {
-            Ok(()) => {
-                self.outbox_notify.notify_one();
-                Ok(())
-            }
-            Err(db_err) => Err(format!("redis: {redis_err}; outbox: {db_err}")),
-        }
-    }
-
-    async fn xadd(&self, f: &Frame) -> redis::RedisResult<()> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(streams::AUDIT_EVENTS).arg("MAXLEN").arg("~").arg(1_000_000).arg("*").arg("id").arg(&f.id).arg("data").arg(&f.data);
-        if let Some(sig) = &f.sig {
-            cmd.arg("sig").arg(sig);
-        }
-        cmd.query_async::<String>(&mut self.redis.clone()).await.map(drop)
-    }
-
-    async fn enqueue(&self, zone: Option<&str>, f: &Frame) -> Result<(), sqlx::Error> {
-        let mut fields = vec![("id", f.id.as_str()), ("data", f.data.as_str())];
-        if let Some(sig) = &f.sig {
-            fields.push(("sig", sig.as_str()));
-        }
-        let mut tx = self.db.begin().await?;
-        crate::outbox::enqueue(&mut tx, zone, streams::AUDIT_EVENTS, &fields).await?;
-        tx.commit().await
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use caracal_shared::audit::Frame;
+
     use super::*;
 
     #[test]

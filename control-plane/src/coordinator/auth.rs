@@ -70,6 +70,7 @@ impl FromRequestParts<AppState> for Caller {
             }
             other => ApiError::from(other),
         })?;
+        crate::evidence::Actor::record(&parts.extensions, || format!("mandate:{}:{}", claims.client_id, claims.sub));
         if !claims.scopes().any(|s| s == LIFECYCLE_SCOPE) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "missing_scope", "the session mandate lacks the agent:lifecycle scope"));
         }
