@@ -113,10 +113,16 @@ impl Sts {
     /// Evidence of a decided exchange (`token_exchange`): who asked for what, the decision and
     /// the reason code, the mandate's anchors and `jti` on an allow. Never a token or a secret.
     /// Malformed requests and unknown zones leave no row: nothing was decided for anyone.
+    /// Refused per-request exchanges are recorded here; allowed ones by the gateway.
     async fn record(&self, req: &TokenRequest<'_>, form: &TokenForm, out: &Result<TokenResponse, StsError>) {
         let Some(tx) = self.evidence.get() else { return };
         if !caracal_shared::mandate::is_valid_id(&form.zone_id) || matches!(out, Err(StsError::InvalidRequest(_) | StsError::ZoneNotFound))
         {
+            return;
+        }
+        // An allowed per-request exchange is evidenced by the gateway's own event for the same
+        // request id (it knows the outcome upstream too); one row per governed call, not two.
+        if req.gateway.is_some() && out.is_ok() {
             return;
         }
         let class = match (req.gateway.is_some(), form.subject_token.is_some(), form.agent_session_id.is_some()) {

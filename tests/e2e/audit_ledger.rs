@@ -558,3 +558,41 @@ async fn the_sts_the_admin_api_and_the_coordinator_leave_evidence_without_secret
         .unwrap();
     assert!(global >= 1);
 }
+
+/// Ingest throughput and storage per event on this machine (not a pass/fail check; run with
+/// `cargo nextest run --run-ignored only -E 'test(ingest_rate)'`, ideally with
+/// `CARACAL_BIN_DIR=target/release`).
+#[tokio::test]
+#[ignore]
+async fn ingest_rate() {
+    let mut s = Stack::start().await;
+    let _d = s.demo(false).await;
+    let db = PgPool::connect(&s.database_url).await.unwrap();
+    let zone = "zone-rate";
+    const N: usize = 50_000;
+    s.stop_control_plane();
+    let mut sample = event(zone, 0);
+    sample.metadata_json = json!({"class": "gateway_mint", "application_id": "01a2-app", "resources": ["https://api.example.com"], "requested_scopes": ["tools.read"], "session_id": "01a2-sess", "jti": "01a2-jti", "use": "gateway"});
+    let frames: Vec<Vec<(&'static str, String)>> = (1..=N)
+        .map(|n| {
+            let mut e = sample.clone();
+            e.id = format!("evt-rate-{n}");
+            e.request_id = format!("req-{n}");
+            signed(&s, &e)
+        })
+        .collect();
+    for chunk in frames.chunks(1000) {
+        xadd(&s, chunk).await;
+    }
+    let t = Instant::now();
+    s.restart_control_plane().await;
+    wait_rows(&s, &db, zone, N as i64, Duration::from_secs(600)).await;
+    let took = t.elapsed();
+    let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('audit_events')").fetch_one(&db).await.unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events").fetch_one(&db).await.unwrap();
+    eprintln!(
+        "ingest: {N} events in {took:?} (incl. start-up) = {:.0} events/s; {} bytes/event incl. indexes ({all} rows)",
+        N as f64 / took.as_secs_f64(),
+        bytes / all
+    );
+}
