@@ -42,6 +42,9 @@ pub struct IngestConfig {
     pub claim_idle: Duration,
     /// `BLOCK` of a read; bounds how long a shutdown waits.
     pub block: Duration,
+    /// After a read that did not fill a batch, wait this long before the next one, so that
+    /// under a steady trickle the ledger commits a few large batches rather than many small ones.
+    pub linger: Duration,
 }
 
 impl IngestConfig {
@@ -112,7 +115,10 @@ impl Ingestor {
         self.status.set_ingest_healthy(true);
         let mut last_claim = Instant::now();
         while !*stop.borrow() {
-            self.read(&mut conn, ">", &stop).await?;
+            let n = self.read(&mut conn, ">", &stop).await?;
+            if n > 0 && n < self.cfg.batch {
+                tokio::time::sleep(self.cfg.linger).await;
+            }
             if last_claim.elapsed() >= self.cfg.claim_idle {
                 self.reclaim(&mut conn, &stop).await?;
                 last_claim = Instant::now();

@@ -179,11 +179,6 @@ pub async fn head(db: &mut sqlx::PgConnection, zone: &str) -> Result<(i64, [u8; 
     Ok(last.map_or((0, GENESIS), |(s, h)| (s, h.try_into().unwrap_or(GENESIS))))
 }
 
-/// [`head`] on a pooled connection.
-pub async fn head_of(db: &PgPool, zone: &str) -> Result<(i64, [u8; 32]), sqlx::Error> {
-    head(&mut *db.acquire().await?, zone).await
-}
-
 #[derive(Default)]
 struct Columns {
     zone: Vec<String>,
@@ -244,7 +239,7 @@ impl Columns {
 }
 
 /// Rows of `zone` with `seq` in `(after, upto]`, at most `limit`, in order.
-pub async fn rows_after(db: &PgPool, zone: &str, after: i64, upto: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+pub async fn rows_after(db: &mut sqlx::PgConnection, zone: &str, after: i64, upto: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ROW_COLUMNS} FROM audit_events WHERE zone_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"
     )))
@@ -279,7 +274,7 @@ pub struct Anchor {
 }
 
 /// The newest anchor of `kind` for `zone`.
-pub async fn latest_anchor(db: &PgPool, key: &[u8], zone: &str, kind: &str) -> Result<Option<Anchor>, sqlx::Error> {
+pub async fn latest_anchor(db: &mut sqlx::PgConnection, key: &[u8], zone: &str, kind: &str) -> Result<Option<Anchor>, sqlx::Error> {
     let row: Option<(i64, Vec<u8>, Vec<u8>)> =
         sqlx::query_as("SELECT seq, chain_hmac, anchor_mac FROM audit_anchors WHERE zone_id = $1 AND kind = $2 ORDER BY seq DESC LIMIT 1")
             .bind(zone)

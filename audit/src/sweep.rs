@@ -50,10 +50,13 @@ pub struct ZoneReport {
 
 /// Verifies `zone` over `[from, to]` (whole chain when both are `None`). Starting inside the
 /// chain trusts the stored link of the row before `from`; the tail is checked only when the
-/// range reaches the head.
+/// range reaches the head. Everything is read from one snapshot, so a retention cut or an
+/// append committed meanwhile never looks like damage.
 pub async fn verify_zone(db: &PgPool, key: &[u8], zone: &str, from: Option<i64>, to: Option<i64>) -> Result<ZoneReport, sqlx::Error> {
-    let (head_seq, _) = store::head_of(db, zone).await?;
-    let anchor = store::latest_anchor(db, key, zone, "retention").await?;
+    let mut tx = snapshot(db).await?;
+    let db = &mut *tx;
+    let (head_seq, _) = store::head(db, zone).await?;
+    let anchor = store::latest_anchor(&mut *db, key, zone, "retention").await?;
     let floor = anchor.as_ref().map_or(0, |a| a.seq);
     let mut v;
     match from {
@@ -61,7 +64,7 @@ pub async fn verify_zone(db: &PgPool, key: &[u8], zone: &str, from: Option<i64>,
             let before: Option<(Vec<u8>,)> = sqlx::query_as("SELECT chain_hmac FROM audit_events WHERE zone_id = $1 AND seq = $2")
                 .bind(zone)
                 .bind(f - 1)
-                .fetch_optional(db)
+                .fetch_optional(&mut *db)
                 .await?;
             v = Verifier::new(key, zone, (f - 1, before.as_ref().and_then(|(h,)| h.as_slice().try_into().ok()).unwrap_or(GENESIS)));
             if before.is_none() {
@@ -80,12 +83,20 @@ pub async fn verify_zone(db: &PgPool, key: &[u8], zone: &str, from: Option<i64>,
     if to.is_none_or(|t| t >= head_seq) {
         check_tail(db, key, zone, &mut v, floor).await?;
     }
+    tx.commit().await?;
     Ok(report(zone, v, from, head_seq, anchor.map(|a| a.seq)))
 }
 
-async fn walk(db: &PgPool, v: &mut Verifier<'_>, zone: &str, upto: i64) -> Result<(), sqlx::Error> {
+/// A read-only transaction on one snapshot.
+async fn snapshot(db: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+async fn walk(db: &mut sqlx::PgConnection, v: &mut Verifier<'_>, zone: &str, upto: i64) -> Result<(), sqlx::Error> {
     loop {
-        let rows = store::rows_after(db, zone, v.position().0, upto, PAGE).await?;
+        let rows = store::rows_after(&mut *db, zone, v.position().0, upto, PAGE).await?;
         rows.iter().for_each(|r| v.check(r));
         if (rows.len() as i64) < PAGE {
             return Ok(());
@@ -94,8 +105,8 @@ async fn walk(db: &PgPool, v: &mut Verifier<'_>, zone: &str, upto: i64) -> Resul
 }
 
 /// The newest checkpoint must still be in the chain, unchanged.
-async fn check_tail(db: &PgPool, key: &[u8], zone: &str, v: &mut Verifier<'_>, floor: i64) -> Result<(), sqlx::Error> {
-    let Some(cp) = store::latest_anchor(db, key, zone, "checkpoint").await? else { return Ok(()) };
+async fn check_tail(db: &mut sqlx::PgConnection, key: &[u8], zone: &str, v: &mut Verifier<'_>, floor: i64) -> Result<(), sqlx::Error> {
+    let Some(cp) = store::latest_anchor(&mut *db, key, zone, "checkpoint").await? else { return Ok(()) };
     if !cp.authentic {
         v.report(cp.seq, BreakKind::ChainBreak, format!("the checkpoint at seq {} does not verify", cp.seq));
         return Ok(());
@@ -106,7 +117,7 @@ async fn check_tail(db: &PgPool, key: &[u8], zone: &str, v: &mut Verifier<'_>, f
     let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT chain_hmac FROM audit_events WHERE zone_id = $1 AND seq = $2")
         .bind(zone)
         .bind(cp.seq)
-        .fetch_optional(db)
+        .fetch_optional(&mut *db)
         .await?;
     match row {
         None => v.report(cp.seq, BreakKind::ChainBreak, format!("the chain ends before seq {}, which a sweep saw: tail truncated", cp.seq)),
@@ -191,19 +202,27 @@ impl Sweeper {
         for zone in &zones {
             let r = match verified.get(zone).copied() {
                 Some((seq, link)) => {
-                    let mut v = Verifier::new(self.ledger.key(), zone, (seq, link));
-                    walk(&self.db, &mut v, zone, i64::MAX).await?;
-                    let (head, _) = store::head_of(&self.db, zone).await?;
-                    let floor = store::latest_anchor(&self.db, self.ledger.key(), zone, "retention").await?.map_or(0, |a| a.seq);
-                    check_tail(&self.db, self.ledger.key(), zone, &mut v, floor).await?;
-                    if head < seq {
-                        v.report(
-                            seq,
-                            BreakKind::ChainBreak,
-                            format!("the chain ends at seq {head} but seq {seq} was verified: tail truncated"),
-                        );
+                    let mut tx = snapshot(&self.db).await?;
+                    let floor = store::latest_anchor(&mut tx, self.ledger.key(), zone, "retention").await?.map_or(0, |a| a.seq);
+                    if floor > seq {
+                        // Retention cut past where we were: walk from its anchor.
+                        tx.commit().await?;
+                        verify_zone(&self.db, self.ledger.key(), zone, None, None).await?
+                    } else {
+                        let mut v = Verifier::new(self.ledger.key(), zone, (seq, link));
+                        walk(&mut tx, &mut v, zone, i64::MAX).await?;
+                        let (head, _) = store::head(&mut tx, zone).await?;
+                        check_tail(&mut tx, self.ledger.key(), zone, &mut v, floor).await?;
+                        tx.commit().await?;
+                        if head < seq {
+                            v.report(
+                                seq,
+                                BreakKind::ChainBreak,
+                                format!("the chain ends at seq {head} but seq {seq} was verified: tail truncated"),
+                            );
+                        }
+                        report(zone, v, Some(seq + 1), head, None)
                     }
-                    report(zone, v, Some(seq + 1), head, None)
                 }
                 None => verify_zone(&self.db, self.ledger.key(), zone, None, None).await?,
             };

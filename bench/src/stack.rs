@@ -72,6 +72,9 @@ impl Caracal {
         let streams_key = hex();
         let audit_key = hex();
         let chain_key = hex();
+        // `BENCH_AUDIT_LEDGER=off` measures the serving path with the ledger in another process
+        // (events then only pile up in the stream); the default files them in this control plane.
+        let ledger = if std::env::var("BENCH_AUDIT_LEDGER").is_ok_and(|v| v == "off") { "false" } else { "true" };
         let cp_env = pairs(&[
             ("CARACAL_MODE", "dev"),
             ("LISTEN_ADDR", &c.cp.to_string()),
@@ -91,6 +94,7 @@ impl Caracal {
             // The ledger runs as in production: it files every frame the gateway and the STS sign.
             ("AUDIT_HMAC_KEY", &audit_key),
             ("AUDIT_CHAIN_KEY", &chain_key),
+            ("AUDIT_LEDGER_ENABLED", ledger),
         ]);
         let program = c.bin_dir.join("caracal-control-plane");
         let mut control_plane = Child::spawn(Spawn { name: "control-plane", program: &program, args: &[], env: &cp_env, dir: c.dir })?;

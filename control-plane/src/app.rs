@@ -19,7 +19,13 @@ use crate::state::AppState;
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    let mut routes = Router::new().merge(crate::api::router()).merge(crate::coordinator::router()).merge(caracal_sts::http::router());
+    // Admin and Coordinator changes are evidenced by one middleware; the token endpoint (the hot
+    // path) does not pass through it: the STS records its own decisions.
+    let managed = Router::new()
+        .merge(crate::api::router())
+        .merge(crate::coordinator::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::evidence::actions));
+    let mut routes = Router::new().merge(managed).merge(caracal_sts::http::router());
     // Absent (404) unless enabled: a disabled Control has no surface at all.
     if let Some(control) = crate::control::router(&state) {
         routes = routes.merge(control);
@@ -28,7 +34,6 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::evidence::actions))
         // Outermost first: a panic becomes a 500 with our body; the request context wraps every
         // response (request id, error body, status metrics); then time and size limits.
         .layer(middleware::from_fn_with_state(state.clone(), request_context))

@@ -130,9 +130,9 @@ impl Actor {
     }
 }
 
-/// Records every mutating admin (`/v1/…`) and Coordinator (`/zones/…`) request once answered.
-/// Control (`/v1/control/…`) writes its own evidence before dispatch; the token endpoint's comes
-/// from the STS.
+/// Records every mutating admin (`/v1/…`) and Coordinator (`/zones/…`) request once answered
+/// (mounted on those routers only). Control (`/v1/control/…`) writes its own evidence before
+/// dispatch; the token endpoint's comes from the STS.
 pub async fn actions(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let recorded = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)

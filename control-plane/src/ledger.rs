@@ -52,6 +52,7 @@ pub async fn start(
             batch: ledger_cfg.batch,
             claim_idle: ledger_cfg.claim_idle,
             block: std::time::Duration::from_secs(1),
+            linger: ledger_cfg.linger,
         },
         client: redis::Client::open(cfg.redis_url.expose()).context("REDIS_URL")?,
         ledger: ledger.clone(),
