@@ -50,7 +50,9 @@ impl Entry {
             return Err(Rejection::TooLarge(data.len()));
         }
         let value: Value = serde_json::from_str(data).map_err(|e| Rejection::NotJson(e.to_string()))?;
-        let Value::Object(mut event) = strip_nul(value) else { return Err(Rejection::NotAnObject) };
+        // JSON can only carry a NUL as the escape `\u0000`: rebuild the tree only when one is there.
+        let value = if data.contains("\\u0000") { strip_nul(value) } else { value };
+        let Value::Object(mut event) = value else { return Err(Rejection::NotAnObject) };
 
         let id = text(&event, "id")?.ok_or(Rejection::Missing("id"))?;
         if !caracal_shared::mandate::is_valid_id(&id) {
