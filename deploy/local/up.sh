@@ -117,5 +117,7 @@ Make a governed request yourself (mints a session mandate, then a single-use gat
   $STACK/call.sh /any/path
 
 Gateway metrics:  curl -s $GW/metrics | grep caracal_gateway_
+Audit ledger:     curl -s "$CP/v1/zones/$ZONE/audit?limit=5" -H "Authorization: Bearer \$(cat $STACK/admin.token)"
+                  (…/audit/verify checks the zone's chain; docs/audit.md)
 Stop everything:  deploy/local/down.sh
 DONE
