@@ -9,24 +9,30 @@
 -- triggers below refuse UPDATE, DELETE and TRUNCATE to everyone else too, except the retention
 -- job's DELETE of a chain prefix, which records an anchor first.
 
+-- A DBA may create the roles (and grant the writer role to the migrating login) beforehand; then
+-- the migration needs no CREATEROLE.
 DO $$
 BEGIN
-    CREATE ROLE caracal_audit_writer NOLOGIN NOBYPASSRLS;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'caracal_audit_writer') THEN
+        CREATE ROLE caracal_audit_writer NOLOGIN NOBYPASSRLS;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL; -- roles are cluster-wide: another database of this cluster created it
+    NULL; -- roles are cluster-wide: a concurrent migration of another database created it
 END $$;
 
 DO $$
 BEGIN
-    CREATE ROLE caracal_audit_reader NOLOGIN NOBYPASSRLS;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'caracal_audit_reader') THEN
+        CREATE ROLE caracal_audit_reader NOLOGIN NOBYPASSRLS;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END $$;
 
--- The control plane's own login role switches to the writer role for ledger writes.
+-- The control plane's own login switches to the writer role for ledger writes.
 DO $$
 BEGIN
-    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    IF NOT pg_has_role(current_user, 'caracal_audit_writer', 'MEMBER') THEN
         EXECUTE format('GRANT caracal_audit_writer TO %I', current_user);
     END IF;
 END $$;
