@@ -30,6 +30,8 @@ use crate::store::{Ledger, Outcome, Pending};
 
 /// Consumer group of every ledger instance.
 pub const GROUP: &str = "audit-ingestor";
+/// How often the lag gauges are refreshed.
+const STATS_EVERY: Duration = Duration::from_secs(5);
 
 /// Where and how to consume.
 #[derive(Clone, Debug)]
@@ -114,7 +116,12 @@ impl Ingestor {
         while self.read(&mut conn, "0", &stop).await? > 0 {}
         self.status.set_ingest_healthy(true);
         let mut last_claim = Instant::now();
+        let mut last_stats = Instant::now() - STATS_EVERY;
         while !*stop.borrow() {
+            if last_stats.elapsed() >= STATS_EVERY {
+                self.stats(&mut conn).await?;
+                last_stats = Instant::now();
+            }
             let n = self.read(&mut conn, ">", &stop).await?;
             if n > 0 && n < self.cfg.batch {
                 tokio::time::sleep(self.cfg.linger).await;
@@ -124,6 +131,18 @@ impl Ingestor {
                 last_claim = Instant::now();
             }
         }
+        Ok(())
+    }
+
+    /// Refreshes the lag, pending and dead-letter gauges.
+    async fn stats(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let (groups, dlq): (redis::streams::StreamInfoGroupsReply, i64) =
+            redis::pipe().cmd("XINFO").arg("GROUPS").arg(&self.cfg.stream).cmd("XLEN").arg(self.cfg.dlq()).query_async(conn).await?;
+        if let Some(g) = groups.groups.iter().find(|g| g.name == GROUP) {
+            self.metrics.consumer_lag.set(g.lag.unwrap_or(0) as i64);
+            self.metrics.consumer_pending.set(g.pending as i64);
+        }
+        self.metrics.dead_letter_backlog.set(dlq);
         Ok(())
     }
 

@@ -31,6 +31,12 @@ pub struct AuditMetrics {
     pub last_full_sweep: IntGauge,
     /// Rows removed by retention.
     pub pruned: IntCounter,
+    /// Entries of `caracal.audit.events` not yet delivered to the ledger (`XINFO GROUPS` lag).
+    pub consumer_lag: IntGauge,
+    /// Entries delivered and not yet acknowledged (being filed, or held by a dead consumer).
+    pub consumer_pending: IntGauge,
+    /// Entries waiting in the dead-letter stream.
+    pub dead_letter_backlog: IntGauge,
 }
 
 impl AuditMetrics {
@@ -73,6 +79,9 @@ impl AuditMetrics {
             last_sweep: gauge("caracal_audit_last_sweep_unix", "Unix time of the last finished tamper sweep.")?,
             last_full_sweep: gauge("caracal_audit_last_full_sweep_unix", "Unix time of the last finished full tamper sweep.")?,
             pruned: counter("caracal_audit_retention_pruned_total", "Ledger rows removed by retention.")?,
+            consumer_lag: gauge("caracal_audit_consumer_lag", "Audit stream entries not yet delivered to the ledger.")?,
+            consumer_pending: gauge("caracal_audit_consumer_pending", "Audit stream entries delivered and not yet acknowledged.")?,
+            dead_letter_backlog: gauge("caracal_audit_dead_letter_backlog", "Entries in caracal.audit.events.dlq.")?,
         })
     }
 }

@@ -136,6 +136,11 @@ async fn signed_frames_are_filed_once_and_everything_else_is_dead_lettered_with_
         assert_eq!(s.control_plane_metric(&sample).await, n, "{sample}");
     }
     assert_eq!(s.control_plane_metric("caracal_audit_duplicates_total").await, 1.0);
+    let start = Instant::now();
+    while s.control_plane_metric("caracal_audit_dead_letter_backlog").await != 4.0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the dead-letter backlog is a gauge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(s.control_plane_metric("caracal_audit_hmac_failures_total").await, 1.0);
     let stored: String =
         sqlx::query_scalar("SELECT decision FROM audit_events WHERE id = $1").bind(&good[0].id).fetch_one(&db).await.unwrap();
