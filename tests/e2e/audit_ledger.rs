@@ -66,6 +66,19 @@ async fn wait_rows(s: &Stack, db: &PgPool, zone: &str, n: i64, within: Duration)
     }
 }
 
+/// Waits until a control-plane metric sample has exactly `value`.
+async fn wait_cp_metric(s: &Stack, sample: &str, value: f64) {
+    let start = Instant::now();
+    loop {
+        let have = s.control_plane_metric(sample).await;
+        if have == value {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{sample} is {have}, expected {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn dlq(s: &Stack) -> Vec<std::collections::HashMap<String, String>> {
     let reply: redis::streams::StreamRangeReply =
         redis::cmd("XRANGE").arg("caracal.audit.events.dlq").arg("-").arg("+").query_async(&mut redis(s).await).await.unwrap();
@@ -131,16 +144,12 @@ async fn signed_frames_are_filed_once_and_everything_else_is_dead_lettered_with_
         let pairs: Vec<(&str, &str)> = m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert!(caracal_shared::sig::verify_stream_signature(&streams_key, "caracal.audit.events.dlq", &pairs), "dead letters are signed");
     }
-    for (reason, n) in [("hmac_verify_failed", 1.0), ("json_parse_error", 1.0), ("missing_data_field", 1.0), ("tamper_on_replay", 1.0)] {
-        let sample = format!("caracal_audit_dead_letters_total{{reason=\"{reason}\"}}");
-        assert_eq!(s.control_plane_metric(&sample).await, n, "{sample}");
+    for reason in ["hmac_verify_failed", "json_parse_error", "missing_data_field", "tamper_on_replay"] {
+        // Counted right after the dead letter's XADD returned.
+        wait_cp_metric(&s, &format!("caracal_audit_dead_letters_total{{reason=\"{reason}\"}}"), 1.0).await;
     }
     assert_eq!(s.control_plane_metric("caracal_audit_duplicates_total").await, 1.0);
-    let start = Instant::now();
-    while s.control_plane_metric("caracal_audit_dead_letter_backlog").await != 4.0 {
-        assert!(start.elapsed() < Duration::from_secs(10), "the dead-letter backlog is a gauge");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_cp_metric(&s, "caracal_audit_dead_letter_backlog", 4.0).await;
     assert_eq!(s.control_plane_metric("caracal_audit_hmac_failures_total").await, 1.0);
     let stored: String =
         sqlx::query_scalar("SELECT decision FROM audit_events WHERE id = $1").bind(&good[0].id).fetch_one(&db).await.unwrap();
@@ -642,8 +651,11 @@ async fn the_hourly_sweep_continues_from_where_it_stopped_and_sees_a_truncated_t
         assert!(start.elapsed() < Duration::from_secs(10), "the next incremental sweep sees the tail is gone");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ready = s.http.get(format!("{}/ready", s.cp_url)).send().await.unwrap();
-    assert_eq!(ready.status(), 503, "tampering makes the control plane unready by default");
+    // The sweep publishes its findings when it finishes its pass over every zone.
+    while s.http.get(format!("{}/ready", s.cp_url)).send().await.unwrap().status() != 503 {
+        assert!(start.elapsed() < Duration::from_secs(10), "tampering makes the control plane unready by default");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -662,8 +674,17 @@ async fn two_ledgers_filing_one_zone_at_once_never_fork_the_chain() {
     let ingested = |body: String| {
         body.lines().find_map(|l| l.strip_prefix("caracal_audit_ingested_total ")).map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
     };
-    let first = ingested(s.http.get(format!("{}/metrics", s.cp_url)).send().await.unwrap().text().await.unwrap());
-    let second = ingested(s.http.get(format!("{url2}/metrics")).send().await.unwrap().text().await.unwrap());
+    // Counted just after each commit: wait until both counters cover the zone (the demo's admin
+    // actions are filed too).
+    let start = Instant::now();
+    let (first, second) = loop {
+        let first = ingested(s.http.get(format!("{}/metrics", s.cp_url)).send().await.unwrap().text().await.unwrap());
+        let second = ingested(s.http.get(format!("{url2}/metrics")).send().await.unwrap().text().await.unwrap());
+        if first + second >= N as f64 || start.elapsed() > Duration::from_secs(10) {
+            break (first, second);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     eprintln!("filed by the first ledger: {first}, by the second: {second}");
     assert!(first > 0.0 && second > 0.0, "both ledgers filed part of the stream ({first} / {second})");
     let (distinct, max): (i64, i64) =
