@@ -20,7 +20,7 @@ for a in "$@"; do
 done
 
 BENCH="$PWD/.local/bench"
-PG_PORT="${BENCH_PG_PORT:-55450}" REDIS_PORT="${BENCH_REDIS_PORT:-56450}"
+PG_PORT="${BENCH_PG_PORT:-25450}" REDIS_PORT="${BENCH_REDIS_PORT:-26450}"
 mkdir -p "$BENCH"
 
 ensure_packages

@@ -8,6 +8,6 @@ for p in gateway control-plane echo; do
   [ -f "$STACK/$p.pid" ] && kill -INT "$(cat "$STACK/$p.pid")" 2>/dev/null || true
   rm -f "$STACK/$p.pid"
 done
-stop_redis "${REDIS_PORT:-56379}"
+stop_redis "${REDIS_PORT:-26379}"
 stop_postgres "$STACK/pg"
 log "stopped"

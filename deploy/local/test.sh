@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: lints, unit tests and end-to-end tests on real Postgres and Redis with
 # the real binaries. Uses CARACAL_TEST_DATABASE_URL if set; otherwise starts a private PostgreSQL
-# on 127.0.0.1:${CARACAL_TEST_PG_PORT:-55433} for the run (the e2e harness starts one redis-server
+# on 127.0.0.1:${CARACAL_TEST_PG_PORT:-25433} for the run (the e2e harness starts one redis-server
 # per test stack itself).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,7 @@ ensure_packages
 
 if [ -z "${CARACAL_TEST_DATABASE_URL:-}" ]; then
   PG_DIR="$PWD/.local/test-pg"
-  PG_PORT="${CARACAL_TEST_PG_PORT:-55433}"
+  PG_PORT="${CARACAL_TEST_PG_PORT:-25433}"
   log "starting PostgreSQL for the tests on 127.0.0.1:$PG_PORT"
   start_postgres "$PG_DIR" "$PG_PORT"
   trap 'stop_postgres "$PG_DIR"' EXIT

@@ -12,7 +12,7 @@ source deploy/local/lib.sh
 STACK="$PWD/.local/stack"
 PROFILE="${CARACAL_PROFILE:-release}"
 CP_PORT="${CP_PORT:-8080}" GW_PORT="${GW_PORT:-8081}" ECHO_PORT="${ECHO_PORT:-9000}"
-PG_PORT="${PG_PORT:-55432}" REDIS_PORT="${REDIS_PORT:-56379}"
+PG_PORT="${PG_PORT:-25432}" REDIS_PORT="${REDIS_PORT:-26379}"
 CP="http://127.0.0.1:$CP_PORT" GW="http://127.0.0.1:$GW_PORT"
 mkdir -p "$STACK"
 

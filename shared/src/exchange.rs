@@ -25,6 +25,9 @@ pub struct TokenResponse {
     /// Only on gateway-signed exchanges: where and how to forward, per resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstreams: Option<BTreeMap<String, UpstreamDirective>>,
+    /// The policy version that allowed the exchange: for the issuer's own evidence, never sent.
+    #[serde(skip)]
+    pub policy_version_id: Option<String>,
 }
 
 /// How the gateway reaches a resource and which credential it injects.

@@ -144,6 +144,7 @@ impl Sts {
         });
         let (decision, status) = match out {
             Ok(resp) => {
+                meta["policy_version_id"] = resp.policy_version_id.clone().into();
                 if let Ok(c) = Compact::parse(&resp.access_token).and_then(|t| t.claims::<Claims>()) {
                     meta["session_id"] = c.sid.into();
                     meta["root_sid"] = c.root_sid.into();
@@ -476,7 +477,7 @@ impl Sts {
         let claims = Claims { scope: form.scope_claim(), root_sid: fresh.sid.clone(), target: target.clone(), approval_id, ..fresh };
         let token = self.sign(&keys, &claims)?;
         self.metrics.exchanges.with_label_values(&[Use::Session.as_str()]).inc();
-        Ok(response(token, ttl, &claims.scope, target, None))
+        Ok(response(token, ttl, &claims.scope, target, None, granted.policy_version_id.clone()))
     }
 
     async fn gateway_mint(&self, form: &TokenForm, app: &Application, subject: &str, request_id: &str) -> Result<TokenResponse, StsError> {
@@ -543,7 +544,7 @@ impl Sts {
         };
         let token = self.sign(&keys, &claims)?;
         self.metrics.exchanges.with_label_values(&[Use::Gateway.as_str()]).inc();
-        Ok(response(token, ttl, &claims.scope, target, None))
+        Ok(response(token, ttl, &claims.scope, target, None, granted.policy_version_id.clone()))
     }
 
     /// The SDK path: a gateway mandate for an agent session, through a delegation edge checked
@@ -630,7 +631,7 @@ impl Sts {
         };
         let token = self.sign(&keys, &claims)?;
         self.metrics.exchanges.with_label_values(&["gateway_delegated"]).inc();
-        Ok(response(token, ttl, &claims.scope, target, None))
+        Ok(response(token, ttl, &claims.scope, target, None, granted.policy_version_id.clone()))
     }
 
     async fn resource_exchange(&self, form: &TokenForm, subject: &str, request_id: &str) -> Result<TokenResponse, StsError> {
@@ -704,7 +705,7 @@ impl Sts {
         let directive = self.directive(zone_id, &resource)?;
         self.metrics.exchanges.with_label_values(&[Use::Resource.as_str()]).inc();
         let upstreams = BTreeMap::from([(resource.identifier.clone(), directive)]);
-        Ok(response(token, ttl, &claims.scope, vec![resource.identifier.clone()], Some(upstreams)))
+        Ok(response(token, ttl, &claims.scope, vec![resource.identifier.clone()], Some(upstreams), granted.policy_version_id.clone()))
     }
 }
 
@@ -753,6 +754,7 @@ fn response(
     scope: &str,
     target: Vec<String>,
     upstreams: Option<BTreeMap<String, UpstreamDirective>>,
+    policy_version_id: Option<String>,
 ) -> TokenResponse {
     TokenResponse {
         access_token: token,
@@ -762,6 +764,7 @@ fn response(
         scope: (!scope.is_empty()).then(|| scope.to_owned()),
         target_resources: target,
         upstreams,
+        policy_version_id,
     }
 }
 

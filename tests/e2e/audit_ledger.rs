@@ -554,6 +554,7 @@ async fn the_sts_the_admin_api_and_the_coordinator_leave_evidence_without_secret
     assert_eq!(mint["metadata_json"]["class"], "session_mint");
     assert_eq!(mint["metadata_json"]["application_id"], d.app_id.as_str());
     assert!(mint["metadata_json"]["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{mint}");
+    assert!(mint["metadata_json"]["policy_version_id"].as_str().is_some_and(|s| !s.is_empty()), "the deciding policy version: {mint}");
     let denied = events.iter().find(|e| e["event_type"] == "token_exchange" && e["decision"] == "deny").unwrap();
     assert_eq!(denied["evaluation_status"], "invalid_client");
     let admin = events
