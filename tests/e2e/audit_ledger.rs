@@ -386,6 +386,15 @@ async fn search_pages_filters_exports_and_verifies_ranges() {
     );
     let bad = s.admin("GET", &format!("{base}/verify?from_seq=4&to_seq=2"), &d.admin, None).await;
     assert_eq!(bad.status, 400);
+
+    // A serving control plane without the ledger still searches; verifying needs the chain key.
+    let (_cp2, url2) = s.second_control_plane(&[("AUDIT_LEDGER_ENABLED", "false")]).await;
+    let get = |path: String| s.http.get(format!("{url2}{path}")).bearer_auth(&d.admin).send();
+    let r = get(format!("{base}?limit=2")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = get(format!("{base}/verify")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "audit_ledger_disabled");
 }
 
 /// Minimal CSV reader for the test (the server writes with the `csv` crate).
