@@ -236,13 +236,13 @@ impl Ingestor {
         let verdict = match fields.get("data").filter(|d| !d.is_empty()) {
             None => Err("missing_data_field".to_owned()),
             Some(data) => {
-                let frame =
-                    Frame { id: fields.get("id").cloned().unwrap_or_default(), data: data.clone(), sig: fields.get("sig").cloned() };
-                if !frame.verify(&self.frame_key) {
+                let sig = fields.get("sig").map(String::as_str);
+                if !Frame::verify_parts(&self.frame_key, data, sig) {
                     self.metrics.hmac_failures.inc();
                     Err("hmac_verify_failed".to_owned())
                 } else {
-                    Entry::from_data(data, now).map(|entry| Pending { entry, producer_sig: frame.sig }).map_err(|r| r.to_string())
+                    let producer_sig = sig.map(str::to_owned);
+                    Entry::from_data(data, now).map(|entry| Pending { entry, producer_sig }).map_err(|r| r.to_string())
                 }
             }
         };

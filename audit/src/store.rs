@@ -118,15 +118,13 @@ impl Ledger {
             .await?
             .into_iter()
             .collect();
+        let hashes: Vec<[u8; 32]> = batch.iter().map(|p| p.entry.content_sha256()).collect();
         // Zone → indexes of the events it files; a repeated id within the batch counts once.
         let mut zones: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         let mut first: HashMap<&str, usize> = HashMap::new();
         for (i, p) in batch.iter().enumerate() {
-            let incoming = p.entry.content_sha256();
-            let earlier = stored
-                .get(&p.entry.id)
-                .cloned()
-                .or_else(|| first.get(p.entry.id.as_str()).map(|&j| batch[j].entry.content_sha256().to_vec()));
+            let incoming = hashes[i];
+            let earlier = stored.get(&p.entry.id).map(Vec::as_slice).or_else(|| first.get(p.entry.id.as_str()).map(|&j| &hashes[j][..]));
             match earlier {
                 Some(s) if s == incoming => outcomes[i] = Some(Outcome::Duplicate),
                 Some(s) => outcomes[i] = Some(Outcome::Conflict { stored: hex::encode(s), incoming: hex::encode(incoming) }),
@@ -141,10 +139,9 @@ impl Ledger {
             let mut cols = Columns::default();
             for i in members {
                 seq += 1;
-                let p = &batch[i];
-                let content = p.entry.content_sha256();
+                let content = hashes[i];
                 prev = chain::link(&self.key, zone, seq, &content, &prev);
-                cols.push(p, seq, content, prev);
+                cols.push(&batch[i], seq, content, prev);
                 outcomes[i] = Some(Outcome::Inserted { seq });
             }
             cols.insert(&mut tx).await?;

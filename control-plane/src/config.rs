@@ -233,7 +233,7 @@ fn read_ledger(r: &mut Reader<'_>, audit_key: Option<&[u8]>, streams_key: Option
             true
         }
     };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "local".into());
+    let host = caracal_shared::config_env::hostname("local");
     Some(LedgerConfig {
         chain_key: Secret(hex::encode(chain_key.unwrap_or_default())),
         database_url: database_url.map(Secret),

@@ -53,16 +53,7 @@ impl Delivery {
     }
 
     async fn xadd(&self, frames: &[Frame]) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        for f in frames {
-            let cmd = pipe.cmd("XADD").arg(streams::AUDIT_EVENTS).arg("MAXLEN").arg("~").arg(1_000_000).arg("*");
-            cmd.arg("id").arg(&f.id).arg("data").arg(&f.data);
-            if let Some(sig) = &f.sig {
-                cmd.arg("sig").arg(sig);
-            }
-            cmd.ignore();
-        }
-        pipe.query_async::<()>(&mut self.redis.clone()).await
+        caracal_shared::audit::xadd_pipeline(frames).query_async::<()>(&mut self.redis.clone()).await
     }
 
     async fn enqueue(&self, events: &[AuditEvent], frames: &[Frame]) -> Result<(), sqlx::Error> {
@@ -110,13 +101,6 @@ pub async fn ship(delivery: Delivery, mut rx: mpsc::Receiver<AuditEvent>, mut st
     }
 }
 
-/// Queues an event; waits when the queue is full (never drops).
-pub async fn emit(tx: &mpsc::Sender<AuditEvent>, event: AuditEvent) {
-    if let Err(mpsc::error::TrySendError::Full(e)) = tx.try_send(event) {
-        let _ = tx.send(e).await;
-    }
-}
-
 /// Filled by the authenticating extractor with who is acting (token id or mandate subject).
 #[derive(Clone, Default)]
 pub struct Actor(pub Arc<OnceLock<String>>);
@@ -158,7 +142,7 @@ pub async fn actions(State(state): State<AppState>, mut req: Request, next: Next
         "route": route,
         "status": status,
     });
-    emit(&state.evidence, AuditEvent::new(&zone, event_type, &rid, decision, &status.to_string(), meta)).await;
+    caracal_shared::audit::enqueue(&state.evidence, AuditEvent::new(&zone, event_type, &rid, decision, &status.to_string(), meta)).await;
     resp
 }
 

@@ -89,7 +89,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     };
 
     state.sts.start_background(stop_rx.clone()).await.context("loading revoked sessions")?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "cp".into());
+    let host = caracal_shared::config_env::hostname("cp");
     let instance = format!("{host}:{}:{}", cfg.listen.port(), std::process::id());
     let consumer_tasks = caracal_control_plane::consumers::spawn(
         state.sts.clone(),

@@ -200,7 +200,7 @@ impl GatewayConfig {
         }
         let circuit_window = r.duration("STS_CIRCUIT_WINDOW", Duration::from_secs(10));
         let circuit_open = r.duration("STS_CIRCUIT_OPEN", Duration::from_secs(10));
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "gateway".into());
+        let host = caracal_shared::config_env::hostname("gateway");
         let instance_id = r.string("GATEWAY_INSTANCE_ID", &format!("{host}:{}:{}", listen.port(), std::process::id()));
         let tls = match (r.optional("TLS_CERT_FILE"), r.optional("TLS_KEY_FILE")) {
             (Some(c), Some(k)) => Some((c, k)),

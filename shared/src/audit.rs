@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sig;
+use crate::{sig, streams};
 
 /// One audit event, in the original's wire shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,7 +70,33 @@ impl Frame {
 
     /// Whether `sig` verifies over the raw `data` (a missing `sig` never does).
     pub fn verify(&self, key: &[u8]) -> bool {
-        self.sig.as_deref().is_some_and(|s| sig::hmac_hex_verify(key, self.data.as_bytes(), s))
+        Self::verify_parts(key, &self.data, self.sig.as_deref())
+    }
+
+    /// [`Frame::verify`] on fields still in a stream entry, without building a frame.
+    pub fn verify_parts(key: &[u8], data: &str, sig: Option<&str>) -> bool {
+        sig.is_some_and(|s| sig::hmac_hex_verify(key, data.as_bytes(), s))
+    }
+}
+
+/// One pipelined `XADD` to `caracal.audit.events` per frame (capped stream), replies ignored.
+pub fn xadd_pipeline(frames: &[Frame]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for f in frames {
+        let cmd = pipe.cmd("XADD").arg(streams::AUDIT_EVENTS).arg("MAXLEN").arg("~").arg(1_000_000).arg("*");
+        cmd.arg("id").arg(&f.id).arg("data").arg(&f.data);
+        if let Some(sig) = &f.sig {
+            cmd.arg("sig").arg(sig);
+        }
+        cmd.ignore();
+    }
+    pipe
+}
+
+/// Queues an event for a shipper; waits when the queue is full rather than dropping it.
+pub async fn enqueue(tx: &tokio::sync::mpsc::Sender<AuditEvent>, event: AuditEvent) {
+    if let Err(tokio::sync::mpsc::error::TrySendError::Full(e)) = tx.try_send(event) {
+        let _ = tx.send(e).await;
     }
 }
 

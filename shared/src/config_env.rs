@@ -248,6 +248,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// This host's name (for consumer names), or `fallback` when it cannot be read.
+pub fn hostname(fallback: &str) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| fallback.to_owned())
+}
+
 /// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());

@@ -163,9 +163,7 @@ impl Sts {
             }
         };
         let event = caracal_shared::audit::AuditEvent::new(&form.zone_id, "token_exchange", req.request_id, decision, &status, meta);
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(e)) = tx.try_send(event) {
-            let _ = tx.send(e).await;
-        }
+        caracal_shared::audit::enqueue(tx, event).await;
     }
 
     async fn token_inner(&self, req: &TokenRequest<'_>, form: &TokenForm) -> Result<TokenResponse, StsError> {

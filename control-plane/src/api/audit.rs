@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +58,14 @@ struct SearchQuery {
 }
 
 impl SearchQuery {
+    /// The caller may read the zone, the query string parses strictly, the filters are valid.
+    fn checked(who: &AdminPrincipal, zone_id: &str, q: Result<Query<Self>, QueryRejection>) -> ApiResult<(Self, Filter)> {
+        who.require_zone(zone_id)?;
+        let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        let filter = q.filter(zone_id)?;
+        Ok((q, filter))
+    }
+
     fn filter(&self, zone_id: &str) -> ApiResult<Filter> {
         let time = |name: &str, v: &Option<String>| -> ApiResult<Option<DateTime<Utc>>> {
             v.as_deref()
@@ -113,11 +122,9 @@ async fn search(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path(zone_id): Path<String>,
-    q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    who.require_zone(&zone_id)?;
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let filter = q.filter(&zone_id)?;
+    let (q, filter) = SearchQuery::checked(&who, &zone_id, q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -144,11 +151,9 @@ async fn export(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path(zone_id): Path<String>,
-    q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    who.require_zone(&zone_id)?;
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let filter = q.filter(&zone_id)?;
+    let (q, filter) = SearchQuery::checked(&who, &zone_id, q)?;
     let csv = match q.format.as_deref().unwrap_or("ndjson") {
         "ndjson" => false,
         "csv" => true,
@@ -222,7 +227,7 @@ async fn verify(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path(zone_id): Path<String>,
-    q: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> ApiResult<Json<caracal_audit::sweep::ZoneReport>> {
     who.require_zone(&zone_id)?;
     let l = ledger(&state)?;

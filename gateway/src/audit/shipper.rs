@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use caracal_shared::audit::{AuditEvent, Frame};
-use caracal_shared::streams;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use redis::aio::MultiplexedConnection;
@@ -40,16 +39,7 @@ impl Shipper {
 
     /// One pipelined `XADD` per frame.
     async fn send(conn: &mut MultiplexedConnection, frames: &[Frame]) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        for f in frames {
-            let cmd = pipe.cmd("XADD").arg(streams::AUDIT_EVENTS).arg("MAXLEN").arg("~").arg(1_000_000).arg("*");
-            cmd.arg("id").arg(&f.id).arg("data").arg(&f.data);
-            if let Some(sig) = &f.sig {
-                cmd.arg("sig").arg(sig);
-            }
-            cmd.ignore();
-        }
-        pipe.query_async::<()>(conn).await
+        caracal_shared::audit::xadd_pipeline(frames).query_async::<()>(conn).await
     }
 
     fn spool_or_lose(&self, frames: &[Frame]) {
