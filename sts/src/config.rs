@@ -38,6 +38,9 @@ pub struct StsConfig {
     pub auth_failure_limit: u64,
     /// `STS_AUTH_LOCKOUT`: how long a lockout lasts (default 5 min).
     pub auth_lockout: Duration,
+    /// `POLICY_EVAL_TIMEOUT`: longest a policy evaluation is awaited (default 250 ms); past it the
+    /// exchange answers 503 `policy_eval_failed` and the zone is quarantined for a few seconds.
+    pub policy_eval_timeout: Duration,
 }
 
 impl std::fmt::Debug for StsConfig {
@@ -101,6 +104,10 @@ impl StsConfig {
         let mints_per_minute = r.parse("STS_MINT_RATE_LIMIT_PER_MIN", 60_000u64);
         let auth_failure_limit = r.parse("STS_AUTH_FAILURE_LIMIT", 10u64);
         let auth_lockout = r.duration("STS_AUTH_LOCKOUT", Duration::from_secs(300));
+        let policy_eval_timeout = r.duration("POLICY_EVAL_TIMEOUT", Duration::from_millis(250));
+        if policy_eval_timeout.is_zero() || policy_eval_timeout > Duration::from_secs(10) {
+            r.problem("POLICY_EVAL_TIMEOUT", "must be between 1 ms and 10 s");
+        }
         if mints_per_minute == 0 || auth_failure_limit == 0 {
             r.problem("STS_MINT_RATE_LIMIT_PER_MIN", "STS_MINT_RATE_LIMIT_PER_MIN and STS_AUTH_FAILURE_LIMIT must be at least 1");
         }
@@ -119,6 +126,7 @@ impl StsConfig {
             mints_per_minute,
             auth_failure_limit,
             auth_lockout,
+            policy_eval_timeout,
         })
     }
 }

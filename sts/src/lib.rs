@@ -62,7 +62,7 @@ impl Sts {
         registry: &prometheus::Registry,
     ) -> Result<Arc<Self>, prometheus::Error> {
         let keys = keys::KeyStore::new(db.clone(), keys::Kek::new(&cfg.zone_kek), cfg.key_activation_delay);
-        let policies = policy::PolicyCache::new(db.clone());
+        let policies = policy::PolicyCache::new(db.clone(), cfg.policy_eval_timeout);
         let catalog = catalog::Catalog::new(db.clone());
         let revoked = Arc::new(revoked::RevokedRoots::new(cfg.revocation_max_staleness));
         let limits = limits::Limits::new(redis.clone(), cfg.mints_per_minute, cfg.auth_failure_limit, cfg.auth_lockout);

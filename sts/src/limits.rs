@@ -1,13 +1,14 @@
 //! Rate limits and the lockout of clients that keep presenting bad credentials (seed 003).
 //!
-//! * Mint attempts per `(zone_id, client_id)`: a fixed one-minute window in Redis, checked with
-//!   the lockout in one pipelined round trip before the secret; over `STS_MINT_RATE_LIMIT_PER_MIN`
-//!   answers 429 with `Retry-After`.
+//! * Mints per `(zone_id, client_id)`: a fixed one-minute window in Redis, counted only once the
+//!   client's secret matched; over `STS_MINT_RATE_LIMIT_PER_MIN` answers 429 with `Retry-After`.
+//!   Counting before authentication would let anyone who knows a client id exhaust its budget.
 //!   The gateway's per-request exchange is not counted again: it spends a mandate that a counted
 //!   mint produced (the original counted a governed request twice).
 //! * Bad client credentials per `(zone_id, application_id)`: more than `STS_AUTH_FAILURE_LIMIT`
-//!   in a minute locks the client out for `STS_AUTH_LOCKOUT`; a locked client is refused before
-//!   its secret is even looked at.
+//!   in a minute locks the client out for `STS_AUTH_LOCKOUT`. A locked client's *bad* secrets are
+//!   answered 429 without further counting; its right secret still authenticates (see
+//!   `exchange::authenticate` for why).
 //! * Failed step-up attempts per `(zone_id, client_id)` (seed 003): 5 within 2 minutes (invalid,
 //!   expired or rejected approvals) cool the client's step-up off for 5 minutes — in Redis, so the
 //!   throttle holds across restarts and STS instances (the original's lived in one process).
@@ -48,19 +49,39 @@ impl Limits {
         format!("{zone_id}:{}", &caracal_shared::sig::sha256_hex(client_id.as_bytes())[..32])
     }
 
-    /// One pipelined round trip before a client is authenticated: refuses a locked-out client,
-    /// and counts the attempt towards the per-client mint limit.
+    /// Counts a mint of an authenticated client (one round trip); 429 past the limit.
     pub async fn admit(&self, zone_id: &str, client_id: &str) -> Result<(), StsError> {
         let (minute, left_ms) = window();
-        let client = Self::client_key(zone_id, client_id);
-        let (counter, lock) = (format!("caracal:sts:rl:{client}:{minute}"), format!("caracal:sts:lock:{client}"));
-        let (locked_ms, n): (i64, u64) = redis::pipe()
-            .cmd("PTTL")
-            .arg(&lock)
+        let counter = format!("caracal:sts:rl:{}:{minute}", Self::client_key(zone_id, client_id));
+        let (n,): (u64,) = redis::pipe()
             .cmd("INCR")
             .arg(&counter)
             .cmd("PEXPIRE")
             .arg(&counter)
+            .arg(120_000)
+            .arg("NX")
+            .ignore()
+            .query_async(&mut self.redis.clone())
+            .await?;
+        if n > self.mints_per_minute {
+            return Err(StsError::RateLimited { retry_after_secs: left_ms.div_ceil(1000).max(1) });
+        }
+        Ok(())
+    }
+
+    /// Records a bad credential (one round trip). `Err(Locked)` while the client is locked out or
+    /// once this failure crosses the threshold; `Ok` means "answer `invalid_client`".
+    pub async fn record_failure(&self, zone_id: &str, application_id: &str) -> Result<(), StsError> {
+        let (minute, _) = window();
+        let client = Self::client_key(zone_id, application_id);
+        let (key, lock) = (format!("caracal:sts:authfail:{client}:{minute}"), format!("caracal:sts:lock:{client}"));
+        let (locked_ms, n): (i64, u64) = redis::pipe()
+            .cmd("PTTL")
+            .arg(&lock)
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
             .arg(120_000)
             .arg("NX")
             .ignore()
@@ -69,29 +90,7 @@ impl Limits {
         if locked_ms > 0 {
             return Err(StsError::Locked { retry_after_secs: (locked_ms as u64).div_ceil(1000) });
         }
-        if n > self.mints_per_minute {
-            return Err(StsError::RateLimited { retry_after_secs: left_ms.div_ceil(1000).max(1) });
-        }
-        Ok(())
-    }
-
-    /// Records a bad credential; locks the client out past the threshold.
-    pub async fn record_failure(&self, zone_id: &str, application_id: &str) -> Result<(), StsError> {
-        let (minute, _) = window();
-        let client = Self::client_key(zone_id, application_id);
-        let key = format!("caracal:sts:authfail:{client}:{minute}");
-        let (n,): (u64,) = redis::pipe()
-            .cmd("INCR")
-            .arg(&key)
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(120_000)
-            .arg("NX")
-            .ignore()
-            .query_async(&mut self.redis.clone())
-            .await?;
         if n > self.auth_failures {
-            let lock = format!("caracal:sts:lock:{client}");
             let _: () = redis::cmd("SET")
                 .arg(&lock)
                 .arg(1)

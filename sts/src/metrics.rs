@@ -1,6 +1,6 @@
 //! STS metrics, registered in the control plane's registry.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Counters and histograms of the token endpoint.
 pub struct StsMetrics {
@@ -12,6 +12,8 @@ pub struct StsMetrics {
     pub policy_evaluations: IntCounterVec,
     /// Time spent per token request.
     pub exchange_seconds: Histogram,
+    /// Refused requests whose caller never authenticated (no evidence is filed for them).
+    pub unauthenticated: IntCounter,
 }
 
 impl StsMetrics {
@@ -29,7 +31,12 @@ impl StsMetrics {
         registry.register(Box::new(exchanges.clone()))?;
         registry.register(Box::new(denials.clone()))?;
         registry.register(Box::new(policy_evaluations.clone()))?;
+        let unauthenticated = IntCounter::new(
+            "caracal_sts_unauthenticated_refusals_total",
+            "Token requests refused before the caller authenticated (counted, not filed as evidence).",
+        )?;
         registry.register(Box::new(exchange_seconds.clone()))?;
-        Ok(Self { exchanges, denials, policy_evaluations, exchange_seconds })
+        registry.register(Box::new(unauthenticated.clone()))?;
+        Ok(Self { exchanges, denials, policy_evaluations, exchange_seconds, unauthenticated })
     }
 }

@@ -56,6 +56,37 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
+/// Why `path` could be read differently by an upstream than by [`path_matches`], if it could:
+/// `;` path parameters (Tomcat and Spring drop them, so `..;` is `..`), backslashes (some servers
+/// treat them as `/`), percent-escapes of a separator, a dot, `%` itself or a control character
+/// (decoded after routing, or twice), and malformed escapes.
+pub fn ambiguity(path: &str) -> Option<&'static str> {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b';' => return Some("path parameter"),
+            b'\\' => return Some("backslash"),
+            b if b < 0x20 || b == 0x7f => return Some("control character"),
+            b'%' => {
+                let decoded = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                match decoded {
+                    None => return Some("malformed escape"),
+                    Some(b'/' | b'\\') => return Some("encoded separator"),
+                    Some(b'.') => return Some("encoded dot"),
+                    Some(b'%') => return Some("double encoding"),
+                    Some(b';') => return Some("encoded path parameter"),
+                    Some(c) if c < 0x20 || c == 0x7f => return Some("encoded control character"),
+                    Some(_) => i += 2,
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

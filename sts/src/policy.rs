@@ -5,6 +5,13 @@
 //! determining_policies: [...], diagnostics: [...]}`. An undefined result is a deny; anything outside
 //! the contract, or an engine error, is an evaluation failure (503 `policy_eval_failed`), never an
 //! allow. A zone without an active version denies everything.
+//!
+//! Evaluation is bounded ([`bounds`]) and runs off the async workers ([`runner`]): a zone's slow or
+//! runaway policy answers 503 `policy_eval_failed` within `POLICY_EVAL_TIMEOUT` and quarantines
+//! that zone only.
+
+pub mod bounds;
+pub mod runner;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +71,7 @@ pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
     }
     let mut engine = regorus::Engine::new();
     engine.set_rego_v0(false);
+    bounds::register(&mut engine).map_err(|e| e.to_string())?;
     let package = engine.add_policy("policy.rego".into(), source.into()).map_err(|e| e.to_string())?;
     if package != PACKAGE {
         return Err(format!("policy must declare `package caracal.authz`, found `{}`", package.trim_start_matches("data.")));
@@ -74,12 +82,25 @@ pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
     engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(|e| e.to_string())
 }
 
-/// Evaluates `policy` (or the deny-all fallback) against `input`.
+/// Compiles an upload and evaluates it once on sample inputs within `budget`, off the async
+/// workers: what fails a bound there is refused before it can be activated ([`bounds::dry_run`]).
+pub async fn check_upload(source: String, budget: std::time::Duration) -> Result<(), String> {
+    let compiled = tokio::task::spawn_blocking(move || compile(&source)).await.map_err(|e| format!("compiling failed: {e}"))??;
+    tokio::task::spawn_blocking(move || bounds::dry_run(compiled, budget)).await.map_err(|e| format!("dry run failed: {e}"))?
+}
+
+/// Evaluates `policy` (or the deny-all fallback) against `input` on the calling thread: for
+/// benchmarks, tests and the [`runner`]; the mint path goes through [`PolicyCache::evaluate`].
 pub fn evaluate(policy: Option<&ActivePolicy>, input: &Value) -> Result<Decision, StsError> {
-    let Some(policy) = policy else { return Ok(Decision::deny("no_active_policy")) };
+    match policy {
+        Some(p) => evaluate_now(p, input.clone()),
+        None => Ok(Decision::deny("no_active_policy")),
+    }
+}
+
+fn evaluate_now(policy: &ActivePolicy, input: Value) -> Result<Decision, StsError> {
     // Converted value to value: no JSON text round trip on the mint path.
-    let out =
-        policy.compiled.eval_with_input(regorus::Value::from(input.clone())).map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
+    let out = policy.compiled.eval_with_input(regorus::Value::from(input)).map_err(|e| StsError::PolicyEvalFailed(e.to_string()))?;
     if out == regorus::Value::Undefined {
         return Ok(Decision::deny("no_rule_matched"));
     }
@@ -116,12 +137,15 @@ pub struct PolicyCache {
     compiled: moka::future::Cache<String, Arc<ActivePolicy>>,
     /// Compilations performed (for metrics and tests).
     pub compilations: std::sync::atomic::AtomicU64,
+    runner: runner::Runner,
 }
 
 impl PolicyCache {
-    /// A cache over `db`.
-    pub fn new(db: PgPool) -> Self {
+    /// A cache over `db`, evaluating within `eval_timeout`.
+    pub fn new(db: PgPool, eval_timeout: Duration) -> Self {
+        bounds::install_timer(eval_timeout);
         Self {
+            runner: runner::Runner::new(eval_timeout),
             db,
             zones: moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(30)).build(),
             compiled: moka::future::Cache::builder().max_capacity(10_000).build(),
@@ -135,6 +159,15 @@ impl PolicyCache {
             StsError::PolicyEvalFailed(m) => StsError::PolicyEvalFailed(m.clone()),
             other => StsError::Unavailable(other.to_string()),
         })
+    }
+
+    /// Evaluates the zone's `policy` (or the deny-all fallback) against `input`, off the async
+    /// workers and within the evaluation timeout.
+    pub async fn evaluate(&self, zone_id: &str, policy: Option<&Arc<ActivePolicy>>, input: Value) -> Result<Decision, StsError> {
+        match policy {
+            Some(p) => self.runner.run(zone_id, p.clone(), input).await,
+            None => Ok(Decision::deny("no_active_policy")),
+        }
     }
 
     /// Forgets which version a zone runs (after an activation, here or on another instance).
@@ -241,5 +274,58 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
         assert!(compile("package other\nimport rego.v1\nresult := 1\n").unwrap_err().contains("caracal.authz"));
         assert!(compile("package caracal.authz\nimport rego.v1\nallow := true\n").unwrap_err().contains("result"));
         assert!(compile("package caracal.authz\nresult := {").is_err());
+    }
+
+    fn result_of(expr: &str) -> String {
+        format!(
+            "package caracal.authz\nimport rego.v1\nresult := {{\"decision\": \"allow\", \"evaluation_status\": \"complete\", \"diagnostics\": [{{\"v\": {expr}}}]}}\n"
+        )
+    }
+
+    #[test]
+    fn bounded_builtins_replace_the_allocating_ones() {
+        let p = active(&result_of("count(numbers.range(1, 100000000))"));
+        let err = evaluate(Some(&p), &serde_json::json!({})).unwrap_err();
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+        let p = active(&result_of("count(numbers.range(1, 1000))"));
+        assert_eq!(evaluate(Some(&p), &serde_json::json!({})).unwrap().diagnostics[0]["v"], 1000);
+        let p = active(&result_of("sprintf(\"%05d-%s\", [42, \"x\"])"));
+        assert_eq!(evaluate(Some(&p), &serde_json::json!({})).unwrap().diagnostics[0]["v"], "00042-x", "sprintf still formats");
+        let p = active(&result_of("sprintf(\"%099999999999d\", [1])"));
+        assert!(evaluate(Some(&p), &serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn an_upload_that_exceeds_a_bound_on_a_sample_input_is_refused() {
+        let budget = Duration::from_millis(500);
+        let bomb = compile(&result_of("count(numbers.range(1, 100000000))")).unwrap();
+        assert!(bounds::dry_run(bomb, budget).unwrap_err().contains("bound"));
+        assert!(bounds::dry_run(compile(ALLOW_READ).unwrap(), budget).is_ok());
+        // Conditional on what the sample input has: still refused, the dry run uses the contract's fields.
+        let conditional = compile(&result_of("count([x | some x in numbers.range(1, 100000000); input.action.id == \"TokenExchange\"])")).unwrap();
+        assert!(bounds::dry_run(conditional, budget).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_overrunning_zone_is_quarantined_and_others_are_not() {
+        // 40M iterations of a comprehension: far beyond 50 ms, and stopped by the regorus timer.
+        let slow = Arc::new(active(&result_of("count([x | some x in numbers.range(1, 90000); some y in numbers.range(1, 500); x > y])")));
+        let fast = Arc::new(active(ALLOW_READ));
+        bounds::install_timer(Duration::from_millis(50));
+        let runner = runner::Runner::new(Duration::from_millis(50));
+        let input = serde_json::json!({"context": {"requested_scopes": ["read"]}});
+        let started = std::time::Instant::now();
+        let err = runner.run("slow-zone", slow.clone(), input.clone()).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(500), "answered within the bound: {:?}", started.elapsed());
+        assert!(err.to_string().contains("exceeded"), "{err}");
+        let again = runner.run("slow-zone", fast.clone(), input.clone()).await.unwrap_err();
+        assert!(again.to_string().contains("quarantined"), "{again}");
+        assert!(runner.run("other-zone", fast.clone(), input.clone()).await.unwrap().allow, "another zone is not affected");
+        // The regorus timer stops the runaway evaluation itself, which lifts the quarantine after it.
+        let deadline = std::time::Instant::now() + runner::QUARANTINE + Duration::from_secs(5);
+        while runner.run("slow-zone", fast.clone(), input.clone()).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the overrunning evaluation was never stopped");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

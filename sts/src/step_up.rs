@@ -162,6 +162,37 @@ pub fn binding(s: &Subject<'_>) -> String {
     caracal_shared::sig::sha256_hex(&buf)
 }
 
+/// Whether an approval carried by a presented mandate (`approved`, consumed by an earlier mint)
+/// also authorizes this request: the same application and policy version, a lineage it was given
+/// for, every requested resource and scope within what was approved, and every tier demanded now
+/// among the tiers approved then. Anything else needs a fresh approval; `Err` names the mismatch.
+pub fn covers(approved: &holds::Approved, s: &Subject<'_>, demanded: &Requirement) -> Result<(), &'static str> {
+    if approved.application_id != s.application_id {
+        return Err("approved for another application");
+    }
+    if approved.policy_version_id.as_deref() != s.policy_version_id {
+        return Err("approved under another policy version");
+    }
+    let same_or_unbound = |held: &Option<String>, now: Option<&str>| held.as_deref().is_none_or(|h| Some(h) == now);
+    if !same_or_unbound(&approved.authority_record_id, s.authority_record_id)
+        || !same_or_unbound(&approved.agent_session_id, s.agent_session_id)
+        || !same_or_unbound(&approved.delegation_edge_id, s.delegation_edge_id)
+    {
+        return Err("approved for another session or delegation");
+    }
+    let norm = |r: &str| r.trim().to_ascii_lowercase();
+    if !s.resources.iter().all(|r| approved.resources.iter().any(|a| norm(a) == norm(r))) {
+        return Err("a resource was not approved");
+    }
+    if !s.scopes.iter().all(|x| approved.scopes.iter().any(|a| a.trim() == x.trim())) {
+        return Err("a scope was not approved");
+    }
+    if !demanded.tier.split(',').all(|t| approved.tier.split(',').any(|a| a == t)) {
+        return Err("a demanded tier was not approved");
+    }
+    Ok(())
+}
+
 /// The body of a 401 `interaction_required` (besides `error`, `error_description`, `requestId`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Challenge {
@@ -222,6 +253,50 @@ mod tests {
         for c in cases {
             assert!(matches!(req(c.clone()), Err(StsError::AccessDenied(_))), "{c}");
         }
+    }
+
+    #[test]
+    fn an_inherited_approval_covers_only_what_was_approved() {
+        let resources = ["https://api".to_owned()];
+        let scopes = ["write".to_owned()];
+        let approved = holds::Approved {
+            application_id: "app".into(),
+            authority_record_id: None,
+            agent_session_id: None,
+            delegation_edge_id: None,
+            resources: vec!["https://API".into(), "https://other".into()],
+            scopes: vec!["read".into(), "write".into()],
+            policy_version_id: Some("v1".into()),
+            tier: "audit,writes".into(),
+        };
+        let s = Subject {
+            zone_id: "z",
+            application_id: "app",
+            principal: "app",
+            authority_record_id: Some("root"),
+            agent_session_id: None,
+            delegation_edge_id: None,
+            resources: &resources,
+            scopes: &scopes,
+            policy_version_id: Some("v1"),
+        };
+        let demanded = Requirement { tier: "writes".into(), approver: Approver::Operator, ttl: MIN_TTL };
+        assert_eq!(covers(&approved, &s, &demanded), Ok(()));
+        let admin = ["admin".to_owned()];
+        let elsewhere = ["https://elsewhere".to_owned()];
+        let cases: [(Subject<'_>, &str); 4] = [
+            (Subject { application_id: "other", ..s }, "another application"),
+            (Subject { policy_version_id: Some("v2"), ..s }, "another policy version"),
+            (Subject { scopes: &admin, ..s }, "a scope"),
+            (Subject { resources: &elsewhere, ..s }, "a resource"),
+        ];
+        for (subject, why) in cases {
+            assert!(covers(&approved, &subject, &demanded).unwrap_err().contains(why), "{why}");
+        }
+        let finance = Requirement { tier: "finance".into(), ..demanded.clone() };
+        assert!(covers(&approved, &s, &finance).unwrap_err().contains("tier"));
+        let bound = holds::Approved { authority_record_id: Some("another-root".into()), ..approved.clone() };
+        assert!(covers(&bound, &s, &demanded).unwrap_err().contains("session"));
     }
 
     #[test]

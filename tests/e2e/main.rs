@@ -13,6 +13,7 @@ mod limits;
 mod policy;
 mod revocation;
 mod step_up;
+mod sts_review;
 mod sts_and_keys;
 mod sts_instances;
 mod upstream_safety;

@@ -167,6 +167,9 @@ async fn archive_set(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// How long an upload's sample evaluation may take.
+const UPLOAD_EVAL_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateVersion {
@@ -182,8 +185,11 @@ async fn create_version(
     AppJson(b): AppJson<CreateVersion>,
 ) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
-    // Compile before anything is stored: a version that cannot evaluate is never activatable.
-    caracal_sts::policy::compile(&b.rego).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rego", e))?;
+    // Compile and evaluate once on sample inputs before anything is stored: a version that cannot
+    // evaluate, or exceeds an evaluation bound, is never activatable.
+    caracal_sts::policy::check_upload(b.rego.clone(), UPLOAD_EVAL_BUDGET)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rego", e))?;
     let mut tx = state.db.begin().await?;
     let set: Option<(String,)> =
         sqlx::query_as("SELECT id FROM policy_sets WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL FOR UPDATE")

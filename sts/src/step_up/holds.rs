@@ -120,3 +120,29 @@ pub async fn sweep(db: &PgPool) -> Result<u64, sqlx::Error> {
     .await?;
     Ok(done.rows_affected())
 }
+
+/// What a consumed hold approved, for checking an approval a presented mandate carries.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Approved {
+    pub application_id: String,
+    pub authority_record_id: Option<String>,
+    pub agent_session_id: Option<String>,
+    pub delegation_edge_id: Option<String>,
+    pub resources: Vec<String>,
+    pub scopes: Vec<String>,
+    pub policy_version_id: Option<String>,
+    pub tier: String,
+}
+
+/// The hold `id` if it was approved and consumed by a mint (the only state in which a mandate can
+/// carry it).
+pub async fn consumed(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<Approved>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT application_id, authority_record_id, agent_session_id, delegation_edge_id, resources, scopes, \
+                policy_version_id, tier FROM step_up_approvals WHERE zone_id = $1 AND id = $2 AND state = 'consumed'",
+    )
+    .bind(zone_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
