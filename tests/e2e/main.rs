@@ -15,4 +15,5 @@ mod revocation;
 mod step_up;
 mod sts_and_keys;
 mod sts_instances;
+mod transport_security;
 mod upstream_safety;
