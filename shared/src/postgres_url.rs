@@ -98,9 +98,7 @@ mod tests {
     #[test]
     fn malformed_urls_are_named_without_their_secrets() {
         assert_eq!(check("mysql://u@db/x", false).unwrap_err(), PostgresUrlError::Scheme);
-        for bad in
-            ["postgres://u:hunter2@db.internal:port/caracal", "postgres://u:hunter2@db/x?sslmode=sometimes", "not a url hunter2"]
-        {
+        for bad in ["postgres://u:hunter2@db.internal:port/caracal", "postgres://u:hunter2@db/x?sslmode=sometimes", "not a url hunter2"] {
             let e = check(bad, false).unwrap_err();
             assert!(matches!(e, PostgresUrlError::Parse(_)), "{bad}: {e}");
             assert!(!e.to_string().contains("hunter2"), "{e}");

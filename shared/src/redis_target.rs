@@ -66,10 +66,9 @@ impl RedisTarget {
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
         match &self.ca_pem {
             None => redis::Client::open(self.url.as_str()),
-            Some(ca) => redis::Client::build_with_tls(
-                self.url.as_str(),
-                redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) },
-            ),
+            Some(ca) => {
+                redis::Client::build_with_tls(self.url.as_str(), redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) })
+            }
         }
     }
 }
@@ -88,7 +87,9 @@ fn check(url: &str, production: bool) -> Result<bool, String> {
     let info = url.into_connection_info().map_err(|e| format!("cannot be parsed: {e}"))?;
     let has_password = info.redis_settings().password().is_some_and(|p| !p.is_empty());
     if production && !has_password {
-        return Err("must carry a password in production: redis://:PASSWORD@host (requirepass) or redis://USER:PASSWORD@host (ACL user)".into());
+        return Err(
+            "must carry a password in production: redis://:PASSWORD@host (requirepass) or redis://USER:PASSWORD@host (ACL user)".into()
+        );
     }
     Ok(tls)
 }

@@ -103,7 +103,8 @@ async fn a_tls_only_redis_with_an_acl_user_carries_every_redis_path_of_both_bina
     let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
     let start = Instant::now();
     loop {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT event FROM audit_events WHERE zone_id = $1").bind(&d.zone_id).fetch_all(&db).await.unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT event FROM audit_events WHERE zone_id = $1").bind(&d.zone_id).fetch_all(&db).await.unwrap();
         let types: Vec<Value> = rows.iter().map(|(e,)| serde_json::from_str::<Value>(e).unwrap()["event_type"].clone()).collect();
         // The STS's exchange, and the gateway's forwarded request and replay.
         if ["token_exchange", "gateway_resource_request", "replay_detected"].iter().all(|t| types.iter().any(|x| x == t)) {

@@ -37,13 +37,23 @@ impl TestPki {
         leaf_args.extend(ec);
         leaf_args.extend(["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
         openssl(&leaf_args);
-        std::fs::write(
-            p("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-        )
-        .expect("write ext.cnf");
+        std::fs::write(p("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+            .expect("write ext.cnf");
         openssl(&[
-            "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out",
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
             &cert,
         ]);
         Self { ca: p("ca.pem"), cert: p("cert.pem"), key: p("key.pem") }
