@@ -50,9 +50,15 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
     if chain.is_empty() {
         return Err(cert_err("no PEM certificate in the file".into()));
     }
-    // The key's own parse error never quotes the key.
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| TlsSetupError::Key { path: key_file.display().to_string(), reason: e.to_string() })?;
+    // Only the kind of failure is said: a decoder message could quote bytes of the key.
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsSetupError::Key {
+        path: key_file.display().to_string(),
+        reason: match e {
+            rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+            rustls::pki_types::pem::Error::NoItemsFound => "no PEM private key in the file".into(),
+            _ => "not a valid PEM private key".into(),
+        },
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
