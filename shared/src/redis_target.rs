@@ -52,11 +52,6 @@ impl RedisTarget {
         target
     }
 
-    /// A target from a URL the caller checked (tests, tools).
-    pub fn from_url(url: impl Into<String>, ca_pem: Option<Vec<u8>>) -> Self {
-        Self { url: url.into(), ca_pem }
-    }
-
     /// Whether the connection is TLS (`rediss://`).
     pub fn is_tls(&self) -> bool {
         self.url.starts_with("rediss://")
