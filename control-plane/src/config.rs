@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use caracal_shared::config_env::{ConfigErrors, Mode, Reader, Source};
+use caracal_shared::redis_target::RedisTarget;
 use caracal_sts::StsConfig;
 
 /// What the control plane needs.
@@ -17,20 +18,27 @@ pub struct ControlPlaneConfig {
     pub mode: Mode,
     /// `LISTEN_ADDR` (default `0.0.0.0:8080`).
     pub listen: SocketAddr,
-    /// `DATABASE_URL`.
+    /// `TLS_CERT_FILE` / `TLS_KEY_FILE`: serve TLS ≥ 1.2 (h2 and HTTP/1.1 by ALPN). Production
+    /// requires them unless `TLS_TERMINATED_BY_PROXY=true`.
+    pub tls: Option<ServerTls>,
+    /// `TLS_TERMINATED_BY_PROXY`: the operator states that a load balancer or proxy in front of
+    /// this listener terminates TLS, so a plaintext listener is acceptable in production.
+    pub tls_terminated_by_proxy: bool,
+    /// `DATABASE_URL` (TLS required in production, see `caracal_shared::postgres_url`).
     pub database_url: Secret,
     /// `DATABASE_MAX_CONNECTIONS` (default 16).
     pub database_max_connections: u32,
-    /// `REDIS_URL`.
-    pub redis_url: Secret,
+    /// `REDIS_URL` and `REDIS_CA_FILE` (see `caracal_shared::redis_target`).
+    pub redis: RedisTarget,
     /// `BOOTSTRAP_ADMIN_TOKEN`: authorizes `POST /v1/bootstrap` only. Unset ⇒ bootstrap disabled.
     pub bootstrap_admin_token: Option<Secret>,
     /// `STREAMS_HMAC_KEY`: signs every stream message (`_sig`).
     pub streams_hmac_key: Secret,
     /// `METRICS_BEARER`: bearer for `/metrics`; unset ⇒ open in dev, closed in production.
     pub metrics_bearer: Option<Secret>,
-    /// `AUDIT_HMAC_KEY` (hex): signs the audit frames this process writes (Control). Required in
-    /// production when Control is enabled.
+    /// `AUDIT_HMAC_KEY` (hex): signs every audit frame this process writes (token exchanges, admin
+    /// and Coordinator actions, Control) and verifies producers' frames in the ledger. Required in
+    /// every mode: a ledger files only signed frames, so unsigned evidence would be dead-lettered.
     pub audit_hmac_key: Option<Secret>,
     /// The STS's own settings.
     pub sts: StsConfig,
@@ -47,7 +55,7 @@ pub struct LedgerConfig {
     /// from every producer-held key.
     pub chain_key: Secret,
     /// `AUDIT_DATABASE_URL`: a login role granted `caracal_audit_writer`; default `DATABASE_URL`
-    /// (the ledger switches to the writer role either way).
+    /// (the ledger switches to the writer role either way). TLS required in production.
     pub database_url: Option<Secret>,
     /// `AUDIT_RETENTION_DAYS` (365; 0 keeps everything).
     pub retention_days: u32,
@@ -93,6 +101,15 @@ pub struct ControlConfig {
     pub replay_ttl: Duration,
 }
 
+/// The certificate and key the control plane serves TLS with (PEM files, read at start).
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// `TLS_CERT_FILE`: the chain, leaf first.
+    pub cert_file: PathBuf,
+    /// `TLS_KEY_FILE`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
 /// A secret value that never prints.
 #[derive(Clone)]
 pub struct Secret(pub String);
@@ -121,22 +138,16 @@ impl ControlPlaneConfig {
             r.problem("LISTEN_ADDR", format!("expected host:port, got {listen_raw:?}"));
             SocketAddr::from(([0, 0, 0, 0], 8080))
         });
-        let database_url = r.required("DATABASE_URL").unwrap_or_default();
-        if !database_url.is_empty() {
-            if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-                r.problem("DATABASE_URL", "must be a postgres:// URL");
-            } else if production && !(database_url.contains("sslmode=require") || database_url.contains("sslmode=verify-")) {
-                r.problem("DATABASE_URL", "must use sslmode=require or sslmode=verify-full in production");
-            }
+        let (tls, tls_terminated_by_proxy) = read_listener_tls(&mut r, production);
+        let database_url = r.postgres_url("DATABASE_URL", production);
+        if database_url.is_none() && !r.has_problems_for("DATABASE_URL") {
+            r.problem("DATABASE_URL", "is required");
         }
         let database_max_connections = r.parse("DATABASE_MAX_CONNECTIONS", 16u32);
         if database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS", "must be at least 1");
         }
-        let redis_url = r.required("REDIS_URL").unwrap_or_default();
-        if !(redis_url.is_empty() || redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            r.problem("REDIS_URL", "must be a redis:// or rediss:// URL");
-        }
+        let redis = RedisTarget::read(&mut r, production);
         let bootstrap_admin_token = r.optional("BOOTSTRAP_ADMIN_TOKEN");
         if let Some(t) = &bootstrap_admin_token
             && t.len() < 32
@@ -162,19 +173,23 @@ impl ControlPlaneConfig {
         if audit_key.is_some() && audit_key == streams_key {
             r.problem("AUDIT_HMAC_KEY", "must differ from STREAMS_HMAC_KEY");
         }
-        let control = read_control(&mut r);
-        if control.is_some() && production && audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
-            r.problem("AUDIT_HMAC_KEY", "is required in production when Control is enabled (signed audit frames)");
+        // Every topology produces evidence (each token exchange is audited), and every ledger
+        // dead-letters an unsigned frame: without the key the evidence would be lost, in any mode.
+        if audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
+            r.problem("AUDIT_HMAC_KEY", "is required: every audit frame this process writes is signed with it (openssl rand -hex 32)");
         }
-        let ledger = read_ledger(&mut r, audit_key.as_deref(), streams_key.as_deref());
+        let control = read_control(&mut r);
+        let ledger = read_ledger(&mut r, audit_key.as_deref(), streams_key.as_deref(), production);
         let sts = StsConfig::read(&mut r, mode);
         r.finish()?;
         Ok(Self {
             mode,
             listen,
-            database_url: Secret(database_url),
+            tls,
+            tls_terminated_by_proxy,
+            database_url: Secret(database_url.unwrap_or_default()),
             database_max_connections,
-            redis_url: Secret(redis_url),
+            redis,
             bootstrap_admin_token: bootstrap_admin_token.map(Secret),
             // Checked above: present whenever reading succeeded.
             streams_hmac_key: Secret(hex::encode(streams_key.unwrap_or_default())),
@@ -184,6 +199,18 @@ impl ControlPlaneConfig {
             ledger,
             sts: sts.expect("StsConfig is complete when the reader reported no problem"),
         })
+    }
+
+    /// What is allowed but weakens the deployment, said once at start.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.tls.is_none() && !self.tls_terminated_by_proxy {
+            w.push("serving plaintext HTTP (dev): set TLS_CERT_FILE and TLS_KEY_FILE before real traffic");
+        }
+        if self.mode == Mode::Production && !self.redis.is_tls() {
+            w.push("REDIS_URL is plaintext redis://: stream entries and the AUTH password cross the network in clear unless Redis is on this host; prefer rediss://");
+        }
+        w
     }
 
     /// The decoded streams key.
@@ -197,13 +224,37 @@ impl ControlPlaneConfig {
     }
 }
 
+/// `TLS_CERT_FILE` / `TLS_KEY_FILE` (both or neither, loadable) and `TLS_TERMINATED_BY_PROXY`;
+/// production refuses a plaintext listener nobody said was behind TLS.
+fn read_listener_tls(r: &mut Reader<'_>, production: bool) -> (Option<ServerTls>, bool) {
+    let terminated_by_proxy = r.bool("TLS_TERMINATED_BY_PROXY", false);
+    let tls = match (r.optional("TLS_CERT_FILE"), r.optional("TLS_KEY_FILE")) {
+        (Some(cert), Some(key)) => Some(ServerTls { cert_file: cert.into(), key_file: key.into() }),
+        (None, None) => None,
+        _ => {
+            r.problem("TLS_CERT_FILE", "set both TLS_CERT_FILE and TLS_KEY_FILE, or neither");
+            None
+        }
+    };
+    if let Some(t) = &tls
+        && let Err(e) = crate::tls::server_config(&t.cert_file, &t.key_file)
+    {
+        let name = if matches!(e, crate::tls::TlsSetupError::Key { .. }) { "TLS_KEY_FILE" } else { "TLS_CERT_FILE" };
+        r.problem(name, e.to_string());
+    }
+    if production && tls.is_none() && !terminated_by_proxy && !r.has_problems_for("TLS_CERT_FILE") {
+        r.problem(
+            "TLS_CERT_FILE",
+            "production refuses a plaintext listener: set TLS_CERT_FILE and TLS_KEY_FILE, or TLS_TERMINATED_BY_PROXY=true when a load balancer in front of it terminates TLS",
+        );
+    }
+    (tls, terminated_by_proxy)
+}
+
 /// The ledger settings unless `AUDIT_LEDGER_ENABLED=false`; problems go to `r`.
-fn read_ledger(r: &mut Reader<'_>, audit_key: Option<&[u8]>, streams_key: Option<&[u8]>) -> Option<LedgerConfig> {
+fn read_ledger(r: &mut Reader<'_>, audit_key: Option<&[u8]>, streams_key: Option<&[u8]>, production: bool) -> Option<LedgerConfig> {
     if !r.bool("AUDIT_LEDGER_ENABLED", true) {
         return None;
-    }
-    if audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
-        r.problem("AUDIT_HMAC_KEY", "is required: the ledger files only frames signed with it (openssl rand -hex 32)");
     }
     let chain_key = r.hex_key("AUDIT_CHAIN_KEY", 32);
     match &chain_key {
@@ -215,12 +266,7 @@ fn read_ledger(r: &mut Reader<'_>, audit_key: Option<&[u8]>, streams_key: Option
         }
         _ => {}
     }
-    let database_url = r.optional("AUDIT_DATABASE_URL");
-    if let Some(u) = &database_url
-        && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
-    {
-        r.problem("AUDIT_DATABASE_URL", "must be a postgres:// URL");
-    }
+    let database_url = r.postgres_url("AUDIT_DATABASE_URL", production);
     let batch = r.parse("AUDIT_BATCH", 500usize);
     if !(1..=10_000).contains(&batch) {
         r.problem("AUDIT_BATCH", "must be between 1 and 10000");
@@ -310,6 +356,16 @@ mod tests {
         ])
     }
 
+    /// A production configuration that passes every other check (TLS set per test).
+    fn production() -> HashMap<&'static str, &'static str> {
+        let mut env = dev();
+        env.insert("CARACAL_MODE", "production");
+        env.insert("ISSUER_URL", "https://sts.example");
+        env.insert("GATEWAY_STS_HMAC_KEY", "2122232425262728293031323334353637383940414243444546474849505152");
+        env.insert("METRICS_BEARER", "metrics-bearer-0123456789");
+        env
+    }
+
     #[test]
     fn dev_is_accepted() {
         let c = ControlPlaneConfig::from_source(&dev()).unwrap();
@@ -354,18 +410,76 @@ mod tests {
         assert!(!format!("{c:?}").contains("cat_0123"), "the dispatch token never prints");
     }
 
+    /// Every topology produces evidence, and a ledger files only signed frames: the split-ledger
+    /// topology (`AUDIT_LEDGER_ENABLED=false`) needs the key as much as the others, in every mode.
     #[test]
-    fn control_in_production_needs_an_audit_key() {
+    fn every_topology_signs_its_evidence() {
+        for mode in ["dev", "production"] {
+            for (ledger, control) in [("false", "false"), ("false", "true"), ("true", "false")] {
+                let mut env = dev();
+                env.insert("CARACAL_MODE", mode);
+                env.insert("CARACAL_CONTROL_ENABLED", control);
+                env.insert("AUDIT_LEDGER_ENABLED", ledger);
+                env.remove("AUDIT_HMAC_KEY");
+                let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
+                assert!(errs.mentions("AUDIT_HMAC_KEY"), "{mode}, ledger {ledger}, control {control}: {errs}");
+                assert_eq!(errs.0.iter().filter(|e| e.name == "AUDIT_HMAC_KEY").count(), 1, "said once: {errs}");
+            }
+        }
+    }
+
+    /// A production deployment whose every hop is plaintext or unauthenticated hears about all of
+    /// them in one report; the same deployment with each hop fixed starts.
+    #[test]
+    fn production_refuses_plaintext_hops_all_at_once() {
+        let mut env = production();
+        env.insert("DATABASE_URL", "postgres://caracal@db.internal/caracal?application_name=sslmode=require");
+        env.insert("AUDIT_DATABASE_URL", "postgres://audit@db.internal/caracal?sslmode=prefer");
+        env.insert("REDIS_URL", "rediss://redis.internal:6380");
+        let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
+        for name in ["TLS_CERT_FILE", "DATABASE_URL", "AUDIT_DATABASE_URL", "REDIS_URL"] {
+            assert!(errs.mentions(name), "{name} missing: {errs}");
+        }
+        assert_eq!(errs.0.len(), 4, "nothing else: {errs}");
+        assert!(errs.to_string().contains("TLS_TERMINATED_BY_PROXY"), "the way out is named: {errs}");
+
+        env.insert("TLS_TERMINATED_BY_PROXY", "true");
+        env.insert("DATABASE_URL", "postgres://caracal@db.internal/caracal?sslmode=verify-full&sslrootcert=/etc/caracal/pg-ca.pem");
+        env.insert("AUDIT_DATABASE_URL", "postgresql://audit@db.internal/caracal?sslmode=require");
+        env.insert("REDIS_URL", "rediss://caracal:redis-password@redis.internal:6380");
+        let c = ControlPlaneConfig::from_source(&env).unwrap_or_else(|e| panic!("fixed: {e}"));
+        assert!(c.tls.is_none() && c.tls_terminated_by_proxy && c.redis.is_tls());
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        assert!(!format!("{c:?}").contains("redis-password"), "the Redis password never prints");
+    }
+
+    #[test]
+    fn postgres_urls_are_parsed_and_their_errors_named() {
         let mut env = dev();
-        env.insert("CARACAL_MODE", "production");
-        env.insert("CARACAL_CONTROL_ENABLED", "true");
-        env.insert("AUDIT_LEDGER_ENABLED", "false");
-        env.remove("AUDIT_HMAC_KEY");
+        env.insert("DATABASE_URL", "postgres://u:hunter2@db.internal:port/caracal");
+        env.insert("AUDIT_DATABASE_URL", "mysql://audit@db/caracal");
         let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
-        assert!(errs.mentions("AUDIT_HMAC_KEY"), "{errs}");
-        env.insert("CARACAL_CONTROL_ENABLED", "false");
+        assert!(errs.mentions("DATABASE_URL") && errs.mentions("AUDIT_DATABASE_URL"), "{errs}");
+        assert!(!errs.to_string().contains("hunter2"), "{errs}");
+    }
+
+    #[test]
+    fn the_listener_certificate_is_checked_at_start() {
+        let mut env = dev();
+        env.insert("TLS_KEY_FILE", "/etc/caracal/key.pem");
         let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
-        assert!(!errs.mentions("AUDIT_HMAC_KEY"), "only Control and the ledger need it: {errs}");
+        assert!(errs.mentions("TLS_CERT_FILE"), "half a pair: {errs}");
+        env.insert("TLS_CERT_FILE", "/nonexistent/cert.pem");
+        let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
+        assert!(errs.mentions("TLS_CERT_FILE") && errs.to_string().contains("/nonexistent/cert.pem"), "unreadable: {errs}");
+        let dir = std::env::temp_dir().join(format!("caracal-cp-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("cert.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        env.insert("TLS_CERT_FILE", not_pem.to_str().unwrap());
+        let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
+        assert!(errs.mentions("TLS_CERT_FILE") && errs.to_string().contains("no PEM certificate"), "{errs}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

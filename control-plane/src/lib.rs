@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod outbox;
 pub mod state;
+pub mod tls;
 
 /// Migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

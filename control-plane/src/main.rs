@@ -40,6 +40,14 @@ async fn main() {
 
 async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     tracing::info!(config = ?cfg, "starting caracal-control-plane");
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
+    // Loaded before anything connects: a certificate that went bad since validation stops the start.
+    let tls = match &cfg.tls {
+        Some(t) => Some(caracal_control_plane::tls::server_config(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
     let db = PgPoolOptions::new()
         .max_connections(cfg.database_max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -47,13 +55,16 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         .await
         .context("connecting to Postgres (DATABASE_URL)")?;
     MIGRATOR.run(&db).await.context("applying migrations")?;
-    let redis_client = redis::Client::open(cfg.redis_url.expose()).context("REDIS_URL")?;
+    let redis_client = cfg.redis.client().context("REDIS_URL")?;
     // Fail fast when Redis is gone: a mint must not hang behind reconnection attempts.
     let redis_cfg = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(1)))
         .set_number_of_retries(1);
     let redis = redis::aio::ConnectionManager::new_with_config(redis_client, redis_cfg).await.context("connecting to Redis (REDIS_URL)")?;
+    // A connection opens without AUTH when the URL has no password; the first command is what a
+    // password-protected Redis refuses (NOAUTH). Say so now rather than serve 503s.
+    redis::cmd("PING").query_async::<String>(&mut redis.clone()).await.context("Redis refused PING (REDIS_URL credentials?)")?;
     let metrics = Arc::new(metrics::Metrics::new()?);
     let sts = Sts::new(cfg.sts.clone(), db.clone(), redis.clone(), &metrics.registry)?;
     let notify = Arc::new(Notify::new());
@@ -93,7 +104,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let instance = format!("{host}:{}:{}", cfg.listen.port(), std::process::id());
     let consumer_tasks = caracal_control_plane::consumers::spawn(
         state.sts.clone(),
-        redis::Client::open(cfg.redis_url.expose()).context("REDIS_URL")?,
+        cfg.redis.client().context("REDIS_URL")?,
         cfg.streams_key(),
         &instance,
         &state.metrics.registry,
@@ -103,17 +114,27 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let relay = outbox::Relay { db, redis, streams_key: cfg.streams_key(), notify, metrics };
     let relay_task = tokio::spawn(relay.run(stop_rx));
 
-    // Responses are written whole; Nagle would only delay them behind the client's delayed ACK.
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?.tap_io(|s| {
-        let _ = s.set_nodelay(true);
-    });
-    tracing::info!(listen = %cfg.listen, "control plane listening");
+    let tcp = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, tls = tls.is_some(), "control plane listening");
     if let Some(control) = &cfg.control {
         check_control_token(&state.db, control.api_token.expose()).await;
     }
     // The peer address feeds Control's per-address limit.
     let service = app::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+    match tls {
+        Some(tls) => {
+            // `tap_io` only to reuse axum's peer-address plumbing; the TLS listener sets nodelay.
+            let listener = caracal_control_plane::tls::TlsListener::new(tcp, tls)?.tap_io(|_| {});
+            axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+        None => {
+            // Responses are written whole; Nagle would only delay them behind the client's delayed ACK.
+            let listener = tcp.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
+            axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+    }
     let _ = stop_tx.send(true);
     // Evidence of the last requests first, then the relay that may carry it from the outbox.
     let _ = evidence_task.await;

@@ -4,8 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
 STACK="$PWD/.local/stack"
+# SIGINT stops the services at once; the echo upstream was started in the background of a script,
+# where SIGINT is ignored, so it gets SIGTERM.
 for p in gateway control-plane echo; do
-  [ -f "$STACK/$p.pid" ] && kill -INT "$(cat "$STACK/$p.pid")" 2>/dev/null || true
+  sig=INT; [ "$p" = echo ] && sig=TERM
+  [ -f "$STACK/$p.pid" ] && kill -"$sig" "$(cat "$STACK/$p.pid")" 2>/dev/null || true
   rm -f "$STACK/$p.pid"
 done
 stop_redis "${REDIS_PORT:-26379}"

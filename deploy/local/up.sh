@@ -44,7 +44,8 @@ run_pg "psql -h 127.0.0.1 -p $PG_PORT -U postgres -tAc \"SELECT 1 FROM pg_databa
   || run_pg "psql -h 127.0.0.1 -p $PG_PORT -U postgres -qc 'CREATE DATABASE caracal'"
 start_redis "$STACK/redis" "$REDIS_PORT"
 
-stop_pid() { [ -f "$STACK/$1.pid" ] && kill -INT "$(cat "$STACK/$1.pid")" 2>/dev/null || true; rm -f "$STACK/$1.pid"; }
+# SIGINT for the services; the echo upstream (a background job of a script ignores SIGINT) gets SIGTERM.
+stop_pid() { local sig=INT; [ "$1" = echo ] && sig=TERM; [ -f "$STACK/$1.pid" ] && kill -"$sig" "$(cat "$STACK/$1.pid")" 2>/dev/null || true; rm -f "$STACK/$1.pid"; }
 for p in control-plane gateway echo; do stop_pid "$p"; done
 sleep 0.3
 

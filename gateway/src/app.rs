@@ -62,9 +62,15 @@ impl Deps {
         if cfg.sts_http2 {
             builder = builder.http2_prior_knowledge().http2_adaptive_window(true);
         }
+        builder = builder.tls_version_min(reqwest::tls::Version::TLS_1_2);
+        if let Some(pem) = &cfg.sts_ca_pem {
+            // A private CA is the STS's only trust anchor: a public certificate for its host name
+            // would not do.
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem)?);
+        }
         let http = builder.build()?;
         let jwks = JwksCache::new(http.clone(), &cfg.sts_url, cfg.jwks_ttl, cfg.jwks_cooldown, metrics.jwks_fetches.clone());
-        let redis = redis::Client::open(cfg.redis_url.as_str())?;
+        let redis = cfg.redis.client()?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
@@ -73,7 +79,7 @@ impl Deps {
             Arc::new(Spool::open(&cfg.audit_replay_dir).map_err(|e| anyhow::anyhow!("AUDIT_REPLAY_DIR {}: {e}", cfg.audit_replay_dir))?);
         let (audit, rx, lost) = AuditSink::new(spool.clone(), cfg.audit_key.clone(), metrics.audit.clone());
         let shipper = Shipper {
-            client: redis::Client::open(cfg.redis_url.as_str())?,
+            client: cfg.redis.client()?,
             rx: Mutex::new(rx),
             spool,
             key: cfg.audit_key.clone(),
@@ -118,7 +124,7 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     if let Some(key) = deps.cfg.streams_key.clone() {
         let handler =
             ApplyRevocations { view: deps.revocations.clone(), propagation_seconds: deps.metrics.revocation_propagation_seconds.clone() };
-        let client = redis::Client::open(deps.cfg.redis_url.as_str())?;
+        let client = deps.cfg.redis.client()?;
         let stream = RevocationStream::new(client, &deps.cfg.instance_id, key, handler, deps.metrics.revocation_stream.clone());
         readiness.push(server.add_service(background_service("revocation stream", stream)));
     }

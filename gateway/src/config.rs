@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use caracal_shared::config_env::{ConfigErrors, Mode, Reader, Source};
+use caracal_shared::redis_target::RedisTarget;
 
 /// Everything the gateway needs to run.
 #[derive(Clone)]
@@ -19,11 +20,16 @@ pub struct GatewayConfig {
     pub sts_url: String,
     /// `ISSUER_URL`: the `iss` every accepted mandate carries, byte for byte (default `STS_URL`).
     pub issuer: String,
+    /// `STS_CA_FILE`: PEM CA certificates the STS's certificate must chain to (a private CA). When
+    /// set, they are the only roots trusted for the STS (exchange, JWKS, health); unset, the
+    /// system's roots.
+    pub sts_ca_pem: Option<Vec<u8>>,
     /// `GATEWAY_STS_HMAC_KEY`: signs the per-request exchange. Required in every mode: without it
     /// no exchange can succeed, so starting would only hide the misconfiguration.
     pub sts_hmac_key: Vec<u8>,
-    /// `REDIS_URL`: JTI single-use markers.
-    pub redis_url: String,
+    /// `REDIS_URL` and `REDIS_CA_FILE`: JTI single-use markers, the revocation stream, audit
+    /// frames (see `caracal_shared::redis_target`).
+    pub redis: RedisTarget,
     /// `STS_HTTP2`: speak HTTP/2 to the STS (prior knowledge on http://). Default false: measured
     /// on loopback, pooled HTTP/1.1 connections cost less per exchange (bench issue note).
     pub sts_http2: bool,
@@ -50,7 +56,8 @@ pub struct GatewayConfig {
     /// `GATEWAY_THREADS`: proxy worker threads (default: available cores).
     pub threads: usize,
     /// `DATABASE_URL`: Postgres, read for the periodic revocation snapshot. Required in
-    /// production; in dev, unset means the view is fed by the stream alone.
+    /// production, with TLS (`sslmode=require|verify-ca|verify-full`); in dev, unset means the
+    /// view is fed by the stream alone.
     pub database_url: Option<String>,
     /// `STREAMS_HMAC_KEY`: verifies `_sig` of `caracal.sessions.revoke` messages. Required in
     /// production; in dev, unset means no stream consumer (snapshot only).
@@ -65,6 +72,8 @@ pub struct GatewayConfig {
     /// link-local and multicast stay refused). Default false.
     pub allow_private_upstreams: bool,
     /// `UPSTREAM_HOST_ALLOWLIST`: comma-separated host names upstreams must use (empty: any).
+    /// Production refuses `ALLOW_PRIVATE_UPSTREAMS=true` without one; an empty list is warned
+    /// about at start.
     pub upstream_allowlist: Vec<String>,
     /// `DNS_CACHE_TTL`: how long a checked DNS answer is reused (default 30 s).
     pub dns_cache_ttl: Duration,
@@ -125,15 +134,16 @@ impl GatewayConfig {
             }
         }
         let issuer = r.optional("ISSUER_URL").map(|s| s.trim_end_matches('/').to_owned()).unwrap_or_else(|| sts_url.clone());
+        let sts_ca_pem = r.ca_file("STS_CA_FILE");
+        if (sts_ca_pem.is_some() || r.has_problems_for("STS_CA_FILE")) && !sts_url.is_empty() && !sts_url.starts_with("https://") {
+            r.problem("STS_CA_FILE", "is only used with an https:// STS_URL");
+        }
 
         let sts_hmac_key = r.hex_key("GATEWAY_STS_HMAC_KEY", 32);
         if sts_hmac_key.is_none() && !r.has_problems_for("GATEWAY_STS_HMAC_KEY") {
             r.problem("GATEWAY_STS_HMAC_KEY", "is required: the STS refuses unsigned gateway exchanges (openssl rand -hex 32)");
         }
-        let redis_url = r.required("REDIS_URL").unwrap_or_default();
-        if !(redis_url.is_empty() || redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            r.problem("REDIS_URL", "must be a redis:// or rediss:// URL");
-        }
+        let redis = RedisTarget::read(&mut r, production);
 
         let sts_timeout = r.duration("STS_TIMEOUT", Duration::from_secs(5));
         let sts_http2 = r.bool("STS_HTTP2", false);
@@ -160,7 +170,7 @@ impl GatewayConfig {
         {
             r.problem("METRICS_BEARER", "must be at least 16 characters");
         }
-        let database_url = r.optional("DATABASE_URL");
+        let database_url = r.postgres_url("DATABASE_URL", production);
         if production && database_url.is_none() && !r.has_problems_for("DATABASE_URL") {
             r.problem("DATABASE_URL", "is required in production (revocation snapshot)");
         }
@@ -184,6 +194,12 @@ impl GatewayConfig {
             .optional("UPSTREAM_HOST_ALLOWLIST")
             .map(|l| l.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
             .unwrap_or_default();
+        if production && allow_private_upstreams && upstream_allowlist.is_empty() {
+            r.problem(
+                "ALLOW_PRIVATE_UPSTREAMS",
+                "true in production needs UPSTREAM_HOST_ALLOWLIST: otherwise every private address, and any host name resolving to one, is reachable (SSRF)",
+            );
+        }
         let dns_cache_ttl = r.duration("DNS_CACHE_TTL", Duration::from_secs(30));
         let audit_key = r.hex_key("AUDIT_HMAC_KEY", 32);
         if production && audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
@@ -226,8 +242,9 @@ impl GatewayConfig {
             listen,
             sts_url,
             issuer,
+            sts_ca_pem,
             sts_hmac_key: sts_hmac_key.unwrap_or_default(),
-            redis_url,
+            redis,
             sts_timeout,
             sts_http2,
             upstream_timeout,
@@ -255,6 +272,26 @@ impl GatewayConfig {
             shutdown_grace,
             instance_id,
         })
+    }
+}
+
+impl GatewayConfig {
+    /// What is allowed but weakens the deployment, said once at start (seed 003).
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.upstream_allowlist.is_empty() {
+            w.push("UPSTREAM_HOST_ALLOWLIST is empty: any upstream host that resolves to an allowed address is reachable; list the hosts your resources use");
+        }
+        if self.mode == Mode::Production && !self.redis.is_tls() {
+            w.push("REDIS_URL is plaintext redis://: JTI markers, stream entries and the AUTH password cross the network in clear unless Redis is on this host; prefer rediss://");
+        }
+        if self.audit_key.is_none() {
+            w.push("AUDIT_HMAC_KEY is unset (dev): audit frames are unsigned and a ledger dead-letters them");
+        }
+        if self.tls.is_none() {
+            w.push("serving plaintext HTTP (dev): set TLS_CERT_FILE and TLS_KEY_FILE before real traffic");
+        }
+        w
     }
 }
 
@@ -304,6 +341,71 @@ mod tests {
         ] {
             assert!(errs.mentions(name), "{name} missing from: {errs}");
         }
+    }
+
+    /// A production configuration that passes every other check.
+    fn production() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("CARACAL_MODE", "production"),
+            ("STS_URL", "https://sts.example"),
+            ("GATEWAY_STS_HMAC_KEY", "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12"),
+            ("STREAMS_HMAC_KEY", "0102030405060708091011121314151617181920212223242526272829303132"),
+            ("AUDIT_HMAC_KEY", "1112131415161718192021222324252627282930313233343536373839404142"),
+            ("METRICS_BEARER", "metrics-bearer-0123456789"),
+            ("TLS_CERT_FILE", "/etc/caracal/cert.pem"),
+            ("TLS_KEY_FILE", "/etc/caracal/key.pem"),
+            ("DATABASE_URL", "postgres://gateway@db.internal/caracal?sslmode=verify-full"),
+            ("REDIS_URL", "rediss://gateway:redis-password@redis.internal:6380"),
+            ("UPSTREAM_HOST_ALLOWLIST", "mcp.internal"),
+        ])
+    }
+
+    /// Plaintext Postgres, passwordless Redis, private upstreams without an allowlist and an
+    /// unusable STS CA are all reported in one go; each fixed, the gateway starts.
+    #[test]
+    fn production_refuses_plaintext_and_open_hops_all_at_once() {
+        let mut env = production();
+        env.insert("DATABASE_URL", "postgresql://gateway@db.internal/caracal?application_name=sslmode=require");
+        env.insert("REDIS_URL", "redis://redis.internal:6379");
+        env.insert("REDIS_CA_FILE", "/nonexistent/redis-ca.pem");
+        env.insert("STS_CA_FILE", "/nonexistent/sts-ca.pem");
+        env.insert("ALLOW_PRIVATE_UPSTREAMS", "true");
+        env.remove("UPSTREAM_HOST_ALLOWLIST");
+        let errs = GatewayConfig::from_source(&env).unwrap_err();
+        for name in ["DATABASE_URL", "REDIS_URL", "REDIS_CA_FILE", "STS_CA_FILE", "ALLOW_PRIVATE_UPSTREAMS"] {
+            assert!(errs.mentions(name), "{name} missing from: {errs}");
+        }
+        assert!(errs.to_string().contains("UPSTREAM_HOST_ALLOWLIST") && errs.to_string().contains("sslmode"), "fixes named: {errs}");
+
+        let mut env = production();
+        env.insert("ALLOW_PRIVATE_UPSTREAMS", "true");
+        let c = GatewayConfig::from_source(&env).unwrap_or_else(|e| panic!("fixed: {e}"));
+        assert!(c.allow_private_upstreams && c.redis.is_tls() && c.sts_ca_pem.is_none());
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn an_empty_allowlist_and_plaintext_redis_are_warned_about() {
+        let mut env = production();
+        env.remove("UPSTREAM_HOST_ALLOWLIST");
+        env.insert("REDIS_URL", "redis://:pw@127.0.0.1:6379");
+        let c = GatewayConfig::from_source(&env).unwrap();
+        let w = c.warnings().join("\n");
+        assert!(w.contains("UPSTREAM_HOST_ALLOWLIST is empty") && w.contains("rediss://"), "{w}");
+        assert!(!format!("{c:?}").contains("pw@"), "the Redis URL never prints");
+    }
+
+    #[test]
+    fn the_sts_ca_must_be_pem_and_only_for_https() {
+        let dir = std::env::temp_dir().join(format!("caracal-gw-ca-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "no certificate here").unwrap();
+        let mut env = dev();
+        env.insert("STS_CA_FILE", not_pem.to_str().unwrap());
+        let errs = GatewayConfig::from_source(&env).unwrap_err();
+        assert!(errs.mentions("STS_CA_FILE") && errs.to_string().contains("https://"), "{errs}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

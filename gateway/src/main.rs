@@ -24,6 +24,9 @@ fn main() {
         }
     };
     tracing::info!(config = ?cfg, "starting caracal-gateway");
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
     match caracal_gateway::app::build(cfg, opt) {
         Ok(server) => server.run_forever(),
         Err(e) => {

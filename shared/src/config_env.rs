@@ -229,6 +229,32 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A PEM file of CA certificates named by `name` (a path; the file is public, so there is no
+    /// `NAME_FILE` form). Unset ⇒ `None`; unreadable or without a certificate ⇒ a problem.
+    pub fn ca_file(&mut self, name: &str) -> Option<Vec<u8>> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let path = self.src.get(name).filter(|v| !v.is_empty())?;
+        let pem = match std::fs::read(&path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                self.problem(name, format!("cannot read {path}: {e}"));
+                return None;
+            }
+        };
+        match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+            Ok(certs) if !certs.is_empty() => Some(pem),
+            Ok(_) => {
+                self.problem(name, format!("{path} holds no PEM certificate"));
+                None
+            }
+            Err(e) => {
+                self.problem(name, format!("{path} is not valid PEM: {e}"));
+                None
+            }
+        }
+    }
+
     /// `CARACAL_MODE`: `dev` or `production` (`stable` and `rc`, the original's names, mean
     /// production). Unset means production: a forgotten variable must not weaken a deployment.
     pub fn mode(&mut self) -> Mode {

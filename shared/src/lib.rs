@@ -14,6 +14,8 @@ pub mod exchange;
 pub mod jwks;
 pub mod jws;
 pub mod mandate;
+pub mod postgres_url;
+pub mod redis_target;
 pub mod request_id;
 pub mod revocation;
 pub mod sig;

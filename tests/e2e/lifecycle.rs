@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use caracal_e2e::infra::{free_port, scratch_dir};
+use caracal_e2e::pki::{TestPki, assert_tls_floor_is_1_2};
 use caracal_e2e::procs::{Proc, binary};
 use caracal_e2e::{Stack, StackOptions};
 
@@ -74,75 +75,14 @@ async fn metrics_need_the_bearer_when_one_is_set() {
 async fn tls_is_at_least_1_2_and_speaks_http2() {
     let s = Stack::start().await;
     let dir = scratch_dir("tls");
-    let (ca, ca_key, cert, key, csr) =
-        (dir.join("ca.pem"), dir.join("ca.key"), dir.join("cert.pem"), dir.join("key.pem"), dir.join("leaf.csr"));
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let p = |p: &std::path::Path| p.display().to_string();
-    // A CA and a leaf it signs (a self-signed CA certificate is not a valid server certificate).
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=e2e-ca",
-        "-keyout",
-        &p(&ca_key),
-        "-out",
-        &p(&ca),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &p(&key),
-        "-out",
-        &p(&csr),
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p(&csr),
-        "-CA",
-        &p(&ca),
-        "-CAkey",
-        &p(&ca_key),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        &p(&cert),
-    ]);
+    let pki = TestPki::generate(&dir);
     let port = free_port();
     let mut env: BTreeMap<String, String> = s.gw_env.clone();
     env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
-    env.insert("TLS_CERT_FILE".into(), cert.display().to_string());
-    env.insert("TLS_KEY_FILE".into(), key.display().to_string());
+    env.insert("TLS_CERT_FILE".into(), pki.cert.display().to_string());
+    env.insert("TLS_KEY_FILE".into(), pki.key.display().to_string());
     let _gw = Proc::start_with_args("caracal-gateway", &[], &env, &dir, "tls-gateway");
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
-    let client = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let client = pki.http_client();
     let url = format!("https://localhost:{port}/health");
     let start = Instant::now();
     let resp = loop {
@@ -156,19 +96,7 @@ async fn tls_is_at_least_1_2_and_speaks_http2() {
     };
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "HTTP/2 negotiated by ALPN");
-    let handshake = |proto: &str| {
-        Command::new("openssl")
-            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), proto, "-cipher", "DEFAULT@SECLEVEL=0"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let v12 = handshake("-tls1_2");
-    assert!(String::from_utf8_lossy(&v12.stdout).contains("TLSv1.2"), "TLS 1.2 works: {}", String::from_utf8_lossy(&v12.stdout));
-    let v11 = handshake("-tls1_1");
-    let out = format!("{}{}", String::from_utf8_lossy(&v11.stdout), String::from_utf8_lossy(&v11.stderr));
-    assert!(!v11.status.success(), "the TLS 1.1 handshake fails: {out}");
-    assert!(out.contains("Cipher is (NONE)") && out.contains("protocol version"), "refused for its version: {out}");
+    assert_tls_floor_is_1_2(port);
 }
 
 #[tokio::test]

@@ -16,4 +16,5 @@ mod step_up;
 mod sts_review;
 mod sts_and_keys;
 mod sts_instances;
+mod transport_security;
 mod upstream_safety;

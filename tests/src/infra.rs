@@ -6,6 +6,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::pki::TestPki;
+
 /// A free TCP port on 127.0.0.1 (bound then released; the race is negligible on a test box).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
@@ -98,26 +100,63 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// How a test's `redis-server` is reached.
+#[derive(Clone, Debug, Default)]
+pub struct RedisOptions {
+    /// TLS only (`--port 0 --tls-port`), with this PKI's server certificate; clients use
+    /// `rediss://` and trust its CA.
+    pub tls: Option<TestPki>,
+    /// `--requirepass`: the default user's password.
+    pub password: Option<String>,
+    /// An ACL user `(name, password)` with every permission, for `redis://user:pass@` URLs.
+    pub acl_user: Option<(String, String)>,
+}
+
 /// A private `redis-server`, stopped on drop.
 pub struct Redis {
     pub port: u16,
     dir: PathBuf,
+    opts: RedisOptions,
     child: Option<std::process::Child>,
 }
 
 impl Redis {
-    /// Starts one and waits until it answers.
+    /// Starts one (plaintext, no password) and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts one as `opts` says and waits until it accepts connections.
+    pub fn start_with(opts: RedisOptions) -> Self {
         let dir = scratch_dir("redis");
         let port = free_port();
-        let mut r = Self { port, dir, child: None };
+        let mut r = Self { port, dir, opts, child: None };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        match &self.opts.tls {
+            None => cmd.args(["--port", &port]),
+            Some(pki) => cmd
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&pki.cert)
+                .arg("--tls-key-file")
+                .arg(&pki.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&pki.ca),
+        };
+        if let Some(pass) = &self.opts.password {
+            cmd.args(["--requirepass", pass]);
+        }
+        if let Some((user, pass)) = &self.opts.acl_user {
+            cmd.args(["--user", user, "on", &format!(">{pass}"), "~*", "&*", "+@all"]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(std::fs::File::create(self.dir.join("redis.log")).unwrap())
@@ -128,9 +167,33 @@ impl Redis {
         wait_for_port(self.port, Duration::from_secs(10));
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// The URL the services use: `redis://` or `rediss://`, with the ACL user's credentials when
+    /// there is one, else the default user's password when there is one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let userinfo = match (&self.opts.acl_user, &self.opts.password) {
+            (Some((user, pass)), _) => format!("{user}:{pass}@"),
+            (None, Some(pass)) => format!(":{pass}@"),
+            (None, None) => String::new(),
+        };
+        self.url_with_userinfo(&userinfo)
+    }
+
+    /// The URL with `userinfo` (`user:pass@`, `:pass@` or empty) instead of the right one.
+    pub fn url_with_userinfo(&self, userinfo: &str) -> String {
+        let scheme = if self.opts.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://{userinfo}127.0.0.1:{}", self.port)
+    }
+
+    /// A client for the test itself (trusting the test CA when the server speaks TLS).
+    pub fn client(&self) -> redis::Client {
+        match &self.opts.tls {
+            None => redis::Client::open(self.url()).expect("redis URL"),
+            Some(pki) => {
+                let root = std::fs::read(&pki.ca).expect("read CA");
+                redis::Client::build_with_tls(self.url(), redis::TlsCertificates { client_tls: None, root_cert: Some(root) })
+                    .expect("redis TLS client")
+            }
+        }
     }
 
     /// Kills the server (to test fail-closed behaviour).

@@ -95,7 +95,11 @@ impl Proc {
 
     /// Polls `GET url` until it answers 200, or panics with the log.
     pub async fn wait_ready(&mut self, url: &str, timeout: Duration) {
-        let http = reqwest::Client::new();
+        self.wait_ready_with(&reqwest::Client::new(), url, timeout).await
+    }
+
+    /// [`Proc::wait_ready`] with a client of the caller's (e.g. one that trusts a test CA).
+    pub async fn wait_ready_with(&mut self, http: &reqwest::Client, url: &str, timeout: Duration) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.exited() {

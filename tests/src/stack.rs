@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::infra::{self, Redis, free_port};
+use crate::infra::{self, Redis, RedisOptions, free_port};
+use crate::pki::TestPki;
 use crate::procs::Proc;
 use crate::upstream::Upstream;
 
@@ -36,6 +37,12 @@ pub struct StackOptions {
     pub control_plane_env: Vec<(String, String)>,
     /// Arguments for the gateway (e.g. `-c pingora.yaml`).
     pub gateway_args: Vec<String>,
+    /// The control plane serves TLS with this PKI's certificate (`TLS_CERT_FILE`/`TLS_KEY_FILE`);
+    /// the gateway reaches it at `https://127.0.0.1:<port>` trusting the CA (`STS_CA_FILE`).
+    pub control_plane_tls: Option<TestPki>,
+    /// How the stack's `redis-server` is reached (TLS only, passwords); both services get its URL
+    /// and, for TLS, `REDIS_CA_FILE`.
+    pub redis: RedisOptions,
 }
 
 /// Everything one test needs, torn down on drop.
@@ -53,8 +60,12 @@ pub struct Stack {
     pub gateway_key: String,
     pub audit_key: String,
     pub bootstrap_token: String,
+    /// A client for the stack (trusting the test CA when the control plane serves TLS).
     pub http: reqwest::Client,
-    cp_env: BTreeMap<String, String>,
+    /// The control plane's TLS PKI, when it serves TLS.
+    pub pki: Option<TestPki>,
+    /// The control plane's environment (to start another process with changes).
+    pub cp_env: BTreeMap<String, String>,
     /// The gateway's environment (to start a second process, e.g. for an upgrade).
     pub gw_env: BTreeMap<String, String>,
 }
@@ -95,8 +106,11 @@ impl Answer {
     }
 }
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+fn http_client(pki: Option<&TestPki>) -> reqwest::Client {
+    match pki {
+        Some(pki) => pki.http_client(),
+        None => reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+    }
 }
 
 fn random_hex(n: usize) -> String {
@@ -113,10 +127,13 @@ impl Stack {
     pub async fn start_with(opts: StackOptions) -> Self {
         let dir = infra::scratch_dir("stack");
         let database_url = infra::fresh_database().await;
-        let redis = Redis::start();
+        let redis = Redis::start_with(opts.redis.clone());
         let upstream = Upstream::start().await;
         let (cp_port, gw_port) = (free_port(), free_port());
-        let cp_url = format!("http://127.0.0.1:{cp_port}");
+        let pki = opts.control_plane_tls.clone();
+        let cp_scheme = if pki.is_some() { "https" } else { "http" };
+        let cp_url = format!("{cp_scheme}://127.0.0.1:{cp_port}");
+        let http = http_client(pki.as_ref());
         let gw_url = format!("http://127.0.0.1:{gw_port}");
         let streams_key = random_hex(32);
         let gateway_key = random_hex(32);
@@ -141,9 +158,18 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        let mut common_env = Vec::new();
+        if let Some(tls) = &opts.redis.tls {
+            common_env.push(("REDIS_CA_FILE".to_owned(), tls.ca.display().to_string()));
+        }
+        if let Some(pki) = &pki {
+            cp_env.insert("TLS_CERT_FILE".into(), pki.cert.display().to_string());
+            cp_env.insert("TLS_KEY_FILE".into(), pki.key.display().to_string());
+        }
+        cp_env.extend(common_env.clone());
         cp_env.extend(opts.control_plane_env);
         let mut control_plane = Proc::start("caracal-control-plane", &cp_env, &dir);
-        control_plane.wait_ready(&format!("{cp_url}/ready"), Duration::from_secs(60)).await;
+        control_plane.wait_ready_with(&http, &format!("{cp_url}/ready"), Duration::from_secs(60)).await;
 
         let mut gw_env: BTreeMap<String, String> = [
             ("CARACAL_MODE", "dev".to_owned()),
@@ -163,6 +189,10 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        if let Some(pki) = &pki {
+            gw_env.insert("STS_CA_FILE".into(), pki.ca.display().to_string());
+        }
+        gw_env.extend(common_env);
         gw_env.extend(opts.gateway_env);
         let mut gateway = Proc::start_with_args("caracal-gateway", &opts.gateway_args, &gw_env, &dir, "caracal-gateway");
         gateway.wait_ready(&format!("{gw_url}/ready"), Duration::from_secs(60)).await;
@@ -181,7 +211,8 @@ impl Stack {
             gateway_key,
             audit_key,
             bootstrap_token,
-            http: http_client(),
+            http,
+            pki,
             cp_env,
             gw_env,
         }
@@ -196,9 +227,10 @@ impl Stack {
         for (k, v) in env {
             cp_env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let url = format!("http://127.0.0.1:{port}");
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let mut p = Proc::start_with_args("caracal-control-plane", &[], &cp_env, &self.dir, "control-plane-2");
-        p.wait_ready(&format!("{url}/ready"), Duration::from_secs(60)).await;
+        p.wait_ready_with(&self.http, &format!("{url}/ready"), Duration::from_secs(60)).await;
         (p, url)
     }
 
@@ -217,8 +249,8 @@ impl Stack {
         self.control_plane.kill();
         self.control_plane = Proc::start("caracal-control-plane", &self.cp_env, &self.dir);
         // Pooled keep-alive connections point at the dead process: start with a fresh pool.
-        self.http = http_client();
-        self.control_plane.wait_ready(&format!("{}/ready", self.cp_url), Duration::from_secs(60)).await;
+        self.http = http_client(self.pki.as_ref());
+        self.control_plane.wait_ready_with(&self.http, &format!("{}/ready", self.cp_url), Duration::from_secs(60)).await;
     }
 
     /// Restarts the control plane with `env` added to (or overriding) its settings, which later
