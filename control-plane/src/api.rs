@@ -1,4 +1,7 @@
 //! The admin API (`/v1`, admin bearer required except `POST /v1/bootstrap`).
+//!
+//! Every admin route sits behind one authentication layer ([`crate::extract::require_admin`]);
+//! only the routes of [`public`] are outside it, each on purpose.
 
 pub mod admin_tokens;
 pub mod applications;
@@ -11,13 +14,14 @@ pub mod sessions;
 pub mod zones;
 
 use axum::Router;
+use axum::middleware;
 use sqlx::PgPool;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Every admin route.
-pub fn router() -> Router<AppState> {
+/// Every admin route, authenticated by one layer, plus the deliberately public ones.
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(admin_tokens::router())
         .merge(zones::router())
@@ -28,6 +32,15 @@ pub fn router() -> Router<AppState> {
         .merge(sessions::router())
         .merge(approvals::router())
         .merge(audit::router())
+        // `route_layer`: an unknown path stays 404 rather than 401.
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::extract::require_admin))
+        .merge(public())
+}
+
+/// Routes without an admin token: the bootstrap (it checks `BOOTSTRAP_ADMIN_TOKEN` itself) and
+/// the approval status (the random hold id is the capability, as in the original).
+fn public() -> Router<AppState> {
+    Router::new().merge(admin_tokens::public_router()).merge(approvals::public_router())
 }
 
 /// 404 `zone_not_found` unless the zone exists and is not archived.

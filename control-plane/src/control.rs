@@ -75,7 +75,7 @@ enum Stage {
 /// The Control route when enabled, else `None`.
 pub fn router(state: &AppState) -> Option<Router<AppState>> {
     let cfg = state.cfg.control.clone()?;
-    let admin = crate::api::router().merge(crate::coordinator::router()).with_state(state.clone());
+    let admin = crate::api::router(state).merge(crate::coordinator::router()).with_state(state.clone());
     let buckets = ratelimit::Buckets::new(cfg.rate_capacity, cfg.rate_window, ratelimit::MAX_SUBJECTS);
     let recorder = Delivery {
         redis: state.redis.clone(),

@@ -6,7 +6,10 @@
 //!
 //! Admin and Coordinator actions are recorded by [`actions`], a middleware over every mutating
 //! route: who (the admin token id or the mandate's subject, never a credential), what (method and
-//! route template, never a body), the status, the zone and the request id.
+//! route template, never a body), the status, the zone and the request id. A request refused
+//! before anyone was authenticated has no "who": it files no row — otherwise anyone could write
+//! unbounded rows under any zone id they name, `_global` included, and crowd unfiled evidence —
+//! and is counted in `caracal_unauthenticated_requests_total{surface}` instead.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -133,11 +136,16 @@ pub async fn actions(State(state): State<AppState>, mut req: Request, next: Next
     let coordinator = path.starts_with("/zones/");
     let rid = req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let resp = next.run(req).await;
+    let Some(who) = actor.0.get() else {
+        let surface = if coordinator { "coordinator" } else { "admin" };
+        state.metrics.unauthenticated_requests.with_label_values(&[surface]).inc();
+        return resp;
+    };
     let status = resp.status().as_u16();
     let event_type = if coordinator { "coordinator_action" } else { "admin_action" };
     let decision = if status < 400 { "allow" } else { "deny" };
     let meta = json!({
-        "actor": actor.0.get(),
+        "actor": who,
         "method": method,
         "route": route,
         "status": status,

@@ -60,7 +60,8 @@ impl FromRequestParts<AppState> for Caller {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "a session mandate or an admin token is required"))?;
         if token.starts_with("cat_") {
-            let admin = AdminPrincipal::from_request_parts(parts, state).await?;
+            let admin = AdminPrincipal::authenticate(state, &parts.headers).await?;
+            crate::evidence::Actor::record(&parts.extensions, || admin.actor());
             admin.require_zone(&zone_id)?;
             return Ok(Self::Operator(admin));
         }
