@@ -22,6 +22,7 @@ pub mod policy;
 pub mod revoked;
 pub mod step_up;
 pub mod store;
+pub mod zone_directory;
 
 use std::sync::Arc;
 
@@ -61,7 +62,7 @@ impl Sts {
         redis: redis::aio::ConnectionManager,
         registry: &prometheus::Registry,
     ) -> Result<Arc<Self>, prometheus::Error> {
-        let keys = keys::KeyStore::new(db.clone(), keys::Kek::new(&cfg.zone_kek), cfg.key_activation_delay);
+        let keys = keys::KeyStore::new(db.clone(), keys::Kek::new(&cfg.zone_kek), cfg.key_activation_delay, registry)?;
         let policies = policy::PolicyCache::new(db.clone());
         let catalog = catalog::Catalog::new(db.clone());
         let revoked = Arc::new(revoked::RevokedRoots::new(cfg.revocation_max_staleness));
@@ -107,7 +108,7 @@ impl Sts {
         &self.cfg.issuer
     }
 
-    /// The zone's JWKS document (the two newest keys).
+    /// The zone's JWKS document (every key a live mandate may carry; see [`keys`]).
     pub async fn jwks(&self, zone_id: &str) -> Result<bytes::Bytes, StsError> {
         Ok(self.keys.zone(zone_id).await?.jwks_json())
     }
