@@ -95,7 +95,9 @@ pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Op
     .await?)
 }
 
-/// Records a new root session.
+/// Records a new root session; `ZoneNotFound` when the zone was archived meanwhile. The key-share
+/// lock on the zone row orders this insert against an archive (which locks the row first), so an
+/// archive either sees the record and revokes it, or this insert sees the archive.
 pub async fn insert_authority_record(
     db: &PgPool,
     zone_id: &str,
@@ -103,9 +105,9 @@ pub async fn insert_authority_record(
     application_id: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StsError> {
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO authority_records (zone_id, id, session_type, subject_id, application_id, expires_at) \
-         VALUES ($1, $2, 'application', $3, $3, $4)",
+         SELECT z.id, $2, 'application', $3, $3, $4 FROM zones z WHERE z.id = $1 AND z.archived_at IS NULL FOR KEY SHARE",
     )
     .bind(zone_id)
     .bind(id)
@@ -113,5 +115,8 @@ pub async fn insert_authority_record(
     .bind(expires_at)
     .execute(db)
     .await?;
+    if done.rows_affected() == 0 {
+        return Err(StsError::ZoneNotFound);
+    }
     Ok(())
 }

@@ -63,6 +63,7 @@ impl FromRequestParts<AppState> for Caller {
             let admin = AdminPrincipal::authenticate(state, &parts.headers).await?;
             crate::evidence::Actor::record(&parts.extensions, || admin.actor());
             admin.require_zone(&zone_id)?;
+            crate::api::require_live_zone(&state.db, &zone_id).await?;
             return Ok(Self::Operator(admin));
         }
         let claims = state.sts.verify_runtime_mandate(&zone_id, token).await.map_err(|e| match e {
@@ -74,6 +75,13 @@ impl FromRequestParts<AppState> for Caller {
         crate::evidence::Actor::record(&parts.extensions, || format!("mandate:{}:{}", claims.client_id, claims.sub));
         if !claims.scopes().any(|s| s == LIFECYCLE_SCOPE) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "missing_scope", "the session mandate lacks the agent:lifecycle scope"));
+        }
+        // An archived zone has no Coordinator, even for a mandate whose signature check is
+        // remembered (the zone's sessions are revoked too; this holds while that message travels).
+        match state.sts.keys.zone(&zone_id).await {
+            Ok(_) => {}
+            Err(caracal_sts::StsError::ZoneNotFound) => return Err(ApiError::not_found("zone_not_found")),
+            Err(e) => return Err(e.into()),
         }
         Ok(Self::Runtime(Box::new(claims)))
     }
