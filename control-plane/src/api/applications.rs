@@ -163,14 +163,19 @@ async fn rotate_secret(
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
     who.require_zone(&zone_id)?;
     let mut tx = state.db.begin().await?;
-    let done = sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
-        .bind(&zone_id)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() == 0 {
+    crate::coordinator::cascade::lock_graph(&mut tx, &zone_id).await?;
+    // `FOR UPDATE` before the change: a session mint writing its authority record key-share locks
+    // this row, so it either commits first (and is revoked below) or sees the archive and refuses.
+    let live: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM applications WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL FOR UPDATE")
+            .bind(&zone_id)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if live.is_none() {
         return Err(ApiError::not_found("application_not_found"));
     }
+    sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2").bind(&zone_id).bind(&id).execute(&mut *tx).await?;
     let revoked = revoke_records(&mut tx, &zone_id, Which::Application(&id), "application_archived").await?;
     tx.commit().await?;
     state.sts.catalog.invalidate_application(&zone_id, &id).await;

@@ -144,6 +144,8 @@ pub(crate) async fn revoke_records(
         // Expired records anchor no valid mandate; a zone may hold very many of them.
         Which::Zone => (None, None, true),
     };
+    // Before this transaction locks any row (the cascade below needs it; see `cascade`).
+    crate::coordinator::cascade::lock_graph(tx, zone_id).await?;
     let changed: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE authority_records SET status = 'revoked', revoked_at = now(), revoked_reason = $4 \
          WHERE zone_id = $1 AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR application_id = $3) \

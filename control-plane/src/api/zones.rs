@@ -160,7 +160,8 @@ async fn update(
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<StatusCode> {
     who.require_global()?;
     let mut tx = state.db.begin().await?;
-    // `FOR UPDATE` first: a session mint writing its authority record holds a key-share lock on
+    crate::coordinator::cascade::lock_graph(&mut tx, &zone_id).await?;
+    // Then `FOR UPDATE`: a session mint writing its authority record holds a key-share lock on
     // the zone row, so it either commits before this archive (and is revoked below) or sees the
     // zone archived and refuses.
     let live: Option<(String,)> = sqlx::query_as("SELECT id FROM zones WHERE id = $1 AND archived_at IS NULL FOR UPDATE")
