@@ -43,6 +43,37 @@ fn public() -> Router<AppState> {
     Router::new().merge(admin_tokens::public_router()).merge(approvals::public_router())
 }
 
+/// An entry of the STS catalog (`caracal_sts::catalog`).
+#[derive(Clone, Copy)]
+pub enum CatalogEntry<'a> {
+    /// An application, by id.
+    Application(&'a str),
+    /// A resource, by identifier.
+    Resource(&'a str),
+}
+
+/// Announces inside `tx` that a catalog entry changed (`caracal.catalog.invalidate`), so every STS
+/// instance forgets it as soon as the change commits instead of at the cache lifetime; the
+/// caller also forgets it locally after commit ([`forget_catalog`]).
+pub async fn announce_catalog(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str, entry: CatalogEntry<'_>) -> ApiResult<()> {
+    let (kind, id) = match entry {
+        CatalogEntry::Application(id) => ("application", id),
+        CatalogEntry::Resource(identifier) => ("resource", identifier),
+    };
+    let stream = caracal_shared::streams::CATALOG_INVALIDATE;
+    crate::outbox::enqueue(tx, Some(zone_id), stream, &[("zone_id", zone_id), ("kind", kind), ("id", id)]).await?;
+    Ok(())
+}
+
+/// After commit: this instance forgets the entry now and the relay publishes the announcement.
+pub async fn forget_catalog(state: &AppState, zone_id: &str, entry: CatalogEntry<'_>) {
+    match entry {
+        CatalogEntry::Application(id) => state.sts.catalog.invalidate_application(zone_id, id).await,
+        CatalogEntry::Resource(identifier) => state.sts.catalog.invalidate_resource(zone_id, identifier).await,
+    }
+    state.outbox_notify.notify_one();
+}
+
 /// 404 `zone_not_found` unless the zone exists and is not archived.
 pub async fn require_live_zone(db: &PgPool, zone_id: &str) -> ApiResult<()> {
     let live: Option<(bool,)> =

@@ -1,10 +1,11 @@
 //! The zone configuration the mint path reads — applications and resources — cached in memory.
 //!
 //! A mint must not cost a database round trip per table (DESIGN §8). Entries live for
-//! `CATALOG_TTL`; the admin API invalidates an entry the moment it changes it, so on this instance
-//! a rotated secret, an archived application or an edited resource takes effect at once. Another
-//! control-plane instance sees the change within the TTL. Misses are not cached, so a new
-//! application or resource is usable immediately everywhere.
+//! `CATALOG_TTL`; the admin API invalidates an entry the moment it changes it, and announces the
+//! change on `caracal.catalog.invalidate` in the same transaction, so a rotated secret, an archived
+//! application or an edited resource takes effect on every instance as the message lands; the TTL
+//! is only a backstop. Misses are not cached, so a new application or resource is usable
+//! immediately everywhere.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,7 @@ mod admin_auth;
 mod audit_backlog;
 mod audit_emission;
 mod audit_ledger;
+mod catalog_changes;
 mod control;
 mod coordinator;
 mod credentials;

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as SqlJson;
 
-use crate::api::require_live_zone;
+use crate::api::{CatalogEntry, announce_catalog, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::state::AppState;
@@ -387,9 +387,17 @@ async fn update(
     .bind(&id);
     // Only the version checked above is replaced: a concurrent update (say, a new key or another
     // upstream) cannot slip in between the destination check and this write.
-    let row = def.bind(q).bind(cur_updated_at).fetch_optional(&state.db).await.map_err(conflict_or)?;
-    state.sts.catalog.invalidate_resource(&zone_id, &cur_identifier).await;
-    state.sts.catalog.invalidate_resource(&zone_id, &def.identifier).await;
+    let mut tx = state.db.begin().await?;
+    let row = def.bind(q).bind(cur_updated_at).fetch_optional(&mut *tx).await.map_err(conflict_or)?;
+    if row.is_some() {
+        announce_catalog(&mut tx, &zone_id, CatalogEntry::Resource(&cur_identifier)).await?;
+        if def.identifier != cur_identifier {
+            announce_catalog(&mut tx, &zone_id, CatalogEntry::Resource(&def.identifier)).await?;
+        }
+    }
+    tx.commit().await?;
+    forget_catalog(&state, &zone_id, CatalogEntry::Resource(&cur_identifier)).await;
+    forget_catalog(&state, &zone_id, CatalogEntry::Resource(&def.identifier)).await;
     let Some(row) = row else {
         fetch(&state, &zone_id, &id).await?;
         return Err(ApiError::conflict("resource_changed", "the resource changed while this update was checked; read it and retry"));
@@ -407,15 +415,18 @@ async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_
     {
         return Err(ApiError::conflict("protected_resource", "the Control resource cannot be archived while Control is enabled"));
     }
+    let mut tx = state.db.begin().await?;
     let archived: Option<(String,)> = sqlx::query_as(
         "UPDATE resources SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING identifier",
     )
     .bind(&zone_id)
     .bind(&id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
     let (identifier,) = archived.ok_or_else(|| ApiError::not_found("resource_not_found"))?;
-    state.sts.catalog.invalidate_resource(&zone_id, &identifier).await;
+    announce_catalog(&mut tx, &zone_id, CatalogEntry::Resource(&identifier)).await?;
+    tx.commit().await?;
+    forget_catalog(&state, &zone_id, CatalogEntry::Resource(&identifier)).await;
     tracing::info!(zone_id, resource_id = %id, by = %who.actor(), "resource archived");
     Ok(StatusCode::NO_CONTENT)
 }
