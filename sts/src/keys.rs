@@ -152,14 +152,21 @@ pub struct KeyStore {
     kek: Kek,
     activation_delay: Duration,
     cache: moka::future::Cache<String, Arc<ZoneKeys>>,
-    directory: ZoneDirectory,
+    directory: Arc<ZoneDirectory>,
     /// Key-set loads from Postgres, by outcome (`found`, `not_found`, `error`).
     loads: prometheus::IntCounterVec,
 }
 
 impl KeyStore {
-    /// A store over `db`, sealing with `kek`; registers its metrics in `registry`.
-    pub fn new(db: PgPool, kek: Kek, activation_delay: Duration, registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+    /// A store over `db`, sealing with `kek`, answering unknown zones from `directory`; registers
+    /// its metrics in `registry`.
+    pub fn new(
+        db: PgPool,
+        kek: Kek,
+        activation_delay: Duration,
+        directory: Arc<ZoneDirectory>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, prometheus::Error> {
         // The TTL only bounds how long another instance's rotation stays unseen here if its
         // `caracal.keys.invalidate` message were lost; the rotating instance invalidates at once.
         let cache = moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
@@ -167,11 +174,7 @@ impl KeyStore {
             prometheus::Opts::new("caracal_sts_zone_key_loads_total", "Zone key sets loaded from Postgres, by outcome."),
             &["outcome"],
         )?;
-        let directory_loads =
-            prometheus::IntCounter::new("caracal_sts_zone_directory_loads_total", "Reloads of the live-zone directory from Postgres.")?;
         registry.register(Box::new(loads.clone()))?;
-        registry.register(Box::new(directory_loads.clone()))?;
-        let directory = ZoneDirectory::new(db.clone(), directory_loads);
         Ok(Self { db, kek, activation_delay, cache, directory, loads })
     }
 

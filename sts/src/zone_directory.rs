@@ -1,6 +1,8 @@
 //! The ids of the live (not archived) zones, in memory, so a zone id nobody created costs no
 //! Postgres query.
 //!
+//! The key store and the catalog consult it before any query of theirs for a zone.
+//!
 //! Zone ids reach the STS from unverified places — a forged mandate's `zone_id` relayed by a
 //! gateway's JWKS fetch, a query string, a token form — so a per-zone negative cache would still
 //! cost one query per fresh random id. Instead the STS keeps the set of live zone ids and answers
@@ -40,15 +42,17 @@ pub struct ZoneDirectory {
 }
 
 impl ZoneDirectory {
-    /// An empty directory (the first lookup loads it); `loads` counts reloads.
-    pub fn new(db: PgPool, loads: IntCounter) -> Self {
-        Self {
+    /// An empty directory (the first lookup loads it); registers its reload counter.
+    pub fn new(db: PgPool, registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let loads = IntCounter::new("caracal_sts_zone_directory_loads_total", "Reloads of the live-zone directory from Postgres.")?;
+        registry.register(Box::new(loads.clone()))?;
+        Ok(Self {
             db,
             live: ArcSwap::from_pointee(HashSet::new()),
             loaded_at: tokio::sync::Mutex::new(None),
             stale: AtomicBool::new(false),
             loads,
-        }
+        })
     }
 
     /// Whether `zone_id` is a live zone. Fails only when the set must be reloaded and Postgres

@@ -77,6 +77,22 @@ async fn unknown_zones_cost_no_key_query_and_new_zones_are_visible_at_once() {
     for _ in 0..20 {
         assert_eq!(jwks_status(s.cp_url.clone(), repeated.clone()).await, 404);
     }
+    // Token requests naming unknown zones cost no application query either (one for a live zone).
+    let app_loads = "caracal_sts_catalog_loads_total{kind=\"application\"}";
+    let before = s.control_plane_metric(app_loads).await;
+    let mint = |zone: String| {
+        let s = &s;
+        async move {
+            let app = uuid::Uuid::now_v7().to_string();
+            s.token(&[("grant_type", caracal_e2e::stack::GRANT), ("zone_id", &zone), ("application_id", &app), ("client_secret", "x")]).await
+        }
+    };
+    for _ in 0..20 {
+        assert_eq!(mint(uuid::Uuid::now_v7().to_string()).await.status, 401);
+    }
+    assert_eq!(s.control_plane_metric(app_loads).await, before, "no application query for unknown zones");
+    assert_eq!(mint(live.clone()).await.status, 401);
+    assert_eq!(s.control_plane_metric(app_loads).await, before + 1.0, "an unknown application of a live zone is looked up");
     let elapsed = start.elapsed().as_secs_f64();
     assert_eq!(loads("not_found").await, not_found, "no key query for a zone the directory does not know");
     let reloads = s.control_plane_metric("caracal_sts_zone_directory_loads_total").await - directory;
