@@ -87,7 +87,10 @@ impl AuditMetrics {
             consumer_pending: gauge("caracal_audit_consumer_pending", "Audit stream entries delivered and not yet acknowledged.")?,
             dead_letter_backlog: gauge("caracal_audit_dead_letter_backlog", "Entries in caracal.audit.events.dlq.")?,
             stream_length: gauge("caracal_audit_stream_length", "Entries in caracal.audit.events (filed or not).")?,
-            trimmed: counter("caracal_audit_trimmed_total", "Entries trimmed from caracal.audit.events after every group acknowledged them.")?,
+            trimmed: counter(
+                "caracal_audit_trimmed_total",
+                "Entries trimmed from caracal.audit.events after every group acknowledged them.",
+            )?,
         })
     }
 }

@@ -148,13 +148,9 @@ pub fn spawn(
         .with(Invalidations { sts: sts.clone(), what: Invalidate::Policy }, metrics(registry, "policy_invalidation")?);
     let keys = make(streams::KEYS_INVALIDATE, "keys", "$")
         .with(Invalidations { sts: sts.clone(), what: Invalidate::Keys }, metrics(registry, "keys_invalidation")?);
-    let catalog = make(streams::CATALOG_INVALIDATE, "catalog", "$").with(CatalogInvalidations(sts), metrics(registry, "catalog_invalidation")?);
-    Ok(vec![
-        run(revocations, shutdown.clone()),
-        run(policies, shutdown.clone()),
-        run(keys, shutdown.clone()),
-        run(catalog, shutdown),
-    ])
+    let catalog =
+        make(streams::CATALOG_INVALIDATE, "catalog", "$").with(CatalogInvalidations(sts), metrics(registry, "catalog_invalidation")?);
+    Ok(vec![run(revocations, shutdown.clone()), run(policies, shutdown.clone()), run(keys, shutdown.clone()), run(catalog, shutdown)])
 }
 
 /// A consumer's identity before its handler is chosen.

@@ -18,7 +18,8 @@ const PUBLIC: &[(&str, &str)] = &[("POST", "/v1/bootstrap"), ("GET", "/approvals
 /// `(METHOD, path template)` of every `.route("…", method(handler)…)` in the `.rs` files of `dir`.
 fn routes_in(dir: &str) -> Vec<(String, String)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
     files.sort();
     let mut out = Vec::new();
     for f in files {
@@ -44,7 +45,8 @@ fn routes_in(dir: &str) -> Vec<(String, String)> {
             }
             let chain = &rest[end..len];
             for m in ["get", "post", "put", "patch", "delete"] {
-                let bare = chain.starts_with(&format!("\", {m}(")) || chain.contains(&format!(" {m}(")) || chain.contains(&format!(".{m}("));
+                let bare =
+                    chain.starts_with(&format!("\", {m}(")) || chain.contains(&format!(" {m}(")) || chain.contains(&format!(".{m}("));
                 if bare {
                     out.push((m.to_ascii_uppercase(), path.clone()));
                 }
@@ -85,7 +87,8 @@ async fn every_admin_route_refuses_a_caller_without_an_admin_token() {
     let d = s.demo(false).await;
     let admin = routes_in("control-plane/src/api");
     assert!(admin.len() > 30, "the admin routes were found: {admin:?}");
-    let public: Vec<(String, String)> = admin.iter().filter(|r| PUBLIC.iter().any(|p| (p.0, p.1) == (r.0.as_str(), r.1.as_str()))).cloned().collect();
+    let public: Vec<(String, String)> =
+        admin.iter().filter(|r| PUBLIC.iter().any(|p| (p.0, p.1) == (r.0.as_str(), r.1.as_str()))).cloned().collect();
     assert_eq!(public.len(), PUBLIC.len(), "every public route still exists: {public:?}");
     let mut walked = 0;
     for (method, template) in admin.iter().filter(|r| !public.contains(r)) {
@@ -153,7 +156,8 @@ async fn unauthenticated_requests_leave_no_audit_rows_and_are_counted() {
         assert!(start.elapsed() < Duration::from_secs(10), "the authenticated actions were filed ({n} of 2)");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let named: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = ANY($1)").bind(&zones).fetch_one(&db).await.unwrap();
+    let named: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = ANY($1)").bind(&zones).fetch_one(&db).await.unwrap();
     assert_eq!(named, 0, "no chain for zones an unauthenticated caller named");
     let anonymous: Vec<(String, String)> = sqlx::query_as(
         "SELECT zone_id, event FROM audit_events WHERE event_type IN ('admin_action', 'coordinator_action') \

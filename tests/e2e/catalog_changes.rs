@@ -40,7 +40,12 @@ async fn a_rotated_secret_and_an_archived_resource_take_effect_on_every_instance
             .as_str()
             .unwrap()
             .to_owned();
-    within_a_second("the old secret is refused on the second instance", || session_with(d.secret.clone()), |a| a.status == 401 && a.error() == "access_denied").await;
+    within_a_second(
+        "the old secret is refused on the second instance",
+        || session_with(d.secret.clone()),
+        |a| a.status == 401 && a.error() == "access_denied",
+    )
+    .await;
     assert_eq!(session_with(rotated.clone()).await.status, 200, "the new secret works there");
 
     let mut rotated_demo = d.clone();
@@ -73,5 +78,8 @@ async fn a_rotated_secret_and_an_archived_resource_take_effect_on_every_instance
         .unwrap()
         .to_owned();
     s.admin_ok("DELETE", &format!("/v1/zones/{z}/resources/{rid}"), &d.admin, None, 204).await;
-    within_a_second("the archived resource is refused on the second instance", mint_at_2, |a| a.status == 403 && a.error() == "access_denied").await;
+    within_a_second("the archived resource is refused on the second instance", mint_at_2, |a| {
+        a.status == 403 && a.error() == "access_denied"
+    })
+    .await;
 }

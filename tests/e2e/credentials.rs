@@ -128,7 +128,8 @@ async fn a_provider_key_is_never_sent_to_a_destination_it_was_not_given_for() {
     let d = s.demo(true).await;
     let session = s.session(&d).await;
     let elsewhere = caracal_e2e::upstream::Upstream::start().await;
-    let r = resource(&s, &d, "https://keyed.e2e.test", "provider_apikey", Some(json!({"header": "X-Api-Key", "secret": "orig-key-1"}))).await;
+    let r =
+        resource(&s, &d, "https://keyed.e2e.test", "provider_apikey", Some(json!({"header": "X-Api-Key", "secret": "orig-key-1"}))).await;
     let path = format!("/v1/zones/{}/resources/{}", d.zone_id, r["id"].as_str().unwrap());
 
     for (what, patch) in [
@@ -136,7 +137,10 @@ async fn a_provider_key_is_never_sent_to_a_destination_it_was_not_given_for() {
         ("another host", json!({"upstream_url": "http://localhost:9/base"})),
         ("another scheme", json!({"upstream_url": format!("https://{}/base", s.upstream.addr)})),
         ("another identifier", json!({"identifier": "https://renamed.e2e.test"})),
-        ("a placement change that keeps the key", json!({"upstream_url": format!("{}/base", elsewhere.url()), "credential": {"header": "X-Api-Key"}})),
+        (
+            "a placement change that keeps the key",
+            json!({"upstream_url": format!("{}/base", elsewhere.url()), "credential": {"header": "X-Api-Key"}}),
+        ),
     ] {
         let a = s.admin("PATCH", &path, &d.admin, Some(patch)).await;
         assert_eq!((a.status, a.error()), (409, "credential_secret_required"), "{what}: {}", a.text);
@@ -157,7 +161,9 @@ async fn a_provider_key_is_never_sent_to_a_destination_it_was_not_given_for() {
             "PATCH",
             &path,
             &d.admin,
-            Some(json!({"upstream_url": format!("{}/base", elsewhere.url()), "credential": {"header": "X-Api-Key", "secret": "new-key-2"}})),
+            Some(
+                json!({"upstream_url": format!("{}/base", elsewhere.url()), "credential": {"header": "X-Api-Key", "secret": "new-key-2"}}),
+            ),
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.text);

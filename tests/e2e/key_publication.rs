@@ -84,7 +84,8 @@ async fn unknown_zones_cost_no_key_query_and_new_zones_are_visible_at_once() {
         let s = &s;
         async move {
             let app = uuid::Uuid::now_v7().to_string();
-            s.token(&[("grant_type", caracal_e2e::stack::GRANT), ("zone_id", &zone), ("application_id", &app), ("client_secret", "x")]).await
+            s.token(&[("grant_type", caracal_e2e::stack::GRANT), ("zone_id", &zone), ("application_id", &app), ("client_secret", "x")])
+                .await
         }
     };
     for _ in 0..20 {

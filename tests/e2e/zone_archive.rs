@@ -52,8 +52,9 @@ async fn archiving_a_zone_stops_minting_keys_mandates_admin_tokens_and_the_coord
         ("scope", "agent:lifecycle"),
     ];
     let runtime = s.token(&runtime_form).await.body["access_token"].as_str().unwrap().to_owned();
-    let agent = s.admin_ok("POST", &format!("/zones/{z}/agents"), &runtime, Some(json!({"lifecycle": "task", "ttl_seconds": 600})), 201).await
-        ["id"]
+    let agent = s
+        .admin_ok("POST", &format!("/zones/{z}/agents"), &runtime, Some(json!({"lifecycle": "task", "ttl_seconds": 600})), 201)
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -21,9 +21,7 @@ use crate::state::AppState;
 
 /// Routes (behind the admin layer).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin-tokens", post(create).get(list))
-        .route("/v1/admin-tokens/{id}", delete(revoke))
+    Router::new().route("/v1/admin-tokens", post(create).get(list)).route("/v1/admin-tokens/{id}", delete(revoke))
 }
 
 /// `POST /v1/bootstrap`: public, it checks its own token.

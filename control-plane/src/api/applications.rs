@@ -180,7 +180,11 @@ async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_
     if live.is_none() {
         return Err(ApiError::not_found("application_not_found"));
     }
-    sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2").bind(&zone_id).bind(&id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2")
+        .bind(&zone_id)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
     let revoked = revoke_records(&mut tx, &zone_id, Which::Application(&id), "application_archived").await?;
     announce_catalog(&mut tx, &zone_id, CatalogEntry::Application(&id)).await?;
     tx.commit().await?;
