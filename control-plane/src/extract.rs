@@ -106,7 +106,10 @@ impl AdminPrincipal {
 pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match AdminPrincipal::authenticate(&state, req.headers()).await {
         Ok(principal) => {
-            crate::evidence::Actor::record(req.extensions(), || principal.actor());
+            match &principal.scope {
+                Scope::Global => crate::evidence::Actor::record(req.extensions(), || principal.actor()),
+                Scope::Zone(z) => crate::evidence::Actor::record_in_zone(req.extensions(), || principal.actor(), z),
+            }
             req.extensions_mut().insert(principal);
             next.run(req).await
         }

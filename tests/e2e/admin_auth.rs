@@ -137,6 +137,17 @@ async fn unauthenticated_requests_leave_no_audit_rows_and_are_counted() {
     assert_eq!(s.control_plane_metric("caracal_unauthenticated_requests_total{surface=\"admin\"}").await, 30.0);
     assert_eq!(s.control_plane_metric("caracal_unauthenticated_requests_total{surface=\"coordinator\"}").await, 20.0);
 
+    // A zone token naming other zones is refused and filed in its own zone's chain.
+    let zone_token = s
+        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": d.zone_id})), 201)
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for z in &zones[..5] {
+        let a = s.admin("POST", &format!("/v1/zones/{z}/applications"), &zone_token, Some(json!({"name": "x"}))).await;
+        assert_eq!((a.status, a.error()), (403, "admin_token_zone_mismatch"));
+    }
     // An authenticated action afterwards is still recorded; once it is filed, everything
     // produced before it has been too.
     s.admin_ok("POST", &format!("/v1/zones/{}/applications", d.zone_id), &d.admin, Some(json!({"name": "after"})), 201).await;
@@ -158,7 +169,14 @@ async fn unauthenticated_requests_leave_no_audit_rows_and_are_counted() {
     }
     let named: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = ANY($1)").bind(&zones).fetch_one(&db).await.unwrap();
-    assert_eq!(named, 0, "no chain for zones an unauthenticated caller named");
+    assert_eq!(named, 0, "no chain for zones an unauthenticated or zone-bound caller named");
+    let refused_home: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = $1 AND (event::jsonb)->'metadata_json'->>'status' = '403'")
+            .bind(&d.zone_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(refused_home, 5, "the zone token's refusals are in its own zone's chain");
     let anonymous: Vec<(String, String)> = sqlx::query_as(
         "SELECT zone_id, event FROM audit_events WHERE event_type IN ('admin_action', 'coordinator_action') \
          AND (event::jsonb)->'metadata_json'->>'actor' IS NULL",

@@ -121,7 +121,7 @@ async fn archiving_a_zone_stops_minting_keys_mandates_admin_tokens_and_the_coord
         let a = get(&s, format!("{base}/zones/{z}/agents/{agent}"), &d.admin).await;
         assert_eq!((a.status, a.error()), (404, "zone_not_found"), "a global operator finds no zone at {base}: {}", a.text);
     }
-    let edges: i64 = {
+    let live_sessions: i64 = {
         let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
         sqlx::query_scalar("SELECT count(*) FROM agent_sessions WHERE zone_id = $1 AND status <> 'terminated'")
             .bind(&z)
@@ -129,5 +129,5 @@ async fn archiving_a_zone_stops_minting_keys_mandates_admin_tokens_and_the_coord
             .await
             .unwrap()
     };
-    assert_eq!(edges, 0, "every agent session of the zone is terminated");
+    assert_eq!(live_sessions, 0, "every agent session of the zone is terminated");
 }

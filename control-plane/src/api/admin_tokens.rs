@@ -92,7 +92,7 @@ async fn bootstrap(
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_bootstrap_token", "the bootstrap token is not valid"));
     }
     if let Some(axum::Extension(slot)) = actor {
-        let _ = slot.0.set("bootstrap".to_owned());
+        slot.bootstrap();
     }
     let mut tx = state.db.begin().await?;
     // Serializes concurrent bootstraps: exactly one wins.

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use caracal_shared::Claims;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AdminPrincipal, bearer};
+use crate::extract::{AdminPrincipal, Scope, bearer};
 use crate::state::AppState;
 
 /// The scope a runtime mandate needs for the Coordinator.
@@ -61,7 +61,10 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "a session mandate or an admin token is required"))?;
         if token.starts_with("cat_") {
             let admin = AdminPrincipal::authenticate(state, &parts.headers).await?;
-            crate::evidence::Actor::record(&parts.extensions, || admin.actor());
+            match &admin.scope {
+                Scope::Global => crate::evidence::Actor::record(&parts.extensions, || admin.actor()),
+                Scope::Zone(z) => crate::evidence::Actor::record_in_zone(&parts.extensions, || admin.actor(), z),
+            }
             admin.require_zone(&zone_id)?;
             crate::api::require_live_zone(&state.db, &zone_id).await?;
             return Ok(Self::Operator(admin));
@@ -72,7 +75,11 @@ impl FromRequestParts<AppState> for Caller {
             }
             other => ApiError::from(other),
         })?;
-        crate::evidence::Actor::record(&parts.extensions, || format!("mandate:{}:{}", claims.client_id, claims.sub));
+        crate::evidence::Actor::record_in_zone(
+            &parts.extensions,
+            || format!("mandate:{}:{}", claims.client_id, claims.sub),
+            &claims.zone_id,
+        );
         if !claims.scopes().any(|s| s == LIFECYCLE_SCOPE) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "missing_scope", "the session mandate lacks the agent:lifecycle scope"));
         }
