@@ -9,7 +9,8 @@
 //! When Postgres is unavailable the batch is retried with backoff until it commits: audit events
 //! never go to the dead-letter stream for an outage, and nothing newer is read meanwhile. On
 //! start the consumer first re-reads its own pending entries (a crash between commit and ack);
-//! entries of consumers that died are claimed after `claim_idle`.
+//! entries of consumers that died are claimed after `claim_idle`. At most every [`TRIM_EVERY`]
+//! the consumer trims what every group acknowledged ([`crate::trim`]); producers never trim.
 //!
 //! [`Rejection`]: crate::canonical::Rejection
 
@@ -32,6 +33,8 @@ use crate::store::{Ledger, Outcome, Pending};
 pub const GROUP: &str = "audit-ingestor";
 /// How often the lag gauges are refreshed.
 const STATS_EVERY: Duration = Duration::from_secs(5);
+/// Least time between two trims of the stream (each costs `XINFO GROUPS`, `XPENDING`, `XTRIM`).
+pub const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Where and how to consume.
 #[derive(Clone, Debug)]
@@ -117,7 +120,13 @@ impl Ingestor {
         self.status.set_ingest_healthy(true);
         let mut last_claim = Instant::now();
         let mut last_stats = Instant::now() - STATS_EVERY;
+        let mut last_trim = Instant::now() - TRIM_EVERY;
         while !*stop.borrow() {
+            if last_trim.elapsed() >= TRIM_EVERY {
+                let n = crate::trim::trim_acknowledged(&mut conn, &self.cfg.stream).await?;
+                self.metrics.trimmed.inc_by(n);
+                last_trim = Instant::now();
+            }
             if last_stats.elapsed() >= STATS_EVERY {
                 self.stats(&mut conn).await?;
                 last_stats = Instant::now();
@@ -134,10 +143,19 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Refreshes the lag, pending and dead-letter gauges.
+    /// Refreshes the lag, pending, stream-length and dead-letter gauges.
     async fn stats(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-        let (groups, dlq): (redis::streams::StreamInfoGroupsReply, i64) =
-            redis::pipe().cmd("XINFO").arg("GROUPS").arg(&self.cfg.stream).cmd("XLEN").arg(self.cfg.dlq()).query_async(conn).await?;
+        let (groups, len, dlq): (redis::streams::StreamInfoGroupsReply, i64, i64) = redis::pipe()
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.cfg.stream)
+            .cmd("XLEN")
+            .arg(&self.cfg.stream)
+            .cmd("XLEN")
+            .arg(self.cfg.dlq())
+            .query_async(conn)
+            .await?;
+        self.metrics.stream_length.set(len);
         if let Some(g) = groups.groups.iter().find(|g| g.name == GROUP) {
             self.metrics.consumer_lag.set(g.lag.unwrap_or(0) as i64);
             self.metrics.consumer_pending.set(g.pending as i64);

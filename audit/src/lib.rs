@@ -14,3 +14,4 @@ pub mod retention;
 pub mod status;
 pub mod store;
 pub mod sweep;
+pub mod trim;

@@ -37,6 +37,10 @@ pub struct AuditMetrics {
     pub consumer_pending: IntGauge,
     /// Entries waiting in the dead-letter stream.
     pub dead_letter_backlog: IntGauge,
+    /// Entries in `caracal.audit.events` (producers never trim it; the ledger trims what it filed).
+    pub stream_length: IntGauge,
+    /// Entries the ledger trimmed after filing them.
+    pub trimmed: IntCounter,
 }
 
 impl AuditMetrics {
@@ -82,6 +86,11 @@ impl AuditMetrics {
             consumer_lag: gauge("caracal_audit_consumer_lag", "Audit stream entries not yet delivered to the ledger.")?,
             consumer_pending: gauge("caracal_audit_consumer_pending", "Audit stream entries delivered and not yet acknowledged.")?,
             dead_letter_backlog: gauge("caracal_audit_dead_letter_backlog", "Entries in caracal.audit.events.dlq.")?,
+            stream_length: gauge("caracal_audit_stream_length", "Entries in caracal.audit.events (filed or not).")?,
+            trimmed: counter(
+                "caracal_audit_trimmed_total",
+                "Entries trimmed from caracal.audit.events after every group acknowledged them.",
+            )?,
         })
     }
 }

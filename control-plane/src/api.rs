@@ -1,4 +1,7 @@
 //! The admin API (`/v1`, admin bearer required except `POST /v1/bootstrap`).
+//!
+//! Every admin route sits behind one authentication layer ([`crate::extract::require_admin`]);
+//! only the routes of [`public`] are outside it, each on purpose.
 
 pub mod admin_tokens;
 pub mod applications;
@@ -11,13 +14,14 @@ pub mod sessions;
 pub mod zones;
 
 use axum::Router;
+use axum::middleware;
 use sqlx::PgPool;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Every admin route.
-pub fn router() -> Router<AppState> {
+/// Every admin route, authenticated by one layer, plus the deliberately public ones.
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(admin_tokens::router())
         .merge(zones::router())
@@ -28,6 +32,46 @@ pub fn router() -> Router<AppState> {
         .merge(sessions::router())
         .merge(approvals::router())
         .merge(audit::router())
+        // `route_layer`: an unknown path stays 404 rather than 401.
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::extract::require_admin))
+        .merge(public())
+}
+
+/// Routes without an admin token: the bootstrap (it checks `BOOTSTRAP_ADMIN_TOKEN` itself) and
+/// the approval status (the random hold id is the capability, as in the original).
+fn public() -> Router<AppState> {
+    Router::new().merge(admin_tokens::public_router()).merge(approvals::public_router())
+}
+
+/// An entry of the STS catalog (`caracal_sts::catalog`).
+#[derive(Clone, Copy)]
+pub enum CatalogEntry<'a> {
+    /// An application, by id.
+    Application(&'a str),
+    /// A resource, by identifier.
+    Resource(&'a str),
+}
+
+/// Announces inside `tx` that a catalog entry changed (`caracal.catalog.invalidate`), so every STS
+/// instance forgets it as soon as the change commits instead of at the cache lifetime; the
+/// caller also forgets it locally after commit ([`forget_catalog`]).
+pub async fn announce_catalog(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str, entry: CatalogEntry<'_>) -> ApiResult<()> {
+    let (kind, id) = match entry {
+        CatalogEntry::Application(id) => ("application", id),
+        CatalogEntry::Resource(identifier) => ("resource", identifier),
+    };
+    let stream = caracal_shared::streams::CATALOG_INVALIDATE;
+    crate::outbox::enqueue(tx, Some(zone_id), stream, &[("zone_id", zone_id), ("kind", kind), ("id", id)]).await?;
+    Ok(())
+}
+
+/// After commit: this instance forgets the entry now and the relay publishes the announcement.
+pub async fn forget_catalog(state: &AppState, zone_id: &str, entry: CatalogEntry<'_>) {
+    match entry {
+        CatalogEntry::Application(id) => state.sts.catalog.invalidate_application(zone_id, id).await,
+        CatalogEntry::Resource(identifier) => state.sts.catalog.invalidate_resource(zone_id, identifier).await,
+    }
+    state.outbox_notify.notify_one();
 }
 
 /// 404 `zone_not_found` unless the zone exists and is not archived.

@@ -22,7 +22,7 @@ pub fn app(state: AppState) -> Router {
     // Admin and Coordinator changes are evidenced by one middleware; the token endpoint (the hot
     // path) does not pass through it: the STS records its own decisions.
     let managed = Router::new()
-        .merge(crate::api::router())
+        .merge(crate::api::router(&state))
         .merge(crate::coordinator::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::evidence::actions));
     let mut routes = Router::new().merge(managed).merge(caracal_sts::http::router());

@@ -1,5 +1,6 @@
-//! The STS's stream consumers: revocations, policy activations and key rotations made by any
-//! control-plane instance reach this instance's in-memory state within a read (DESIGN §5).
+//! The STS's stream consumers: revocations, policy activations, key rotations (and zones created
+//! or archived) and catalog changes made by any control-plane instance reach this instance's
+//! in-memory state within a read (DESIGN §5).
 //!
 //! Each instance has its own consumer groups (`sts-<kind>:<instance>`, the instance id ending in
 //! the pid), so every instance sees every message; the groups are removed on a clean exit. The
@@ -79,6 +80,37 @@ impl Handler for Invalidations {
     }
 }
 
+/// Applies `caracal.catalog.invalidate` (`{zone_id, kind: application|resource, id}`).
+pub struct CatalogInvalidations(pub Arc<Sts>);
+
+impl Handler for CatalogInvalidations {
+    fn handle(&self, batch: &[Message]) -> Vec<Result<(), Failure>> {
+        let mut forget = Vec::new();
+        let results = batch
+            .iter()
+            .map(|m| match (m.get("zone_id"), m.get("kind"), m.get("id")) {
+                (Some(z), Some(k @ ("application" | "resource")), Some(id)) => {
+                    forget.push((z.to_owned(), k == "application", id.to_owned()));
+                    Ok(())
+                }
+                _ => Err(Failure::Permanent("catalog invalidation without zone_id, kind or id".into())),
+            })
+            .collect();
+        let sts = self.0.clone();
+        // Forgetting a cache entry cannot fail, so acknowledging first is safe.
+        tokio::spawn(async move {
+            for (zone, application, id) in forget {
+                if application {
+                    sts.catalog.invalidate_application(&zone, &id).await;
+                } else {
+                    sts.catalog.invalidate_resource(&zone, &id).await;
+                }
+            }
+        });
+        results
+    }
+}
+
 fn metrics(registry: &Registry, kind: &str) -> Result<ConsumerMetrics, prometheus::Error> {
     let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
         let c = IntCounter::new(format!("caracal_sts_{kind}_{name}"), help)?;
@@ -94,7 +126,7 @@ fn metrics(registry: &Registry, kind: &str) -> Result<ConsumerMetrics, prometheu
     })
 }
 
-/// Starts the three consumers; they stop and remove their groups when `shutdown` flips.
+/// Starts the consumers; they stop and remove their groups when `shutdown` flips.
 pub fn spawn(
     sts: Arc<Sts>,
     client: redis::Client,
@@ -115,8 +147,10 @@ pub fn spawn(
     let policies = make(streams::POLICY_INVALIDATE, "policy", "$")
         .with(Invalidations { sts: sts.clone(), what: Invalidate::Policy }, metrics(registry, "policy_invalidation")?);
     let keys = make(streams::KEYS_INVALIDATE, "keys", "$")
-        .with(Invalidations { sts, what: Invalidate::Keys }, metrics(registry, "keys_invalidation")?);
-    Ok(vec![run(revocations, shutdown.clone()), run(policies, shutdown.clone()), run(keys, shutdown)])
+        .with(Invalidations { sts: sts.clone(), what: Invalidate::Keys }, metrics(registry, "keys_invalidation")?);
+    let catalog =
+        make(streams::CATALOG_INVALIDATE, "catalog", "$").with(CatalogInvalidations(sts), metrics(registry, "catalog_invalidation")?);
+    Ok(vec![run(revocations, shutdown.clone()), run(policies, shutdown.clone()), run(keys, shutdown.clone()), run(catalog, shutdown)])
 }
 
 /// A consumer's identity before its handler is chosen.

@@ -75,7 +75,7 @@ enum Stage {
 /// The Control route when enabled, else `None`.
 pub fn router(state: &AppState) -> Option<Router<AppState>> {
     let cfg = state.cfg.control.clone()?;
-    let admin = crate::api::router().merge(crate::coordinator::router()).with_state(state.clone());
+    let admin = crate::api::router(state).merge(crate::coordinator::router()).with_state(state.clone());
     let buckets = ratelimit::Buckets::new(cfg.rate_capacity, cfg.rate_window, ratelimit::MAX_SUBJECTS);
     let recorder = Delivery {
         redis: state.redis.clone(),
@@ -174,7 +174,13 @@ impl Control {
         self.state.metrics.control_invocations.with_label_values(&[code, outcome]).inc();
         tracing::info!(request_id = %trail.request_id, token_fp = fp, command, subcommand, code, reason = %refusal, outcome, "control invoke refused");
         if stage == Stage::Authorization && refusal != Refusal::AuditUnavailable {
-            self.audit_deny(trail.event("deny", code, &refusal.to_string()));
+            if trail.principal.is_some() {
+                self.audit_deny(trail.event("deny", code, &refusal.to_string()));
+            } else {
+                // Nobody was authenticated: a row per such request (in `_global`) would let anyone
+                // write unbounded evidence; it is counted instead (and logged above).
+                self.state.metrics.unauthenticated_requests.with_label_values(&["control"]).inc();
+            }
         }
         refusal.into_response()
     }

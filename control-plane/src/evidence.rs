@@ -6,7 +6,11 @@
 //!
 //! Admin and Coordinator actions are recorded by [`actions`], a middleware over every mutating
 //! route: who (the admin token id or the mandate's subject, never a credential), what (method and
-//! route template, never a body), the status, the zone and the request id.
+//! route template, never a body), the status, the zone and the request id. A request refused
+//! before anyone was authenticated has no "who": it files no row — otherwise anyone could write
+//! unbounded rows under any zone id they name, `_global` included, and crowd unfiled evidence —
+//! and is counted in `caracal_unauthenticated_requests_total{surface}` instead. A caller bound to
+//! one zone (a zone token) that names another zone is filed in its own zone's chain.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -101,15 +105,32 @@ pub async fn ship(delivery: Delivery, mut rx: mpsc::Receiver<AuditEvent>, mut st
     }
 }
 
-/// Filled by the authenticating extractor with who is acting (token id or mandate subject).
+/// Filled by the authenticating layer or extractor with who is acting (token id or mandate
+/// subject) and, for a caller bound to one zone, that zone.
 #[derive(Clone, Default)]
-pub struct Actor(pub Arc<OnceLock<String>>);
+pub struct Actor {
+    who: Arc<OnceLock<String>>,
+    home_zone: Arc<OnceLock<String>>,
+}
 
 impl Actor {
     /// Records the actor of the current request, if a slot was set up for it.
     pub fn record(extensions: &axum::http::Extensions, who: impl FnOnce() -> String) {
         if let Some(slot) = extensions.get::<Actor>() {
-            let _ = slot.0.set(who());
+            let _ = slot.who.set(who());
+        }
+    }
+
+    /// Records the bootstrap (authenticated by `BOOTSTRAP_ADMIN_TOKEN`) as the actor.
+    pub fn bootstrap(&self) {
+        let _ = self.who.set("bootstrap".to_owned());
+    }
+
+    /// Records an actor bound to one zone (a zone token, a runtime's mandate).
+    pub fn record_in_zone(extensions: &axum::http::Extensions, who: impl FnOnce() -> String, zone_id: &str) {
+        if let Some(slot) = extensions.get::<Actor>() {
+            let _ = slot.who.set(who());
+            let _ = slot.home_zone.set(zone_id.to_owned());
         }
     }
 }
@@ -133,15 +154,26 @@ pub async fn actions(State(state): State<AppState>, mut req: Request, next: Next
     let coordinator = path.starts_with("/zones/");
     let rid = req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let resp = next.run(req).await;
+    let Some(who) = actor.who.get() else {
+        let surface = if coordinator { "coordinator" } else { "admin" };
+        state.metrics.unauthenticated_requests.with_label_values(&[surface]).inc();
+        return resp;
+    };
     let status = resp.status().as_u16();
     let event_type = if coordinator { "coordinator_action" } else { "admin_action" };
     let decision = if status < 400 { "allow" } else { "deny" };
     let meta = json!({
-        "actor": actor.0.get(),
+        "actor": who,
         "method": method,
         "route": route,
         "status": status,
     });
+    // A caller bound to one zone that names another is filed in its own chain: it cannot open
+    // chains under zone ids of its choosing.
+    let zone = match actor.home_zone.get() {
+        Some(home) if *home != zone => home.clone(),
+        _ => zone,
+    };
     caracal_shared::audit::enqueue(&state.evidence, AuditEvent::new(&zone, event_type, &rid, decision, &status.to_string(), meta)).await;
     resp
 }

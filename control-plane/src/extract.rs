@@ -1,9 +1,16 @@
 //! Extractors: who is calling (`AdminPrincipal`), JSON bodies with our error shape (`AppJson`), and
 //! keyset pagination (`Page`).
+//!
+//! Admin routes are authenticated once, by [`require_admin`], a layer over the whole admin router
+//! (`crate::api::router`): a handler cannot forget it. The layer puts the [`AdminPrincipal`] in the
+//! request extensions and the extractor only reads it there, so a handler mounted outside the layer
+//! answers 401 instead of running unauthenticated.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -66,26 +73,58 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_ADMIN_TOKEN_BYTES).then_some(token)
 }
 
-impl FromRequestParts<AppState> for AdminPrincipal {
-    type Rejection = ApiError;
+fn invalid_admin_token() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_admin_token", "a valid admin bearer token is required")
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_admin_token", "a valid admin bearer token is required");
-        let token = bearer(&parts.headers).ok_or_else(invalid)?;
+impl AdminPrincipal {
+    /// Checks an admin bearer: a live token and, for a zone token, a zone that is not archived
+    /// (archiving a zone takes its tokens with it, on every instance at once).
+    pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Self> {
+        let token = bearer(headers).ok_or_else(invalid_admin_token)?;
         let digest = caracal_shared::sig::sha256(token.as_bytes());
-        let row: Option<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT id, scope, zone_id FROM admin_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL")
-                .bind(&digest[..])
-                .fetch_optional(&state.db)
-                .await?;
-        let (token_id, scope, zone_id) = row.ok_or_else(invalid)?;
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT t.id, t.scope, t.zone_id FROM admin_tokens t LEFT JOIN zones z ON z.id = t.zone_id \
+             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND (t.zone_id IS NULL OR z.archived_at IS NULL)",
+        )
+        .bind(&digest[..])
+        .fetch_optional(&state.db)
+        .await?;
+        let (token_id, scope, zone_id) = row.ok_or_else(invalid_admin_token)?;
         let scope = match (scope.as_str(), zone_id) {
             ("global", _) => Scope::Global,
             ("zone", Some(z)) => Scope::Zone(z),
-            _ => return Err(invalid()),
+            _ => return Err(invalid_admin_token()),
         };
-        crate::evidence::Actor::record(&parts.extensions, || format!("admin:{token_id}"));
         Ok(Self { token_id, scope })
+    }
+}
+
+/// The admin router's authentication layer: refuses the request (401 `invalid_admin_token`)
+/// before any handler, body or query is looked at, else records the actor for the evidence and
+/// hands the principal to the handler.
+pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match AdminPrincipal::authenticate(&state, req.headers()).await {
+        Ok(principal) => {
+            match &principal.scope {
+                Scope::Global => crate::evidence::Actor::record(req.extensions(), || principal.actor()),
+                Scope::Zone(z) => crate::evidence::Actor::record_in_zone(req.extensions(), || principal.actor(), z),
+            }
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
+            tracing::error!(path = parts.uri.path(), "admin handler mounted outside the admin authentication layer; refused");
+            invalid_admin_token()
+        })
     }
 }
 

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub control_invocations: IntCounterVec,
     /// Control audit frames that could not be recorded, by decision.
     pub control_audit_failures: IntCounterVec,
+    /// Mutating requests refused before anyone was authenticated, by surface (`admin`,
+    /// `coordinator`): counted here instead of filed as evidence under a caller-chosen zone.
+    pub unauthenticated_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -44,7 +47,21 @@ impl Metrics {
         registry.register(Box::new(outbox_pending.clone()))?;
         registry.register(Box::new(control_invocations.clone()))?;
         registry.register(Box::new(control_audit_failures.clone()))?;
-        Ok(Self { registry, api_responses, outbox_published, outbox_failures, outbox_pending, control_invocations, control_audit_failures })
+        let unauthenticated_requests = IntCounterVec::new(
+            Opts::new("caracal_unauthenticated_requests_total", "Mutating requests refused before authentication, by surface."),
+            &["surface"],
+        )?;
+        registry.register(Box::new(unauthenticated_requests.clone()))?;
+        Ok(Self {
+            registry,
+            api_responses,
+            outbox_published,
+            outbox_failures,
+            outbox_pending,
+            control_invocations,
+            control_audit_failures,
+            unauthenticated_requests,
+        })
     }
 
     /// Prometheus text exposition.

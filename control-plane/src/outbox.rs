@@ -2,14 +2,16 @@
 //! publishes committed messages to Redis, signed (`_sig`), until each is delivered.
 //!
 //! The relay claims rows with `FOR UPDATE SKIP LOCKED` (several control-plane replicas share the
-//! work), publishes with `XADD <stream> MAXLEN ~ 100000`, and on failure retries with exponential
-//! backoff (1 s doubling to 60 s). A crash between publish and mark re-publishes: consumers treat
+//! work), publishes with `XADD <stream> MAXLEN ~ 100000` — except to `caracal.audit.events`, which
+//! no producer trims (only the ledger, what it filed: `caracal_audit::trim`) — and on failure
+//! retries with exponential backoff (1 s doubling to 60 s). A crash between publish and mark re-publishes: consumers treat
 //! messages as idempotent and can dedupe on `outbox_id`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use caracal_shared::streams;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 
@@ -108,7 +110,13 @@ impl Relay {
         let sig = caracal_shared::sig::stream_signature(&self.streams_key, stream, fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         fields.insert("_sig".into(), sig);
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(stream).arg("MAXLEN").arg("~").arg(100_000).arg("*");
+        cmd.arg(stream);
+        // Operational streams are capped (their consumers also reload from Postgres); audit
+        // evidence is never trimmed before the ledger filed it.
+        if stream != streams::AUDIT_EVENTS {
+            cmd.arg("MAXLEN").arg("~").arg(100_000);
+        }
+        cmd.arg("*");
         for (k, v) in &fields {
             cmd.arg(k).arg(v);
         }

@@ -79,11 +79,13 @@ impl Frame {
     }
 }
 
-/// One pipelined `XADD` to `caracal.audit.events` per frame (capped stream), replies ignored.
+/// One pipelined `XADD` to `caracal.audit.events` per frame, replies ignored. No `MAXLEN`: a
+/// producer-side cap would drop evidence the ledger has not filed; the ledger trims what it filed
+/// (`caracal_audit::trim`).
 pub fn xadd_pipeline(frames: &[Frame]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     for f in frames {
-        let cmd = pipe.cmd("XADD").arg(streams::AUDIT_EVENTS).arg("MAXLEN").arg("~").arg(1_000_000).arg("*");
+        let cmd = pipe.cmd("XADD").arg(streams::AUDIT_EVENTS).arg("*");
         cmd.arg("id").arg(&f.id).arg("data").arg(&f.data);
         if let Some(sig) = &f.sig {
             cmd.arg("sig").arg(sig);

@@ -4,6 +4,8 @@
 pub const SESSIONS_REVOKE: &str = "caracal.sessions.revoke";
 /// A zone's active policy changed.
 pub const POLICY_INVALIDATE: &str = "caracal.policy.invalidate";
+/// An application or resource the STS caches changed (`{zone_id, kind, id}`).
+pub const CATALOG_INVALIDATE: &str = "caracal.catalog.invalidate";
 /// A zone's signing keys changed.
 pub const KEYS_INVALIDATE: &str = "caracal.keys.invalidate";
 /// Audit frames `{id, data, sig}`.

@@ -30,7 +30,7 @@ pub struct Lineage {
     pub resources: Vec<String>,
     /// The earliest expiry along the path (sessions and edges).
     pub expires_at: DateTime<Utc>,
-    /// The leaf edge's `max_ttl_seconds` constraint.
+    /// The smallest `max_ttl_seconds` constraint along the path.
     pub max_ttl_seconds: Option<i64>,
     /// Edge ids, root → leaf.
     pub path: Vec<String>,
@@ -167,7 +167,8 @@ pub async fn resolve(db: &PgPool, zone_id: &str, application_id: &str, agent_ses
         scopes: leaf.scopes.clone(),
         resources: leaf.resources.clone(),
         expires_at,
-        max_ttl_seconds: leaf.constraints.0.get("max_ttl_seconds").and_then(serde_json::Value::as_i64),
+        // The narrowest cap on the path (edges created before caps were inherited may lack it).
+        max_ttl_seconds: edges.iter().filter_map(|e| e.constraints.0.get("max_ttl_seconds").and_then(serde_json::Value::as_i64)).min(),
         path: edges.iter().rev().map(|e| e.id.clone()).collect(),
         chain,
         epoch,

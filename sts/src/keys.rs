@@ -7,8 +7,16 @@
 //!
 //! Rotation publishes before it signs: a new key gets `not_before = now + KEY_ACTIVATION_DELAY`, is
 //! served in the JWKS at once, and signs only after verifiers that cache the JWKS for five minutes
-//! have seen it (DESIGN §9). The JWKS serves the two newest keys; while a rotation is pending a
-//! second one is refused, so the current signer is always one of the two published keys.
+//! have seen it (DESIGN §9). While a rotation is pending a second one is refused.
+//!
+//! Which keys are published (JWKS) and accepted (subject tokens): every key that is pending, signs
+//! now, or stopped signing less than [`RETIRED_KEY_GRACE`] ago — the longest mandate lifetime plus
+//! a margin — so however quickly keys are rotated, no key is dropped while a mandate it signed can
+//! still be valid. To keep the set small a rotation is refused once [`MAX_PUBLISHED_KEYS`] are
+//! published; the oldest leaves the set as its mandates expire.
+//!
+//! Only live zones have keys: an archived zone's key set is "not found" (404 at the JWKS, no mint),
+//! like an unknown zone's, and unknown ids are answered from the [`ZoneDirectory`] without a query.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +28,17 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::StsError;
+use crate::zone_directory::ZoneDirectory;
 
 const SEAL_VERSION: u8 = 1;
+
+/// How long a key that stopped signing stays published: the longest mandate lifetime
+/// (`SESSION_TTL_CAP`) plus five minutes for clock skew and for instances whose cached key set
+/// still signed with it briefly after the switch.
+pub const RETIRED_KEY_GRACE: Duration = Duration::from_secs(crate::config::SESSION_TTL_CAP + 300);
+
+/// Most keys a zone publishes at once; a rotation beyond is refused until the oldest retires.
+pub const MAX_PUBLISHED_KEYS: i64 = 8;
 
 /// The key-encryption key, with a short id that tells a wrong KEK from corrupted data.
 pub struct Kek {
@@ -79,7 +96,7 @@ pub struct ZoneKey {
     pub verifier: VerifyingKey,
 }
 
-/// A zone's published keys (newest first, at most two) and its JWKS body.
+/// A zone's published keys (newest first) and its JWKS body.
 pub struct ZoneKeys {
     keys: Vec<ZoneKey>,
     jwks_json: bytes::Bytes,
@@ -117,6 +134,9 @@ pub struct Rotation {
 pub enum RotateError {
     #[error("a rotation is already pending until {0}")]
     Pending(DateTime<Utc>),
+    /// [`MAX_PUBLISHED_KEYS`] are published; the oldest retires at the given time.
+    #[error("too many published keys until {0}")]
+    TooManyKeys(DateTime<Utc>),
     #[error("zone not found")]
     ZoneNotFound,
     #[error(transparent)]
@@ -132,21 +152,46 @@ pub struct KeyStore {
     kek: Kek,
     activation_delay: Duration,
     cache: moka::future::Cache<String, Arc<ZoneKeys>>,
+    directory: Arc<ZoneDirectory>,
+    /// Key-set loads from Postgres, by outcome (`found`, `not_found`, `error`).
+    loads: prometheus::IntCounterVec,
 }
 
 impl KeyStore {
-    /// A store over `db`, sealing with `kek`.
-    pub fn new(db: PgPool, kek: Kek, activation_delay: Duration) -> Self {
-        // The TTL only bounds how long another instance's rotation stays unseen here; the
-        // rotating instance invalidates its own entry at once.
+    /// A store over `db`, sealing with `kek`, answering unknown zones from `directory`; registers
+    /// its metrics in `registry`.
+    pub fn new(
+        db: PgPool,
+        kek: Kek,
+        activation_delay: Duration,
+        directory: Arc<ZoneDirectory>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, prometheus::Error> {
+        // The TTL only bounds how long another instance's rotation stays unseen here if its
+        // `caracal.keys.invalidate` message were lost; the rotating instance invalidates at once.
         let cache = moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
-        Self { db, kek, activation_delay, cache }
+        let loads = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("caracal_sts_zone_key_loads_total", "Zone key sets loaded from Postgres, by outcome."),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(loads.clone()))?;
+        Ok(Self { db, kek, activation_delay, cache, directory, loads })
     }
 
-    /// The zone's keys, loaded from Postgres once and kept in memory. `ZoneNotFound` if it has none.
+    /// The keys of a live zone, loaded from Postgres once and kept in memory. `ZoneNotFound` for
+    /// an unknown or archived zone (an unknown id costs no key query: see [`ZoneDirectory`]).
     pub async fn zone(&self, zone_id: &str) -> Result<Arc<ZoneKeys>, StsError> {
+        if let Some(keys) = self.cache.get(zone_id).await {
+            return Ok(keys);
+        }
+        if !self.directory.is_live(zone_id).await? {
+            return Err(StsError::ZoneNotFound);
+        }
         self.cache.try_get_with_by_ref(zone_id, self.load(zone_id)).await.map_err(|e: Arc<StsError>| match &*e {
-            StsError::ZoneNotFound => StsError::ZoneNotFound,
+            StsError::ZoneNotFound => {
+                self.directory.remove(zone_id);
+                StsError::ZoneNotFound
+            }
             other => StsError::Unavailable(other.to_string()),
         })
     }
@@ -156,19 +201,22 @@ impl KeyStore {
         &self.kek
     }
 
-    /// Drops the cached keys of a zone (after a rotation).
+    /// Forgets what this instance knows of a zone's keys and existence (after a rotation, a
+    /// zone's creation or archive, here or announced on `caracal.keys.invalidate`).
     pub async fn invalidate(&self, zone_id: &str) {
         self.cache.invalidate(zone_id).await;
+        self.directory.mark_stale();
     }
 
     async fn load(&self, zone_id: &str) -> Result<Arc<ZoneKeys>, StsError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT kid, seq, sealed_private, kek_id, not_before FROM signing_keys \
-             WHERE zone_id = $1 ORDER BY seq DESC LIMIT 2",
-        )
-        .bind(zone_id)
-        .fetch_all(&self.db)
-        .await?;
+        let rows = self.published_rows(zone_id).await;
+        let outcome = match &rows {
+            Ok(r) if r.is_empty() => "not_found",
+            Ok(_) => "found",
+            Err(_) => "error",
+        };
+        self.loads.with_label_values(&[outcome]).inc();
+        let rows = rows?;
         if rows.is_empty() {
             return Err(StsError::ZoneNotFound);
         }
@@ -200,6 +248,23 @@ impl KeyStore {
         };
         let jwks_json = bytes::Bytes::from(serde_json::to_vec(&set).expect("JWKS serializes"));
         Ok(Arc::new(ZoneKeys { keys, jwks_json }))
+    }
+
+    /// The published keys of a live zone, newest first (module docs: pending, signing, or retired
+    /// less than [`RETIRED_KEY_GRACE`] ago).
+    async fn published_rows(&self, zone_id: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT k.kid, k.seq, k.sealed_private, k.kek_id, k.not_before \
+             FROM signing_keys k JOIN zones z ON z.id = k.zone_id AND z.archived_at IS NULL \
+             WHERE k.zone_id = $1 AND k.seq >= COALESCE( \
+                 (SELECT max(o.seq) FROM signing_keys o WHERE o.zone_id = $1 AND o.not_before <= $2), 0) \
+             ORDER BY k.seq DESC LIMIT $3",
+        )
+        .bind(zone_id)
+        .bind(retired_before(Utc::now()))
+        .bind(MAX_PUBLISHED_KEYS)
+        .fetch_all(&self.db)
+        .await
     }
 
     /// Creates a zone's first key, signing at once (nobody can have cached the zone's JWKS yet).
@@ -237,6 +302,23 @@ impl KeyStore {
         {
             return Err(RotateError::Pending(nb));
         }
+        // Published now: the keys from the one that signed at the grace cut-off on. When the set
+        // is full, the oldest published key's successor started signing at `retires`; the oldest
+        // leaves the set a grace period after that.
+        let (published, retires): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "WITH p AS (SELECT seq, not_before FROM signing_keys WHERE zone_id = $1 AND seq >= COALESCE( \
+                 (SELECT max(o.seq) FROM signing_keys o WHERE o.zone_id = $1 AND o.not_before <= $2), 0)) \
+             SELECT count(*), (SELECT not_before FROM p ORDER BY seq LIMIT 1 OFFSET 1) FROM p",
+        )
+        .bind(zone_id)
+        .bind(retired_before(now))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StsError::from)?;
+        if published >= MAX_PUBLISHED_KEYS {
+            let grace = chrono::Duration::from_std(RETIRED_KEY_GRACE).unwrap_or_default();
+            return Err(RotateError::TooManyKeys(retires.unwrap_or(now) + grace));
+        }
         let seq = newest.map_or(1, |(s, _)| s + 1);
         let not_before = now + chrono::Duration::from_std(self.activation_delay).unwrap_or_default();
         let kid = uuid::Uuid::now_v7().to_string();
@@ -271,6 +353,11 @@ impl KeyStore {
         .await?;
         Ok(())
     }
+}
+
+/// Keys whose successor started signing at or before this instant are no longer needed.
+fn retired_before(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(RETIRED_KEY_GRACE).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod revoked;
 pub mod step_up;
 pub mod store;
+pub mod zone_directory;
 
 use std::sync::Arc;
 
@@ -61,9 +62,10 @@ impl Sts {
         redis: redis::aio::ConnectionManager,
         registry: &prometheus::Registry,
     ) -> Result<Arc<Self>, prometheus::Error> {
-        let keys = keys::KeyStore::new(db.clone(), keys::Kek::new(&cfg.zone_kek), cfg.key_activation_delay);
+        let zones = Arc::new(zone_directory::ZoneDirectory::new(db.clone(), registry)?);
+        let keys = keys::KeyStore::new(db.clone(), keys::Kek::new(&cfg.zone_kek), cfg.key_activation_delay, zones.clone(), registry)?;
         let policies = policy::PolicyCache::new(db.clone(), cfg.policy_eval_timeout);
-        let catalog = catalog::Catalog::new(db.clone());
+        let catalog = catalog::Catalog::new(db.clone(), zones, registry)?;
         let revoked = Arc::new(revoked::RevokedRoots::new(cfg.revocation_max_staleness));
         let limits = limits::Limits::new(redis.clone(), cfg.mints_per_minute, cfg.auth_failure_limit, cfg.auth_lockout);
         let metrics = metrics::StsMetrics::new(registry)?;
@@ -107,7 +109,7 @@ impl Sts {
         &self.cfg.issuer
     }
 
-    /// The zone's JWKS document (the two newest keys).
+    /// The zone's JWKS document (every key a live mandate may carry; see [`keys`]).
     pub async fn jwks(&self, zone_id: &str) -> Result<bytes::Bytes, StsError> {
         Ok(self.keys.zone(zone_id).await?.jwks_json())
     }

@@ -95,7 +95,10 @@ pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Op
     .await?)
 }
 
-/// Records a new root session.
+/// Records a new root session; `ZoneNotFound` when the zone was archived meanwhile, `InvalidClient`
+/// when the application was. The key-share locks on the zone and application rows order this
+/// insert against an archive of either (which locks the row first): the archive either sees the
+/// record and revokes it, or this insert sees the archive.
 pub async fn insert_authority_record(
     db: &PgPool,
     zone_id: &str,
@@ -103,9 +106,10 @@ pub async fn insert_authority_record(
     application_id: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StsError> {
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO authority_records (zone_id, id, session_type, subject_id, application_id, expires_at) \
-         VALUES ($1, $2, 'application', $3, $3, $4)",
+         SELECT z.id, $2, 'application', a.id, a.id, $4 FROM zones z JOIN applications a ON a.zone_id = z.id AND a.id = $3 \
+         WHERE z.id = $1 AND z.archived_at IS NULL AND a.archived_at IS NULL FOR KEY SHARE",
     )
     .bind(zone_id)
     .bind(id)
@@ -113,5 +117,10 @@ pub async fn insert_authority_record(
     .bind(expires_at)
     .execute(db)
     .await?;
-    Ok(())
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let zone_live: Option<(bool,)> =
+        sqlx::query_as("SELECT archived_at IS NULL FROM zones WHERE id = $1").bind(zone_id).fetch_optional(db).await?;
+    Err(if matches!(zone_live, Some((true,))) { StsError::InvalidClient } else { StsError::ZoneNotFound })
 }

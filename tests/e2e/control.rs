@@ -485,3 +485,40 @@ async fn wait_for_frames(redis_url: &str, n: usize) -> Vec<Frame> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Invokes refused before the token is verified file no evidence (nothing in `_global`): they
+/// are counted. Refusals of a verified caller are still filed, in its zone.
+#[tokio::test]
+async fn control_files_no_evidence_for_callers_it_could_not_authenticate() {
+    let c = control_stack(&[]).await;
+    let (s, d) = (&c.s, &c.d);
+    for bearer in [None, Some("not.a.token"), Some("cat_bogus")] {
+        for _ in 0..5 {
+            assert_refused(&c.invoke(bearer, list()).await, 401, "unauthorized", "no verified token");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // background deny deliveries, if any, are out
+    let t = c.token().await;
+    assert_eq!(c.invoke(Some(&t), list()).await.status, 200);
+    assert_refused(&c.invoke(Some(&t), list()).await, 401, "token_replay", "a verified caller's refusal");
+    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let filed: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = $1 AND event_type = 'control.invoke'")
+            .bind(&d.zone_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if filed == 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the verified caller's allow and deny are filed ({filed} of 2)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let global: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = '_global' AND event_type = 'control.invoke'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(global, 0, "unauthenticated invokes wrote no rows");
+    assert_eq!(s.control_plane_metric("caracal_unauthenticated_requests_total{surface=\"control\"}").await, 15.0);
+}

@@ -8,13 +8,13 @@ use caracal_e2e::stack::{ACCESS_TOKEN, Answer, Demo, GRANT};
 use serde_json::{Value, json};
 
 /// An application with its runtime's session mandate (scope `agent:lifecycle`).
-struct App {
-    id: String,
-    secret: String,
-    runtime: String,
+pub(crate) struct App {
+    pub(crate) id: String,
+    pub(crate) secret: String,
+    pub(crate) runtime: String,
 }
 
-async fn app(s: &Stack, d: &Demo, name: &str) -> App {
+pub(crate) async fn app(s: &Stack, d: &Demo, name: &str) -> App {
     let (id, secret) = if name == "demo" {
         (d.app_id.clone(), d.secret.clone())
     } else {
@@ -34,22 +34,22 @@ async fn app(s: &Stack, d: &Demo, name: &str) -> App {
     App { id, secret, runtime: r.body["access_token"].as_str().unwrap().to_owned() }
 }
 
-async fn coord(s: &Stack, method: &str, path: &str, bearer: &str, body: Option<Value>) -> Answer {
+pub(crate) async fn coord(s: &Stack, method: &str, path: &str, bearer: &str, body: Option<Value>) -> Answer {
     s.admin(method, path, bearer, body).await
 }
 
-async fn start_session(s: &Stack, d: &Demo, a: &App) -> String {
+pub(crate) async fn start_session(s: &Stack, d: &Demo, a: &App) -> String {
     let r =
         coord(s, "POST", &format!("/zones/{}/agents", d.zone_id), &a.runtime, Some(json!({"lifecycle": "task", "ttl_seconds": 600}))).await;
     assert_eq!(r.status, 201, "start: {}", r.text);
     r.body["id"].as_str().unwrap().to_owned()
 }
 
-async fn delegate(s: &Stack, d: &Demo, from: &App, body: Value) -> Answer {
+pub(crate) async fn delegate(s: &Stack, d: &Demo, from: &App, body: Value) -> Answer {
     coord(s, "POST", &format!("/zones/{}/delegations", d.zone_id), &from.runtime, Some(body)).await
 }
 
-async fn delegated_mint(s: &Stack, d: &Demo, a: &App, session: &str, edge: &str, scope: &str) -> Answer {
+pub(crate) async fn delegated_mint(s: &Stack, d: &Demo, a: &App, session: &str, edge: &str, scope: &str) -> Answer {
     s.token(&[
         ("grant_type", GRANT),
         ("zone_id", &d.zone_id),
@@ -63,7 +63,7 @@ async fn delegated_mint(s: &Stack, d: &Demo, a: &App, session: &str, edge: &str,
     .await
 }
 
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     jsonwebtoken::dangerous::insecure_decode::<Value>(token).unwrap().claims
 }
 

@@ -118,3 +118,58 @@ async fn unusable_credential_settings_are_refused_with_reasons() {
         .await;
     assert_eq!(jwt_with_credential.status, 400, "a credential on a caracal_jwt resource is a mistake worth reporting");
 }
+
+/// A write-only provider key must not follow a resource to another destination: moving the
+/// upstream to another scheme, host or port, or renaming the identifier, is refused unless a new
+/// key comes with it (409 `credential_secret_required`).
+#[tokio::test]
+async fn a_provider_key_is_never_sent_to_a_destination_it_was_not_given_for() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let elsewhere = caracal_e2e::upstream::Upstream::start().await;
+    let r =
+        resource(&s, &d, "https://keyed.e2e.test", "provider_apikey", Some(json!({"header": "X-Api-Key", "secret": "orig-key-1"}))).await;
+    let path = format!("/v1/zones/{}/resources/{}", d.zone_id, r["id"].as_str().unwrap());
+
+    for (what, patch) in [
+        ("another port", json!({"upstream_url": format!("{}/base", elsewhere.url())})),
+        ("another host", json!({"upstream_url": "http://localhost:9/base"})),
+        ("another scheme", json!({"upstream_url": format!("https://{}/base", s.upstream.addr)})),
+        ("another identifier", json!({"identifier": "https://renamed.e2e.test"})),
+        (
+            "a placement change that keeps the key",
+            json!({"upstream_url": format!("{}/base", elsewhere.url()), "credential": {"header": "X-Api-Key"}}),
+        ),
+    ] {
+        let a = s.admin("PATCH", &path, &d.admin, Some(patch)).await;
+        assert_eq!((a.status, a.error()), (409, "credential_secret_required"), "{what}: {}", a.text);
+    }
+    // Nothing changed: the key still goes only to the original upstream.
+    let m = s.mandate_for(&d, &session, "https://keyed.e2e.test", "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/1", &m, "https://keyed.e2e.test").await.status, 200);
+    assert_eq!(s.upstream.requests().last().unwrap().header("x-api-key"), Some("orig-key-1"));
+    assert!(elsewhere.requests().is_empty(), "the other host saw nothing");
+
+    // Same destination, other path: the key stays.
+    let a = s.admin("PATCH", &path, &d.admin, Some(json!({"upstream_url": format!("{}/base/v2", s.upstream.url())}))).await;
+    assert_eq!(a.status, 200, "a path change keeps the destination: {}", a.text);
+    assert_eq!(a.body["credential_secret_set"], true);
+    // A new destination with a new key: accepted, and only the new key goes there.
+    let a = s
+        .admin(
+            "PATCH",
+            &path,
+            &d.admin,
+            Some(
+                json!({"upstream_url": format!("{}/base", elsewhere.url()), "credential": {"header": "X-Api-Key", "secret": "new-key-2"}}),
+            ),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let m = s.mandate_for(&d, &session, "https://keyed.e2e.test", "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/2", &m, "https://keyed.e2e.test").await.status, 200);
+    let seen = elsewhere.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-api-key"), Some("new-key-2"), "the new host gets the key given for it");
+}

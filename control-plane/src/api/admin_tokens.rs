@@ -19,12 +19,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminPrincipal, AppJson, Page, PageQuery, Paged, fetch_page, optional_json};
 use crate::state::AppState;
 
-/// Routes.
+/// Routes (behind the admin layer).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/bootstrap", post(bootstrap))
-        .route("/v1/admin-tokens", post(create).get(list))
-        .route("/v1/admin-tokens/{id}", delete(revoke))
+    Router::new().route("/v1/admin-tokens", post(create).get(list)).route("/v1/admin-tokens/{id}", delete(revoke))
+}
+
+/// `POST /v1/bootstrap`: public, it checks its own token.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/v1/bootstrap", post(bootstrap))
 }
 
 /// A token row, without its digest.
@@ -75,7 +77,12 @@ struct BootstrapBody {
     name: Option<String>,
 }
 
-async fn bootstrap(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn bootstrap(
+    State(state): State<AppState>,
+    actor: Option<axum::Extension<crate::evidence::Actor>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     let Some(expected) = &state.cfg.bootstrap_admin_token else {
         return Err(ApiError::not_found("bootstrap_disabled"));
     };
@@ -83,6 +90,9 @@ async fn bootstrap(State(state): State<AppState>, headers: HeaderMap, body: Byte
     let body: BootstrapBody = optional_json(&body)?;
     if !caracal_shared::sig::ct_eq(presented.as_bytes(), expected.expose().as_bytes()) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_bootstrap_token", "the bootstrap token is not valid"));
+    }
+    if let Some(axum::Extension(slot)) = actor {
+        slot.bootstrap();
     }
     let mut tx = state.db.begin().await?;
     // Serializes concurrent bootstraps: exactly one wins.

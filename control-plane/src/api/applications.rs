@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::api::sessions::{Which, announce, revoke_records};
-use crate::api::{check_name, require_live_zone};
+use crate::api::{CatalogEntry, announce_catalog, check_name, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::state::AppState;
@@ -143,6 +143,7 @@ async fn rotate_secret(
 ) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
     let (client_secret, digest) = new_secret();
+    let mut tx = state.db.begin().await?;
     let row: Option<ApplicationRow> = sqlx::query_as(sql!(
         "UPDATE applications SET client_secret_sha256 = $3, updated_at = now() \
          WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
@@ -150,10 +151,14 @@ async fn rotate_secret(
     .bind(&zone_id)
     .bind(&id)
     .bind(&digest[..])
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or_else(|| ApiError::not_found("application_not_found"))?;
-    state.sts.catalog.invalidate_application(&zone_id, &id).await;
+    // The old secret stops working on every instance as the announcement lands, not at the
+    // catalog's cache lifetime.
+    announce_catalog(&mut tx, &zone_id, CatalogEntry::Application(&id)).await?;
+    tx.commit().await?;
+    forget_catalog(&state, &zone_id, CatalogEntry::Application(&id)).await;
     tracing::info!(zone_id, application_id = %id, by = %who.actor(), "client secret rotated");
     Ok(Json(WithSecret { row, client_secret }))
 }
@@ -163,17 +168,27 @@ async fn rotate_secret(
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
     who.require_zone(&zone_id)?;
     let mut tx = state.db.begin().await?;
-    let done = sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
+    crate::coordinator::cascade::lock_graph(&mut tx, &zone_id).await?;
+    // `FOR UPDATE` before the change: a session mint writing its authority record key-share locks
+    // this row, so it either commits first (and is revoked below) or sees the archive and refuses.
+    let live: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM applications WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL FOR UPDATE")
+            .bind(&zone_id)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if live.is_none() {
+        return Err(ApiError::not_found("application_not_found"));
+    }
+    sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2")
         .bind(&zone_id)
         .bind(&id)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::not_found("application_not_found"));
-    }
     let revoked = revoke_records(&mut tx, &zone_id, Which::Application(&id), "application_archived").await?;
+    announce_catalog(&mut tx, &zone_id, CatalogEntry::Application(&id)).await?;
     tx.commit().await?;
-    state.sts.catalog.invalidate_application(&zone_id, &id).await;
+    forget_catalog(&state, &zone_id, CatalogEntry::Application(&id)).await;
     announce(&state, &zone_id, &revoked);
     tracing::info!(zone_id, application_id = %id, sessions_revoked = revoked.len(), by = %who.actor(), "application archived");
     Ok(StatusCode::NO_CONTENT)

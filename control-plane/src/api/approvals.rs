@@ -29,13 +29,17 @@ const MAX_WAIT: Duration = Duration::from_secs(25);
 /// Re-read interval while waiting, in case a notification was missed (listener reconnecting).
 const FALLBACK_REREAD: Duration = Duration::from_secs(5);
 
-/// Routes.
+/// Routes (behind the admin layer).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/zones/{zone_id}/approvals", get(list))
         .route("/v1/zones/{zone_id}/approvals/{id}", get(show))
         .route("/v1/zones/{zone_id}/approvals/{id}/decision", post(decide))
-        .route("/approvals/{id}", get(status))
+}
+
+/// `GET /approvals/{id}`: public, the random id is the capability.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/approvals/{id}", get(status))
 }
 
 /// A hold, as operators see it.

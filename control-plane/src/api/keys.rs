@@ -2,7 +2,9 @@
 //!
 //! The new key is published in the JWKS at once and signs only after `KEY_ACTIVATION_DELAY_SECONDS`
 //! (verifiers cache the JWKS for five minutes and do not refetch on an unknown kid). The rotation
-//! and its `caracal.keys.invalidate` message commit together.
+//! and its `caracal.keys.invalidate` message commit together. Retired keys stay published while
+//! mandates they signed can live (`caracal_sts::keys`); a rotation that would publish more than
+//! `MAX_PUBLISHED_KEYS` is refused (409 `rotation_limit`) until the oldest retires.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -32,6 +34,12 @@ async fn rotate(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id
             return Err(ApiError::conflict(
                 "rotation_pending",
                 format!("the previous rotation starts signing at {until}; rotate after that"),
+            ));
+        }
+        Err(RotateError::TooManyKeys(until)) => {
+            return Err(ApiError::conflict(
+                "rotation_limit",
+                format!("the zone publishes the most keys it may while their mandates live; rotate after {until}"),
             ));
         }
         Err(RotateError::Sts(e)) => return Err(e.into()),

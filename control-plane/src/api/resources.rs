@@ -1,6 +1,13 @@
 //! Resources: what the gateway protects. Each names its upstream, its scopes, the operations
 //! (`{method, path, scope}`) an enforced resource lets through, and how the upstream credential is
-//! injected (`none` or `caracal_jwt`, the resource mandate as a bearer).
+//! injected (`none`, `caracal_jwt` — the resource mandate as a bearer — or `provider_apikey`).
+//!
+//! A provider key is write-only and bound to where it was given for: an update that moves the
+//! upstream to another scheme, host or port, or renames the identifier, while keeping the stored
+//! key is refused (409 `credential_secret_required`); it must bring the key for the new
+//! destination. (Refused rather than silently dropped: a resource that quietly lost its key would
+//! fail upstream with an error that hides the cause, and the operator who moved it should state
+//! which key the new host may see.)
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as SqlJson;
 
-use crate::api::require_live_zone;
+use crate::api::{CatalogEntry, announce_catalog, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::state::AppState;
@@ -276,6 +283,12 @@ fn seal(state: &AppState, zone_id: &str, id: &str, secret: Option<&str>) -> ApiR
     Ok(Some((kek.seal(&provider_secret_aad(zone_id, id), secret.as_bytes()), kek.id().to_owned())))
 }
 
+/// Where requests to an upstream URL go: scheme, host and port (the default port when absent).
+fn destination(upstream_url: &str) -> Option<(String, String, u16)> {
+    let u = url::Url::parse(upstream_url).ok()?;
+    Some((u.scheme().to_owned(), u.host_str()?.to_ascii_lowercase(), u.port_or_known_default()?))
+}
+
 /// The sealed provider key already stored for a resource.
 async fn stored_secret(state: &AppState, zone_id: &str, id: &str) -> ApiResult<Option<(Vec<u8>, String)>> {
     let row: Option<(Option<Vec<u8>>, Option<String>)> =
@@ -331,6 +344,9 @@ async fn update(
     who.require_zone(&zone_id)?;
     let cur = fetch(&state, &zone_id, &id).await?;
     let cur_identifier = cur.identifier.clone();
+    let cur_destination = destination(&cur.upstream_url);
+    let cur_updated_at = cur.updated_at;
+    let new_secret = b.credential.as_ref().is_some_and(|c| c.secret.is_some());
     let (placement, sealed_secret) = match b.credential {
         Some(c) => {
             let sealed = match c.secret.as_deref() {
@@ -353,19 +369,41 @@ async fn update(
         sealed_secret,
     }
     .validate(control_audience(&state))?;
+    let moved = destination(&def.upstream_url) != cur_destination || def.identifier != cur_identifier;
+    if def.sealed_secret.is_some() && !new_secret && moved {
+        return Err(ApiError::conflict(
+            "credential_secret_required",
+            "the stored provider key is not sent to a new upstream scheme, host or port, or under a new identifier; \
+             send credential.secret for the new destination",
+        ));
+    }
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
          operation_enforcement = $8, credential_mode = $9, credential_placement = $10, credential_secret = $11, \
          credential_kek_id = $12, updated_at = now() \
-         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
+         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL AND updated_at = $13 RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);
-    let row = def.bind(q).fetch_optional(&state.db).await.map_err(conflict_or)?;
-    state.sts.catalog.invalidate_resource(&zone_id, &cur_identifier).await;
-    state.sts.catalog.invalidate_resource(&zone_id, &def.identifier).await;
+    // Only the version checked above is replaced: a concurrent update (say, a new key or another
+    // upstream) cannot slip in between the destination check and this write.
+    let mut tx = state.db.begin().await?;
+    let row = def.bind(q).bind(cur_updated_at).fetch_optional(&mut *tx).await.map_err(conflict_or)?;
+    if row.is_some() {
+        announce_catalog(&mut tx, &zone_id, CatalogEntry::Resource(&cur_identifier)).await?;
+        if def.identifier != cur_identifier {
+            announce_catalog(&mut tx, &zone_id, CatalogEntry::Resource(&def.identifier)).await?;
+        }
+    }
+    tx.commit().await?;
+    forget_catalog(&state, &zone_id, CatalogEntry::Resource(&cur_identifier)).await;
+    forget_catalog(&state, &zone_id, CatalogEntry::Resource(&def.identifier)).await;
+    let Some(row) = row else {
+        fetch(&state, &zone_id, &id).await?;
+        return Err(ApiError::conflict("resource_changed", "the resource changed while this update was checked; read it and retry"));
+    };
     tracing::info!(zone_id, resource_id = %id, by = %who.actor(), "resource updated");
-    row.map(Json).ok_or_else(|| ApiError::not_found("resource_not_found"))
+    Ok(Json(row))
 }
 
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
@@ -377,15 +415,33 @@ async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_
     {
         return Err(ApiError::conflict("protected_resource", "the Control resource cannot be archived while Control is enabled"));
     }
+    let mut tx = state.db.begin().await?;
     let archived: Option<(String,)> = sqlx::query_as(
         "UPDATE resources SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING identifier",
     )
     .bind(&zone_id)
     .bind(&id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
     let (identifier,) = archived.ok_or_else(|| ApiError::not_found("resource_not_found"))?;
-    state.sts.catalog.invalidate_resource(&zone_id, &identifier).await;
+    announce_catalog(&mut tx, &zone_id, CatalogEntry::Resource(&identifier)).await?;
+    tx.commit().await?;
+    forget_catalog(&state, &zone_id, CatalogEntry::Resource(&identifier)).await;
     tracing::info!(zone_id, resource_id = %id, by = %who.actor(), "resource archived");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::destination;
+
+    #[test]
+    fn a_destination_is_scheme_host_and_port() {
+        let d = |u: &str| destination(u);
+        assert_eq!(d("https://API.example.com/v1"), d("https://api.example.com:443/v2?x=1"), "case, default port and path do not matter");
+        assert_ne!(d("https://api.example.com"), d("http://api.example.com"));
+        assert_ne!(d("https://api.example.com"), d("https://api.example.com:8443"));
+        assert_ne!(d("https://api.example.com"), d("https://evil.example.com"));
+        assert_eq!(d("not a url"), None);
+    }
 }

@@ -124,6 +124,8 @@ pub(crate) enum Which<'a> {
     Record(&'a str),
     /// Every live session of an application.
     Application(&'a str),
+    /// Every unexpired live session of the zone (archiving it).
+    Zone,
 }
 
 /// Revokes live root sessions inside `tx`: marks the records, records the anchors in
@@ -136,19 +138,24 @@ pub(crate) async fn revoke_records(
     which: Which<'_>,
     reason: &str,
 ) -> ApiResult<Vec<(String, String)>> {
-    let (record, application) = match which {
-        Which::Record(id) => (Some(id), None),
-        Which::Application(app) => (None, Some(app)),
+    let (record, application, unexpired_only) = match which {
+        Which::Record(id) => (Some(id), None, false),
+        Which::Application(app) => (None, Some(app), false),
+        // Expired records anchor no valid mandate; a zone may hold very many of them.
+        Which::Zone => (None, None, true),
     };
+    // Before this transaction locks any row (the cascade below needs it; see `cascade`).
+    crate::coordinator::cascade::lock_graph(tx, zone_id).await?;
     let changed: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE authority_records SET status = 'revoked', revoked_at = now(), revoked_reason = $4 \
          WHERE zone_id = $1 AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR application_id = $3) \
-           AND status = 'active' RETURNING id, expires_at",
+           AND status = 'active' AND (NOT $5 OR expires_at > now()) RETURNING id, expires_at",
     )
     .bind(zone_id)
     .bind(record)
     .bind(application)
     .bind(reason)
+    .bind(unexpired_only)
     .fetch_all(&mut **tx)
     .await?;
     let revoked_at = Utc::now().to_rfc3339();
@@ -182,6 +189,23 @@ pub(crate) async fn revoke_records(
     let derived = crate::coordinator::cascade::for_root_sessions(tx, zone_id, &ids, reason).await?;
     out.extend(derived.anchors().into_iter().map(|a| (a.to_owned(), String::new())));
     Ok(out)
+}
+
+/// Takes away all authority in a zone inside `tx` (archiving it): every unexpired root session
+/// (announced one message each, like any revocation), the agent sessions derived from them, and
+/// any other agent session still live, with every edge touching them. Returns the anchors for
+/// [`announce_anchors`] after commit.
+pub(crate) async fn revoke_zone(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str, reason: &str) -> ApiResult<Vec<String>> {
+    let mut anchors: Vec<String> = revoke_records(tx, zone_id, Which::Zone, reason).await?.into_iter().map(|(a, _)| a).collect();
+    let rest: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM agent_sessions WHERE zone_id = $1 AND status <> 'terminated' AND expires_at > now()")
+            .bind(zone_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let rest: Vec<String> = rest.into_iter().map(|(id,)| id).collect();
+    let derived = crate::coordinator::cascade::terminate_sessions(tx, zone_id, &rest, reason).await?;
+    anchors.extend(derived.anchors().into_iter().map(str::to_owned));
+    Ok(anchors)
 }
 
 /// After commit: this instance's STS stops at once, and the relay publishes without waiting.

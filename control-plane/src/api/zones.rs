@@ -1,17 +1,26 @@
 //! Zones: the unit of isolation. Creating a zone also creates its first signing key, in the same
 //! transaction, so a zone never exists without a JWKS.
+//!
+//! Archiving a zone (`DELETE`) stops it, in one transaction with the outbox: every live root
+//! session, agent session and delegation edge of the zone is revoked and announced on
+//! `caracal.sessions.revoke` (gateways deny its mandates from memory), and
+//! `caracal.keys.invalidate` makes every STS instance drop the zone's keys, so none mints for it or
+//! publishes its JWKS (404, like an unknown zone). Its zone-scoped admin tokens stop authenticating
+//! (the token lookup reads only live zones) and its Coordinator refuses every caller.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use caracal_shared::streams;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::api::check_name;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, Scope, fetch_page};
+use crate::outbox;
 use crate::state::AppState;
 
 /// Routes.
@@ -92,7 +101,11 @@ async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body
         Err(e) => return Err(e.into()),
     };
     let kid = state.sts.keys.create_initial(&mut tx, &id).await?;
+    // Every STS instance learns of the zone at once (their zone directories reload).
+    outbox::enqueue(&mut tx, Some(&id), streams::KEYS_INVALIDATE, &[("zone_id", &id), ("reason", "zone_created")]).await?;
     tx.commit().await?;
+    state.sts.keys.invalidate(&id).await;
+    state.outbox_notify.notify_one();
     tracing::info!(zone_id = %id, kid, by = %who.actor(), "zone created");
     Ok((StatusCode::CREATED, Json(row)))
 }
@@ -146,12 +159,27 @@ async fn update(
 
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<StatusCode> {
     who.require_global()?;
-    let done =
-        sqlx::query("UPDATE zones SET archived_at = now() WHERE id = $1 AND archived_at IS NULL").bind(&zone_id).execute(&state.db).await?;
-    if done.rows_affected() == 0 {
+    let mut tx = state.db.begin().await?;
+    crate::coordinator::cascade::lock_graph(&mut tx, &zone_id).await?;
+    // Then `FOR UPDATE`: a session mint writing its authority record holds a key-share lock on
+    // the zone row, so it either commits before this archive (and is revoked below) or sees the
+    // zone archived and refuses.
+    let live: Option<(String,)> = sqlx::query_as("SELECT id FROM zones WHERE id = $1 AND archived_at IS NULL FOR UPDATE")
+        .bind(&zone_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if live.is_none() {
         return Err(ApiError::not_found("zone_not_found"));
     }
-    tracing::info!(zone_id, by = %who.actor(), "zone archived");
+    sqlx::query("UPDATE zones SET archived_at = now(), updated_at = now() WHERE id = $1").bind(&zone_id).execute(&mut *tx).await?;
+    let anchors = crate::api::sessions::revoke_zone(&mut tx, &zone_id, "zone_archived").await?;
+    outbox::enqueue(&mut tx, Some(&zone_id), streams::KEYS_INVALIDATE, &[("zone_id", &zone_id), ("reason", "zone_archived")]).await?;
+    tx.commit().await?;
+    state.sts.keys.invalidate(&zone_id).await;
+    let anchors: Vec<&str> = anchors.iter().map(String::as_str).collect();
+    crate::api::sessions::announce_anchors(&state, &zone_id, &anchors);
+    state.outbox_notify.notify_one();
+    tracing::info!(zone_id, revoked = anchors.len(), by = %who.actor(), "zone archived");
     Ok(StatusCode::NO_CONTENT)
 }
 

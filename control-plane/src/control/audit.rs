@@ -46,7 +46,8 @@ impl Trail {
             "reason": reason,
         });
         // Before the token is verified there is no zone worth filing evidence under: an
-        // unverified claim must not write into a zone's ledger.
+        // unverified claim must not write into a zone's ledger. (Such denies are not filed at
+        // all, only counted: `Control::conclude`.)
         let zone = p.map_or("", |p| p.zone());
         AuditEvent::new(zone, EVENT_TYPE, &self.request_id, decision, "complete", meta)
     }

@@ -63,11 +63,12 @@ struct StartBody {
     parent_id: Option<String>,
 }
 
-pub(crate) async fn fetch(state: &AppState, zone_id: &str, id: &str) -> ApiResult<AgentSession> {
+/// An agent session of the zone, read through `db` (the pool, or a transaction).
+pub(crate) async fn fetch<'e>(db: impl sqlx::PgExecutor<'e>, zone_id: &str, id: &str) -> ApiResult<AgentSession> {
     let row: Option<AgentSession> = sqlx::query_as(sql!("SELECT {COLUMNS} FROM agent_sessions WHERE zone_id = $1 AND id = $2"))
         .bind(zone_id)
         .bind(id)
-        .fetch_optional(&state.db)
+        .fetch_optional(db)
         .await?;
     row.ok_or_else(|| ApiError::not_found("session_not_found"))
 }
@@ -133,8 +134,23 @@ async fn start(
     if b.labels.len() > 32 || b.labels.iter().any(|l| l.is_empty() || l.len() > 128) {
         return Err(ApiError::bad_request("invalid_session", "labels: at most 32, each 1..128 characters"));
     }
+    // Under the graph lock, the root session and the parent are checked and the session inserted
+    // in one transaction: a revocation running at the same time either sees this session (and
+    // terminates it) or is seen here.
+    let mut tx = state.db.begin().await?;
+    cascade::lock_graph(&mut tx, &zone_id).await?;
+    let (root_live,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM authority_records WHERE zone_id = $1 AND id = $2 AND status = 'active' AND expires_at > now())",
+    )
+    .bind(&zone_id)
+    .bind(&claims.root_sid)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !root_live {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the root session is revoked or expired"));
+    }
     if let Some(parent) = &b.parent_id {
-        let p = fetch(&state, &zone_id, parent).await?;
+        let p = fetch(&mut *tx, &zone_id, parent).await?;
         if p.application_id != claims.client_id || !p.is_live(now) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -161,14 +177,15 @@ async fn start(
     .bind(deadline)
     .bind(&b.labels)
     .bind(&key)
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     tracing::info!(zone_id, agent_session_id = %id, application_id = %claims.client_id, lifecycle, "agent session started");
     Ok((StatusCode::CREATED, Json(row)))
 }
 
 async fn read(State(state): State<AppState>, caller: Caller, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<Json<AgentSession>> {
-    let s = fetch(&state, &zone_id, &id).await?;
+    let s = fetch(&state.db, &zone_id, &id).await?;
     caller.require_owner(&s.application_id)?;
     Ok(Json(s))
 }
@@ -178,7 +195,7 @@ async fn heartbeat(
     caller: Caller,
     Path((zone_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<AgentSession>> {
-    let s = fetch(&state, &zone_id, &id).await?;
+    let s = fetch(&state.db, &zone_id, &id).await?;
     caller.require_owner(&s.application_id)?;
     if s.lifecycle != "service" {
         return Err(ApiError::conflict("not_a_service_session", "only service sessions heartbeat"));
@@ -199,7 +216,7 @@ async fn heartbeat(
 }
 
 async fn set_status(state: &AppState, caller: &Caller, zone_id: &str, id: &str, from: &str, to: &str) -> ApiResult<Json<AgentSession>> {
-    let s = fetch(state, zone_id, id).await?;
+    let s = fetch(&state.db, zone_id, id).await?;
     caller.require_owner(&s.application_id)?;
     let row: Option<AgentSession> = sqlx::query_as(sql!(
         "UPDATE agent_sessions SET status = $4, updated_at = now() WHERE zone_id = $1 AND id = $2 AND status = $3 RETURNING {COLUMNS}"
@@ -231,7 +248,7 @@ async fn resume(
 }
 
 async fn terminate(State(state): State<AppState>, caller: Caller, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    let s = fetch(&state, &zone_id, &id).await?;
+    let s = fetch(&state.db, &zone_id, &id).await?;
     caller.require_owner(&s.application_id)?;
     let mut tx = state.db.begin().await?;
     let revoked = cascade::terminate_sessions(&mut tx, &zone_id, std::slice::from_ref(&id), "session_terminated").await?;

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use caracal_shared::Claims;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AdminPrincipal, bearer};
+use crate::extract::{AdminPrincipal, Scope, bearer};
 use crate::state::AppState;
 
 /// The scope a runtime mandate needs for the Coordinator.
@@ -60,8 +60,13 @@ impl FromRequestParts<AppState> for Caller {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "a session mandate or an admin token is required"))?;
         if token.starts_with("cat_") {
-            let admin = AdminPrincipal::from_request_parts(parts, state).await?;
+            let admin = AdminPrincipal::authenticate(state, &parts.headers).await?;
+            match &admin.scope {
+                Scope::Global => crate::evidence::Actor::record(&parts.extensions, || admin.actor()),
+                Scope::Zone(z) => crate::evidence::Actor::record_in_zone(&parts.extensions, || admin.actor(), z),
+            }
             admin.require_zone(&zone_id)?;
+            crate::api::require_live_zone(&state.db, &zone_id).await?;
             return Ok(Self::Operator(admin));
         }
         let claims = state.sts.verify_runtime_mandate(&zone_id, token).await.map_err(|e| match e {
@@ -70,9 +75,20 @@ impl FromRequestParts<AppState> for Caller {
             }
             other => ApiError::from(other),
         })?;
-        crate::evidence::Actor::record(&parts.extensions, || format!("mandate:{}:{}", claims.client_id, claims.sub));
+        crate::evidence::Actor::record_in_zone(
+            &parts.extensions,
+            || format!("mandate:{}:{}", claims.client_id, claims.sub),
+            &claims.zone_id,
+        );
         if !claims.scopes().any(|s| s == LIFECYCLE_SCOPE) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "missing_scope", "the session mandate lacks the agent:lifecycle scope"));
+        }
+        // An archived zone has no Coordinator, even for a mandate whose signature check is
+        // remembered (the zone's sessions are revoked too; this holds while that message travels).
+        match state.sts.keys.zone(&zone_id).await {
+            Ok(_) => {}
+            Err(caracal_sts::StsError::ZoneNotFound) => return Err(ApiError::not_found("zone_not_found")),
+            Err(e) => return Err(e.into()),
         }
         Ok(Self::Runtime(Box::new(claims)))
     }

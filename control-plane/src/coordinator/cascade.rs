@@ -5,6 +5,12 @@
 //! edge is revoked ⇒ every edge derived from it is revoked. Each terminated session and revoked edge
 //! is recorded in `revocations` and announced on `caracal.sessions.revoke` (outbox), and the zone's
 //! graph epoch is bumped and announced on `caracal.delegations.invalidate`.
+//!
+//! Every change to a zone's graph — a cascade, creating an agent session or an edge — first takes
+//! the zone's graph lock ([`lock_graph`]), before any other lock of its transaction: a check made
+//! under the lock (the parent edge is active, the root session is live) stays true until commit,
+//! and a cascade sees every session and edge committed before it, so nothing is created under
+//! authority that is being taken away.
 
 use caracal_shared::streams;
 use sqlx::{Postgres, Transaction};
@@ -31,8 +37,16 @@ impl Revoked {
     }
 }
 
+/// Takes the zone's graph lock for the rest of `tx` (re-entrant). Call it before anything else in
+/// the transaction locks a row, so that every graph change takes its locks in one order.
+pub async fn lock_graph(tx: &mut Transaction<'_, Postgres>, zone_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('caracal.delegation_graph:' || $1))").bind(zone_id).execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// Terminates the agent sessions derived from the given root sessions (authority records).
 pub async fn for_root_sessions(tx: &mut Transaction<'_, Postgres>, zone_id: &str, records: &[String], reason: &str) -> ApiResult<Revoked> {
+    lock_graph(tx, zone_id).await?;
     let sessions: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM agent_sessions WHERE zone_id = $1 AND subject_authority_record_id = ANY($2) AND status <> 'terminated'",
     )
@@ -49,6 +63,7 @@ pub async fn terminate_sessions(tx: &mut Transaction<'_, Postgres>, zone_id: &st
     if ids.is_empty() {
         return Ok(Revoked::default());
     }
+    lock_graph(tx, zone_id).await?;
     let sessions: Vec<(String,)> = sqlx::query_as(
         "WITH RECURSIVE tree AS ( \
              SELECT id FROM agent_sessions WHERE zone_id = $1 AND id = ANY($2) \
@@ -83,6 +98,7 @@ pub async fn revoke_edges(tx: &mut Transaction<'_, Postgres>, zone_id: &str, ids
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    lock_graph(tx, zone_id).await?;
     let edges: Vec<(String,)> = sqlx::query_as(
         "WITH RECURSIVE down AS ( \
              SELECT id FROM delegation_edges WHERE zone_id = $1 AND id = ANY($2) \

@@ -1,10 +1,15 @@
 //! Delegation edges: `POST /zones/{z}/delegations`, read, `PATCH …/{id}/revoke` (cascading),
 //! `GET …/inbound/{sid}`.
 //!
-//! An edge only narrows: its scopes are a subset of what it derives from (the parent edge's, or
-//! for a root edge the declared scopes of the resources it names), it expires no later than its
-//! source session and its parent edge, and it may not travel more hops than its root allowed
-//! (default 1, cap 10).
+//! An edge only narrows: its scopes are a subset of what it derives from (the parent edge's; for a
+//! root edge the declared scopes of the resources it names, or — naming none — scopes some live
+//! resource of the zone declares), it expires no later than its source session and its parent
+//! edge, its `max_ttl_seconds` is at most its parent's (inherited when not given), and it may not
+//! travel more hops than its root allowed (default 1, cap 10).
+//!
+//! The checks and the insert run in one transaction under the zone's graph lock
+//! ([`cascade::lock_graph`]), so an edge is never created under a parent edge or session that a
+//! concurrent revocation is taking away.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -82,11 +87,11 @@ struct CreateBody {
     constraints: Option<serde_json::Value>,
 }
 
-async fn fetch(state: &AppState, zone_id: &str, id: &str) -> ApiResult<Edge> {
+async fn fetch<'e>(db: impl sqlx::PgExecutor<'e>, zone_id: &str, id: &str) -> ApiResult<Edge> {
     let row: Option<Edge> = sqlx::query_as(sql!("SELECT {COLUMNS} FROM delegation_edges WHERE zone_id = $1 AND id = $2"))
         .bind(zone_id)
         .bind(id)
-        .fetch_optional(&state.db)
+        .fetch_optional(db)
         .await?;
     row.ok_or_else(|| ApiError::not_found("delegation_not_found"))
 }
@@ -109,15 +114,21 @@ async fn create(
     if b.scopes.is_empty() || b.scopes.len() > 64 || !b.scopes.iter().all(scope_ok) || b.resources.len() > 64 {
         return Err(ApiError::bad_request("invalid_delegation", "scopes: 1..64 valid scopes; resources: at most 64"));
     }
-    let constraints: Constraints = match b.constraints {
+    let mut constraints: Constraints = match b.constraints {
         None => Constraints::default(),
         Some(v) => serde_json::from_value(v).map_err(|e| ApiError::bad_request("invalid_delegation", format!("constraints: {e}")))?,
     };
     if constraints.max_ttl_seconds.is_some_and(|t| !(1..=3600).contains(&t)) {
         return Err(ApiError::bad_request("invalid_delegation", "constraints.max_ttl_seconds must be 1..3600"));
     }
-    let source = fetch_session(&state, &zone_id, &b.source_session_id).await?;
-    let target = fetch_session(&state, &zone_id, &b.target_session_id).await?;
+    let requested_hops = b.max_hops.unwrap_or(1);
+    if !(1..=MAX_HOPS).contains(&requested_hops) {
+        return Err(ApiError::bad_request("invalid_delegation", format!("max_hops must be 1..{MAX_HOPS}")));
+    }
+    let mut tx = state.db.begin().await?;
+    cascade::lock_graph(&mut tx, &zone_id).await?;
+    let source = fetch_session(&mut *tx, &zone_id, &b.source_session_id).await?;
+    let target = fetch_session(&mut *tx, &zone_id, &b.target_session_id).await?;
     if source.application_id != app {
         return Err(forbidden("not_owner", "only the source session's application may delegate from it"));
     }
@@ -127,14 +138,10 @@ async fn create(
     if !source.is_live(now) || !target.is_live(now) {
         return Err(ApiError::conflict("session_not_active", "source and target sessions must be active"));
     }
-    let requested_hops = b.max_hops.unwrap_or(1);
-    if !(1..=MAX_HOPS).contains(&requested_hops) {
-        return Err(ApiError::bad_request("invalid_delegation", format!("max_hops must be 1..{MAX_HOPS}")));
-    }
     let mut expires_at = source.expires_at;
     let (hop, max_hops) = match &b.parent_edge_id {
         Some(pid) => {
-            let parent = fetch(&state, &zone_id, pid).await?;
+            let parent = fetch(&mut *tx, &zone_id, pid).await?;
             if parent.status != "active" || parent.expires_at <= now {
                 return Err(ApiError::conflict("delegation_not_active", "the parent edge is revoked or expired"));
             }
@@ -150,25 +157,13 @@ async fn create(
             if parent.hop + 1 > parent.max_hops {
                 return Err(forbidden("hop_limit", format!("the chain allows {} hop(s)", parent.max_hops)));
             }
+            constraints.max_ttl_seconds = narrowed_ttl(parent.constraints.0.max_ttl_seconds, constraints.max_ttl_seconds)?;
             expires_at = expires_at.min(parent.expires_at);
             // The root edge fixed how far authority may travel; a derived edge cannot extend it.
             (parent.hop + 1, parent.max_hops)
         }
         None => {
-            if !b.resources.is_empty() {
-                let declared: Vec<(Vec<String>,)> =
-                    sqlx::query_as("SELECT scopes FROM resources WHERE zone_id = $1 AND identifier = ANY($2) AND archived_at IS NULL")
-                        .bind(&zone_id)
-                        .bind(&b.resources)
-                        .fetch_all(&state.db)
-                        .await?;
-                if declared.len() != b.resources.len() {
-                    return Err(ApiError::bad_request("invalid_delegation", "every resource must exist in the zone"));
-                }
-                if let Some(extra) = b.scopes.iter().find(|s| !declared.iter().any(|(sc,)| sc.contains(s))) {
-                    return Err(forbidden("scope_widening", format!("no named resource declares {extra}")));
-                }
-            }
+            check_root_scopes(&mut tx, &zone_id, &b.scopes, &b.resources).await?;
             (1, requested_hops)
         }
     };
@@ -197,14 +192,50 @@ async fn create(
     .bind(hop)
     .bind(sqlx::types::Json(&constraints))
     .bind(expires_at)
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     tracing::info!(zone_id, delegation_edge_id = %id, source = %source.id, target = %target.id, hop, max_hops, "delegation created");
     Ok((StatusCode::CREATED, Json(row)))
 }
 
+/// A derived edge's `max_ttl_seconds`: the parent's when none is asked, the asked one when it is
+/// no longer; a longer one is refused (403 `ttl_widening`).
+fn narrowed_ttl(parent: Option<i64>, asked: Option<i64>) -> ApiResult<Option<i64>> {
+    match (parent, asked) {
+        (Some(p), Some(a)) if a > p => Err(forbidden("ttl_widening", format!("the parent edge caps mandates at {p} s"))),
+        (Some(p), None) => Ok(Some(p)),
+        (_, asked) => Ok(asked),
+    }
+}
+
+/// A root edge's scopes: declared by the resources it names, or — naming none — by some live
+/// resource of the zone (otherwise an edge could carry any scope at all, `agent:lifecycle` say).
+async fn check_root_scopes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    zone_id: &str,
+    scopes: &[String],
+    resources: &[String],
+) -> ApiResult<()> {
+    let declared: Vec<(Vec<String>,)> = sqlx::query_as(
+        "SELECT scopes FROM resources WHERE zone_id = $1 AND archived_at IS NULL AND (cardinality($2::text[]) = 0 OR identifier = ANY($2))",
+    )
+    .bind(zone_id)
+    .bind(resources)
+    .fetch_all(&mut **tx)
+    .await?;
+    if !resources.is_empty() && declared.len() != resources.len() {
+        return Err(ApiError::bad_request("invalid_delegation", "every resource must exist in the zone"));
+    }
+    if let Some(extra) = scopes.iter().find(|s| !declared.iter().any(|(sc,)| sc.contains(s))) {
+        let whose = if resources.is_empty() { "no resource of the zone" } else { "no named resource" };
+        return Err(forbidden("scope_widening", format!("{whose} declares {extra}")));
+    }
+    Ok(())
+}
+
 async fn read(State(state): State<AppState>, caller: Caller, Path((zone_id, id)): Path<(String, String)>) -> ApiResult<Json<Edge>> {
-    let e = fetch(&state, &zone_id, &id).await?;
+    let e = fetch(&state.db, &zone_id, &id).await?;
     if caller.require_owner(&e.issuer_application_id).is_err() {
         caller.require_owner(&e.receiver_application_id)?;
     }
@@ -221,7 +252,7 @@ async fn revoke(
     caller: Caller,
     Path((zone_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<RevokedEdges>> {
-    let e = fetch(&state, &zone_id, &id).await?;
+    let e = fetch(&state.db, &zone_id, &id).await?;
     if caller.require_owner(&e.issuer_application_id).is_err() {
         caller.require_owner(&e.receiver_application_id)?;
     }
@@ -241,7 +272,7 @@ struct Inbound {
 }
 
 async fn inbound(State(state): State<AppState>, caller: Caller, Path((zone_id, sid)): Path<(String, String)>) -> ApiResult<Json<Inbound>> {
-    let target = fetch_session(&state, &zone_id, &sid).await?;
+    let target = fetch_session(&state.db, &zone_id, &sid).await?;
     caller.require_owner(&target.application_id)?;
     let items: Vec<Edge> = sqlx::query_as(sql!(
         "SELECT {COLUMNS} FROM delegation_edges WHERE zone_id = $1 AND target_session_id = $2 AND status = 'active' AND expires_at > now() \

@@ -1,0 +1,195 @@
+//! Who may call the admin API and the Coordinator, and what unauthenticated traffic costs.
+//!
+//! The route lists are read from the routers' source (`control-plane/src/api/*.rs`,
+//! `control-plane/src/coordinator/*.rs`), so a route added later is walked too; a route meant to
+//! be public must be named in [`PUBLIC`].
+
+use std::time::{Duration, Instant};
+
+use caracal_e2e::Stack;
+use caracal_e2e::stack::Answer;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// Routes that are public on purpose: the bootstrap (its own token) and the approval status (the
+/// random id is the capability, as in the original).
+const PUBLIC: &[(&str, &str)] = &[("POST", "/v1/bootstrap"), ("GET", "/approvals/{id}")];
+
+/// `(METHOD, path template)` of every `.route("…", method(handler)…)` in the `.rs` files of `dir`.
+fn routes_in(dir: &str) -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let mut files: Vec<_> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let src = std::fs::read_to_string(&f).unwrap();
+        let mut rest = src.as_str();
+        while let Some(at) = rest.find(".route(\"") {
+            rest = &rest[at + 8..];
+            let end = rest.find('"').unwrap();
+            let path = rest[..end].to_owned();
+            // The method router runs to the `)` closing `.route(`.
+            let mut depth = 1;
+            let mut len = 0;
+            for (i, c) in rest[end..].char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    len = end + i;
+                    break;
+                }
+            }
+            let chain = &rest[end..len];
+            for m in ["get", "post", "put", "patch", "delete"] {
+                let bare =
+                    chain.starts_with(&format!("\", {m}(")) || chain.contains(&format!(" {m}(")) || chain.contains(&format!(".{m}("));
+                if bare {
+                    out.push((m.to_ascii_uppercase(), path.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn fill(template: &str, zone: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| match seg {
+            "{zone_id}" => zone.to_owned(),
+            s if s.starts_with('{') => uuid::Uuid::now_v7().to_string(),
+            s => s.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// One call without (or with a useless) credential; bodies and queries are malformed on purpose,
+/// so a handler that looked at them before the caller would answer 400, not 401.
+async fn unauthenticated(s: &Stack, method: &str, path: &str, bearer: Option<&str>) -> Answer {
+    let mut req = s.http.request(method.parse().unwrap(), format!("{}{path}?limit=0&cursor=%25", s.cp_url));
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    if matches!(method, "POST" | "PATCH" | "PUT") {
+        req = req.header("content-type", "application/json").body("{not json");
+    }
+    Answer::read(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn every_admin_route_refuses_a_caller_without_an_admin_token() {
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    let admin = routes_in("control-plane/src/api");
+    assert!(admin.len() > 30, "the admin routes were found: {admin:?}");
+    let public: Vec<(String, String)> =
+        admin.iter().filter(|r| PUBLIC.iter().any(|p| (p.0, p.1) == (r.0.as_str(), r.1.as_str()))).cloned().collect();
+    assert_eq!(public.len(), PUBLIC.len(), "every public route still exists: {public:?}");
+    let mut walked = 0;
+    for (method, template) in admin.iter().filter(|r| !public.contains(r)) {
+        let path = fill(template, &d.zone_id);
+        for bearer in [None, Some("cat_bogus"), Some(s.bootstrap_token.as_str())] {
+            let a = unauthenticated(&s, method, &path, bearer).await;
+            assert_eq!(
+                (a.status, a.error()),
+                (401, "invalid_admin_token"),
+                "{method} {template} with {bearer:?} must be refused before anything else: {}",
+                a.text
+            );
+        }
+        walked += 1;
+    }
+    eprintln!("{walked} admin routes refuse unauthenticated callers");
+
+    let coordinator = routes_in("control-plane/src/coordinator");
+    assert!(coordinator.len() >= 10, "the Coordinator routes were found: {coordinator:?}");
+    for (method, template) in &coordinator {
+        let path = fill(template, &d.zone_id);
+        for bearer in [None, Some("cat_bogus"), Some("not.a.mandate")] {
+            let a = unauthenticated(&s, method, &path, bearer).await;
+            assert_eq!(a.status, 401, "{method} {template} with {bearer:?}: {}", a.text);
+            assert!(matches!(a.error(), "invalid_token" | "invalid_admin_token"), "{method} {template}: {}", a.text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_leave_no_audit_rows_and_are_counted() {
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    let db = PgPool::connect(&s.database_url).await.unwrap();
+    let zones: Vec<String> = (0..20).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for z in &zones {
+        let a = s.admin("POST", &format!("/v1/zones/{z}/applications"), "cat_bogus", Some(json!({"name": "x"}))).await;
+        assert_eq!(a.status, 401);
+        let a = unauthenticated(&s, "POST", &format!("/zones/{z}/agents"), None).await;
+        assert_eq!(a.status, 401);
+    }
+    for _ in 0..10 {
+        let a = unauthenticated(&s, "POST", "/v1/admin-tokens", None).await;
+        assert_eq!(a.status, 401);
+    }
+    assert_eq!(s.control_plane_metric("caracal_unauthenticated_requests_total{surface=\"admin\"}").await, 30.0);
+    assert_eq!(s.control_plane_metric("caracal_unauthenticated_requests_total{surface=\"coordinator\"}").await, 20.0);
+
+    // A zone token naming other zones is refused and filed in its own zone's chain.
+    let zone_token = s
+        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": d.zone_id})), 201)
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for z in &zones[..5] {
+        let a = s.admin("POST", &format!("/v1/zones/{z}/applications"), &zone_token, Some(json!({"name": "x"}))).await;
+        assert_eq!((a.status, a.error()), (403, "admin_token_zone_mismatch"));
+    }
+    // An authenticated action afterwards is still recorded; once it is filed, everything
+    // produced before it has been too.
+    s.admin_ok("POST", &format!("/v1/zones/{}/applications", d.zone_id), &d.admin, Some(json!({"name": "after"})), 201).await;
+    let start = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_events WHERE zone_id = $1 AND event_type = 'admin_action' \
+             AND (event::jsonb)->'metadata_json'->>'status' = '201' AND (event::jsonb)->'metadata_json'->>'route' = '/v1/zones/{zone_id}/applications'",
+        )
+        .bind(&d.zone_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if n == 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the authenticated actions were filed ({n} of 2)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let named: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = ANY($1)").bind(&zones).fetch_one(&db).await.unwrap();
+    assert_eq!(named, 0, "no chain for zones an unauthenticated or zone-bound caller named");
+    let refused_home: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE zone_id = $1 AND (event::jsonb)->'metadata_json'->>'status' = '403'")
+            .bind(&d.zone_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(refused_home, 5, "the zone token's refusals are in its own zone's chain");
+    let anonymous: Vec<(String, String)> = sqlx::query_as(
+        "SELECT zone_id, event FROM audit_events WHERE event_type IN ('admin_action', 'coordinator_action') \
+         AND (event::jsonb)->'metadata_json'->>'actor' IS NULL",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(anonymous.is_empty(), "no per-request row without an actor (not even in _global): {anonymous:#?}");
+    let boot: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE zone_id = '_global' AND (event::jsonb)->'metadata_json'->>'actor' = 'bootstrap'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(boot, 1, "the bootstrap is evidenced, with its own actor");
+}
