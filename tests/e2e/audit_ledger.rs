@@ -533,6 +533,9 @@ async fn the_sts_the_admin_api_and_the_coordinator_leave_evidence_without_secret
         ])
         .await;
     assert_eq!(bad.status, 401, "{}", bad.text);
+    // An authenticated client's refused mint is evidence; the bad secret above is only counted.
+    let refused = s.mint_gateway(&d, &session, "tools.admin").await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
     let coord =
         s.http.post(format!("{}/zones/{}/agents", s.cp_url, d.zone_id)).bearer_auth(&session).json(&json!({})).send().await.unwrap();
     assert_eq!(coord.status(), 403, "the demo session lacks agent:lifecycle");
@@ -565,7 +568,12 @@ async fn the_sts_the_admin_api_and_the_coordinator_leave_evidence_without_secret
     assert!(mint["metadata_json"]["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{mint}");
     assert!(mint["metadata_json"]["policy_version_id"].as_str().is_some_and(|s| !s.is_empty()), "the deciding policy version: {mint}");
     let denied = events.iter().find(|e| e["event_type"] == "token_exchange" && e["decision"] == "deny").unwrap();
-    assert_eq!(denied["evaluation_status"], "invalid_client");
+    assert_eq!(denied["evaluation_status"], "access_denied");
+    assert_eq!(denied["metadata_json"]["class"], "gateway_mint");
+    assert!(
+        !events.iter().any(|e| e["evaluation_status"] == "invalid_client"),
+        "a caller that never authenticated leaves no row"
+    );
     let admin = events
         .iter()
         .find(|e| e["event_type"] == "admin_action" && e["metadata_json"]["route"] == "/v1/zones/{zone_id}/applications")

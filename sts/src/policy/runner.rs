@@ -5,7 +5,7 @@
 //! while the evaluation finishes (or hits regorus's own timer) in the background. Per zone:
 //!
 //! * at most [`MAX_IN_FLIGHT`] evaluations at once, so a burst of slow ones cannot take the pool;
-//! * a zone whose evaluation overran is **quarantined** — its evaluations fail fast — until the
+//! * a zone whose evaluation overran (took the whole budget, whoever stopped it) is **quarantined** — its evaluations fail fast — until the
 //!   overrunning one has ended and [`QUARANTINE`] has passed, so a policy that is always slow costs
 //!   one thread now and then, not one per request. Other zones are not affected.
 
@@ -73,10 +73,15 @@ impl Runner {
             return Err(StsError::PolicyEvalFailed(format!("zone {zone_id} has {MAX_IN_FLIGHT} policy evaluations running")));
         }
         let state = Arc::new(AtomicU8::new(RUNNING));
-        let (task_gate, task_state) = (gate.clone(), state.clone());
+        let (task_gate, task_state, budget) = (gate.clone(), state.clone(), self.timeout);
         let task = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let out = super::evaluate_now(&policy, input);
             task_gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if started.elapsed() >= budget {
+                // Overran even if regorus's own timer stopped it before the caller gave up.
+                task_gate.quarantined_until_ms.store(now_ms() + QUARANTINE.as_millis() as i64, Ordering::Release);
+            }
             if task_state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire).is_err() {
                 // Abandoned by the caller: this overrun is over; the quarantine runs from now.
                 task_gate.quarantined_until_ms.store(now_ms() + QUARANTINE.as_millis() as i64, Ordering::Release);
