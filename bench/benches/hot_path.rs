@@ -104,6 +104,18 @@ fn revocation(c: &mut Criterion) {
     g.bench_function("sts_roots_miss", |b| {
         b.iter(|| assert_eq!(roots.is_revoked(black_box(zone), black_box(&live.root_sid)), Some(false)))
     });
+    // A revocation landing while 100 000 anchors are held (a zone archived, a storm of revokes):
+    // the cost of one more insert, which the mint path's readers must not wait behind.
+    let storm = RevokedRoots::new(Duration::from_secs(100 * 365 * 86_400));
+    let many: Vec<String> = (0..100_000).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    storm.insert_many(zone, &many.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut next = 0usize;
+    g.bench_function("sts_roots_insert_with_100k_held", |b| {
+        b.iter(|| {
+            next = (next + 1) % many.len();
+            storm.insert(black_box(zone), black_box(&many[next]));
+        })
+    });
     g.finish();
 }
 

@@ -40,7 +40,19 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        // Innermost: every handler's queries run in the zone its path names (row-level security).
+        .layer(middleware::from_fn(zone_context))
         .with_state(state)
+}
+
+/// The zone the request acts for, from its path; routes without one (global admin routes, the
+/// token endpoint, JWKS) run for every zone, and the STS narrows to the form's zone itself.
+async fn zone_context(req: Request, next: Next) -> Response {
+    let ctx = match caracal_shared::zone_context::zone_of_path(req.uri().path()) {
+        Some(z) => caracal_shared::zone_context::ZoneContext::Zone(z.to_owned()),
+        None => caracal_shared::zone_context::ZoneContext::AllZones,
+    };
+    caracal_shared::zone_context::within(ctx, next.run(req)).await
 }
 
 /// Request id in and out; renders [`ApiError`]s with that id and logs internal causes.

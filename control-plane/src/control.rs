@@ -189,11 +189,11 @@ impl Control {
     fn audit_deny(&self, event: caracal_shared::audit::AuditEvent) {
         let recorder = self.recorder.clone();
         let failures = self.state.metrics.control_audit_failures.with_label_values(&["deny"]);
-        tokio::spawn(async move {
+        tokio::spawn(caracal_shared::zone_context::all_zones(async move {
             if let Err(e) = recorder.deliver(std::slice::from_ref(&event)).await {
                 failures.inc();
                 tracing::warn!(event_id = %event.id, error = %e, "control deny could not be recorded");
             }
-        });
+        }));
     }
 }

@@ -83,12 +83,15 @@ impl AdminPrincipal {
     pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Self> {
         let token = bearer(headers).ok_or_else(invalid_admin_token)?;
         let digest = caracal_shared::sig::sha256(token.as_bytes());
-        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT t.id, t.scope, t.zone_id FROM admin_tokens t LEFT JOIN zones z ON z.id = t.zone_id \
-             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND (t.zone_id IS NULL OR z.archived_at IS NULL)",
+        // A token is looked up by its digest across zones; what it may touch is checked after.
+        let row: Option<(String, String, Option<String>)> = caracal_shared::zone_context::all_zones(
+            sqlx::query_as(
+                "SELECT t.id, t.scope, t.zone_id FROM admin_tokens t LEFT JOIN zones z ON z.id = t.zone_id \
+                 WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND (t.zone_id IS NULL OR z.archived_at IS NULL)",
+            )
+            .bind(&digest[..])
+            .fetch_optional(&state.db),
         )
-        .bind(&digest[..])
-        .fetch_optional(&state.db)
         .await?;
         let (token_id, scope, zone_id) = row.ok_or_else(invalid_admin_token)?;
         let scope = match (scope.as_str(), zone_id) {

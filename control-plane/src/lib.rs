@@ -15,6 +15,7 @@ pub mod config;
 pub mod consumers;
 pub mod control;
 pub mod coordinator;
+pub mod db;
 pub mod error;
 pub mod evidence;
 pub mod extract;

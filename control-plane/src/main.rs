@@ -17,7 +17,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use caracal_control_plane::config::ControlPlaneConfig;
 use caracal_control_plane::state::AppState;
-use caracal_control_plane::{MIGRATOR, app, metrics, outbox};
+use caracal_control_plane::{app, db, metrics, outbox};
+use caracal_shared::zone_context::all_zones;
 
 #[tokio::main]
 async fn main() {
@@ -32,7 +33,8 @@ async fn main() {
             std::process::exit(64);
         }
     };
-    if let Err(e) = run(cfg).await {
+    // The process's own work spans zones; request handlers and background tasks set theirs.
+    if let Err(e) = caracal_shared::zone_context::all_zones(run(cfg)).await {
         eprintln!("caracal-control-plane: {e:#}");
         std::process::exit(1);
     }
@@ -48,13 +50,15 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         Some(t) => Some(caracal_control_plane::tls::server_config(&t.cert_file, &t.key_file)?),
         None => None,
     };
-    let db = PgPoolOptions::new()
-        .max_connections(cfg.database_max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(cfg.database_url.expose())
+    let options: sqlx::postgres::PgConnectOptions = cfg.database_url.expose().parse().context("DATABASE_URL")?;
+    db::migrate(&options).await.context("applying migrations")?;
+    // Serving pool: role caracal_control, row-level security by the zone each checkout acts for.
+    let db = db::pool_options(cfg.database_max_connections)
+        .connect_with(options.clone())
         .await
-        .context("connecting to Postgres (DATABASE_URL)")?;
-    MIGRATOR.run(&db).await.context("applying migrations")?;
+        .context("connecting to Postgres as caracal_control (DATABASE_URL)")?;
+    // The owner, for the ledger's sweeps and retention only (the append-only table's one DELETE).
+    let owner = PgPoolOptions::new().max_connections(2).connect_with(options).await.context("connecting to Postgres (DATABASE_URL)")?;
     let redis_client = cfg.redis.client().context("REDIS_URL")?;
     // Fail fast when Redis is gone: a mint must not hang behind reconnection attempts.
     let redis_cfg = redis::aio::ConnectionManagerConfig::new()
@@ -73,7 +77,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ledger, ledger_tasks) = match &cfg.ledger {
         Some(l) => {
-            let (handle, tasks) = caracal_control_plane::ledger::start(&cfg, l, db.clone(), &metrics.registry, stop_rx.clone()).await?;
+            let (handle, tasks) = caracal_control_plane::ledger::start(&cfg, l, owner.clone(), &metrics.registry, stop_rx.clone()).await?;
             (Some(handle), tasks)
         }
         None => (None, Vec::new()),
@@ -86,7 +90,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         key: cfg.audit_key(),
         outbox_notify: notify.clone(),
     };
-    let evidence_task = tokio::spawn(caracal_control_plane::evidence::ship(delivery, evidence_rx, stop_rx.clone()));
+    let evidence_task = tokio::spawn(all_zones(caracal_control_plane::evidence::ship(delivery, evidence_rx, stop_rx.clone())));
     let state = AppState {
         db: db.clone(),
         redis: redis.clone(),
@@ -110,9 +114,9 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         &state.metrics.registry,
         stop_rx.clone(),
     )?;
-    tokio::spawn(caracal_control_plane::api::approvals::listen(db.clone(), approvals, stop_rx.clone()));
+    tokio::spawn(all_zones(caracal_control_plane::api::approvals::listen(db.clone(), approvals, stop_rx.clone())));
     let relay = outbox::Relay { db, redis, streams_key: cfg.streams_key(), notify, metrics };
-    let relay_task = tokio::spawn(relay.run(stop_rx));
+    let relay_task = tokio::spawn(all_zones(relay.run(stop_rx)));
 
     let tcp = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, tls = tls.is_some(), "control plane listening");

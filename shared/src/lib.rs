@@ -21,6 +21,7 @@ pub mod revocation;
 pub mod sig;
 pub mod stream_consumer;
 pub mod streams;
+pub mod zone_context;
 
 pub use error_code::{ErrorCode, WireError};
 pub use mandate::{Claims, SubType, Use};

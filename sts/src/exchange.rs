@@ -74,7 +74,8 @@ impl Sts {
         let out = match TokenForm::parse(req.body) {
             Ok(form) => {
                 let mut caller = Caller::Unauthenticated;
-                let out = self.dispatch(&req, &form, &mut caller).await;
+                // Every query of the exchange sees the form's zone only (row-level security).
+                let out = caracal_shared::zone_context::zone(&form.zone_id, self.dispatch(&req, &form, &mut caller)).await;
                 match caller {
                     Caller::Unauthenticated => {
                         if out.is_err() {

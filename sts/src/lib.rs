@@ -94,8 +94,9 @@ impl Sts {
     pub async fn start_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), sqlx::Error> {
         let n = self.revoked.reload(&self.db).await?;
         tracing::info!(revoked_sessions = n, "loaded revoked sessions");
-        tokio::spawn(self.revoked.clone().run(self.db.clone(), self.cfg.revocation_reload, shutdown.clone()));
-        tokio::spawn(sweep_holds(self.db.clone(), shutdown));
+        use caracal_shared::zone_context::all_zones;
+        tokio::spawn(all_zones(self.revoked.clone().run(self.db.clone(), self.cfg.revocation_reload, shutdown.clone())));
+        tokio::spawn(all_zones(sweep_holds(self.db.clone(), shutdown)));
         Ok(())
     }
 

@@ -70,7 +70,8 @@ impl ZoneDirectory {
         if !stale && loaded_at.is_some_and(|t| t.elapsed() < MIN_RELOAD) {
             return Ok(false);
         }
-        let ids: Vec<(String,)> = match sqlx::query_as("SELECT id FROM zones WHERE archived_at IS NULL").fetch_all(&self.db).await {
+        let query = sqlx::query_as("SELECT id FROM zones WHERE archived_at IS NULL").fetch_all(&self.db);
+        let ids: Vec<(String,)> = match caracal_shared::zone_context::all_zones(query).await {
             Ok(ids) => ids,
             Err(e) => {
                 self.stale.store(stale, Ordering::Release);

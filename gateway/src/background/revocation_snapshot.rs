@@ -14,6 +14,9 @@ use pingora::services::background::BackgroundService;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+/// The role the snapshot reads as (migration 0006): `SELECT` on `revocations`, nothing more.
+pub const ROLE: &str = "caracal_gateway";
+
 /// A request for an immediate reload; answered with the number of live revocations.
 pub type ReloadRequest = oneshot::Sender<Result<usize, String>>;
 
@@ -75,7 +78,12 @@ impl BackgroundService for RevocationSnapshot {
     /// this service, so a new process — notably the new side of a zero-downtime upgrade — takes
     /// traffic with a fresh view instead of refusing it.
     async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
-        let pool = match PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(5)).connect_lazy(&self.database_url) {
+        // The gateway reads revocations and nothing else: every connection runs as caracal_gateway
+        // (migration 0006), whatever else DATABASE_URL's login may do.
+        let options = PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(5)).after_connect(|conn, _| {
+            Box::pin(async move { sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(format!("SET ROLE {ROLE}"))).await.map(|_| ()) })
+        });
+        let pool = match options.connect_lazy(&self.database_url) {
             Ok(p) => p,
             Err(e) => {
                 // The view stays stale, so every request is refused: fail closed, loudly.
