@@ -29,8 +29,15 @@ pub struct GatewayConfig {
     pub sts_http2: bool,
     /// `STS_TIMEOUT`: exchange and JWKS fetch deadline (default 5 s).
     pub sts_timeout: Duration,
-    /// `UPSTREAM_TIMEOUT`: connect and response-header deadline toward the upstream (default 30 s).
+    /// `UPSTREAM_TIMEOUT`: connect deadline toward the upstream (default 30 s; one attempt at
+    /// most 5 s of it).
     pub upstream_timeout: Duration,
+    /// `UPSTREAM_RESPONSE_HEADER_TIMEOUT`: longest wait for the response header after the
+    /// request's last byte (default `UPSTREAM_TIMEOUT`, the original's meaning of that setting).
+    pub upstream_header_timeout: Duration,
+    /// `UPSTREAM_BODY_IDLE_TIMEOUT`: longest silence within a body of declared length (default
+    /// 60 s). Open streams (SSE, chunked, unsized) have no idle limit: revocation ends them.
+    pub upstream_body_idle_timeout: Duration,
     /// `MAX_REQUEST_BYTES`: largest request body (default 10 MiB).
     pub max_request_bytes: u64,
     /// `PREFLIGHT_SECONDS`: a mandate expiring sooner than this is refused (default 35 s), so it
@@ -138,6 +145,8 @@ impl GatewayConfig {
         let sts_timeout = r.duration("STS_TIMEOUT", Duration::from_secs(5));
         let sts_http2 = r.bool("STS_HTTP2", false);
         let upstream_timeout = r.duration("UPSTREAM_TIMEOUT", Duration::from_secs(30));
+        let upstream_header_timeout = r.duration("UPSTREAM_RESPONSE_HEADER_TIMEOUT", upstream_timeout);
+        let upstream_body_idle_timeout = r.duration("UPSTREAM_BODY_IDLE_TIMEOUT", Duration::from_secs(60));
         let max_request_bytes = r.parse("MAX_REQUEST_BYTES", 10 * 1024 * 1024u64);
         if max_request_bytes == 0 {
             r.problem("MAX_REQUEST_BYTES", "must be greater than 0");
@@ -231,6 +240,8 @@ impl GatewayConfig {
             sts_timeout,
             sts_http2,
             upstream_timeout,
+            upstream_header_timeout,
+            upstream_body_idle_timeout,
             max_request_bytes,
             preflight,
             jti_fail_open,
@@ -281,6 +292,8 @@ mod tests {
         assert_eq!(c.max_request_bytes, 10 * 1024 * 1024);
         assert_eq!(c.preflight, Duration::from_secs(35));
         assert_eq!(c.listen.port(), 8081);
+        assert_eq!(c.upstream_header_timeout, c.upstream_timeout, "the header wait defaults to UPSTREAM_TIMEOUT");
+        assert_eq!(c.upstream_body_idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -313,8 +326,9 @@ mod tests {
         env.insert("STS_TIMEOUT", "soon");
         env.insert("REDIS_URL", "http://x");
         env.insert("TLS_KEY_FILE", "/k.pem");
+        env.insert("UPSTREAM_RESPONSE_HEADER_TIMEOUT", "0s");
         let errs = GatewayConfig::from_source(&env).unwrap_err();
-        for name in ["MAX_REQUEST_BYTES", "STS_TIMEOUT", "REDIS_URL", "TLS_CERT_FILE"] {
+        for name in ["MAX_REQUEST_BYTES", "STS_TIMEOUT", "REDIS_URL", "TLS_CERT_FILE", "UPSTREAM_RESPONSE_HEADER_TIMEOUT"] {
             assert!(errs.mentions(name), "{name} missing from: {errs}");
         }
     }

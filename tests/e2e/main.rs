@@ -16,3 +16,4 @@ mod step_up;
 mod sts_and_keys;
 mod sts_instances;
 mod upstream_safety;
+mod upstream_timeouts;

@@ -59,6 +59,16 @@ pub fn content_length(req: &RequestHeader, max: u64) -> Result<(), Denial> {
     }
 }
 
+/// Counts `len` more request body bytes; over `max` the request fails with 413 (mapped to
+/// `payload_too_large` by [`super::failure`]).
+pub fn body_chunk(seen: &mut u64, len: usize, max: u64) -> pingora::Result<()> {
+    *seen += len as u64;
+    if *seen > max {
+        return pingora::Error::e_explain(pingora::ErrorType::HTTPStatus(413), "request body over MAX_REQUEST_BYTES");
+    }
+    Ok(())
+}
+
 /// Refuses path traversal: the path is percent-decoded until stable (so `%252e%252e` is caught);
 /// an undecodable escape, a backslash or NUL, or a `.`/`..` segment after any round is refused.
 pub fn path_traversal(path: &str) -> Result<(), Denial> {
@@ -135,6 +145,15 @@ mod tests {
         assert!(content_length(&req(&[]), 10).is_ok());
         assert!(content_length(&req(&[("content-length", "10")]), 10).is_ok());
         assert_eq!(content_length(&req(&[("content-length", "11")]), 10), Err(Denial::PayloadTooLarge));
+    }
+
+    #[test]
+    fn a_streamed_body_is_counted_against_the_limit() {
+        let mut seen = 0;
+        assert!(body_chunk(&mut seen, 6, 10).is_ok());
+        assert!(body_chunk(&mut seen, 4, 10).is_ok(), "exactly the limit passes");
+        let e = body_chunk(&mut seen, 1, 10).unwrap_err();
+        assert_eq!(e.etype(), &pingora::ErrorType::HTTPStatus(413));
     }
 
     #[test]

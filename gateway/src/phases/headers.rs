@@ -8,6 +8,7 @@
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::ctx::RequestCtx;
 use crate::phases::upstream::{Credential, SafePeer};
 
 const STRIPPED_PREFIXES: &[&str] = &["x-caracal-", "x-forwarded-"];
@@ -21,6 +22,16 @@ pub struct Outbound<'a> {
     pub request_id: &'a str,
     pub client_ip: Option<String>,
     pub tls_downstream: bool,
+}
+
+/// `upstream_request_filter`: the granted request's [`Outbound`] applied to `req`.
+pub fn upstream_request_for(session: &pingora::proxy::Session, req: &mut RequestHeader, ctx: &RequestCtx, tls_downstream: bool) -> pingora::Result<()> {
+    let Some(fwd) = &ctx.forward else {
+        return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream request without a granted request");
+    };
+    let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+    let out = Outbound { peer: &fwd.peer, mandate: &fwd.grant.mandate, request_id: &ctx.request_id, client_ip, tls_downstream };
+    upstream_request(req, &out)
 }
 
 /// Rewrites the request sent upstream.

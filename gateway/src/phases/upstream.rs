@@ -12,8 +12,10 @@
 //! `internal_error` "upstream not addressable" (`upstream_errors`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use caracal_shared::exchange::UpstreamDirective;
+use pingora::prelude::HttpPeer;
 
 use crate::deny::Denial;
 use crate::phases::egress::Egress;
@@ -61,6 +63,20 @@ pub struct SafePeer {
     pub credential: Credential,
     /// Send the resource mandate as `X-Caracal-Identity` (provider modes, opt-in).
     pub forward_identity: bool,
+}
+
+/// `upstream_peer`: the checked address as Pingora's peer. Connect deadlines only: the wait for
+/// the response header and a silent body are bounded by the request's watch
+/// ([`super::watch`]), because Pingora's `read_timeout` would also cut an idle SSE stream.
+pub fn http_peer(peer: Option<&SafePeer>, connect_timeout: Duration) -> pingora::Result<Box<HttpPeer>> {
+    let Some(p) = peer else {
+        return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream_peer without a granted request");
+    };
+    let mut peer = HttpPeer::new(p.addr, p.tls, p.host.clone());
+    // One slow address must not hold the whole deadline: a single attempt gets at most 5 s.
+    peer.options.connection_timeout = Some(connect_timeout.min(Duration::from_secs(5)));
+    peer.options.total_connection_timeout = Some(connect_timeout);
+    Ok(Box::new(peer))
 }
 
 /// The credential header, if it is one the gateway may write.
@@ -169,6 +185,18 @@ mod tests {
 
     fn open() -> Egress {
         Egress::new(true, vec![], std::sync::Arc::new(crate::phases::egress::SystemResolver), std::time::Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn the_peer_is_the_pinned_address_with_connect_deadlines_only() {
+        let p = resolve(&directive("https://localhost:9443/base", "none"), &open()).await.unwrap();
+        let peer = http_peer(Some(&p), Duration::from_secs(30)).unwrap();
+        assert_eq!(peer._address.to_string(), p.addr.to_string());
+        assert_eq!(peer.sni, "localhost");
+        assert_eq!(peer.options.connection_timeout, Some(Duration::from_secs(5)), "one attempt is capped");
+        assert_eq!(peer.options.total_connection_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(peer.options.read_timeout, None, "reads are bounded by the watch, which spares idle streams");
+        assert!(http_peer(None, Duration::from_secs(1)).is_err());
     }
 
     #[tokio::test]
