@@ -3,6 +3,7 @@
 mod admin_api;
 mod audit_emission;
 mod audit_ledger;
+mod bypass;
 mod control;
 mod coordinator;
 mod credentials;

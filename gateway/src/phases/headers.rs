@@ -1,9 +1,22 @@
 //! Header hygiene in both directions.
 //!
 //! Toward the upstream: Pingora already drops hop-by-hop fields; here the inbound `Authorization`,
-//! `Proxy-Authorization`, every `X-Caracal-*` and `X-Forwarded-*`, `Forwarded`, `X-Real-Ip` and the
-//! `caracal.*` entries of `baggage` are removed, the credential is injected, and `Host`,
-//! `X-Request-Id`, `traceparent` and `X-Forwarded-For`/`-Proto` are set by the gateway alone.
+//! `Proxy-Authorization`, every `X-Caracal-*` and `X-Forwarded-*`, `Forwarded`, `X-Real-Ip`, the
+//! method and URL override headers ([`OVERRIDE_HEADERS`]) and the `caracal.*` entries of
+//! `baggage` are removed, the credential is injected, and `Host`, `X-Request-Id`, `traceparent`
+//! and `X-Forwarded-For`/`-Proto` are set by the gateway alone. Names are compared with `_` read
+//! as `-`: CGI-style servers (PHP, WSGI) map `X_Http_Method_Override` and
+//! `X-Http-Method-Override` to the same variable.
+//!
+//! Hop-by-hop fields are removed here too (Pingora forwards them): `Connection` and every field it
+//! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, and above all `Upgrade` and
+//! `HTTP2-Settings` — an upstream that switched protocols (h2c, WebSocket) would carry any
+//! request or message on the tunnel after one checked operation. Framing (`Content-Length`,
+//! `Transfer-Encoding`) and `Host` stay with Pingora even when `Connection` names them.
+//!
+//! Override headers are stripped rather than refused: the STS checked the operation on the
+//! request line, and the upstream then acts on exactly that; a refusal would break clients whose
+//! libraries always send them and protect nothing more.
 //! Toward the client: server banners, `X-Caracal-Identity` and absolute `Location`s are removed.
 
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -12,7 +25,53 @@ use crate::ctx::RequestCtx;
 use crate::phases::upstream::{Credential, SafePeer};
 
 const STRIPPED_PREFIXES: &[&str] = &["x-caracal-", "x-forwarded-"];
-const STRIPPED_REQUEST: &[&str] = &["authorization", "proxy-authorization", "forwarded", "x-real-ip"];
+const STRIPPED_REQUEST: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "forwarded",
+    "x-real-ip",
+    // Hop-by-hop (RFC 9110 §7.6.1) and protocol switches.
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+];
+/// Never removed because `Connection` names them: framing and routing belong to Pingora.
+const KEPT_WHEN_LISTED: &[&str] = &["host", "content-length", "transfer-encoding"];
+/// Headers a framework or proxy behind the gateway may take as the request's real method or path
+/// (or, for Next.js, as "already past the middleware"): each would let a request do what its
+/// declared operation does not allow.
+pub const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-envoy-original-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-envoy-original-path",
+    "x-middleware-subrequest",
+];
+
+/// `name` (lowercase) equals `pattern` or starts with it, reading `_` as `-`.
+fn matches_dashed(name: &str, pattern: &str, prefix: bool) -> bool {
+    let (n, p) = (name.as_bytes(), pattern.as_bytes());
+    if n.len() < p.len() || (!prefix && n.len() != p.len()) {
+        return false;
+    }
+    n.iter().zip(p).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+}
+
+/// Whether an inbound request header must not reach the upstream.
+fn stripped_inbound(name: &str) -> bool {
+    STRIPPED_REQUEST.iter().chain(OVERRIDE_HEADERS).any(|p| matches_dashed(name, p, false))
+        || STRIPPED_PREFIXES.iter().any(|p| matches_dashed(name, p, true))
+}
 const STRIPPED_RESPONSE: &[&str] = &["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-caracal-identity", "refresh"];
 
 /// Everything the upstream request needs from the gateway.
@@ -36,13 +95,19 @@ pub fn upstream_request_for(session: &pingora::proxy::Session, req: &mut Request
 
 /// Rewrites the request sent upstream.
 pub fn upstream_request(req: &mut RequestHeader, out: &Outbound<'_>) -> pingora::Result<()> {
+    let listed: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && !KEPT_WHEN_LISTED.contains(&t.as_str()))
+        .collect();
     let doomed: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            STRIPPED_REQUEST.contains(&n) || STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p))
-        })
+        .filter(|n| stripped_inbound(n.as_str()) || listed.iter().any(|t| t == n.as_str()))
         .cloned()
         .collect();
     for name in doomed {
@@ -201,6 +266,18 @@ mod tests {
     }
 
     #[test]
+    fn dashed_matching_reads_underscores_as_dashes() {
+        assert!(stripped_inbound("x-http-method-override"));
+        assert!(stripped_inbound("x_http_method_override"));
+        assert!(stripped_inbound("x_forwarded_prefix"));
+        assert!(stripped_inbound("x-forwarded-prefix"));
+        assert!(!stripped_inbound("x-http-method-overrider"), "exact names are exact");
+        assert!(!stripped_inbound("x-http"));
+        assert!(!stripped_inbound("x-original"));
+        assert!(!stripped_inbound("content-type"));
+    }
+
+    #[test]
     fn request_hygiene() {
         let peer = SafePeer {
             addr: "127.0.0.1:9".parse().unwrap(),
@@ -223,6 +300,22 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("baggage", "caracal.zone=z, user=alice"),
             ("x-keep", "yes"),
+            ("x-keep_this", "yes"),
+            ("x-http-method-override", "DELETE"),
+            ("X_HTTP_METHOD_OVERRIDE", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("x-middleware-subrequest", "middleware"),
+            ("x_forwarded_host", "evil"),
+            ("x_caracal_client_id", "spoof"),
+            ("x_real_ip", "6.6.6.6"),
+            ("connection", "Upgrade, HTTP2-Settings, X-Listed, content-length"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("x-listed", "hop"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("content-length", "0"),
         ] {
             req.append_header(k.to_string(), v).unwrap();
         }
@@ -238,6 +331,17 @@ mod tests {
         assert_eq!(h("x-forwarded-for").as_deref(), Some("10.0.0.1"), "replaced, never appended");
         assert_eq!(h("baggage").as_deref(), Some("user=alice"));
         assert_eq!(h("x-keep").as_deref(), Some("yes"));
+        assert_eq!(h("x-keep_this").as_deref(), Some("yes"));
+        for gone in ["x-http-method-override", "x_http_method_override", "x-original-url", "x_rewrite_url", "x-middleware-subrequest"] {
+            assert_eq!(h(gone), None, "{gone} overrides the checked operation");
+        }
+        for gone in ["x_forwarded_host", "x_caracal_client_id", "x_real_ip"] {
+            assert_eq!(h(gone), None, "{gone} is the dashed header to a CGI-style server");
+        }
+        for gone in ["connection", "upgrade", "http2-settings", "x-listed", "keep-alive", "te"] {
+            assert_eq!(h(gone), None, "{gone} is hop-by-hop");
+        }
+        assert_eq!(h("content-length").as_deref(), Some("0"), "framing stays with Pingora even when listed");
         assert_eq!(h("host").as_deref(), Some("up.example:9"));
         assert_eq!(h("x-request-id").as_deref(), Some("rid"));
         assert!(valid_traceparent(&h("traceparent").unwrap()));

@@ -158,7 +158,10 @@ pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer,
 
 impl SafePeer {
     /// The upstream request target: the upstream's base path joined with the inbound path, and
-    /// the upstream's query followed by the inbound query.
+    /// the upstream's query followed by the inbound query. A parameter the upstream URL sets wins
+    /// wholesale: the client's pairs with that name (compared decoded) are dropped, since many
+    /// frameworks read the last of repeated parameters and the client's would override the
+    /// operator's.
     pub fn request_target(&self, inbound_path: &str, inbound_query: Option<&str>) -> String {
         let mut target = String::with_capacity(self.base_path.len() + inbound_path.len() + 32);
         target.push_str(&self.base_path);
@@ -166,10 +169,27 @@ impl SafePeer {
             target.push('/');
         }
         target.push_str(inbound_path);
-        let queries: Vec<&str> = [self.base_query.as_deref(), inbound_query].into_iter().flatten().filter(|q| !q.is_empty()).collect();
-        if !queries.is_empty() {
-            target.push('?');
-            target.push_str(&queries.join("&"));
+        let base = self.base_query.as_deref().filter(|q| !q.is_empty());
+        let inbound = inbound_query.filter(|q| !q.is_empty());
+        match (base, inbound) {
+            (None, None) => {}
+            (Some(q), None) | (None, Some(q)) => {
+                target.push('?');
+                target.push_str(q);
+            }
+            (Some(b), Some(i)) => {
+                let fixed: Vec<_> = form_urlencoded::parse(b.as_bytes()).map(|(k, _)| k).collect();
+                target.push('?');
+                target.push_str(b);
+                for pair in i.split('&').filter(|p| !p.is_empty()) {
+                    let name = pair.split('=').next().unwrap_or(pair);
+                    let decoded = form_urlencoded::parse(name.as_bytes()).next().map(|(k, _)| k).unwrap_or_default();
+                    if !fixed.contains(&decoded) {
+                        target.push('&');
+                        target.push_str(pair);
+                    }
+                }
+            }
         }
         target
     }
@@ -205,6 +225,9 @@ mod tests {
         assert_eq!(p.addr, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(p.authority, "127.0.0.1:9000");
         assert_eq!(p.request_target("/items/1", Some("q=2")), "/base/items/1?k=1&q=2");
+        assert_eq!(p.request_target("/items/1", Some("k=evil&q=2&%6B=x&k")), "/base/items/1?k=1&q=2", "the upstream's k wins");
+        assert_eq!(p.request_target("/items/1", None), "/base/items/1?k=1");
+        assert_eq!(p.request_target("/items/1", Some("")), "/base/items/1?k=1");
         let root = resolve(&directive("http://127.0.0.1", "none"), &open()).await.unwrap();
         assert_eq!(root.addr.port(), 80);
         assert_eq!(root.request_target("/", None), "/");
