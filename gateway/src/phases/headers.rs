@@ -222,9 +222,59 @@ pub fn downstream_response(resp: &mut ResponseHeader, request_id: &str, mandate_
     Ok(())
 }
 
-/// A path-absolute or relative reference: no scheme, no authority.
+/// An unambiguous relative reference (`/path`, `path/rel`, `?query`, `#fragment`): one that every
+/// browser resolves against the gateway's own origin. Refused, because a browser reads them as
+/// another host or scheme: a scheme (`https:/evil`, `javascript:`), an authority (`//evil`), a
+/// backslash anywhere (`/\\evil`, `\\\\evil`, `\\/evil`: `\\` is `/` to a browser), any byte outside
+/// visible ASCII (leading whitespace and control characters are dropped by URL parsers; a valid
+/// Location is percent-encoded), and any of these once percent-decoded (`/%5Cevil`, `/%2F/evil`),
+/// since some clients and frameworks decode before they resolve.
 fn is_relative_reference(s: &str) -> bool {
-    !s.starts_with("//") && !s.starts_with("\\") && !s.split(['/', '?', '#']).next().unwrap_or("").contains(':')
+    let raw = s.as_bytes();
+    if raw.is_empty() || !raw.iter().all(|b| (0x21..=0x7e).contains(b)) || !relative_form(raw) {
+        return false;
+    }
+    let mut current = raw.to_vec();
+    // A few rounds cover any real double encoding; each must still be relative.
+    for _ in 0..4 {
+        let next = lenient_percent_decode(&current);
+        if next == current {
+            return true;
+        }
+        // URL parsers drop leading C0 controls and spaces before they look for a scheme.
+        let start = next.iter().position(|b| *b > 0x20).unwrap_or(next.len());
+        if !relative_form(&next[start..]) {
+            return false;
+        }
+        current = next;
+    }
+    false
+}
+
+/// No backslash, no leading `//`, no scheme (a `:` before the first `/`, `?` or `#`).
+fn relative_form(b: &[u8]) -> bool {
+    let first = b.split(|c| matches!(c, b'/' | b'?' | b'#')).next().unwrap_or(b);
+    !b.contains(&b'\\') && !b.starts_with(b"//") && !first.contains(&b':')
+}
+
+/// Decodes every `%XX` with two hex digits; anything else is kept as it is.
+fn lenient_percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let hex = |j: usize| input.get(j).and_then(|b| (*b as char).to_digit(16));
+        match (input[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -257,11 +307,39 @@ mod tests {
 
     #[test]
     fn relative_references() {
-        for ok in ["/v2/resource", "?page=2", "next", "a/b:c"] {
+        for ok in ["/v2/resource", "?page=2", "#top", "next", "a/b:c", "/files/my%20doc.pdf", "/a%2Fb", "/caf%C3%A9", "/100%"] {
             assert!(is_relative_reference(ok), "{ok}");
         }
-        for bad in ["http://internal/", "//evil.example/x", "https:/x", "\\\\evil", "javascript:alert(1)"] {
-            assert!(!is_relative_reference(bad), "{bad}");
+    }
+
+    #[test]
+    fn references_a_browser_reads_as_another_origin() {
+        for bad in [
+            "",
+            "http://internal/",
+            "//evil.example/x",
+            "https:/x",
+            "https:evil.example",
+            "HTTPS://evil.example",
+            "javascript:alert(1)",
+            "\\\\evil",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/x\\..\\y",
+            " //evil.example",
+            "\t//evil.example",
+            "\u{1}//evil.example",
+            "/\t/evil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/%2F/evil.example",
+            "%2F%2Fevil.example",
+            "%09//evil.example",
+            "/%255Cevil.example",
+            "javascript%3Aalert(1)",
+            "/caf\u{e9}",
+        ] {
+            assert!(!is_relative_reference(bad), "{bad:?}");
         }
     }
 
