@@ -16,7 +16,7 @@ use crate::audit::spool::Spool;
 use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
 use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::config::GatewayConfig;
-use crate::jwks::JwksCache;
+use crate::jwks::{JwksCache, JwksMetrics, JwksSettings};
 use crate::metrics::Metrics;
 use crate::phases::circuit::Circuit;
 use crate::phases::egress::{Egress, SystemResolver};
@@ -63,7 +63,14 @@ impl Deps {
             builder = builder.http2_prior_knowledge().http2_adaptive_window(true);
         }
         let http = builder.build()?;
-        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, cfg.jwks_ttl, cfg.jwks_cooldown, metrics.jwks_fetches.clone());
+        let jwks_settings = JwksSettings {
+            ttl: cfg.jwks_ttl,
+            cooldown: cfg.jwks_cooldown,
+            cold_burst: cfg.jwks_cold_burst,
+            cold_per_second: cfg.jwks_cold_per_second,
+        };
+        let jwks_metrics = JwksMetrics { fetches: metrics.jwks_fetches.clone(), cold_refused: metrics.jwks_cold_refused.clone() };
+        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, &jwks_settings, jwks_metrics);
         let redis = redis::Client::open(cfg.redis_url.as_str())?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());

@@ -50,6 +50,11 @@ pub struct GatewayConfig {
     /// `JWKS_REFETCH_COOLDOWN`: least time between refetches a zone's unknown `kid` may trigger
     /// (default 30 s): an attacker cannot turn bad tokens into a fetch per request.
     pub jwks_cooldown: Duration,
+    /// `JWKS_COLD_FETCH_BURST` (100) and `JWKS_COLD_FETCH_RATE` (20 per second): the global budget
+    /// of JWKS fetches for zones without known keys (zone ids in unverified tokens are the
+    /// caller's choice). Size the burst for the zones a restarted gateway must warm at once.
+    pub jwks_cold_burst: u32,
+    pub jwks_cold_per_second: u32,
     /// `METRICS_BEARER`: bearer required on `/metrics`; unset ⇒ open in dev, closed in production.
     pub metrics_bearer: Option<String>,
     /// `TLS_CERT_FILE` / `TLS_KEY_FILE`: serve TLS (BoringSSL, TLS ≥ 1.2). Required in production.
@@ -163,6 +168,13 @@ impl GatewayConfig {
         }
         let jwks_ttl = r.duration("JWKS_CACHE_TTL", Duration::from_secs(300));
         let jwks_cooldown = r.duration("JWKS_REFETCH_COOLDOWN", Duration::from_secs(30));
+        let jwks_cold_burst = r.parse("JWKS_COLD_FETCH_BURST", 100u32);
+        let jwks_cold_per_second = r.parse("JWKS_COLD_FETCH_RATE", 20u32);
+        for (name, v) in [("JWKS_COLD_FETCH_BURST", jwks_cold_burst), ("JWKS_COLD_FETCH_RATE", jwks_cold_per_second)] {
+            if v == 0 {
+                r.problem(name, "must be at least 1");
+            }
+        }
         let metrics_bearer = r.optional("METRICS_BEARER");
         if let Some(b) = &metrics_bearer
             && b.len() < 16
@@ -247,6 +259,8 @@ impl GatewayConfig {
             jti_fail_open,
             jwks_ttl,
             jwks_cooldown,
+            jwks_cold_burst,
+            jwks_cold_per_second,
             metrics_bearer,
             tls,
             threads,
