@@ -18,7 +18,7 @@ use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::config::GatewayConfig;
 use crate::jwks::{JwksCache, JwksMetrics, JwksSettings};
 use crate::metrics::Metrics;
-use crate::phases::circuit::Circuit;
+use crate::phases::circuit::{self, Circuits};
 use crate::phases::egress::{Egress, SystemResolver};
 use crate::phases::exchange::StsClient;
 use crate::phases::replay::JtiStore;
@@ -39,8 +39,8 @@ pub struct Deps {
     pub http: reqwest::Client,
     /// Which upstream addresses may be dialed.
     pub egress: Egress,
-    /// The STS circuit breaker.
-    pub circuit: Circuit,
+    /// The STS circuit breakers (global and per zone).
+    pub circuits: Circuits,
     /// Where audit events go.
     pub audit: AuditSink,
 }
@@ -75,7 +75,8 @@ impl Deps {
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
-        let circuit = Circuit::new(cfg.circuit_failures, cfg.circuit_window, cfg.circuit_open, metrics.sts_circuit_opened.clone());
+        let circuit_settings = circuit::Settings { failures: cfg.circuit_failures, window: cfg.circuit_window, open: cfg.circuit_open };
+        let circuits = Circuits::new(circuit_settings, metrics.sts_circuit_opened.clone());
         let spool =
             Arc::new(Spool::open(&cfg.audit_replay_dir).map_err(|e| anyhow::anyhow!("AUDIT_REPLAY_DIR {}: {e}", cfg.audit_replay_dir))?);
         let (audit, rx, lost) = AuditSink::new(spool.clone(), cfg.audit_key.clone(), metrics.audit.clone());
@@ -87,7 +88,7 @@ impl Deps {
             metrics: metrics.audit.clone(),
             lost,
         };
-        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuit, audit }, shipper))
+        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuits, audit }, shipper))
     }
 }
 

@@ -109,14 +109,12 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     let mandate_exp = mandate.claims.exp;
     let fresh = deps.jti.consume(mandate, request_id, now).await?;
     let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id };
-    let admit = deps.circuit.admit();
-    if admit == circuit::Admit::Reject {
-        return Err(Denial::StsCircuitOpen);
-    }
+    // Per zone: one zone's failing policy must not fail every zone fast.
+    let ticket = deps.circuits.admit(&fresh.0.claims.zone_id).ok_or(Denial::StsCircuitOpen)?;
     let timer = deps.metrics.sts_exchange_seconds.start_timer();
     let grant = deps.sts.exchange(&fresh, &exchange).await;
     timer.observe_duration();
-    deps.circuit.record(admit, matches!(&grant, Err(Denial::StsUnavailable { .. })));
+    ticket.record(exchange::health(&grant));
     let grant = grant?;
     let peer = upstream::resolve(&grant.directive, &deps.egress).await?;
     Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch })
