@@ -36,6 +36,7 @@ async fn an_upstream_that_never_answers_is_refused_at_the_header_timeout() {
     assert_eq!(a.error(), "internal_error");
     assert_eq!(a.body["error_description"], "upstream timeout");
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "answered after {took:?}");
+    assert_eq!(a.headers.get("connection").and_then(|v| v.to_str().ok()), Some("close"), "the connection is not reused after a failure");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 1.0);
     let hung = s.upstream.carried().iter().filter(|c| c.path == "/base/hang").count();
     assert_eq!(hung, 1, "the timed-out request is not retried");

@@ -85,6 +85,9 @@ pub async fn respond(deps: &Deps, session: &mut Session, e: &Error, ctx: &mut Re
     tracing::warn!(request_id = %ctx.request_id, error = %e, "proxying failed");
     let status = denial.wire().0;
     if written.is_none() {
+        // Pingora closes the connection after a failure: say so, or a client that pools
+        // connections sends its next request into a socket about to be reset.
+        session.set_keepalive(None);
         let _ = super::refuse(deps, session, ctx, denial).await;
     } else {
         deps.metrics.deny(&denial);
