@@ -16,9 +16,9 @@ use crate::audit::spool::Spool;
 use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
 use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::config::GatewayConfig;
-use crate::jwks::JwksCache;
+use crate::jwks::{JwksCache, JwksMetrics, JwksSettings};
 use crate::metrics::Metrics;
-use crate::phases::circuit::Circuit;
+use crate::phases::circuit::{self, Circuits};
 use crate::phases::egress::{Egress, SystemResolver};
 use crate::phases::exchange::StsClient;
 use crate::phases::replay::JtiStore;
@@ -39,8 +39,8 @@ pub struct Deps {
     pub http: reqwest::Client,
     /// Which upstream addresses may be dialed.
     pub egress: Egress,
-    /// The STS circuit breaker.
-    pub circuit: Circuit,
+    /// The STS circuit breakers (global and per zone).
+    pub circuits: Circuits,
     /// Where audit events go.
     pub audit: AuditSink,
 }
@@ -69,12 +69,20 @@ impl Deps {
             builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem)?);
         }
         let http = builder.build()?;
-        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, cfg.jwks_ttl, cfg.jwks_cooldown, metrics.jwks_fetches.clone());
+        let jwks_settings = JwksSettings {
+            ttl: cfg.jwks_ttl,
+            cooldown: cfg.jwks_cooldown,
+            cold_burst: cfg.jwks_cold_burst,
+            cold_per_second: cfg.jwks_cold_per_second,
+        };
+        let jwks_metrics = JwksMetrics { fetches: metrics.jwks_fetches.clone(), cold_refused: metrics.jwks_cold_refused.clone() };
+        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, &jwks_settings, jwks_metrics);
         let redis = cfg.redis.client()?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
-        let circuit = Circuit::new(cfg.circuit_failures, cfg.circuit_window, cfg.circuit_open, metrics.sts_circuit_opened.clone());
+        let circuit_settings = circuit::Settings { failures: cfg.circuit_failures, window: cfg.circuit_window, open: cfg.circuit_open };
+        let circuits = Circuits::new(circuit_settings, metrics.sts_circuit_opened.clone());
         let spool =
             Arc::new(Spool::open(&cfg.audit_replay_dir).map_err(|e| anyhow::anyhow!("AUDIT_REPLAY_DIR {}: {e}", cfg.audit_replay_dir))?);
         let (audit, rx, lost) = AuditSink::new(spool.clone(), cfg.audit_key.clone(), metrics.audit.clone());
@@ -86,7 +94,7 @@ impl Deps {
             metrics: metrics.audit.clone(),
             lost,
         };
-        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuit, audit }, shipper))
+        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuits, audit }, shipper))
     }
 }
 

@@ -84,7 +84,7 @@ impl AuditSink {
 /// `gateway_resource_request` for a forwarded request.
 pub fn forwarded(sink: &AuditSink, ctx: &crate::ctx::RequestCtx, method: &str, status: u16, elapsed: std::time::Duration) {
     let (Some(subject), Some(fwd)) = (&ctx.subject, &ctx.forward) else { return };
-    let interrupted = ctx.stream.as_ref().is_some_and(|g| g.was_cut());
+    let interrupted = ctx.revocation_cut();
     let result_class = match ctx.upstream_status {
         Some(200..=299) => "success",
         Some(300..=399) => "redirect",

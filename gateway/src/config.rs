@@ -35,8 +35,15 @@ pub struct GatewayConfig {
     pub sts_http2: bool,
     /// `STS_TIMEOUT`: exchange and JWKS fetch deadline (default 5 s).
     pub sts_timeout: Duration,
-    /// `UPSTREAM_TIMEOUT`: connect and response-header deadline toward the upstream (default 30 s).
+    /// `UPSTREAM_TIMEOUT`: connect deadline toward the upstream (default 30 s; one attempt at
+    /// most 5 s of it).
     pub upstream_timeout: Duration,
+    /// `UPSTREAM_RESPONSE_HEADER_TIMEOUT`: longest wait for the response header after the
+    /// request's last byte (default `UPSTREAM_TIMEOUT`, the original's meaning of that setting).
+    pub upstream_header_timeout: Duration,
+    /// `UPSTREAM_BODY_IDLE_TIMEOUT`: longest silence within a body of declared length (default
+    /// 60 s). Open streams (SSE, chunked, unsized) have no idle limit: revocation ends them.
+    pub upstream_body_idle_timeout: Duration,
     /// `MAX_REQUEST_BYTES`: largest request body (default 10 MiB).
     pub max_request_bytes: u64,
     /// `PREFLIGHT_SECONDS`: a mandate expiring sooner than this is refused (default 35 s), so it
@@ -49,6 +56,11 @@ pub struct GatewayConfig {
     /// `JWKS_REFETCH_COOLDOWN`: least time between refetches a zone's unknown `kid` may trigger
     /// (default 30 s): an attacker cannot turn bad tokens into a fetch per request.
     pub jwks_cooldown: Duration,
+    /// `JWKS_COLD_FETCH_BURST` (100) and `JWKS_COLD_FETCH_RATE` (20 per second): the global budget
+    /// of JWKS fetches for zones without known keys (zone ids in unverified tokens are the
+    /// caller's choice). Size the burst for the zones a restarted gateway must warm at once.
+    pub jwks_cold_burst: u32,
+    pub jwks_cold_per_second: u32,
     /// `METRICS_BEARER`: bearer required on `/metrics`; unset ⇒ open in dev, closed in production.
     pub metrics_bearer: Option<String>,
     /// `TLS_CERT_FILE` / `TLS_KEY_FILE`: serve TLS (BoringSSL, TLS ≥ 1.2). Required in production.
@@ -148,6 +160,8 @@ impl GatewayConfig {
         let sts_timeout = r.duration("STS_TIMEOUT", Duration::from_secs(5));
         let sts_http2 = r.bool("STS_HTTP2", false);
         let upstream_timeout = r.duration("UPSTREAM_TIMEOUT", Duration::from_secs(30));
+        let upstream_header_timeout = r.duration("UPSTREAM_RESPONSE_HEADER_TIMEOUT", upstream_timeout);
+        let upstream_body_idle_timeout = r.duration("UPSTREAM_BODY_IDLE_TIMEOUT", Duration::from_secs(60));
         let max_request_bytes = r.parse("MAX_REQUEST_BYTES", 10 * 1024 * 1024u64);
         if max_request_bytes == 0 {
             r.problem("MAX_REQUEST_BYTES", "must be greater than 0");
@@ -164,6 +178,13 @@ impl GatewayConfig {
         }
         let jwks_ttl = r.duration("JWKS_CACHE_TTL", Duration::from_secs(300));
         let jwks_cooldown = r.duration("JWKS_REFETCH_COOLDOWN", Duration::from_secs(30));
+        let jwks_cold_burst = r.parse("JWKS_COLD_FETCH_BURST", 100u32);
+        let jwks_cold_per_second = r.parse("JWKS_COLD_FETCH_RATE", 20u32);
+        for (name, v) in [("JWKS_COLD_FETCH_BURST", jwks_cold_burst), ("JWKS_COLD_FETCH_RATE", jwks_cold_per_second)] {
+            if v == 0 {
+                r.problem(name, "must be at least 1");
+            }
+        }
         let metrics_bearer = r.optional("METRICS_BEARER");
         if let Some(b) = &metrics_bearer
             && b.len() < 16
@@ -248,11 +269,15 @@ impl GatewayConfig {
             sts_timeout,
             sts_http2,
             upstream_timeout,
+            upstream_header_timeout,
+            upstream_body_idle_timeout,
             max_request_bytes,
             preflight,
             jti_fail_open,
             jwks_ttl,
             jwks_cooldown,
+            jwks_cold_burst,
+            jwks_cold_per_second,
             metrics_bearer,
             tls,
             threads,
@@ -318,6 +343,8 @@ mod tests {
         assert_eq!(c.max_request_bytes, 10 * 1024 * 1024);
         assert_eq!(c.preflight, Duration::from_secs(35));
         assert_eq!(c.listen.port(), 8081);
+        assert_eq!(c.upstream_header_timeout, c.upstream_timeout, "the header wait defaults to UPSTREAM_TIMEOUT");
+        assert_eq!(c.upstream_body_idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -415,8 +442,9 @@ mod tests {
         env.insert("STS_TIMEOUT", "soon");
         env.insert("REDIS_URL", "http://x");
         env.insert("TLS_KEY_FILE", "/k.pem");
+        env.insert("UPSTREAM_RESPONSE_HEADER_TIMEOUT", "0s");
         let errs = GatewayConfig::from_source(&env).unwrap_err();
-        for name in ["MAX_REQUEST_BYTES", "STS_TIMEOUT", "REDIS_URL", "TLS_CERT_FILE"] {
+        for name in ["MAX_REQUEST_BYTES", "STS_TIMEOUT", "REDIS_URL", "TLS_CERT_FILE", "UPSTREAM_RESPONSE_HEADER_TIMEOUT"] {
             assert!(errs.mentions(name), "{name} missing from: {errs}");
         }
     }

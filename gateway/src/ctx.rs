@@ -8,6 +8,7 @@ use crate::deny::Denial;
 use crate::phases::exchange::ExchangeGrant;
 use crate::phases::revocation::StreamGuard;
 use crate::phases::upstream::SafePeer;
+use crate::phases::watch::{Trip, UpstreamWatch};
 
 /// State of one request through the gateway.
 pub struct RequestCtx {
@@ -31,11 +32,12 @@ pub struct RequestCtx {
     pub forward: Option<Forward>,
     /// Request body bytes seen so far; written and read by `request_body_filter` (size limit).
     pub body_bytes: u64,
-    /// The upstream socket, written by `connected_to_upstream`; read by `response_filter` to arm
-    /// the idle-stream watcher.
-    pub upstream_fd: Option<std::os::fd::RawFd>,
+    /// The upstream watch (deadlines, idle-stream cut), armed by `connected_to_upstream`; fed by
+    /// the body filters, told the body's shape by `response_filter`, disarmed at the end of the
+    /// body and first thing in `error_while_proxy`, `fail_to_proxy` and `logging`.
+    pub upstream: Option<UpstreamWatch>,
     /// Written by `response_filter`; read by `response_body_filter` (4 KiB re-checks, cut) and
-    /// dropped with the context, which stops its watcher.
+    /// `logging` (bytes for the audit event).
     pub stream: Option<StreamGuard>,
 }
 
@@ -59,7 +61,7 @@ pub struct Forward {
     /// `exp` of the inbound gateway mandate (for `X-Caracal-Token-Expires-In`).
     pub mandate_exp: i64,
     /// The mandate's revocation anchors, re-checked while the response streams.
-    pub anchors: Vec<String>,
+    pub anchors: std::sync::Arc<Vec<String>>,
     /// The revocation view's epoch when the anchors were checked at admission.
     pub revocation_epoch: u64,
 }
@@ -76,9 +78,14 @@ impl RequestCtx {
             upstream_status: None,
             forward: None,
             body_bytes: 0,
-            upstream_fd: None,
+            upstream: None,
             stream: None,
         }
+    }
+
+    /// Whether a revocation cut the response.
+    pub fn revocation_cut(&self) -> bool {
+        self.upstream.as_ref().is_some_and(|w| w.tripped() == Some(Trip::Revoked))
     }
 }
 

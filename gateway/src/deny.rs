@@ -49,8 +49,11 @@ pub enum Denial {
     Replay,
     /// The replay store (Redis) failed: deny rather than risk a replay.
     ReplayCheckUnavailable,
-    /// The STS refused the exchange; its status, code and description are relayed.
+    /// The STS refused the exchange (4xx); its status, code and description are relayed.
     StsRefused { status: u16, code: String, description: String },
+    /// The STS failed the exchange (5xx with its error body, e.g. `policy_eval_failed`); relayed
+    /// like a refusal, but counted as an STS failure (and by the zone's circuit).
+    StsFailed { status: u16, code: String, description: String },
     /// The STS could not be reached or answered outside the contract.
     StsUnavailable { status: u16, description: &'static str },
     /// The STS circuit is open: fail fast.
@@ -88,7 +91,9 @@ impl Denial {
             Self::KeysUnavailable => (503, StsUnavailable, "signing keys unavailable"),
             Self::Replay => (401, InvalidToken, "token replay detected"),
             Self::ReplayCheckUnavailable => (503, ErrorCode::ReplayCheckUnavailable, "replay protection unavailable"),
-            Self::StsRefused { status, code, description } => return (*status, code, description),
+            Self::StsRefused { status, code, description } | Self::StsFailed { status, code, description } => {
+                return (*status, code, description);
+            }
             Self::StsUnavailable { status, description } => (*status, StsUnavailable, description),
             Self::StsCircuitOpen => (503, StsUnavailable, "sts unavailable"),
             Self::NoUpstream => (403, AccessDenied, "resource upstream not configured"),
@@ -118,7 +123,7 @@ impl Denial {
             Self::Replay => "jti_replay",
             Self::ReplayCheckUnavailable => "jti_unavailable",
             Self::StsRefused { .. } => "sts_refused",
-            Self::StsUnavailable { .. } => "sts_exchange_errors",
+            Self::StsUnavailable { .. } | Self::StsFailed { .. } => "sts_exchange_errors",
             Self::StsCircuitOpen => "sts_circuit_open",
             Self::NoUpstream => "no_upstream",
             Self::UpstreamNotAddressable | Self::UpstreamUnreachable | Self::UpstreamTimeout => "upstream_errors",
@@ -205,6 +210,7 @@ mod tests {
             Denial::ReplayCheckUnavailable,
             Denial::StsRefused { status: 403, code: "access_denied".into(), description: "policy denied".into() },
             Denial::StsUnavailable { status: 502, description: "sts unavailable" },
+            Denial::StsFailed { status: 503, code: "policy_eval_failed".into(), description: "policy evaluation failed".into() },
             Denial::StsCircuitOpen,
             Denial::NoUpstream,
             Denial::UpstreamNotAddressable,

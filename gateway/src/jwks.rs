@@ -8,12 +8,19 @@
 //! * An unknown zone (404) is remembered as an empty key set for the same cooldown: the zone id
 //!   comes from an unverified token, so without this any caller could make the gateway fetch once
 //!   per request (the original's weakness).
-//! * Fetches are single-flight: concurrent lookups of one zone share one request.
+//! * A fetch for a zone without known keys (never seen, or remembered as unknown) spends a token
+//!   of one global budget (`JWKS_COLD_FETCH_BURST` at once, refilled at `JWKS_COLD_FETCH_RATE` per
+//!   second). Zone ids come from unverified tokens, so the negative cache alone let random ids
+//!   cost one STS fetch (and one query) each; beyond the budget such a request is refused
+//!   without a fetch: 503 `sts_unavailable` "signing keys unavailable" (`keys_unavailable`), the
+//!   answer a client retries, not 401, which would call a genuine mandate of a new zone forged.
+//!   Zones with known keys are never held back by the budget.
+//! * Fetches are single-flight: concurrent lookups of one zone share one request (and one token).
 //! * When the JWKS endpoint is down, keys already known keep verifying (a stale key set is better
 //!   than refusing every valid mandate); a zone never fetched answers "unavailable" (503).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use caracal_shared::jwks::JwkSet;
@@ -50,6 +57,66 @@ impl ZoneKeys {
     }
 }
 
+/// A lock-free token bucket (GCRA): `burst` takes at once, one more every `1 / per_second`.
+pub struct Budget {
+    /// Theoretical arrival time of the next take, µs since `origin`.
+    tat_us: AtomicU64,
+    interval_us: u64,
+    tolerance_us: u64,
+    origin: Instant,
+}
+
+impl Budget {
+    /// A full bucket.
+    pub fn new(burst: u32, per_second: u32) -> Self {
+        let interval_us = 1_000_000 / u64::from(per_second.max(1));
+        Self { tat_us: AtomicU64::new(0), interval_us, tolerance_us: interval_us * u64::from(burst.max(1)), origin: Instant::now() }
+    }
+
+    /// Takes a token if one is left.
+    pub fn take(&self) -> bool {
+        let now = self.origin.elapsed().as_micros() as u64;
+        let mut tat = self.tat_us.load(Ordering::Acquire);
+        loop {
+            let next = tat.max(now) + self.interval_us;
+            if next > now + self.tolerance_us {
+                return false;
+            }
+            match self.tat_us.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(seen) => tat = seen,
+            }
+        }
+    }
+}
+
+/// Why a zone's keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// The zone has no known keys and the cold-fetch budget is spent.
+    #[error("cold-fetch budget spent")]
+    OverBudget,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// JWKS cache settings.
+pub struct JwksSettings {
+    pub ttl: Duration,
+    pub cooldown: Duration,
+    /// Fetches for zones without known keys: at once, and per second after that.
+    pub cold_burst: u32,
+    pub cold_per_second: u32,
+}
+
+/// The cache's counters.
+pub struct JwksMetrics {
+    /// Fetches made.
+    pub fetches: prometheus::IntCounter,
+    /// Lookups refused without a fetch because the cold-fetch budget was spent.
+    pub cold_refused: prometheus::IntCounter,
+}
+
 /// The cache.
 pub struct JwksCache {
     http: reqwest::Client,
@@ -59,21 +126,22 @@ pub struct JwksCache {
     inflight: moka::future::Cache<String, Arc<ZoneKeys>>,
     ttl: Duration,
     cooldown: Duration,
-    /// Fetches made (for tests and metrics).
-    pub fetches: prometheus::IntCounter,
+    cold: Budget,
+    metrics: JwksMetrics,
 }
 
 impl JwksCache {
     /// A cache fetching from `sts_url` with `http`.
-    pub fn new(http: reqwest::Client, sts_url: &str, ttl: Duration, cooldown: Duration, fetches: prometheus::IntCounter) -> Self {
+    pub fn new(http: reqwest::Client, sts_url: &str, settings: &JwksSettings, metrics: JwksMetrics) -> Self {
         Self {
             http,
             url: format!("{sts_url}/.well-known/jwks.json"),
             zones: moka::future::Cache::builder().max_capacity(100_000).build(),
             inflight: moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
-            ttl,
-            cooldown,
-            fetches,
+            ttl: settings.ttl,
+            cooldown: settings.cooldown,
+            cold: Budget::new(settings.cold_burst, settings.cold_per_second),
+            metrics,
         }
     }
 
@@ -81,7 +149,7 @@ impl JwksCache {
     /// safe in a query string).
     pub async fn key(&self, zone_id: &str, kid: &str) -> KeyLookup {
         let Some(entry) = self.zones.get(zone_id).await else {
-            return match self.refresh(zone_id).await {
+            return match self.refresh(zone_id, true).await {
                 Some(fresh) => found(&fresh, kid),
                 None => KeyLookup::Unavailable,
             };
@@ -94,7 +162,8 @@ impl JwksCache {
         if forced && !self.may_force(&entry) {
             return KeyLookup::Unknown;
         }
-        match self.refresh(zone_id).await {
+        // A zone remembered as unknown is as cold as one never seen.
+        match self.refresh(zone_id, entry.keys.is_empty()).await {
             Some(fresh) => {
                 if forced {
                     // The cooldown outlives the entry it was forced from.
@@ -117,9 +186,10 @@ impl JwksCache {
         entry.forced_ms.compare_exchange(forced, now, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
-    /// Fetches (single-flight) and stores the zone's keys; `None` if the fetch failed.
-    async fn refresh(&self, zone_id: &str) -> Option<Arc<ZoneKeys>> {
-        let result = self.inflight.try_get_with_by_ref(zone_id, self.fetch(zone_id)).await;
+    /// Fetches (single-flight) and stores the zone's keys; `None` if the fetch failed or, for a
+    /// `cold` zone, the budget is spent.
+    async fn refresh(&self, zone_id: &str, cold: bool) -> Option<Arc<ZoneKeys>> {
+        let result = self.inflight.try_get_with_by_ref(zone_id, self.fetch(zone_id, cold)).await;
         // Callers that joined this fetch have their answer; the next refresh must fetch anew.
         self.inflight.invalidate(zone_id).await;
         match result {
@@ -127,6 +197,8 @@ impl JwksCache {
                 self.zones.insert(zone_id.to_owned(), fresh.clone()).await;
                 Some(fresh)
             }
+            // Counted, not logged: a flood of random zones would otherwise flood the log.
+            Err(e) if matches!(*e, FetchError::OverBudget) => None,
             Err(e) => {
                 tracing::warn!(zone_id, error = %e, "JWKS fetch failed");
                 None
@@ -134,8 +206,16 @@ impl JwksCache {
         }
     }
 
-    async fn fetch(&self, zone_id: &str) -> Result<Arc<ZoneKeys>, String> {
-        self.fetches.inc();
+    async fn fetch(&self, zone_id: &str, cold: bool) -> Result<Arc<ZoneKeys>, FetchError> {
+        if cold && !self.cold.take() {
+            self.metrics.cold_refused.inc();
+            return Err(FetchError::OverBudget);
+        }
+        self.metrics.fetches.inc();
+        self.fetch_keys(zone_id).await.map_err(FetchError::Failed)
+    }
+
+    async fn fetch_keys(&self, zone_id: &str) -> Result<Arc<ZoneKeys>, String> {
         let resp = self
             .http
             .get(format!("{}?zone_id={zone_id}", self.url))
@@ -172,4 +252,26 @@ impl JwksCache {
 
 fn found(entry: &ZoneKeys, kid: &str) -> KeyLookup {
     entry.find(kid).map_or(KeyLookup::Unknown, |k| KeyLookup::Found(k.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_a_burst_then_refills_at_the_rate() {
+        let b = Budget::new(3, 20);
+        assert!((0..3).all(|_| b.take()), "the burst is available at once");
+        assert!(!b.take(), "then the bucket is empty");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.take(), "one token every 50 ms");
+        assert!(!b.take());
+    }
+
+    #[test]
+    fn the_budget_never_exceeds_its_burst_after_a_long_pause() {
+        let b = Budget::new(2, 1000);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!((0..10).filter(|_| b.take()).count(), 2, "idle time does not bank more than the burst");
+    }
 }

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub sts_circuit_opened: IntCounter,
     /// JWKS fetches made.
     pub jwks_fetches: IntCounter,
+    /// Key lookups refused without a fetch: a zone without known keys, cold-fetch budget spent.
+    pub jwks_cold_refused: IntCounter,
     /// Streams cut because an anchor was revoked mid-response.
     pub stream_cuts: IntCounter,
     /// The revocation stream consumer.
@@ -103,6 +105,10 @@ impl Metrics {
             },
             sts_circuit_opened: counter("sts_circuit_opened_total", "Times the STS circuit breaker opened.")?,
             jwks_fetches: counter("jwks_fetches_total", "JWKS fetches made (cold zones, TTL expiry, forced by unknown kids).")?,
+            jwks_cold_refused: counter(
+                "jwks_cold_fetches_refused_total",
+                "Key lookups for zones without known keys refused without a fetch (JWKS_COLD_FETCH_BURST/RATE spent).",
+            )?,
             stream_cuts: counter("stream_cuts_total", "Responses cut because their session was revoked.")?,
             revocation_stream,
             revocation_reloads: counter("revocation_reloads_total", "Revocation snapshots loaded.")?,

@@ -10,21 +10,71 @@ pub mod auth;
 pub mod circuit;
 pub mod egress;
 pub mod exchange;
+pub mod failure;
 pub mod headers;
+pub mod logging;
 pub mod replay;
 pub mod revocation;
+pub mod stream;
 pub mod upstream;
+pub mod watch;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 
-use crate::Deps;
-use crate::ctx::{Forward, Subject};
-use crate::deny::Denial;
+use crate::ctx::{Forward, RequestCtx, Subject};
+use crate::deny::{self, Denial};
+use crate::{Deps, audit};
 use exchange::ExchangeRequest;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// `request_filter`: the gateway's own endpoints, else the pipeline; `Ok(true)` when answered here.
+pub async fn request(deps: &Deps, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+    let inbound = session.req_header().headers.get(caracal_shared::request_id::HEADER).and_then(|v| v.to_str().ok());
+    ctx.request_id = caracal_shared::request_id::from_inbound(inbound);
+    if crate::admin::serve(deps, session, &ctx.request_id).await? {
+        ctx.internal = true;
+        return Ok(true);
+    }
+    deps.metrics.requests.inc();
+    match run_request(deps, session.req_header(), &ctx.request_id, &mut ctx.subject).await {
+        Ok(forward) => {
+            deps.metrics.allowed.inc();
+            ctx.forward = Some(forward);
+            Ok(false)
+        }
+        Err(denial) => {
+            refuse(deps, session, ctx, denial).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Counts the denial, files a replay as evidence, and answers with the denial's wire body.
+pub async fn refuse(deps: &Deps, session: &mut Session, ctx: &mut RequestCtx, denial: Denial) -> pingora::Result<()> {
+    deps.metrics.deny(&denial);
+    if denial == Denial::Replay {
+        audit::replay(&deps.audit, ctx);
+    }
+    let result = deny::respond(session, &denial, &ctx.request_id).await;
+    ctx.denial = Some(denial);
+    result
+}
+
+/// `request_body_filter`: the body limit as the body streams (a chunked body has no
+/// `Content-Length` to check up front), and progress for the upstream watch.
+pub fn request_body(deps: &Deps, body: Option<&Bytes>, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    if let Some(w) = &ctx.upstream {
+        w.progress();
+    }
+    admission::body_chunk(&mut ctx.body_bytes, body.map_or(0, Bytes::len), deps.cfg.max_request_bytes)
 }
 
 /// Runs every check; on success the request may be forwarded as described by the [`Forward`].
@@ -55,18 +105,16 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     // In memory, before the single-use mark and the STS: a revoked mandate costs nothing more.
     let revocation_epoch = deps.revocations.epoch();
     revocation::check(&deps.revocations, &mandate.claims)?;
-    let anchors = revocation::anchors(&mandate.claims);
+    let anchors = Arc::new(revocation::anchors(&mandate.claims));
     let mandate_exp = mandate.claims.exp;
     let fresh = deps.jti.consume(mandate, request_id, now).await?;
     let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id };
-    let admit = deps.circuit.admit();
-    if admit == circuit::Admit::Reject {
-        return Err(Denial::StsCircuitOpen);
-    }
+    // Per zone: one zone's failing policy must not fail every zone fast.
+    let ticket = deps.circuits.admit(&fresh.0.claims.zone_id).ok_or(Denial::StsCircuitOpen)?;
     let timer = deps.metrics.sts_exchange_seconds.start_timer();
     let grant = deps.sts.exchange(&fresh, &exchange).await;
     timer.observe_duration();
-    deps.circuit.record(admit, matches!(&grant, Err(Denial::StsUnavailable { .. })));
+    ticket.record(exchange::health(&grant));
     let grant = grant?;
     let peer = upstream::resolve(&grant.directive, &deps.egress).await?;
     Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch })

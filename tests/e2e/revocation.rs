@@ -62,6 +62,16 @@ async fn an_idle_stream_is_cut_when_its_session_is_revoked() {
     eprintln!("idle stream cut {took:?} after the revoke call");
     assert!(took < Duration::from_secs(1), "cut took {took:?}");
     assert_eq!(s.gateway_metric("caracal_gateway_stream_cuts_total").await, 1.0);
+    assert_counted_only_as_a_cut(&s).await;
+}
+
+/// A revocation cut is a stream cut, not an upstream failure nor a denial.
+async fn assert_counted_only_as_a_cut(s: &Stack) {
+    // The gateway finishes the request (and would count an error) just after the client saw the end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 0.0, "a cut is not an upstream error");
+    assert_eq!(s.gateway_metric("caracal_gateway_requests_denied_total").await, 0.0, "nor a denial");
+    assert_eq!(s.gateway_metric("caracal_gateway_stream_cuts_total").await, 1.0, "counted once, as a cut");
 }
 
 #[tokio::test]
@@ -99,6 +109,40 @@ async fn a_streaming_body_is_cut_at_the_next_4k_boundary() {
     assert!(outcome.is_err() || outcome.as_ref().is_ok_and(|n| *n < total), "the client must not receive the whole body: {outcome:?}");
     assert!(got < total, "received {got} of {total} bytes");
     assert_eq!(s.gateway_metric("caracal_gateway_stream_cuts_total").await, 1.0);
+    assert_counted_only_as_a_cut(&s).await;
+}
+
+#[tokio::test]
+async fn a_finished_response_never_cuts_the_next_request_on_its_pooled_connection() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let resource = "https://pooled.e2e.test";
+    s.add_resource(&d, resource, &format!("{}/base", s.upstream.url())).await;
+    let (first, second) = (s.session(&d).await, s.session(&d).await);
+
+    // The first session: a stream that ends, then a 204 without Content-Length (no body follows).
+    let m = s.mandate_for(&d, &first, resource, "tools.read").await;
+    let done = s.http.get(format!("{}/sse?count=3&every_ms=10", s.gw_url)).bearer_auth(&m).header("x-caracal-resource", resource);
+    let text = done.send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("event 2"), "the first stream completes: {text}");
+    let m = s.mandate_for(&d, &first, resource, "tools.read").await;
+    assert_eq!(s.governed("GET", "/no-content", &m, resource).await.status, 204);
+
+    // The second session streams on the connection the first one's responses went back to the pool with.
+    let m = s.mandate_for(&d, &second, resource, "tools.read").await;
+    let mut open = s.http.get(format!("{}/sse", s.gw_url)).bearer_auth(&m).header("x-caracal-resource", resource).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+    assert!(open.chunk().await.unwrap().is_some(), "the first event arrives");
+    let carried = s.upstream.carried();
+    assert_eq!(carried.len(), 3, "{carried:?}");
+    assert!(carried.iter().all(|c| c.peer == carried[0].peer), "the upstream connection was reused: {carried:?}");
+
+    revoke(&s, &d, &first).await;
+    s.wait_gateway_metric("caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(2)).await;
+    let still_open = tokio::time::timeout(Duration::from_millis(1500), open.chunk()).await;
+    assert!(still_open.is_err(), "the second session's stream must stay open: {still_open:?}");
+    assert_eq!(s.gateway_metric("caracal_gateway_stream_cuts_total").await, 0.0);
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 0.0);
 }
 
 #[tokio::test]

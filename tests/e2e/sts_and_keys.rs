@@ -105,3 +105,118 @@ async fn an_sts_outage_fails_closed_opens_the_circuit_and_a_probe_closes_it() {
     assert_eq!(s.governed("GET", "/items/1", &mandates[6], &d.resource).await.status, 200, "and closes the circuit");
     assert_eq!(s.upstream.requests().len(), 3);
 }
+
+#[tokio::test]
+async fn forged_tokens_for_random_zones_cost_at_most_the_cold_fetch_budget() {
+    let s = Stack::start_with(opts(&[("JWKS_COLD_FETCH_BURST", "3"), ("JWKS_COLD_FETCH_RATE", "1")])).await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let genuine = s.gateway_mandate(&d, &session, "tools.read").await;
+    let started = Instant::now();
+    let (mut refused_unavailable, mut refused_signature) = (0, 0);
+    for i in 0..30 {
+        let zone = format!("ghost-{i}-{}", uuid::Uuid::new_v4().simple());
+        let a = s.governed("GET", "/items/1", &forge(&genuine, "k", |c| c["zone_id"] = zone.into()), &d.resource).await;
+        match a.status {
+            401 => {
+                assert_eq!(a.body["error_description"], "bearer signature invalid", "{}", a.text);
+                refused_signature += 1;
+            }
+            503 => {
+                assert_eq!(a.error(), "sts_unavailable", "{}", a.text);
+                assert_eq!(a.body["error_description"], "signing keys unavailable");
+                refused_unavailable += 1;
+            }
+            other => panic!("unexpected {other}: {}", a.text),
+        }
+    }
+    let budget = 3.0 + started.elapsed().as_secs_f64().ceil();
+    let fetches = s.gateway_metric("caracal_gateway_jwks_fetches_total").await;
+    assert!(fetches <= budget, "30 random zones cost {fetches} JWKS fetches; the budget allows {budget}");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_keys_unavailable_total").await, refused_unavailable as f64);
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_signature_total").await, refused_signature as f64);
+    assert!(refused_unavailable >= 30 - budget as usize, "beyond the budget an unknown zone is refused without a fetch");
+    assert!(s.gateway_metric("caracal_gateway_jwks_cold_fetches_refused_total").await >= refused_unavailable as f64);
+    // Once the flood stops the budget refills, and a zone the gateway never saw works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = s.governed("GET", "/items/1", &genuine, &d.resource).await;
+    assert_eq!(a.status, 200, "a genuine new zone is served after the flood: {}", a.text);
+    assert!(s.upstream.requests().len() == 1);
+}
+
+/// Allows mints, but its answer to the gateway's per-request exchange is outside the contract:
+/// the STS answers 503 `policy_eval_failed` for every governed request of the zone.
+const FAILING_POLICY: &str = r#"package caracal.authz
+
+import rego.v1
+
+default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["mint"], "diagnostics": []} if {
+	input.action.use != "resource"
+}
+
+result := {"decision": "undecided", "evaluation_status": "complete", "determining_policies": [], "diagnostics": []} if {
+	input.action.use == "resource"
+}
+"#;
+
+#[tokio::test]
+async fn sts_5xx_answers_open_the_circuit() {
+    let s = Stack::start_with(opts(&[("STS_CIRCUIT_FAILURES", "3"), ("STS_CIRCUIT_OPEN", "1s")])).await;
+    let d = s.demo(false).await;
+    s.activate_policy(&d, FAILING_POLICY).await;
+    let session = s.session(&d).await;
+    let mut mandates = Vec::new();
+    for _ in 0..6 {
+        mandates.push(s.gateway_mandate(&d, &session, "tools.read").await);
+    }
+    for m in &mandates[..3] {
+        let a = s.governed("GET", "/items/1", m, &d.resource).await;
+        assert_eq!(a.status, 503, "the STS's failure is relayed: {}", a.text);
+        assert_eq!(a.error(), "policy_eval_failed");
+    }
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_sts_exchange_errors_total").await, 3.0, "a 5xx is an STS failure");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_sts_refused_total").await, 0.0, "not a policy refusal");
+    let open = s.governed("GET", "/items/1", &mandates[3], &d.resource).await;
+    assert_eq!(open.status, 503, "{}", open.text);
+    assert_eq!(open.error(), "sts_unavailable");
+    assert_eq!(open.body["error_description"], "sts unavailable");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_sts_circuit_open_total").await, 1.0);
+    assert_eq!(s.gateway_metric("caracal_gateway_sts_circuit_opened_total").await, 1.0);
+
+    // Fixed policy, open period over: the probe passes and closes the circuit.
+    s.activate_policy(&d, caracal_e2e::stack::ALLOW_POLICY).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for m in &mandates[4..] {
+        let a = s.governed("GET", "/items/1", m, &d.resource).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    assert_eq!(s.upstream.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn one_zones_failures_do_not_trip_another_zones_traffic() {
+    let s = Stack::start_with(opts(&[("STS_CIRCUIT_FAILURES", "3"), ("STS_CIRCUIT_OPEN", "30s")])).await;
+    let healthy = s.demo(true).await;
+    let failing = s.another_zone(&healthy, "failing", FAILING_POLICY).await;
+    let (hs, fs) = (s.session(&healthy).await, s.session(&failing).await);
+    for _ in 0..3 {
+        let m = s.gateway_mandate(&failing, &fs, "tools.read").await;
+        let a = s.governed("GET", "/items/1", &m, &failing.resource).await;
+        assert_eq!((a.status, a.error()), (503, "policy_eval_failed"), "{}", a.text);
+    }
+    let m = s.gateway_mandate(&failing, &fs, "tools.read").await;
+    let open = s.governed("GET", "/items/1", &m, &failing.resource).await;
+    assert_eq!((open.status, open.error()), (503, "sts_unavailable"), "the failing zone's circuit is open: {}", open.text);
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_sts_circuit_open_total").await, 1.0);
+    for i in 0..3 {
+        let m = s.gateway_mandate(&healthy, &hs, "tools.read").await;
+        let a = s.governed("GET", "/items/1", &m, &healthy.resource).await;
+        assert_eq!(a.status, 200, "request {i} of the healthy zone flows: {}", a.text);
+    }
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_sts_circuit_open_total").await, 1.0, "only the failing zone fails fast");
+    let ready = s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "one zone's circuit does not make the gateway unready");
+    assert_eq!(s.upstream.requests().len(), 3);
+}

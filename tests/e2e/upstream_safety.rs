@@ -96,3 +96,56 @@ async fn path_traversal_is_refused_before_anything_is_spent() {
     assert_eq!(s.gateway_metric("caracal_gateway_denials_path_traversal_total").await, 6.0);
     assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200, "the mandate was not burned");
 }
+
+#[tokio::test]
+async fn locations_a_browser_reads_as_another_host_are_stripped() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let resource = "https://redirects.e2e.test";
+    s.add_resource(&d, resource, &format!("{}/base", s.upstream.url())).await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cases: &[(&str, bool)] = &[
+        ("/\\evil.example", false),
+        ("\\\\evil.example", false),
+        ("\\/evil.example", false),
+        ("/%5Cevil.example", false),
+        ("/%5cevil.example/x", false),
+        ("/%2F/evil.example", false),
+        ("%2F%2Fevil.example", false),
+        ("https:/evil.example", false),
+        ("https:evil.example", false),
+        ("//evil.example", false),
+        ("/ /evil.example", false),
+        ("/v2/items?page=2", true),
+        ("next/page", true),
+        ("?page=2", true),
+    ];
+    for (location, kept) in cases {
+        let m = s.mandate_for(&d, &session, resource, "tools.read").await;
+        let r = no_redirects
+            .get(format!("{}/redirect-to?to={}", s.gw_url, encode(location)))
+            .bearer_auth(&m)
+            .header("x-caracal-resource", resource)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{location}: the redirect is relayed");
+        let got = r.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+        let content = r.headers().get("content-location").map(|v| v.to_str().unwrap().to_owned());
+        if *kept {
+            assert_eq!(got.as_deref(), Some(*location), "an unambiguous relative reference is kept");
+            assert_eq!(content.as_deref(), Some(*location));
+        } else {
+            assert_eq!(got, None, "{location:?} is read as another host by browsers and must be stripped");
+            assert_eq!(content, None, "{location:?} (Content-Location)");
+        }
+    }
+    assert_eq!(s.gateway_metric("caracal_gateway_requests_allowed_total").await, cases.len() as f64);
+    assert_eq!(s.gateway_metric("caracal_gateway_requests_denied_total").await, 0.0);
+}
+
+/// Percent-encodes every byte but the unreserved ones.
+fn encode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}

@@ -315,7 +315,23 @@ impl Stack {
     /// allow policy is activated when `activate` is true.
     pub async fn demo(&self, activate: bool) -> Demo {
         let admin = self.bootstrap().await;
-        let zone = self.admin_ok("POST", "/v1/zones", &admin, Some(json!({"name": "e2e"})), 201).await;
+        let d = self.zone_for(admin, "e2e").await;
+        if activate {
+            self.activate_policy(&d, ALLOW_POLICY).await;
+        }
+        d
+    }
+
+    /// Another zone under the demo's global admin token, set up like [`Stack::demo`], with `rego`
+    /// active.
+    pub async fn another_zone(&self, d: &Demo, name: &str, rego: &str) -> Demo {
+        let other = self.zone_for(d.admin.clone(), name).await;
+        self.activate_policy(&other, rego).await;
+        other
+    }
+
+    async fn zone_for(&self, admin: String, name: &str) -> Demo {
+        let zone = self.admin_ok("POST", "/v1/zones", &admin, Some(json!({"name": name})), 201).await;
         let z = zone["id"].as_str().unwrap().to_owned();
         let app = self.admin_ok("POST", &format!("/v1/zones/{z}/applications"), &admin, Some(json!({"name": "agent"})), 201).await;
         let resource = "https://api.e2e.test/tools".to_owned();
@@ -338,18 +354,14 @@ impl Stack {
         )
         .await;
         let set = self.admin_ok("POST", &format!("/v1/zones/{z}/policy-sets"), &admin, Some(json!({"name": "main"})), 201).await;
-        let d = Demo {
+        Demo {
             zone_id: z,
             app_id: app["id"].as_str().unwrap().to_owned(),
             secret: app["client_secret"].as_str().unwrap().to_owned(),
             resource,
             policy_set_id: set["id"].as_str().unwrap().to_owned(),
             admin,
-        };
-        if activate {
-            self.activate_policy(&d, ALLOW_POLICY).await;
         }
-        d
     }
 
     /// `POST /oauth/2/token` with `form`.

@@ -59,13 +59,27 @@ pub fn content_length(req: &RequestHeader, max: u64) -> Result<(), Denial> {
     }
 }
 
-/// Refuses path traversal: the path is percent-decoded until stable (so `%252e%252e` is caught);
-/// an undecodable escape, a backslash or NUL, or a `.`/`..` segment after any round is refused.
+/// Counts `len` more request body bytes; over `max` the request fails with 413 (mapped to
+/// `payload_too_large` by [`super::failure`]).
+pub fn body_chunk(seen: &mut u64, len: usize, max: u64) -> pingora::Result<()> {
+    *seen += len as u64;
+    if *seen > max {
+        return pingora::Error::e_explain(pingora::ErrorType::HTTPStatus(413), "request body over MAX_REQUEST_BYTES");
+    }
+    Ok(())
+}
+
+/// Refuses path traversal in every form an upstream might normalise: the path is
+/// percent-decoded until stable (so `%252e%252e` is caught), and after any round an undecodable
+/// escape, a backslash or NUL (`..\\`, `%5C..%5C`: Windows servers and some frameworks read `\\`
+/// as `/`), a `.`/`..` segment — also with path parameters, `..;x` and `.;`, which Tomcat and
+/// Spring strip before resolving dot segments — or an overlong UTF-8 form (`%c0%ae` is `.` to a
+/// lax decoder) is refused.
 pub fn path_traversal(path: &str) -> Result<(), Denial> {
     let mut current = path.as_bytes().to_vec();
     // Eight rounds cover any encoding depth a real client sends; deeper nesting is refused.
     for _ in 0..8 {
-        if current.iter().any(|b| matches!(b, b'\\' | 0)) || has_dot_segment(&current) {
+        if current.iter().any(|b| matches!(b, b'\\' | 0)) || has_dot_segment(&current) || has_overlong_utf8(&current) {
             return Err(Denial::PathTraversal);
         }
         if !current.contains(&b'%') {
@@ -76,8 +90,18 @@ pub fn path_traversal(path: &str) -> Result<(), Denial> {
     Err(Denial::PathTraversal)
 }
 
+/// A `.` or `..` segment, ignoring `;` path parameters (`/..;jsessionid=x/` is `/../` to Tomcat).
 fn has_dot_segment(path: &[u8]) -> bool {
-    path.split(|b| *b == b'/').any(|seg| seg == b"." || seg == b"..")
+    path.split(|b| *b == b'/').any(|seg| {
+        let name = seg.split(|b| *b == b';').next().unwrap_or(seg);
+        name == b"." || name == b".."
+    })
+}
+
+/// Lead bytes that only an overlong (invalid) UTF-8 sequence starts with: `C0`/`C1`, `E0 80..9F`,
+/// `F0 80..8F`. Real UTF-8 never contains them; lax decoders turn them into `.`, `/` or `\\`.
+fn has_overlong_utf8(path: &[u8]) -> bool {
+    path.windows(2).any(|w| matches!(w, [0xC0 | 0xC1, _] | [0xE0, 0x80..=0x9F] | [0xF0, 0x80..=0x8F])) || path.last().is_some_and(|b| matches!(b, 0xC0 | 0xC1))
 }
 
 /// Percent-decoding that refuses a `%` not followed by two hex digits.
@@ -138,6 +162,15 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_body_is_counted_against_the_limit() {
+        let mut seen = 0;
+        assert!(body_chunk(&mut seen, 6, 10).is_ok());
+        assert!(body_chunk(&mut seen, 4, 10).is_ok(), "exactly the limit passes");
+        let e = body_chunk(&mut seen, 1, 10).unwrap_err();
+        assert_eq!(e.etype(), &pingora::ErrorType::HTTPStatus(413));
+    }
+
+    #[test]
     fn traversal_table() {
         let refused = [
             "/a/../b",
@@ -160,11 +193,48 @@ mod tests {
             "/a/%2f..%2fb",
             "/a/..%2fb",
             "/a/%c0%ae%c0%ae/x/../y",
+            // Path parameters hide dot segments from a plain segment compare (Tomcat, Spring).
+            "/a/..;/b",
+            "/a/..;x=1/b",
+            "/..;x/",
+            "/a/.;/b",
+            "/a/..;",
+            "/a/%2e%2e;/b",
+            "/a/%2E%2E;jsessionid=1/b",
+            "/a/..%3b/b",
+            "/a/..%253b/b",
+            "/a/;/../b",
+            // Backslashes, raw, encoded and mixed.
+            "/a/..\\b",
+            "/a\\..\\b",
+            "/a/%5C..%5Cb",
+            "/a/%5c..\\b",
+            "/a/..%5cb",
+            "/a/%255C..%255Cb",
+            // Overlong UTF-8 forms of `.` and `/`.
+            "/a/%c0%ae%c0%ae/b",
+            "/a/%e0%80%ae/b",
+            "/a/%c0%af",
+            "/a/%C1%9C",
+            "/a/%f0%80%80%ae",
         ];
         for p in refused {
             assert_eq!(path_traversal(p), Err(Denial::PathTraversal), "{p} must be refused");
         }
-        let accepted = ["/", "/.env", "/foo..bar", "/a/b.c/d", "/v1/items/%20x", "/a/...", "/a/b%2Fc"];
+        let accepted = [
+            "/",
+            "/.env",
+            "/foo..bar",
+            "/a/b.c/d",
+            "/v1/items/%20x",
+            "/a/...",
+            "/a/b%2Fc",
+            "/a/b;v=1",
+            "/a/;jsessionid=1/b",
+            "/a/..x;y",
+            "/a/caf%C3%A9",
+            "/a/%E2%82%AC",
+        ];
         for p in accepted {
             assert_eq!(path_traversal(p), Ok(()), "{p} must pass");
         }

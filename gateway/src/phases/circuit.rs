@@ -1,13 +1,31 @@
-//! The STS circuit breaker.
+//! The STS circuit breakers: one per zone, and one for the STS as a whole.
 //!
-//! After `STS_CIRCUIT_FAILURES` unavailable answers (transport errors, 5xx) within
-//! `STS_CIRCUIT_WINDOW`, the circuit opens and requests fail fast with 503 `sts_unavailable`
-//! (`sts_circuit_open`) instead of piling onto a struggling STS. After `STS_CIRCUIT_OPEN` one
-//! request is let through as a probe (half-open); its success closes the circuit, its failure
-//! opens it again. The failure count resets when its window passes or on any success (the
-//! original never reset it, so one stray failure re-opened the circuit). The hot path reads one
-//! atomic.
+//! A [`Circuit`] opens after `STS_CIRCUIT_FAILURES` failures within `STS_CIRCUIT_WINDOW`; requests
+//! then fail fast with 503 `sts_unavailable` (`sts_circuit_open`) instead of piling onto a
+//! struggling STS. After `STS_CIRCUIT_OPEN` one request is let through as a probe (half-open);
+//! its success closes the circuit, its failure opens it again. The failure count resets when its
+//! window passes or on any success (the original never reset it, so one stray failure re-opened
+//! the circuit). A probe whose request ends without an outcome (the client went away mid
+//! exchange) hands the probe back, so a circuit can never stay half-open for good.
+//!
+//! [`Circuits`] decides which circuit an outcome counts against ([`Health`]):
+//!
+//! * **A zone's failure** — the STS answered 5xx for this zone's exchange (`policy_eval_failed`
+//!   from a broken policy, an internal error), or the exchange timed out — opens that zone's
+//!   circuit only; other zones keep flowing. The STS was reachable, so it counts as a success
+//!   for the global circuit.
+//! * **The STS is down** — connection refused or reset, an answer outside the contract (a proxy's
+//!   HTML error page, an unreadable 200) — counts against the global circuit, which fails every
+//!   zone fast.
+//! * A policy refusal (4xx, including 429) is a healthy STS saying no.
+//!
+//! Zone circuits exist only for zones that failed: the map holds at most
+//! [`MAX_ZONE_CIRCUITS`] zones and forgets one idle for [`ZONE_IDLE`] (zone ids here come from
+//! verified mandates, so only real zones can be added). An evicted open circuit closes early,
+//! which costs the STS some load, never a wrong answer. The hot path reads one atomic (global)
+//! and looks the zone up in a concurrent map.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -104,6 +122,13 @@ impl Circuit {
         }
     }
 
+    /// Hands back a probe that ended without an outcome: the next request may probe at once.
+    pub fn abandon(&self, admit: Admit) {
+        if admit == Admit::Probe {
+            let _ = self.state.compare_exchange(HALF_OPEN, OPEN, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
     fn open(&self) {
         self.opened_ms.store(now_ms(), Ordering::Release);
         self.state.store(OPEN, Ordering::Release);
@@ -114,6 +139,129 @@ impl Circuit {
     /// Whether the circuit is open (for `/ready` and metrics).
     pub fn is_open(&self) -> bool {
         self.state.load(Ordering::Acquire) != CLOSED
+    }
+}
+
+/// Most zones with a circuit of their own.
+pub const MAX_ZONE_CIRCUITS: u64 = 10_000;
+/// A zone circuit unused this long is forgotten.
+pub const ZONE_IDLE: Duration = Duration::from_secs(600);
+
+/// What an exchange's outcome says about the STS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// A grant or a refusal: the STS works.
+    Healthy,
+    /// This zone's exchange failed (5xx, timeout): the zone's circuit counts it.
+    ZoneFailing,
+    /// The STS could not be reached or answered outside the contract: every zone is affected.
+    StsDown,
+}
+
+/// The circuit settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub failures: u32,
+    pub window: Duration,
+    pub open: Duration,
+}
+
+/// The global circuit and the zones' circuits.
+pub struct Circuits {
+    global: Circuit,
+    zones: moka::sync::Cache<String, Arc<Circuit>>,
+    settings: Settings,
+    opened: prometheus::IntCounter,
+}
+
+/// Permission to call the STS, to be settled with [`Ticket::record`]; dropped unsettled (the
+/// request ended mid exchange) it hands back any probe it held.
+pub struct Ticket<'a> {
+    circuits: &'a Circuits,
+    global: Admit,
+    zone: Option<(Arc<Circuit>, Admit)>,
+    zone_id: &'a str,
+    settled: bool,
+}
+
+impl Circuits {
+    /// All circuits closed.
+    pub fn new(settings: Settings, opened: prometheus::IntCounter) -> Self {
+        Self {
+            global: Circuit::new(settings.failures, settings.window, settings.open, opened.clone()),
+            zones: moka::sync::Cache::builder().max_capacity(MAX_ZONE_CIRCUITS).time_to_idle(ZONE_IDLE).build(),
+            settings,
+            opened,
+        }
+    }
+
+    /// Whether a request of `zone_id` may call the STS now.
+    pub fn admit<'a>(&'a self, zone_id: &'a str) -> Option<Ticket<'a>> {
+        let zone = match self.zones.get(zone_id) {
+            Some(c) => match c.admit() {
+                Admit::Reject => return None,
+                a => Some((c, a)),
+            },
+            None => None,
+        };
+        let global = self.global.admit();
+        if global == Admit::Reject {
+            if let Some((c, a)) = &zone {
+                c.abandon(*a);
+            }
+            return None;
+        }
+        Some(Ticket { circuits: self, global, zone, zone_id, settled: false })
+    }
+
+    /// Whether the global circuit is open.
+    pub fn is_open(&self) -> bool {
+        self.global.is_open()
+    }
+}
+
+impl Ticket<'_> {
+    /// Counts the outcome against the circuit it concerns.
+    pub fn record(mut self, health: Health) {
+        self.settled = true;
+        let c = self.circuits;
+        match health {
+            Health::Healthy => {
+                c.global.record(self.global, false);
+                if let Some((z, a)) = &self.zone {
+                    z.record(*a, false);
+                }
+            }
+            Health::ZoneFailing => {
+                c.global.record(self.global, false);
+                let (z, a) = self.zone.take().unwrap_or_else(|| {
+                    let s = c.settings;
+                    let z = c
+                        .zones
+                        .get_with_by_ref(self.zone_id, || Arc::new(Circuit::new(s.failures, s.window, s.open, c.opened.clone())));
+                    (z, Admit::Pass)
+                });
+                z.record(a, true);
+            }
+            Health::StsDown => {
+                c.global.record(self.global, true);
+                // A zone's probe learned nothing about the zone: let the next request probe.
+                if let Some((z, a)) = &self.zone {
+                    z.abandon(*a);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.circuits.global.abandon(self.global);
+            if let Some((z, a)) = &self.zone {
+                z.abandon(*a);
+            }
+        }
     }
 }
 
@@ -162,5 +310,92 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         w.record(Admit::Pass, true);
         assert!(!w.is_open(), "failures in different windows do not add up");
+    }
+
+    fn circuits(open_ms: u64) -> Circuits {
+        let settings = Settings { failures: 3, window: Duration::from_secs(10), open: Duration::from_millis(open_ms) };
+        Circuits::new(settings, prometheus::IntCounter::new("o", "o").unwrap())
+    }
+
+    fn outcome(c: &Circuits, zone: &str, health: Health) {
+        c.admit(zone).expect("admitted").record(health);
+    }
+
+    #[test]
+    fn a_zones_failures_open_only_its_circuit() {
+        let c = circuits(1000);
+        for _ in 0..3 {
+            outcome(&c, "a", Health::ZoneFailing);
+        }
+        assert!(c.admit("a").is_none(), "zone a fails fast");
+        assert!(c.admit("b").is_some(), "zone b flows");
+        assert!(!c.is_open(), "the STS itself is fine");
+        assert_eq!(c.opened.get(), 1);
+    }
+
+    #[test]
+    fn the_sts_down_opens_the_global_circuit_for_every_zone() {
+        let c = circuits(1000);
+        for z in ["a", "b", "c"] {
+            outcome(&c, z, Health::StsDown);
+        }
+        assert!(c.is_open());
+        assert!(c.admit("d").is_none(), "a zone never seen fails fast too");
+    }
+
+    #[test]
+    fn a_zone_failure_is_a_global_success() {
+        let c = circuits(1000);
+        outcome(&c, "a", Health::StsDown);
+        outcome(&c, "a", Health::StsDown);
+        outcome(&c, "b", Health::ZoneFailing);
+        outcome(&c, "a", Health::StsDown);
+        assert!(!c.is_open(), "the STS answered in between: the global count was reset");
+    }
+
+    #[test]
+    fn refusals_are_healthy_and_close_a_probing_zone() {
+        let c = circuits(30);
+        for _ in 0..3 {
+            outcome(&c, "a", Health::ZoneFailing);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = c.admit("a").expect("the probe");
+        assert!(c.admit("a").is_none(), "one probe at a time");
+        probe.record(Health::Healthy);
+        assert!(c.admit("a").is_some(), "a good probe closes the zone's circuit");
+    }
+
+    #[test]
+    fn an_unsettled_probe_is_handed_back() {
+        let c = circuits(30);
+        for _ in 0..3 {
+            outcome(&c, "a", Health::ZoneFailing);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        drop(c.admit("a").expect("the probe"));
+        assert!(c.admit("a").is_some(), "the client went away mid probe: the next request probes");
+        let g = circuits(30);
+        for z in ["x", "y", "z"] {
+            outcome(&g, z, Health::StsDown);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        drop(g.admit("x").expect("the global probe"));
+        assert!(g.admit("x").is_some(), "the global probe is handed back too");
+    }
+
+    #[test]
+    fn a_zone_probe_is_handed_back_when_the_global_circuit_rejects() {
+        let c = circuits(30);
+        for _ in 0..3 {
+            outcome(&c, "a", Health::ZoneFailing);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        for z in ["x", "y", "z"] {
+            outcome(&c, z, Health::StsDown);
+        }
+        assert!(c.admit("a").is_none(), "the global circuit is open");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.admit("a").is_some(), "the zone's probe was not lost to the global rejection");
     }
 }

@@ -117,6 +117,10 @@ impl Resolve for SystemResolver {
     }
 }
 
+/// Longest wait for a DNS answer: a resolver that never answers must not hold requests for the
+/// libc resolver's whole retry schedule.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The egress policy with its resolver and a short cache of checked answers.
 pub struct Egress {
     pub allow_private: bool,
@@ -124,6 +128,7 @@ pub struct Egress {
     pub allowlist: Vec<String>,
     resolver: Arc<dyn Resolve>,
     cache: moka::future::Cache<(String, u16), SocketAddr>,
+    resolve_timeout: Duration,
 }
 
 /// Why an upstream address was refused.
@@ -139,7 +144,13 @@ impl Egress {
     /// A policy; checked answers are reused for `cache_ttl`.
     pub fn new(allow_private: bool, allowlist: Vec<String>, resolver: Arc<dyn Resolve>, cache_ttl: Duration) -> Self {
         let cache = moka::future::Cache::builder().max_capacity(10_000).time_to_live(cache_ttl).build();
-        Self { allow_private, allowlist, resolver, cache }
+        Self { allow_private, allowlist, resolver, cache, resolve_timeout: RESOLVE_TIMEOUT }
+    }
+
+    /// The same policy with another DNS deadline.
+    pub fn with_resolve_timeout(mut self, timeout: Duration) -> Self {
+        self.resolve_timeout = timeout;
+        self
     }
 
     /// Whether an address may be dialed.
@@ -164,16 +175,20 @@ impl Egress {
             return Ok(SocketAddr::new(ip, port));
         }
         let key = (host, port);
-        if let Some(addr) = self.cache.get(&key).await {
-            return Ok(addr);
-        }
-        let addrs = self.resolver.resolve(&key.0, port).await.map_err(|_| EgressError::Unresolvable)?;
-        let first = *addrs.first().ok_or(EgressError::Unresolvable)?;
-        for a in &addrs {
-            self.check_ip(a.ip())?;
-        }
-        self.cache.insert(key, first).await;
-        Ok(first)
+        // Single-flight: requests arriving while a host is resolved share the lookup; only a
+        // checked answer is cached.
+        self.cache
+            .try_get_with_by_ref(&key, async {
+                let answer = tokio::time::timeout(self.resolve_timeout, self.resolver.resolve(&key.0, port)).await;
+                let addrs = answer.map_err(|_| EgressError::Unresolvable)?.map_err(|_| EgressError::Unresolvable)?;
+                let first = *addrs.first().ok_or(EgressError::Unresolvable)?;
+                for a in &addrs {
+                    self.check_ip(a.ip())?;
+                }
+                Ok(first)
+            })
+            .await
+            .map_err(|e: Arc<EgressError>| (*e).clone())
     }
 }
 
@@ -283,5 +298,27 @@ mod tests {
         assert!(listed.pin("API.Example", 443).await.is_ok(), "case-insensitive");
         assert_eq!(listed.pin("other.example", 443).await, Err(EgressError::NotAllowlisted));
         assert_eq!(listed.pin("api.example.evil", 443).await, Err(EgressError::NotAllowlisted), "exact match only");
+    }
+
+    /// Never answers; counts the questions.
+    struct Silent(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Resolve for Silent {
+        async fn resolve(&self, _host: &str, _port: u16) -> io::Result<Vec<SocketAddr>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_resolver_is_bounded_and_asked_once_per_host() {
+        let r = Arc::new(Silent(Default::default()));
+        let e = Egress::new(false, vec![], r.clone(), Duration::from_secs(30)).with_resolve_timeout(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let (a, b) = tokio::join!(e.pin("slow.example", 443), e.pin("slow.example", 443));
+        assert_eq!((a, b), (Err(EgressError::Unresolvable), Err(EgressError::Unresolvable)));
+        assert!(started.elapsed() < Duration::from_secs(1), "bounded: {:?}", started.elapsed());
+        assert_eq!(r.0.load(std::sync::atomic::Ordering::SeqCst), 1, "concurrent requests share one lookup");
     }
 }

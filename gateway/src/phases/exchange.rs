@@ -5,15 +5,19 @@
 //! request carries `X-Caracal-Gateway-Timestamp`, a single-use `X-Caracal-Gateway-Request` nonce and
 //! `X-Caracal-Gateway-Signature` = HMAC(`GATEWAY_STS_HMAC_KEY`, `ts\nnonce\nPOST\npath\nsha256(body)`).
 //!
-//! A refusal from the STS is relayed with its status, code and description (`sts_refused`); a
-//! transport failure or an answer outside the contract is `sts_unavailable` (502, 504 on timeout),
-//! counted as `sts_exchange_errors`. The result is an [`ExchangeGrant`]: the resource mandate and
-//! the upstream directive.
+//! A refusal from the STS (4xx) is relayed with its status, code and description
+//! (`sts_refused`); a failure the STS reports itself (5xx with its error body, such as 503
+//! `policy_eval_failed`) is relayed the same way but counted as `sts_exchange_errors`; a
+//! transport failure or an answer outside the contract is `sts_unavailable` (502, 504 on
+//! timeout), also `sts_exchange_errors`. [`health`] tells the circuits which of these concern one
+//! zone and which the whole STS. The result is an [`ExchangeGrant`]: the resource mandate and the
+//! upstream directive.
 
 use caracal_shared::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TokenResponse, UpstreamDirective};
 use caracal_shared::{WireError, b64, request_id, sig};
 
 use crate::deny::Denial;
+use crate::phases::circuit::Health;
 use crate::phases::replay::FreshJti;
 
 /// Largest STS answer read.
@@ -105,8 +109,11 @@ impl StsClient {
         };
         if status != 200 {
             return Err(match serde_json::from_slice::<WireError>(&body) {
-                Ok(w) if json && !w.error.is_empty() && (400..600).contains(&status) => {
+                Ok(w) if json && !w.error.is_empty() && (400..500).contains(&status) => {
                     Denial::StsRefused { status, code: w.error, description: w.error_description }
+                }
+                Ok(w) if json && !w.error.is_empty() && (500..600).contains(&status) => {
+                    Denial::StsFailed { status, code: w.error, description: w.error_description }
                 }
                 _ => Denial::StsUnavailable { status: if status >= 500 { status } else { 502 }, description: "sts unavailable" },
             });
@@ -118,6 +125,17 @@ impl StsClient {
         let directive =
             parsed.upstreams.and_then(|mut u| u.remove(req.resource)).filter(|d| !d.url.is_empty()).ok_or(Denial::NoUpstream)?;
         Ok(ExchangeGrant { mandate: parsed.access_token, directive })
+    }
+}
+
+/// What an exchange's outcome says about the STS (see [`super::circuit`]): the STS's own 5xx and
+/// timeouts concern the zone whose exchange it was; transport failures and answers outside the
+/// contract concern every zone.
+pub fn health(outcome: &Result<ExchangeGrant, Denial>) -> Health {
+    match outcome {
+        Err(Denial::StsFailed { .. } | Denial::StsUnavailable { status: 504, .. }) => Health::ZoneFailing,
+        Err(Denial::StsUnavailable { .. }) => Health::StsDown,
+        _ => Health::Healthy,
     }
 }
 
@@ -136,4 +154,35 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, bool> {
 /// The error without the URL (a reqwest error prints it; keep logs free of internal addresses).
 fn without_url(e: reqwest::Error) -> reqwest::Error {
     e.without_url()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(status: u16) -> Result<ExchangeGrant, Denial> {
+        Err(Denial::StsFailed { status, code: "policy_eval_failed".into(), description: "x".into() })
+    }
+
+    #[test]
+    fn the_sts_reporting_a_failure_or_timing_out_concerns_the_zone() {
+        assert_eq!(health(&failed(503)), Health::ZoneFailing);
+        assert_eq!(health(&failed(500)), Health::ZoneFailing);
+        assert_eq!(health(&Err(Denial::StsUnavailable { status: 504, description: "sts timeout" })), Health::ZoneFailing);
+    }
+
+    #[test]
+    fn an_unreachable_sts_or_an_answer_outside_the_contract_concerns_every_zone() {
+        assert_eq!(health(&Err(Denial::StsUnavailable { status: 502, description: "sts unavailable" })), Health::StsDown);
+        assert_eq!(health(&Err(Denial::StsUnavailable { status: 503, description: "sts unavailable" })), Health::StsDown);
+    }
+
+    #[test]
+    fn refusals_and_grants_are_a_healthy_sts() {
+        let refused = Err(Denial::StsRefused { status: 403, code: "access_denied".into(), description: "no".into() });
+        assert_eq!(health(&refused), Health::Healthy);
+        let limited = Err(Denial::StsRefused { status: 429, code: "rate_limited".into(), description: "slow down".into() });
+        assert_eq!(health(&limited), Health::Healthy, "a rate limit is the STS protecting itself, not failing");
+        assert_eq!(health(&Err(Denial::NoUpstream)), Health::Healthy);
+    }
 }

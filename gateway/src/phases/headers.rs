@@ -1,17 +1,77 @@
 //! Header hygiene in both directions.
 //!
 //! Toward the upstream: Pingora already drops hop-by-hop fields; here the inbound `Authorization`,
-//! `Proxy-Authorization`, every `X-Caracal-*` and `X-Forwarded-*`, `Forwarded`, `X-Real-Ip` and the
-//! `caracal.*` entries of `baggage` are removed, the credential is injected, and `Host`,
-//! `X-Request-Id`, `traceparent` and `X-Forwarded-For`/`-Proto` are set by the gateway alone.
+//! `Proxy-Authorization`, every `X-Caracal-*` and `X-Forwarded-*`, `Forwarded`, `X-Real-Ip`, the
+//! method and URL override headers ([`OVERRIDE_HEADERS`]) and the `caracal.*` entries of
+//! `baggage` are removed, the credential is injected, and `Host`, `X-Request-Id`, `traceparent`
+//! and `X-Forwarded-For`/`-Proto` are set by the gateway alone. Names are compared with `_` read
+//! as `-`: CGI-style servers (PHP, WSGI) map `X_Http_Method_Override` and
+//! `X-Http-Method-Override` to the same variable.
+//!
+//! Hop-by-hop fields are removed here too (Pingora forwards them): `Connection` and every field it
+//! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, and above all `Upgrade` and
+//! `HTTP2-Settings` — an upstream that switched protocols (h2c, WebSocket) would carry any
+//! request or message on the tunnel after one checked operation. Framing (`Content-Length`,
+//! `Transfer-Encoding`) and `Host` stay with Pingora even when `Connection` names them.
+//!
+//! Override headers are stripped rather than refused: the STS checked the operation on the
+//! request line, and the upstream then acts on exactly that; a refusal would break clients whose
+//! libraries always send them and protect nothing more.
 //! Toward the client: server banners, `X-Caracal-Identity` and absolute `Location`s are removed.
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::ctx::RequestCtx;
 use crate::phases::upstream::{Credential, SafePeer};
 
 const STRIPPED_PREFIXES: &[&str] = &["x-caracal-", "x-forwarded-"];
-const STRIPPED_REQUEST: &[&str] = &["authorization", "proxy-authorization", "forwarded", "x-real-ip"];
+const STRIPPED_REQUEST: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "forwarded",
+    "x-real-ip",
+    // Hop-by-hop (RFC 9110 §7.6.1) and protocol switches.
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+];
+/// Never removed because `Connection` names them: framing and routing belong to Pingora.
+const KEPT_WHEN_LISTED: &[&str] = &["host", "content-length", "transfer-encoding"];
+/// Headers a framework or proxy behind the gateway may take as the request's real method or path
+/// (or, for Next.js, as "already past the middleware"): each would let a request do what its
+/// declared operation does not allow.
+pub const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-envoy-original-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-envoy-original-path",
+    "x-middleware-subrequest",
+];
+
+/// `name` (lowercase) equals `pattern` or starts with it, reading `_` as `-`.
+fn matches_dashed(name: &str, pattern: &str, prefix: bool) -> bool {
+    let (n, p) = (name.as_bytes(), pattern.as_bytes());
+    if n.len() < p.len() || (!prefix && n.len() != p.len()) {
+        return false;
+    }
+    n.iter().zip(p).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+}
+
+/// Whether an inbound request header must not reach the upstream.
+fn stripped_inbound(name: &str) -> bool {
+    STRIPPED_REQUEST.iter().chain(OVERRIDE_HEADERS).any(|p| matches_dashed(name, p, false))
+        || STRIPPED_PREFIXES.iter().any(|p| matches_dashed(name, p, true))
+}
 const STRIPPED_RESPONSE: &[&str] = &["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-caracal-identity", "refresh"];
 
 /// Everything the upstream request needs from the gateway.
@@ -23,15 +83,31 @@ pub struct Outbound<'a> {
     pub tls_downstream: bool,
 }
 
+/// `upstream_request_filter`: the granted request's [`Outbound`] applied to `req`.
+pub fn upstream_request_for(session: &pingora::proxy::Session, req: &mut RequestHeader, ctx: &RequestCtx, tls_downstream: bool) -> pingora::Result<()> {
+    let Some(fwd) = &ctx.forward else {
+        return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream request without a granted request");
+    };
+    let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+    let out = Outbound { peer: &fwd.peer, mandate: &fwd.grant.mandate, request_id: &ctx.request_id, client_ip, tls_downstream };
+    upstream_request(req, &out)
+}
+
 /// Rewrites the request sent upstream.
 pub fn upstream_request(req: &mut RequestHeader, out: &Outbound<'_>) -> pingora::Result<()> {
+    let listed: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && !KEPT_WHEN_LISTED.contains(&t.as_str()))
+        .collect();
     let doomed: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            STRIPPED_REQUEST.contains(&n) || STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p))
-        })
+        .filter(|n| stripped_inbound(n.as_str()) || listed.iter().any(|t| t == n.as_str()))
         .cloned()
         .collect();
     for name in doomed {
@@ -146,9 +222,59 @@ pub fn downstream_response(resp: &mut ResponseHeader, request_id: &str, mandate_
     Ok(())
 }
 
-/// A path-absolute or relative reference: no scheme, no authority.
+/// An unambiguous relative reference (`/path`, `path/rel`, `?query`, `#fragment`): one that every
+/// browser resolves against the gateway's own origin. Refused, because a browser reads them as
+/// another host or scheme: a scheme (`https:/evil`, `javascript:`), an authority (`//evil`), a
+/// backslash anywhere (`/\\evil`, `\\\\evil`, `\\/evil`: `\\` is `/` to a browser), any byte outside
+/// visible ASCII (leading whitespace and control characters are dropped by URL parsers; a valid
+/// Location is percent-encoded), and any of these once percent-decoded (`/%5Cevil`, `/%2F/evil`),
+/// since some clients and frameworks decode before they resolve.
 fn is_relative_reference(s: &str) -> bool {
-    !s.starts_with("//") && !s.starts_with("\\") && !s.split(['/', '?', '#']).next().unwrap_or("").contains(':')
+    let raw = s.as_bytes();
+    if raw.is_empty() || !raw.iter().all(|b| (0x21..=0x7e).contains(b)) || !relative_form(raw) {
+        return false;
+    }
+    let mut current = raw.to_vec();
+    // A few rounds cover any real double encoding; each must still be relative.
+    for _ in 0..4 {
+        let next = lenient_percent_decode(&current);
+        if next == current {
+            return true;
+        }
+        // URL parsers drop leading C0 controls and spaces before they look for a scheme.
+        let start = next.iter().position(|b| *b > 0x20).unwrap_or(next.len());
+        if !relative_form(&next[start..]) {
+            return false;
+        }
+        current = next;
+    }
+    false
+}
+
+/// No backslash, no leading `//`, no scheme (a `:` before the first `/`, `?` or `#`).
+fn relative_form(b: &[u8]) -> bool {
+    let first = b.split(|c| matches!(c, b'/' | b'?' | b'#')).next().unwrap_or(b);
+    !b.contains(&b'\\') && !b.starts_with(b"//") && !first.contains(&b':')
+}
+
+/// Decodes every `%XX` with two hex digits; anything else is kept as it is.
+fn lenient_percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let hex = |j: usize| input.get(j).and_then(|b| (*b as char).to_digit(16));
+        match (input[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -181,12 +307,52 @@ mod tests {
 
     #[test]
     fn relative_references() {
-        for ok in ["/v2/resource", "?page=2", "next", "a/b:c"] {
+        for ok in ["/v2/resource", "?page=2", "#top", "next", "a/b:c", "/files/my%20doc.pdf", "/a%2Fb", "/caf%C3%A9", "/100%"] {
             assert!(is_relative_reference(ok), "{ok}");
         }
-        for bad in ["http://internal/", "//evil.example/x", "https:/x", "\\\\evil", "javascript:alert(1)"] {
-            assert!(!is_relative_reference(bad), "{bad}");
+    }
+
+    #[test]
+    fn references_a_browser_reads_as_another_origin() {
+        for bad in [
+            "",
+            "http://internal/",
+            "//evil.example/x",
+            "https:/x",
+            "https:evil.example",
+            "HTTPS://evil.example",
+            "javascript:alert(1)",
+            "\\\\evil",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/x\\..\\y",
+            " //evil.example",
+            "\t//evil.example",
+            "\u{1}//evil.example",
+            "/\t/evil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/%2F/evil.example",
+            "%2F%2Fevil.example",
+            "%09//evil.example",
+            "/%255Cevil.example",
+            "javascript%3Aalert(1)",
+            "/caf\u{e9}",
+        ] {
+            assert!(!is_relative_reference(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dashed_matching_reads_underscores_as_dashes() {
+        assert!(stripped_inbound("x-http-method-override"));
+        assert!(stripped_inbound("x_http_method_override"));
+        assert!(stripped_inbound("x_forwarded_prefix"));
+        assert!(stripped_inbound("x-forwarded-prefix"));
+        assert!(!stripped_inbound("x-http-method-overrider"), "exact names are exact");
+        assert!(!stripped_inbound("x-http"));
+        assert!(!stripped_inbound("x-original"));
+        assert!(!stripped_inbound("content-type"));
     }
 
     #[test]
@@ -212,6 +378,22 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("baggage", "caracal.zone=z, user=alice"),
             ("x-keep", "yes"),
+            ("x-keep_this", "yes"),
+            ("x-http-method-override", "DELETE"),
+            ("X_HTTP_METHOD_OVERRIDE", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("x-middleware-subrequest", "middleware"),
+            ("x_forwarded_host", "evil"),
+            ("x_caracal_client_id", "spoof"),
+            ("x_real_ip", "6.6.6.6"),
+            ("connection", "Upgrade, HTTP2-Settings, X-Listed, content-length"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("x-listed", "hop"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("content-length", "0"),
         ] {
             req.append_header(k.to_string(), v).unwrap();
         }
@@ -227,6 +409,17 @@ mod tests {
         assert_eq!(h("x-forwarded-for").as_deref(), Some("10.0.0.1"), "replaced, never appended");
         assert_eq!(h("baggage").as_deref(), Some("user=alice"));
         assert_eq!(h("x-keep").as_deref(), Some("yes"));
+        assert_eq!(h("x-keep_this").as_deref(), Some("yes"));
+        for gone in ["x-http-method-override", "x_http_method_override", "x-original-url", "x_rewrite_url", "x-middleware-subrequest"] {
+            assert_eq!(h(gone), None, "{gone} overrides the checked operation");
+        }
+        for gone in ["x_forwarded_host", "x_caracal_client_id", "x_real_ip"] {
+            assert_eq!(h(gone), None, "{gone} is the dashed header to a CGI-style server");
+        }
+        for gone in ["connection", "upgrade", "http2-settings", "x-listed", "keep-alive", "te"] {
+            assert_eq!(h(gone), None, "{gone} is hop-by-hop");
+        }
+        assert_eq!(h("content-length").as_deref(), Some("0"), "framing stays with Pingora even when listed");
         assert_eq!(h("host").as_deref(), Some("up.example:9"));
         assert_eq!(h("x-request-id").as_deref(), Some("rid"));
         assert!(valid_traceparent(&h("traceparent").unwrap()));

@@ -7,14 +7,10 @@
 //! memory right after the signature so a revoked mandate never burns a `jti` or reaches the STS.
 //!
 //! While a response streams, [`StreamGuard`] re-checks at every 4 KiB boundary the body crosses
-//! (an atomic epoch load; the anchors are looked up only when the view changed), and a watcher
-//! task subscribed to the view cuts an idle stream the moment a revocation lands by shutting
-//! down the upstream socket. The watcher is aborted when the request ends or the body completes,
-//! so it can never touch a connection that went back to the pool.
+//! (an atomic epoch load; the anchors are looked up only when the view changed); an idle open
+//! stream is cut by the request's [`super::watch::UpstreamWatch`] the moment a revocation lands.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use caracal_shared::Claims;
 use caracal_shared::revocation::RevocationView;
@@ -39,30 +35,19 @@ pub fn check(view: &RevocationView, c: &Claims) -> Result<(), Denial> {
     if view.any_revoked(c.anchors()) { Err(Denial::Revoked) } else { Ok(()) }
 }
 
-/// Per-response revocation state.
+/// Per-response revocation state: the 4 KiB re-checks.
 pub struct StreamGuard {
     view: Arc<RevocationView>,
     anchors: Arc<Vec<String>>,
     seen_epoch: u64,
     bytes: u64,
     next_check: u64,
-    /// Set by the watcher when it cut the stream.
-    cut: Arc<AtomicBool>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl StreamGuard {
     /// A guard for a response whose request passed admission at `epoch`.
-    pub fn new(view: Arc<RevocationView>, anchors: Vec<String>, epoch: u64) -> Self {
-        Self {
-            view,
-            anchors: Arc::new(anchors),
-            seen_epoch: epoch,
-            bytes: 0,
-            next_check: CHECK_EVERY,
-            cut: Arc::new(AtomicBool::new(false)),
-            watcher: None,
-        }
+    pub fn new(view: Arc<RevocationView>, anchors: Arc<Vec<String>>, epoch: u64) -> Self {
+        Self { view, anchors, seen_epoch: epoch, bytes: 0, next_check: CHECK_EVERY }
     }
 
     /// Counts `len` body bytes; `true` when a 4 KiB boundary was crossed and an anchor is now
@@ -78,56 +63,12 @@ impl StreamGuard {
             return false;
         }
         self.seen_epoch = epoch;
-        let revoked = self.view.any_revoked(self.anchors.iter().map(String::as_str));
-        if revoked {
-            self.cut.store(true, Ordering::Release);
-        }
-        revoked
+        self.view.any_revoked(self.anchors.iter().map(String::as_str))
     }
 
     /// Body bytes seen.
     pub fn bytes(&self) -> u64 {
         self.bytes
-    }
-
-    /// Whether a revocation cut this stream (at a 4 KiB check or by the idle watcher).
-    pub fn was_cut(&self) -> bool {
-        self.cut.load(Ordering::Acquire)
-    }
-
-    /// Watches the view while the response is open; on revocation shuts the upstream socket down,
-    /// which ends the proxied stream even when the upstream is silent.
-    pub fn watch(&mut self, upstream_fd: RawFd, on_cut: impl FnOnce() + Send + 'static) {
-        let (view, anchors, cut) = (self.view.clone(), self.anchors.clone(), self.cut.clone());
-        let mut changes = view.subscribe();
-        self.watcher = Some(tokio::spawn(async move {
-            loop {
-                if view.any_revoked(anchors.iter().map(String::as_str)) {
-                    cut.store(true, Ordering::Release);
-                    // The fd is the upstream socket of this request; the task is aborted before
-                    // the connection can be reused (see `disarm`).
-                    let _ = nix::sys::socket::shutdown(upstream_fd, nix::sys::socket::Shutdown::Both);
-                    on_cut();
-                    return;
-                }
-                if changes.changed().await.is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-
-    /// Stops the watcher (the body is complete, or the request ends).
-    pub fn disarm(&mut self) {
-        if let Some(w) = self.watcher.take() {
-            w.abort();
-        }
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.disarm();
     }
 }
 
@@ -142,28 +83,12 @@ mod tests {
     #[test]
     fn checks_at_each_4k_boundary_only_when_the_view_changed() {
         let view = RevocationView::new(Duration::from_secs(70), false, false);
-        let mut g = StreamGuard::new(view.clone(), vec!["root".into()], view.epoch());
+        let mut g = StreamGuard::new(view.clone(), Arc::new(vec!["root".into()]), view.epoch());
         assert!(!g.on_body(4095));
         view.add(&[Revoked { anchor: "root".into(), expires_at: i64::MAX }]);
         assert!(!g.on_body(0), "below the boundary nothing is checked");
         assert!(g.on_body(1), "crossing 4 KiB sees the revocation");
-        let mut other = StreamGuard::new(view.clone(), vec!["else".into()], view.epoch() - 1);
+        let mut other = StreamGuard::new(view.clone(), Arc::new(vec!["else".into()]), view.epoch() - 1);
         assert!(!other.on_body(100_000), "other anchors are unaffected");
-    }
-
-    #[tokio::test]
-    async fn the_watcher_fires_on_revocation_of_its_anchors() {
-        let view = RevocationView::new(Duration::from_secs(70), false, false);
-        let mut g = StreamGuard::new(view.clone(), vec!["a".into()], view.epoch());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        g.watch(-1, move || {
-            let _ = tx.send(());
-        });
-        view.add(&[Revoked { anchor: "b".into(), expires_at: i64::MAX }]);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!g.was_cut(), "another anchor does not cut");
-        view.add(&[Revoked { anchor: "a".into(), expires_at: i64::MAX }]);
-        tokio::time::timeout(Duration::from_secs(1), rx).await.expect("cut within a second").unwrap();
-        assert!(g.was_cut());
     }
 }

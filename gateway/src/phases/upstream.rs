@@ -12,8 +12,10 @@
 //! `internal_error` "upstream not addressable" (`upstream_errors`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use caracal_shared::exchange::UpstreamDirective;
+use pingora::prelude::HttpPeer;
 
 use crate::deny::Denial;
 use crate::phases::egress::Egress;
@@ -61,6 +63,20 @@ pub struct SafePeer {
     pub credential: Credential,
     /// Send the resource mandate as `X-Caracal-Identity` (provider modes, opt-in).
     pub forward_identity: bool,
+}
+
+/// `upstream_peer`: the checked address as Pingora's peer. Connect deadlines only: the wait for
+/// the response header and a silent body are bounded by the request's watch
+/// ([`super::watch`]), because Pingora's `read_timeout` would also cut an idle SSE stream.
+pub fn http_peer(peer: Option<&SafePeer>, connect_timeout: Duration) -> pingora::Result<Box<HttpPeer>> {
+    let Some(p) = peer else {
+        return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream_peer without a granted request");
+    };
+    let mut peer = HttpPeer::new(p.addr, p.tls, p.host.clone());
+    // One slow address must not hold the whole deadline: a single attempt gets at most 5 s.
+    peer.options.connection_timeout = Some(connect_timeout.min(Duration::from_secs(5)));
+    peer.options.total_connection_timeout = Some(connect_timeout);
+    Ok(Box::new(peer))
 }
 
 /// The credential header, if it is one the gateway may write.
@@ -142,7 +158,10 @@ pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer,
 
 impl SafePeer {
     /// The upstream request target: the upstream's base path joined with the inbound path, and
-    /// the upstream's query followed by the inbound query.
+    /// the upstream's query followed by the inbound query. A parameter the upstream URL sets wins
+    /// wholesale: the client's pairs with that name (compared decoded) are dropped, since many
+    /// frameworks read the last of repeated parameters and the client's would override the
+    /// operator's.
     pub fn request_target(&self, inbound_path: &str, inbound_query: Option<&str>) -> String {
         let mut target = String::with_capacity(self.base_path.len() + inbound_path.len() + 32);
         target.push_str(&self.base_path);
@@ -150,10 +169,27 @@ impl SafePeer {
             target.push('/');
         }
         target.push_str(inbound_path);
-        let queries: Vec<&str> = [self.base_query.as_deref(), inbound_query].into_iter().flatten().filter(|q| !q.is_empty()).collect();
-        if !queries.is_empty() {
-            target.push('?');
-            target.push_str(&queries.join("&"));
+        let base = self.base_query.as_deref().filter(|q| !q.is_empty());
+        let inbound = inbound_query.filter(|q| !q.is_empty());
+        match (base, inbound) {
+            (None, None) => {}
+            (Some(q), None) | (None, Some(q)) => {
+                target.push('?');
+                target.push_str(q);
+            }
+            (Some(b), Some(i)) => {
+                let fixed: Vec<_> = form_urlencoded::parse(b.as_bytes()).map(|(k, _)| k).collect();
+                target.push('?');
+                target.push_str(b);
+                for pair in i.split('&').filter(|p| !p.is_empty()) {
+                    let name = pair.split('=').next().unwrap_or(pair);
+                    let decoded = form_urlencoded::parse(name.as_bytes()).next().map(|(k, _)| k).unwrap_or_default();
+                    if !fixed.contains(&decoded) {
+                        target.push('&');
+                        target.push_str(pair);
+                    }
+                }
+            }
         }
         target
     }
@@ -172,11 +208,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_peer_is_the_pinned_address_with_connect_deadlines_only() {
+        let p = resolve(&directive("https://localhost:9443/base", "none"), &open()).await.unwrap();
+        let peer = http_peer(Some(&p), Duration::from_secs(30)).unwrap();
+        assert_eq!(peer._address.to_string(), p.addr.to_string());
+        assert_eq!(peer.sni, "localhost");
+        assert_eq!(peer.options.connection_timeout, Some(Duration::from_secs(5)), "one attempt is capped");
+        assert_eq!(peer.options.total_connection_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(peer.options.read_timeout, None, "reads are bounded by the watch, which spares idle streams");
+        assert!(http_peer(None, Duration::from_secs(1)).is_err());
+    }
+
+    #[tokio::test]
     async fn resolves_and_joins_paths() {
         let p = resolve(&directive("http://127.0.0.1:9000/base/?k=1", "caracal_jwt"), &open()).await.unwrap();
         assert_eq!(p.addr, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(p.authority, "127.0.0.1:9000");
         assert_eq!(p.request_target("/items/1", Some("q=2")), "/base/items/1?k=1&q=2");
+        assert_eq!(p.request_target("/items/1", Some("k=evil&q=2&%6B=x&k")), "/base/items/1?k=1&q=2", "the upstream's k wins");
+        assert_eq!(p.request_target("/items/1", None), "/base/items/1?k=1");
+        assert_eq!(p.request_target("/items/1", Some("")), "/base/items/1?k=1");
         let root = resolve(&directive("http://127.0.0.1", "none"), &open()).await.unwrap();
         assert_eq!(root.addr.port(), 80);
         assert_eq!(root.request_target("/", None), "/");
