@@ -57,6 +57,8 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         .connect_with(options.clone())
         .await
         .context("connecting to Postgres as caracal_control (DATABASE_URL)")?;
+    let (role,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&db).await.context("checking the serving role")?;
+    tracing::info!(db_role = %role, "serving pool connected (row-level security by zone)");
     // The owner, for the ledger's sweeps and retention only (the append-only table's one DELETE).
     let owner = PgPoolOptions::new().max_connections(2).connect_with(options).await.context("connecting to Postgres (DATABASE_URL)")?;
     let redis_client = cfg.redis.client().context("REDIS_URL")?;

@@ -26,3 +26,4 @@ mod transport_security;
 mod upstream_safety;
 mod upstream_timeouts;
 mod zone_archive;
+mod zone_isolation;
