@@ -11,20 +11,8 @@ use serde_json::{Value, json};
 const STEP_UP_POLICY: &str = include_str!("../../docs/policies/writes-need-approval.rego");
 
 async fn mint(s: &Stack, d: &Demo, session: &str, scope: &str, approval_id: Option<&str>) -> Answer {
-    let mut form = vec![
-        ("grant_type", GRANT),
-        ("zone_id", d.zone_id.as_str()),
-        ("application_id", d.app_id.as_str()),
-        ("client_secret", d.secret.as_str()),
-        ("subject_token", session),
-        ("subject_token_type", ACCESS_TOKEN),
-        ("resource", d.resource.as_str()),
-        ("scope", scope),
-    ];
-    if let Some(id) = approval_id {
-        form.push(("approval_id", id));
-    }
-    s.token(&form).await
+    let extra: Vec<(&str, &str)> = approval_id.map(|id| ("approval_id", id)).into_iter().collect();
+    s.mint_gateway_with(d, session, &d.resource, scope, &extra).await
 }
 
 /// Asserts a 401 `interaction_required` with the hold in the body; returns `(approval_id, binding)`.

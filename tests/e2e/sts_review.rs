@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::{ACCESS_TOKEN, ALLOW_POLICY, Answer, Demo, GRANT, StackOptions};
+use caracal_e2e::stack::{ALLOW_POLICY, Answer, Demo, GRANT, StackOptions};
 use serde_json::json;
 
 fn cp(env: &[(&str, &str)]) -> StackOptions {
@@ -232,19 +232,7 @@ async fn approved_write(s: &Stack, d: &Demo, session: &str) -> String {
         200,
     )
     .await;
-    let a = s
-        .token(&[
-            ("grant_type", GRANT),
-            ("zone_id", &d.zone_id),
-            ("application_id", &d.app_id),
-            ("client_secret", &d.secret),
-            ("subject_token", session),
-            ("subject_token_type", ACCESS_TOKEN),
-            ("resource", &d.resource),
-            ("scope", "tools.write"),
-            ("approval_id", id),
-        ])
-        .await;
+    let a = s.mint_gateway_with(d, session, &d.resource, "tools.write", &[("approval_id", id)]).await;
     assert_eq!(a.status, 200, "{}", a.text);
     a.body["access_token"].as_str().unwrap().to_owned()
 }

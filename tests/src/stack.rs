@@ -385,17 +385,23 @@ impl Stack {
 
     /// Mints a gateway mandate for `resource` from a session mandate (raw answer).
     pub async fn mint_gateway_for(&self, d: &Demo, session: &str, resource: &str, scope: &str) -> Answer {
-        self.token(&[
+        self.mint_gateway_with(d, session, resource, scope, &[]).await
+    }
+
+    /// [`Stack::mint_gateway_for`] with more form fields (e.g. `approval_id`).
+    pub async fn mint_gateway_with(&self, d: &Demo, session: &str, resource: &str, scope: &str, extra: &[(&str, &str)]) -> Answer {
+        let mut form = vec![
             ("grant_type", GRANT),
-            ("zone_id", &d.zone_id),
-            ("application_id", &d.app_id),
-            ("client_secret", &d.secret),
+            ("zone_id", d.zone_id.as_str()),
+            ("application_id", d.app_id.as_str()),
+            ("client_secret", d.secret.as_str()),
             ("subject_token", session),
             ("subject_token_type", ACCESS_TOKEN),
             ("resource", resource),
             ("scope", scope),
-        ])
-        .await
+        ];
+        form.extend_from_slice(extra);
+        self.token(&form).await
     }
 
     /// Adds a resource `identifier` → `upstream_url` (GET anything, scope `tools.read`).

@@ -64,15 +64,10 @@ impl Sts {
             .await?;
         let target = granted.targets();
         let subject = step_up::Subject {
-            zone_id,
-            application_id: &app.id,
-            principal: &app.id,
             authority_record_id: Some(&lineage.root_sid),
             agent_session_id: Some(&lineage.agent_session_id),
             delegation_edge_id: Some(&lineage.edge_id),
-            resources: &form.resources,
-            scopes: &form.scopes,
-            policy_version_id: granted.policy_version_id.as_deref(),
+            ..granted.subject(zone_id, &app.id, &form.resources, &form.scopes)
         };
         let approval_id = self.step_up_gate(form, &granted, subject, None, request_id).await?;
         let claims = Claims {

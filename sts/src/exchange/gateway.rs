@@ -48,15 +48,9 @@ impl Sts {
             .await?;
         let target = granted.targets();
         let subject = step_up::Subject {
-            zone_id,
-            application_id: &app.id,
             principal: &session.sub,
             authority_record_id: Some(&session.root_sid),
-            agent_session_id: None,
-            delegation_edge_id: None,
-            resources: &form.resources,
-            scopes: &form.scopes,
-            policy_version_id: granted.policy_version_id.as_deref(),
+            ..granted.subject(zone_id, &app.id, &form.resources, &form.scopes)
         };
         let approval_id = self.step_up_gate(form, &granted, subject, session.approval_id.as_deref(), request_id).await?;
         let claims = Claims {

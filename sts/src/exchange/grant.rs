@@ -23,6 +23,22 @@ pub(super) struct Grant {
 }
 
 impl Grant {
+    /// What a step-up for this grant is bound to: the mint as `app_id` asked for it, with no lineage
+    /// (flows that have one add it).
+    pub(super) fn subject<'a>(&'a self, zone_id: &'a str, app_id: &'a str, resources: &'a [String], scopes: &'a [String]) -> step_up::Subject<'a> {
+        step_up::Subject {
+            zone_id,
+            application_id: app_id,
+            principal: app_id,
+            authority_record_id: None,
+            agent_session_id: None,
+            delegation_edge_id: None,
+            resources,
+            scopes,
+            policy_version_id: self.policy_version_id.as_deref(),
+        }
+    }
+
     /// Identifiers of the granted resources.
     pub(super) fn targets(&self) -> Vec<String> {
         self.resources.iter().flatten().map(|r| r.identifier.clone()).collect()

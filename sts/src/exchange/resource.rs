@@ -65,15 +65,11 @@ impl Sts {
             .await?;
         if let Some(demanded) = &granted.step_up {
             let subject = step_up::Subject {
-                zone_id,
-                application_id: &mandate.client_id,
                 principal: &mandate.sub,
                 authority_record_id: Some(&mandate.root_sid),
                 agent_session_id: mandate.agent_session_id.as_deref(),
                 delegation_edge_id: mandate.delegation_edge_id.as_deref(),
-                resources: std::slice::from_ref(identifier),
-                scopes: &scopes,
-                policy_version_id: granted.policy_version_id.as_deref(),
+                ..granted.subject(zone_id, &mandate.client_id, std::slice::from_ref(identifier), &scopes)
             };
             let covered = match mandate.approval_id.as_deref() {
                 Some(id) => self.inherited_covers(id, &subject, demanded).await?,

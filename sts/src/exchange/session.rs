@@ -14,7 +14,6 @@ use super::sign::{now, response, ttl_for};
 use crate::Sts;
 use crate::error::StsError;
 use crate::form::TokenForm;
-use crate::step_up;
 use crate::store::{self, Application};
 
 impl Sts {
@@ -33,17 +32,7 @@ impl Sts {
             })
             .await?;
         let target = granted.targets();
-        let subject = step_up::Subject {
-            zone_id,
-            application_id: &app.id,
-            principal: &app.id,
-            authority_record_id: None,
-            agent_session_id: None,
-            delegation_edge_id: None,
-            resources: &form.resources,
-            scopes: &form.scopes,
-            policy_version_id: granted.policy_version_id.as_deref(),
-        };
+        let subject = granted.subject(zone_id, &app.id, &form.resources, &form.scopes);
         let approval_id = self.step_up_gate(form, &granted, subject, None, request_id).await?;
         let fresh = self.fresh_claims(zone_id, &app.id, &app.id, Use::Session, SubType::Application, ttl);
         let exp = chrono::DateTime::from_timestamp(fresh.exp, 0).unwrap_or_else(now);
