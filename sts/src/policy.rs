@@ -307,6 +307,30 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_ordinary_evaluations_of_one_zone_never_errs() {
+        let runner = Arc::new(runner::Runner::new(Duration::from_secs(5)));
+        // A few milliseconds each: enough for many to be in flight at once.
+        let fast = Arc::new(active(&result_of("count([x | some x in numbers.range(1, 5000); x > 2])")));
+        let input = serde_json::json!({"context": {"requested_scopes": ["read"]}});
+        let burst = (0..400).map(|_| {
+            let (runner, fast, input) = (runner.clone(), fast.clone(), input.clone());
+            tokio::spawn(async move { runner.run("busy-zone", fast, input).await })
+        });
+        let burst: Vec<_> = burst.collect();
+        for r in futures_join_all(burst.into_iter()).await {
+            assert!(r.unwrap().expect("more evaluations than run at once wait, they do not fail").allow);
+        }
+    }
+
+    async fn futures_join_all<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await);
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_overrunning_zone_is_quarantined_and_others_are_not() {
         // 40M iterations of a comprehension: far beyond 50 ms, and stopped by the regorus timer.
         let slow = Arc::new(active(&result_of("count([x | some x in numbers.range(1, 90000); some y in numbers.range(1, 500); x > y])")));
@@ -321,7 +345,7 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
         let again = runner.run("slow-zone", fast.clone(), input.clone()).await.unwrap_err();
         assert!(again.to_string().contains("quarantined"), "{again}");
         assert!(runner.run("other-zone", fast.clone(), input.clone()).await.unwrap().allow, "another zone is not affected");
-        // The regorus timer stops the runaway evaluation itself, which lifts the quarantine after it.
+        // The regorus timer stops the runaway evaluation itself; the quarantine lifts after it.
         let deadline = std::time::Instant::now() + runner::QUARANTINE + Duration::from_secs(5);
         while runner.run("slow-zone", fast.clone(), input.clone()).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "the overrunning evaluation was never stopped");

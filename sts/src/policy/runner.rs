@@ -4,40 +4,65 @@
 //! awaited for at most `POLICY_EVAL_TIMEOUT`; past it the caller gets 503 `policy_eval_failed`
 //! while the evaluation finishes (or hits regorus's own timer) in the background. Per zone:
 //!
-//! * at most [`MAX_IN_FLIGHT`] evaluations at once, so a burst of slow ones cannot take the pool;
-//! * a zone whose evaluation overran (took the whole budget, whoever stopped it) is **quarantined** — its evaluations fail fast — until the
-//!   overrunning one has ended and [`QUARANTINE`] has passed, so a policy that is always slow costs
-//!   one thread now and then, not one per request. Other zones are not affected.
+//! * at most [`MAX_RUNNING`] evaluations run at once; more wait (asynchronously, within the same
+//!   bound) rather than fail, so a burst of ordinary evaluations never errs, and a burst of runaway
+//!   ones holds at most that many threads;
+//! * once an evaluation of the zone has been running for half the budget, the zone's new
+//!   evaluations fail fast until it ends;
+//! * an evaluation that ran for the whole budget (whoever stopped it) **quarantines** the zone for
+//!   [`QUARANTINE`]: its evaluations fail fast, so a policy that is always slow costs a thread now
+//!   and then, not one per request. Other zones are not affected.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::{ActivePolicy, Decision};
 use crate::error::StsError;
 
 /// Evaluations of one zone that may run at once.
-pub const MAX_IN_FLIGHT: u32 = 16;
-/// How long a zone stays quarantined after an overrun ended.
+pub const MAX_RUNNING: usize = 16;
+/// How long a zone stays quarantined after an evaluation used its whole budget.
 pub const QUARANTINE: Duration = Duration::from_secs(5);
 
 /// Per-zone admission state.
-#[derive(Default)]
 struct Gate {
-    in_flight: AtomicU32,
-    /// Evaluations that overran and are still running.
-    overrunning: AtomicU32,
-    /// Unix ms until which the zone stays quarantined after its last overrun.
+    running: Arc<Semaphore>,
+    /// Evaluations running for more than half the budget.
+    slow: AtomicU32,
+    /// Unix ms until which the zone stays quarantined.
     quarantined_until_ms: AtomicI64,
 }
 
-/// An evaluation's progress, settled by whichever side gets there first.
-const RUNNING: u8 = 0;
-const DONE: u8 = 1;
-const ABANDONED: u8 = 2;
+impl Default for Gate {
+    fn default() -> Self {
+        Self { running: Arc::new(Semaphore::new(MAX_RUNNING)), slow: AtomicU32::new(0), quarantined_until_ms: AtomicI64::new(0) }
+    }
+}
+
+impl Gate {
+    fn refuse(&self, zone_id: &str) -> Result<(), StsError> {
+        if self.slow.load(Ordering::Acquire) > 0 || now_ms() < self.quarantined_until_ms.load(Ordering::Acquire) {
+            return Err(StsError::PolicyEvalFailed(format!("zone {zone_id} is quarantined after a slow policy evaluation")));
+        }
+        Ok(())
+    }
+
+    fn quarantine(&self) {
+        self.quarantined_until_ms.store(now_ms() + QUARANTINE.as_millis() as i64, Ordering::Release);
+    }
+}
+
+/// An evaluation's progress, moved forward by whichever side gets there first.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+/// Running, and counted in [`Gate::slow`].
+const RUNNING_SLOW: u8 = 2;
+const DONE: u8 = 3;
 
 /// Runs evaluations; see the module docs.
 pub struct Runner {
@@ -64,43 +89,55 @@ impl Runner {
 
     /// Evaluates `policy` against `input` for `zone_id`.
     pub async fn run(&self, zone_id: &str, policy: Arc<ActivePolicy>, input: Value) -> Result<Decision, StsError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let gate = self.gate(zone_id);
-        if gate.overrunning.load(Ordering::Acquire) > 0 || now_ms() < gate.quarantined_until_ms.load(Ordering::Acquire) {
-            return Err(StsError::PolicyEvalFailed(format!("zone {zone_id} is quarantined after a policy evaluation overran")));
-        }
-        if gate.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            gate.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(StsError::PolicyEvalFailed(format!("zone {zone_id} has {MAX_IN_FLIGHT} policy evaluations running")));
-        }
-        let state = Arc::new(AtomicU8::new(RUNNING));
-        let (task_gate, task_state, budget) = (gate.clone(), state.clone(), self.timeout);
-        let task = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
+        gate.refuse(zone_id)?;
+        let over = || StsError::PolicyEvalFailed(format!("policy evaluation exceeded {} ms", self.timeout.as_millis()));
+        let permit = match tokio::time::timeout_at(deadline, gate.running.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(StsError::Internal("policy gate closed".into())),
+            Err(_) => return Err(over()),
+        };
+        gate.refuse(zone_id)?;
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let started_ms = Arc::new(AtomicI64::new(0));
+        let (task_gate, task_state, task_started, budget) = (gate.clone(), state.clone(), started_ms.clone(), self.timeout);
+        let mut task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            task_started.store(now_ms(), Ordering::Release);
+            let _ = task_state.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire);
+            let started = Instant::now();
             let out = super::evaluate_now(&policy, input);
-            task_gate.in_flight.fetch_sub(1, Ordering::AcqRel);
             if started.elapsed() >= budget {
                 // Overran even if regorus's own timer stopped it before the caller gave up.
-                task_gate.quarantined_until_ms.store(now_ms() + QUARANTINE.as_millis() as i64, Ordering::Release);
+                task_gate.quarantine();
             }
-            if task_state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire).is_err() {
-                // Abandoned by the caller: this overrun is over; the quarantine runs from now.
-                task_gate.quarantined_until_ms.store(now_ms() + QUARANTINE.as_millis() as i64, Ordering::Release);
-                task_gate.overrunning.fetch_sub(1, Ordering::AcqRel);
+            if task_state.swap(DONE, Ordering::AcqRel) == RUNNING_SLOW {
+                task_gate.slow.fetch_sub(1, Ordering::AcqRel);
             }
             out
         });
-        match tokio::time::timeout(self.timeout, task).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(join)) => Err(StsError::PolicyEvalFailed(format!("policy evaluation panicked: {join}"))),
-            Err(_) => {
-                gate.overrunning.fetch_add(1, Ordering::AcqRel);
-                if state.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_err() {
-                    // It finished just now; nothing is left running.
-                    gate.overrunning.fetch_sub(1, Ordering::AcqRel);
+        // Half the budget into the evaluation itself (not its wait for a thread), it counts as slow.
+        let slow_after = self.timeout / 2;
+        loop {
+            let check = (tokio::time::Instant::now() + slow_after / 4).min(deadline);
+            match tokio::time::timeout_at(check, &mut task).await {
+                Ok(Ok(out)) => return out,
+                Ok(Err(join)) => return Err(StsError::PolicyEvalFailed(format!("policy evaluation panicked: {join}"))),
+                Err(_) => {
+                    let started = started_ms.load(Ordering::Acquire);
+                    if started > 0
+                        && now_ms() - started >= slow_after.as_millis() as i64
+                        && state.compare_exchange(RUNNING, RUNNING_SLOW, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                    {
+                        gate.slow.fetch_add(1, Ordering::AcqRel);
+                        tracing::warn!(zone_id, "policy evaluation is slow; the zone's new evaluations fail fast until it ends");
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(zone_id, timeout_ms = self.timeout.as_millis() as u64, "policy evaluation overran");
+                        return Err(over());
+                    }
                 }
-                gate.quarantined_until_ms.store(now_ms() + QUARANTINE.as_millis() as i64, Ordering::Release);
-                tracing::warn!(zone_id, timeout_ms = self.timeout.as_millis() as u64, "policy evaluation overran; zone quarantined");
-                Err(StsError::PolicyEvalFailed(format!("policy evaluation exceeded {} ms", self.timeout.as_millis())))
             }
         }
     }
