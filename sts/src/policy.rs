@@ -331,6 +331,25 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_zone_that_proved_fast_runs_inline_until_one_slow_evaluation_sends_it_back() {
+        let runner = runner::Runner::new(Duration::from_secs(5));
+        let fast = Arc::new(active(ALLOW_READ));
+        let input = serde_json::json!({"context": {"requested_scopes": ["read"]}});
+        for _ in 0..runner::LEARN {
+            assert!(!runner.runs_inline("z"), "a zone starts off the request workers");
+            runner.run("z", fast.clone(), input.clone()).await.unwrap();
+        }
+        assert!(runner.runs_inline("z"), "proved fast");
+        let slower = Arc::new(active(&result_of("count([x | some x in numbers.range(1, 20000); x > 2])")));
+        assert!(runner.run("z", slower, input.clone()).await.unwrap().allow);
+        assert!(!runner.runs_inline("z"), "one slow evaluation moves the zone back to the blocking pool");
+        for _ in 0..runner::LEARN {
+            runner.run("z", fast.clone(), input.clone()).await.unwrap();
+        }
+        assert!(!runner.runs_inline("z"), "and it stays there for the demotion period");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_overrunning_zone_is_quarantined_and_others_are_not() {
         // 40M iterations of a comprehension: far beyond 50 ms, and stopped by the regorus timer.
         let slow = Arc::new(active(&result_of("count([x | some x in numbers.range(1, 90000); some y in numbers.range(1, 500); x > y])")));
