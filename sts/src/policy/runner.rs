@@ -7,9 +7,10 @@
 //! row took less than [`INLINE_MAX`], the zone's policy has shown it is an ordinary one (tens of
 //! microseconds) and its evaluations run inline on the request's worker: handing each to another
 //! thread cost more than the evaluation (measured: futex wake-ups were 11 % of the control plane's
-//! CPU on the governed path). The first inline evaluation over [`INLINE_MAX`] sends the zone back
-//! to the blocking pool for [`DEMOTION`], so a zone's policy can stall a request worker at most
-//! once an hour, for at most the time budget (regorus's timer stops it there).
+//! CPU on the governed path). The first inline evaluation over [`INLINE_DEMOTE`] sends the zone
+//! back to the blocking pool for [`DEMOTION`], so a zone's policy can stall a request worker at
+//! most once an hour, for at most the time budget (regorus's timer stops it there). Costs are
+//! thread CPU time, so preemption on a busy box never counts against a policy.
 //!
 //! **Per zone**, on the blocking pool:
 //!
@@ -42,6 +43,9 @@ pub const QUARANTINE: Duration = Duration::from_secs(5);
 pub const LEARN: u32 = 32;
 /// Most CPU time an evaluation may use and still count as fast.
 pub const INLINE_MAX: Duration = Duration::from_millis(1);
+/// CPU time past which an inline evaluation sends its zone back to the blocking pool. Far above
+/// [`INLINE_MAX`]: one page fault or cache miss too many must not demote an ordinary policy.
+pub const INLINE_DEMOTE: Duration = Duration::from_millis(10);
 /// How long a zone whose inline evaluation was slow stays on the blocking pool.
 pub const DEMOTION: Duration = Duration::from_secs(3600);
 
@@ -207,6 +211,11 @@ impl Runner {
                         tracing::warn!(zone_id, "policy evaluation is slow; the zone's new evaluations fail fast until it ends");
                     }
                     if tokio::time::Instant::now() >= deadline {
+                        // Abandoned while running: the zone fails fast until it ends. (Still queued
+                        // for a thread means overload, not this policy: nothing is marked.)
+                        if state.compare_exchange(RUNNING, RUNNING_SLOW, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                            gate.slow.fetch_add(1, Ordering::AcqRel);
+                        }
                         tracing::warn!(zone_id, timeout_ms = self.timeout.as_millis() as u64, "policy evaluation overran");
                         return Err(over());
                     }
@@ -218,7 +227,7 @@ impl Runner {
     /// An evaluation on the request's worker, for a zone whose policy has shown it is fast.
     fn evaluate_inline(&self, zone_id: &str, gate: &Gate, policy: &ActivePolicy, input: Value) -> Result<Decision, StsError> {
         let (out, cost) = measured(policy, input);
-        if cost.cpu >= INLINE_MAX || cost.stopped {
+        if cost.cpu >= INLINE_DEMOTE || cost.stopped {
             gate.demote();
             tracing::warn!(zone_id, cpu_us = cost.cpu.as_micros() as u64, "policy evaluation was slow; the zone's evaluations move off the request workers");
         }
