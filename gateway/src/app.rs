@@ -15,6 +15,7 @@ use crate::audit::shipper::Shipper;
 use crate::audit::spool::Spool;
 use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
 use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
+use crate::background::upstream_watch::WatchSweeper;
 use crate::config::GatewayConfig;
 use crate::jwks::{JwksCache, JwksMetrics, JwksSettings};
 use crate::metrics::Metrics;
@@ -22,6 +23,7 @@ use crate::phases::circuit::{self, Circuits};
 use crate::phases::egress::{Egress, SystemResolver};
 use crate::phases::exchange::StsClient;
 use crate::phases::replay::JtiStore;
+use crate::phases::watch::{Deadlines, Watcher};
 use crate::proxy::Gateway;
 
 /// Everything the request path shares, built once.
@@ -43,6 +45,8 @@ pub struct Deps {
     pub circuits: Circuits,
     /// Where audit events go.
     pub audit: AuditSink,
+    /// Deadlines and revocation cuts of forwarded requests' upstream sockets.
+    pub watcher: Arc<Watcher>,
 }
 
 impl Deps {
@@ -94,7 +98,9 @@ impl Deps {
             metrics: metrics.audit.clone(),
             lost,
         };
-        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuits, audit }, shipper))
+        let limits = Deadlines { header: cfg.upstream_header_timeout, body_idle: cfg.upstream_body_idle_timeout };
+        let watcher = Watcher::new(limits, revocations.clone());
+        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuits, audit, watcher }, shipper))
     }
 }
 
@@ -115,6 +121,7 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     let (deps, shipper) = Deps::new(cfg, database_url.as_ref().map(|_| reload_tx))?;
     let deps = Arc::new(deps);
     server.add_service(background_service("audit shipper", shipper));
+    server.add_service(background_service("upstream watch", WatchSweeper(deps.watcher.clone())));
     let mut readiness = Vec::new();
     if let Some(url) = database_url {
         let snapshot = RevocationSnapshot {

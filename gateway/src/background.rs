@@ -1,4 +1,6 @@
-//! Background services: the revocation stream consumer and the revocation snapshot.
+//! Background services: the revocation stream consumer, the revocation snapshot and the upstream
+//! watch's sweeper.
 
 pub mod revocation_snapshot;
 pub mod revocation_stream;
+pub mod upstream_watch;

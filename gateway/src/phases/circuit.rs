@@ -26,7 +26,7 @@
 //! and looks the zone up in a concurrent map.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
 const CLOSED: u8 = 0;
@@ -94,7 +94,11 @@ impl Circuit {
     /// Records the outcome of an admitted call; `unavailable` is a transport error or 5xx.
     pub fn record(&self, admit: Admit, unavailable: bool) {
         if !unavailable {
-            self.failures.store(0, Ordering::Release);
+            // Read first: an unconditional store would bounce this cache line between workers on
+            // every request.
+            if self.failures.load(Ordering::Acquire) != 0 {
+                self.failures.store(0, Ordering::Release);
+            }
             if admit == Admit::Probe {
                 self.state.store(CLOSED, Ordering::Release);
                 tracing::info!("STS circuit closed after a successful probe");
@@ -170,6 +174,8 @@ pub struct Settings {
 pub struct Circuits {
     global: Circuit,
     zones: moka::sync::Cache<String, Arc<Circuit>>,
+    /// Whether any zone ever failed: until then the hot path skips the zone lookup.
+    any_zone: AtomicBool,
     settings: Settings,
     opened: prometheus::IntCounter,
 }
@@ -190,6 +196,7 @@ impl Circuits {
         Self {
             global: Circuit::new(settings.failures, settings.window, settings.open, opened.clone()),
             zones: moka::sync::Cache::builder().max_capacity(MAX_ZONE_CIRCUITS).time_to_idle(ZONE_IDLE).build(),
+            any_zone: AtomicBool::new(false),
             settings,
             opened,
         }
@@ -197,7 +204,8 @@ impl Circuits {
 
     /// Whether a request of `zone_id` may call the STS now.
     pub fn admit<'a>(&'a self, zone_id: &'a str) -> Option<Ticket<'a>> {
-        let zone = match self.zones.get(zone_id) {
+        let known = self.any_zone.load(Ordering::Acquire).then(|| self.zones.get(zone_id)).flatten();
+        let zone = match known {
             Some(c) => match c.admit() {
                 Admit::Reject => return None,
                 a => Some((c, a)),
@@ -235,6 +243,7 @@ impl Ticket<'_> {
             Health::ZoneFailing => {
                 c.global.record(self.global, false);
                 let (z, a) = self.zone.take().unwrap_or_else(|| {
+                    c.any_zone.store(true, Ordering::Release);
                     let s = c.settings;
                     let z = c
                         .zones

@@ -1,6 +1,7 @@
 //! The response of a granted request, from the upstream connection to the last body byte.
 //!
-//! * `connected_to_upstream` arms the request's [`UpstreamWatch`] (header deadline first).
+//! * `connected_to_upstream` arms the request's [`UpstreamWatch`] with the gateway's watcher
+//!   (header deadline first).
 //! * At the response header: header hygiene, and [`body_kind`] tells the watch what follows: no
 //!   body (disarmed at once, so a pooled connection is never watched), a sized body (idle limit)
 //!   or an open stream — SSE, chunked, close-delimited or upgraded — that may stay open
@@ -22,7 +23,7 @@ use crate::Deps;
 use crate::ctx::RequestCtx;
 use crate::phases::failure::STREAM_CUT;
 use crate::phases::revocation::StreamGuard;
-use crate::phases::watch::{self, Anchors, Deadlines, Phase, UpstreamWatch};
+use crate::phases::watch::{self, Phase, UpstreamWatch};
 use crate::phases::{headers, now_ms};
 
 /// What follows a response header, as far as watching goes.
@@ -56,14 +57,17 @@ pub fn body_kind(method: &http::Method, resp: &ResponseHeader) -> Phase {
 /// `connected_to_upstream`: arms the watch over this request's upstream socket.
 pub fn connected(deps: &Deps, ctx: &mut RequestCtx, fd: RawFd) {
     let Some(fwd) = &ctx.forward else { return };
-    let limits = Deadlines { header: deps.cfg.upstream_header_timeout, body_idle: deps.cfg.upstream_body_idle_timeout };
-    let anchors = Anchors { view: deps.revocations.clone(), anchors: fwd.anchors.clone() };
     let (cuts, rid) = (deps.metrics.stream_cuts.clone(), ctx.request_id.clone());
     // A retry replaces the previous attempt's watch (dropping it disarms it).
-    ctx.upstream = Some(UpstreamWatch::arm(fd, watch::cookie_of(fd), limits, anchors, move || {
-        cuts.inc();
-        tracing::warn!(request_id = %rid, "revocation cut an open stream");
-    }));
+    ctx.upstream = Some(deps.watcher.arm(
+        fd,
+        watch::cookie_of(fd),
+        fwd.anchors.clone(),
+        Box::new(move || {
+            cuts.inc();
+            tracing::warn!(request_id = %rid, "revocation cut an open stream");
+        }),
+    ));
 }
 
 /// `response_filter`: hygiene, then the watch learns what follows.
@@ -93,7 +97,7 @@ pub fn response_body(deps: &Deps, body: &mut Option<Bytes>, eos: bool, ctx: &mut
     }
     if guard.on_body(body.as_ref().map_or(0, Bytes::len)) {
         *body = None;
-        if ctx.upstream.as_ref().is_none_or(UpstreamWatch::record_revoked) {
+        if ctx.upstream.as_mut().is_none_or(UpstreamWatch::record_revoked) {
             deps.metrics.stream_cuts.inc();
             tracing::warn!(request_id = %ctx.request_id, "revocation cut a response mid-body");
         }

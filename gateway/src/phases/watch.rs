@@ -1,9 +1,9 @@
 //! The upstream watch: the one way to end a forwarded request from outside Pingora's proxy loop.
 //!
 //! Pingora's loop has no cancellation hook, and its `read_timeout` bounds every read alike (an idle
-//! SSE stream would trip it). So each forwarded request gets one small task, armed when the
-//! upstream connection is handed over (`connected_to_upstream`), that shuts the upstream socket
-//! down when:
+//! SSE stream would trip it). So every forwarded request registers its upstream socket with the
+//! gateway's one [`Watcher`] when the connection is handed over (`connected_to_upstream`), and the
+//! watcher's sweep shuts the socket down when:
 //!
 //! * no response header arrived within `UPSTREAM_RESPONSE_HEADER_TIMEOUT` of the request's last
 //!   byte ([`Trip::HeaderTimeout`] → 504 `internal_error` "upstream timeout");
@@ -11,6 +11,12 @@
 //!   ([`Trip::BodyIdle`], counted as `upstream_errors`);
 //! * an open stream (SSE, chunked, close-delimited, upgraded) hangs from a revoked anchor
 //!   ([`Trip::Revoked`], counted only as a stream cut). Open streams have no idle limit.
+//!
+//! One sweeping task for all requests, not a task per request: a request only inserts itself in
+//! a sharded map and removes itself at the end (no spawn, no timer, no cross-thread wake-up on
+//! the hot path). Deadlines are checked every [`Watcher::tick`] (an eighth of the shorter limit,
+//! 5–100 ms), so a timeout fires at most one tick late; revocations are checked the moment the
+//! revocation view changes.
 //!
 //! Shutting a socket down by descriptor is only safe while the descriptor is this request's
 //! connection. Two rules make a stray cut impossible:
@@ -31,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caracal_shared::revocation::RevocationView;
-use tokio::sync::Notify;
+use dashmap::DashMap;
 
 /// Why the watch ended a request (first cause wins).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +94,8 @@ pub struct Deadlines {
     pub body_idle: Duration,
 }
 
-/// Revocation inputs for open streams.
-pub struct Anchors {
-    pub view: Arc<RevocationView>,
-    pub anchors: Arc<Vec<String>>,
-}
+/// Runs once if a revocation cuts an open stream (counts and logs the cut).
+pub type OnRevoked = Box<dyn FnOnce() + Send>;
 
 /// The socket a watch may shut down, with its identity.
 struct Socket {
@@ -109,7 +112,8 @@ struct Shared {
     origin: Instant,
     /// `0` or a [`Trip`].
     tripped: AtomicU8,
-    wake: Notify,
+    anchors: Arc<Vec<String>>,
+    on_revoked: Mutex<Option<OnRevoked>>,
 }
 
 impl Shared {
@@ -136,6 +140,29 @@ impl Shared {
         }
         first
     }
+
+    /// Cuts an open stream whose anchors were revoked; runs `on_revoked` for the first cause.
+    fn cut_if_revoked(&self, view: &RevocationView) {
+        if self.phase() == Phase::OpenStream && view.any_revoked(self.anchors.iter().map(String::as_str)) && self.trip(Trip::Revoked) {
+            let f = self.on_revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(f) = f {
+                f();
+            }
+        }
+    }
+
+    /// Trips the deadline of the current phase if it passed (open streams have none).
+    fn check_deadline(&self, limits: &Deadlines) {
+        let (limit, why) = match self.phase() {
+            Phase::AwaitingHeader => (limits.header, Trip::HeaderTimeout),
+            Phase::SizedBody => (limits.body_idle, Trip::BodyIdle),
+            Phase::OpenStream | Phase::Done => return,
+        };
+        let idle_ms = self.now_ms().saturating_sub(self.progress_ms.load(Ordering::Acquire));
+        if idle_ms >= limit.as_millis() as u64 {
+            self.trip(why);
+        }
+    }
 }
 
 /// Whether `socket.fd` still names the socket the watch was armed with.
@@ -148,16 +175,27 @@ pub fn cookie_of(fd: RawFd) -> u64 {
     pingora::protocols::l4::ext::get_socket_cookie(fd).unwrap_or(0)
 }
 
-/// A request's watch; dropping it disarms it.
-pub struct UpstreamWatch {
-    shared: Arc<Shared>,
-    task: Option<tokio::task::JoinHandle<()>>,
+/// Every armed watch of the gateway, swept by one task ([`Watcher::run`]).
+pub struct Watcher {
+    limits: Deadlines,
+    view: Arc<RevocationView>,
+    live: DashMap<u64, Arc<Shared>>,
+    next_id: AtomicU64,
 }
 
-impl UpstreamWatch {
-    /// Arms a watch over the upstream socket `fd` (whose cookie is `cookie`). `on_revoked` runs
-    /// once if a revocation cuts an open stream.
-    pub fn arm(fd: RawFd, cookie: u64, limits: Deadlines, anchors: Anchors, on_revoked: impl FnOnce() + Send + 'static) -> Self {
+impl Watcher {
+    pub fn new(limits: Deadlines, view: Arc<RevocationView>) -> Arc<Self> {
+        Arc::new(Self { limits, view, live: DashMap::new(), next_id: AtomicU64::new(0) })
+    }
+
+    /// How often deadlines are checked: an eighth of the shorter limit, within 5–100 ms.
+    pub fn tick(&self) -> Duration {
+        (self.limits.header.min(self.limits.body_idle) / 8).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+
+    /// Arms a watch over the upstream socket `fd` (whose cookie is `cookie`) of a request holding
+    /// `anchors`. `on_revoked` runs once if a revocation cuts an open stream.
+    pub fn arm(self: &Arc<Self>, fd: RawFd, cookie: u64, anchors: Arc<Vec<String>>, on_revoked: OnRevoked) -> UpstreamWatch {
         let socket = (cookie != 0).then_some(Socket { fd, cookie });
         if socket.is_none() {
             tracing::warn!("upstream socket has no cookie: timeouts and idle-stream cuts cannot end this request");
@@ -168,12 +206,57 @@ impl UpstreamWatch {
             progress_ms: AtomicU64::new(0),
             origin: Instant::now(),
             tripped: AtomicU8::new(0),
-            wake: Notify::new(),
+            anchors,
+            on_revoked: Mutex::new(Some(on_revoked)),
         });
-        let task = tokio::spawn(run(shared.clone(), limits, anchors, on_revoked));
-        Self { shared, task: Some(task) }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.live.insert(id, shared.clone());
+        UpstreamWatch { shared, id, watcher: self.clone(), registered: true }
     }
 
+    /// How many requests are being watched.
+    pub fn watching(&self) -> usize {
+        self.live.len()
+    }
+
+    /// One pass: deadlines of every watch, revocations of open streams.
+    pub fn sweep(&self) {
+        for entry in &self.live {
+            entry.check_deadline(&self.limits);
+            entry.cut_if_revoked(&self.view);
+        }
+    }
+
+    /// Sweeps every tick and at every change of the revocation view, until the view's sender goes.
+    pub async fn run(self: Arc<Self>) {
+        let mut changes = self.view.subscribe();
+        let mut ticks = tokio::time::interval(self.tick());
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.sweep(),
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    for entry in &self.live {
+                        entry.cut_if_revoked(&self.view);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request's watch; dropping it disarms it.
+pub struct UpstreamWatch {
+    shared: Arc<Shared>,
+    id: u64,
+    watcher: Arc<Watcher>,
+    registered: bool,
+}
+
+impl UpstreamWatch {
     /// A byte moved (request body toward the upstream or response body from it).
     pub fn progress(&self) {
         self.shared.progress_ms.store(self.shared.now_ms(), Ordering::Release);
@@ -189,13 +272,14 @@ impl UpstreamWatch {
         }
         self.progress();
         self.shared.phase.store(next as u8, Ordering::Release);
-        self.shared.wake.notify_one();
+        // A revocation that landed before the header would otherwise wait for the next change.
+        self.shared.cut_if_revoked(&self.watcher.view);
     }
 
     /// Records a revocation cut found by the body filter; `true` if it is the first cause (count it).
-    pub fn record_revoked(&self) -> bool {
+    pub fn record_revoked(&mut self) -> bool {
         let first = self.shared.record(Trip::Revoked);
-        self.disarm_shared();
+        self.disarm();
         first
     }
 
@@ -206,68 +290,17 @@ impl UpstreamWatch {
 
     /// Stops watching. Once this returns, the watch never touches the socket again.
     pub fn disarm(&mut self) {
-        self.disarm_shared();
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-
-    fn disarm_shared(&self) {
         self.shared.socket.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         self.shared.phase.store(Phase::Done as u8, Ordering::Release);
-        self.shared.wake.notify_one();
+        if std::mem::take(&mut self.registered) {
+            self.watcher.live.remove(&self.id);
+        }
     }
 }
 
 impl Drop for UpstreamWatch {
     fn drop(&mut self) {
         self.disarm();
-    }
-}
-
-async fn run(shared: Arc<Shared>, limits: Deadlines, anchors: Anchors, on_revoked: impl FnOnce() + Send + 'static) {
-    let mut on_revoked = Some(on_revoked);
-    loop {
-        let (limit, why) = match shared.phase() {
-            Phase::AwaitingHeader => (limits.header, Trip::HeaderTimeout),
-            Phase::SizedBody => (limits.body_idle, Trip::BodyIdle),
-            Phase::OpenStream => {
-                watch_revocations(&shared, &anchors, &mut on_revoked).await;
-                return;
-            }
-            Phase::Done => return,
-        };
-        let limit_ms = limit.as_millis() as u64;
-        let idle_ms = shared.now_ms().saturating_sub(shared.progress_ms.load(Ordering::Acquire));
-        if idle_ms >= limit_ms {
-            shared.trip(why);
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(limit_ms - idle_ms)) => {}
-            () = shared.wake.notified() => {}
-        }
-    }
-}
-
-async fn watch_revocations(shared: &Shared, a: &Anchors, on_revoked: &mut Option<impl FnOnce()>) {
-    let mut changes = a.view.subscribe();
-    loop {
-        if shared.phase() != Phase::OpenStream {
-            return;
-        }
-        if a.view.any_revoked(a.anchors.iter().map(String::as_str)) {
-            if shared.trip(Trip::Revoked)
-                && let Some(f) = on_revoked.take()
-            {
-                f();
-            }
-            return;
-        }
-        tokio::select! {
-            r = changes.changed() => if r.is_err() { return },
-            () = shared.wake.notified() => {}
-        }
     }
 }
 
@@ -291,8 +324,16 @@ mod tests {
         Deadlines { header: Duration::from_millis(header_ms), body_idle: Duration::from_millis(body_ms) }
     }
 
-    fn anchors(view: &Arc<RevocationView>, a: &str) -> Anchors {
-        Anchors { view: view.clone(), anchors: Arc::new(vec![a.to_owned()]) }
+    /// A watcher with its sweeping task.
+    fn watcher(limits: Deadlines, view: &Arc<RevocationView>) -> Arc<Watcher> {
+        let w = Watcher::new(limits, view.clone());
+        tokio::spawn(w.clone().run());
+        w
+    }
+
+    /// Arms a watch over `fd` for anchor "a".
+    fn arm(w: &Arc<Watcher>, fd: RawFd) -> UpstreamWatch {
+        w.arm(fd, cookie_of(fd), Arc::new(vec!["a".to_owned()]), Box::new(|| {}))
     }
 
     fn view() -> Arc<RevocationView> {
@@ -323,7 +364,7 @@ mod tests {
     async fn no_header_within_the_limit_shuts_the_socket_down() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (mut c, mut s) = pair(&l);
-        let w = UpstreamWatch::arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), limits(50, 1000), anchors(&view(), "a"), || {});
+        let w = arm(&watcher(limits(50, 1000), &view()), c.as_raw_fd());
         wait_for(&w, Trip::HeaderTimeout).await;
         assert!(!alive(&mut c, &mut s), "the socket was shut down");
     }
@@ -332,7 +373,7 @@ mod tests {
     async fn progress_pushes_the_deadline_and_an_open_stream_has_no_idle_limit() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (mut c, mut s) = pair(&l);
-        let mut w = UpstreamWatch::arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), limits(80, 80), anchors(&view(), "a"), || {});
+        let mut w = arm(&watcher(limits(80, 80), &view()), c.as_raw_fd());
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(40)).await;
             w.progress();
@@ -348,7 +389,7 @@ mod tests {
     async fn a_silent_sized_body_trips_body_idle() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (c, _s) = pair(&l);
-        let mut w = UpstreamWatch::arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), limits(1000, 50), anchors(&view(), "a"), || {});
+        let mut w = arm(&watcher(limits(1000, 50), &view()), c.as_raw_fd());
         w.header_arrived(Phase::SizedBody);
         wait_for(&w, Trip::BodyIdle).await;
     }
@@ -359,9 +400,10 @@ mod tests {
         let (mut c, mut s) = pair(&l);
         let v = view();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut w = UpstreamWatch::arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), limits(1000, 1000), anchors(&v, "a"), move || {
+        let watcher = watcher(limits(1000, 1000), &v);
+        let mut w = watcher.arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), Arc::new(vec!["a".to_owned()]), Box::new(move || {
             let _ = tx.send(());
-        });
+        }));
         w.header_arrived(Phase::OpenStream);
         v.add(&[Revoked { anchor: "b".into(), expires_at: i64::MAX }]);
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -378,7 +420,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (mut c, mut s) = pair(&l);
         let v = view();
-        let mut w = UpstreamWatch::arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), limits(1000, 1000), anchors(&v, "a"), || {});
+        let mut w = arm(&watcher(limits(1000, 1000), &v), c.as_raw_fd());
         w.header_arrived(Phase::OpenStream);
         w.disarm();
         v.add(&[Revoked { anchor: "a".into(), expires_at: i64::MAX }]);
@@ -392,7 +434,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (mut c, mut s) = pair(&l);
         let v = view();
-        let mut w = UpstreamWatch::arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), limits(30, 30), anchors(&v, "a"), || {});
+        let mut w = arm(&watcher(limits(30, 30), &v), c.as_raw_fd());
         w.header_arrived(Phase::Done);
         v.add(&[Revoked { anchor: "a".into(), expires_at: i64::MAX }]);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -406,7 +448,7 @@ mod tests {
         let (first, _first_peer) = pair(&l);
         let fd = first.as_raw_fd();
         let v = view();
-        let mut w = UpstreamWatch::arm(fd, cookie_of(fd), limits(1000, 1000), anchors(&v, "a"), || {});
+        let mut w = arm(&watcher(limits(1000, 1000), &v), fd);
         w.header_arrived(Phase::OpenStream);
         // Pingora closes the upstream connection; the kernel hands the number to the next socket.
         drop(first);
@@ -424,5 +466,27 @@ mod tests {
         v.add(&[Revoked { anchor: "a".into(), expires_at: i64::MAX }]);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(alive(&mut c, &mut s), "another connection that got the same number must not be shut down");
+    }
+
+    #[tokio::test]
+    async fn a_finished_request_leaves_the_watcher() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (c, _s) = pair(&l);
+        let watcher = watcher(limits(1000, 1000), &view());
+        let mut sized = arm(&watcher, c.as_raw_fd());
+        let dropped = arm(&watcher, c.as_raw_fd());
+        assert_eq!(watcher.watching(), 2);
+        sized.header_arrived(Phase::SizedBody);
+        sized.disarm();
+        drop(dropped);
+        assert_eq!(watcher.watching(), 0, "disarmed and dropped watches are swept no more");
+    }
+
+    #[test]
+    fn the_tick_follows_the_shorter_limit_within_bounds() {
+        let w = |h, b| Watcher::new(limits(h, b), view()).tick();
+        assert_eq!(w(30_000, 60_000), Duration::from_millis(100));
+        assert_eq!(w(400, 60_000), Duration::from_millis(50));
+        assert_eq!(w(10, 10), Duration::from_millis(5));
     }
 }
