@@ -71,7 +71,14 @@ impl ProxyHttp for Gateway {
         stream::response_body(&self.deps, body, eos, ctx)
     }
 
-    fn error_while_proxy(&self, _peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut RequestCtx, client_reused: bool) -> Box<Error> {
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
         failure::while_proxying(session, e, ctx, client_reused)
     }
 

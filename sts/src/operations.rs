@@ -69,7 +69,8 @@ pub fn ambiguity(path: &str) -> Option<&'static str> {
             b'\\' => return Some("backslash"),
             b if b < 0x20 || b == 0x7f => return Some("control character"),
             b'%' => {
-                let decoded = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let decoded =
+                    bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
                 match decoded {
                     None => return Some("malformed escape"),
                     Some(b'/' | b'\\') => return Some("encoded separator"),

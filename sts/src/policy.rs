@@ -302,7 +302,8 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
         assert!(bounds::dry_run(bomb, budget).unwrap_err().contains("bound"));
         assert!(bounds::dry_run(compile(ALLOW_READ).unwrap(), budget).is_ok());
         // Conditional on what the sample input has: still refused, the dry run uses the contract's fields.
-        let conditional = compile(&result_of("count([x | some x in numbers.range(1, 100000000); input.action.id == \"TokenExchange\"])")).unwrap();
+        let conditional =
+            compile(&result_of("count([x | some x in numbers.range(1, 100000000); input.action.id == \"TokenExchange\"])")).unwrap();
         assert!(bounds::dry_run(conditional, budget).is_err());
     }
 

@@ -69,7 +69,9 @@ impl RevokedRoots {
         if age > self.max_staleness.as_millis() as i64 {
             return None;
         }
-        Some(anchors.into_iter().any(|a| !a.is_empty() && self.anchors.get(a).is_some_and(|z| z.iter().any(|(zone, _)| &**zone == zone_id))))
+        Some(
+            anchors.into_iter().any(|a| !a.is_empty() && self.anchors.get(a).is_some_and(|z| z.iter().any(|(zone, _)| &**zone == zone_id))),
+        )
     }
 
     fn add(&self, zone_id: &str, anchor: &str, expires_at: i64) {

@@ -570,10 +570,7 @@ async fn the_sts_the_admin_api_and_the_coordinator_leave_evidence_without_secret
     let denied = events.iter().find(|e| e["event_type"] == "token_exchange" && e["decision"] == "deny").unwrap();
     assert_eq!(denied["evaluation_status"], "access_denied");
     assert_eq!(denied["metadata_json"]["class"], "gateway_mint");
-    assert!(
-        !events.iter().any(|e| e["evaluation_status"] == "invalid_client"),
-        "a caller that never authenticated leaves no row"
-    );
+    assert!(!events.iter().any(|e| e["evaluation_status"] == "invalid_client"), "a caller that never authenticated leaves no row");
     let admin = events
         .iter()
         .find(|e| e["event_type"] == "admin_action" && e["metadata_json"]["route"] == "/v1/zones/{zone_id}/applications")

@@ -82,7 +82,11 @@ async fn path_parameters_and_backslashes_cannot_smuggle_dot_segments() {
     }
     assert_eq!(s.gateway_metric("caracal_gateway_denials_path_traversal_total").await, paths.len() as f64);
     assert!(s.upstream.requests().is_empty(), "nothing reached the upstream");
-    assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200, "refused before the signature: the mandate was not burned");
+    assert_eq!(
+        s.governed("GET", "/items/1", &m, &d.resource).await.status,
+        200,
+        "refused before the signature: the mandate was not burned"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +114,12 @@ async fn protocol_upgrades_never_reach_the_upstream() {
     // none of them checked. A WebSocket is the same: one checked GET, then unchecked messages.
     let attempts: [&[(&str, &str)]; 2] = [
         &[("upgrade", "h2c"), ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"), ("connection", "Upgrade, HTTP2-Settings")],
-        &[("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="), ("sec-websocket-version", "13")],
+        &[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ],
     ];
     for headers in attempts {
         let m = s.gateway_mandate(&d, &session, "tools.read").await;

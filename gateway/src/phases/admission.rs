@@ -101,7 +101,8 @@ fn has_dot_segment(path: &[u8]) -> bool {
 /// Lead bytes that only an overlong (invalid) UTF-8 sequence starts with: `C0`/`C1`, `E0 80..9F`,
 /// `F0 80..8F`. Real UTF-8 never contains them; lax decoders turn them into `.`, `/` or `\\`.
 fn has_overlong_utf8(path: &[u8]) -> bool {
-    path.windows(2).any(|w| matches!(w, [0xC0 | 0xC1, _] | [0xE0, 0x80..=0x9F] | [0xF0, 0x80..=0x8F])) || path.last().is_some_and(|b| matches!(b, 0xC0 | 0xC1))
+    path.windows(2).any(|w| matches!(w, [0xC0 | 0xC1, _] | [0xE0, 0x80..=0x9F] | [0xF0, 0x80..=0x8F]))
+        || path.last().is_some_and(|b| matches!(b, 0xC0 | 0xC1))
 }
 
 /// Percent-decoding that refuses a `%` not followed by two hex digits.

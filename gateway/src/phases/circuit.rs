@@ -245,9 +245,8 @@ impl Ticket<'_> {
                 let (z, a) = self.zone.take().unwrap_or_else(|| {
                     c.any_zone.store(true, Ordering::Release);
                     let s = c.settings;
-                    let z = c
-                        .zones
-                        .get_with_by_ref(self.zone_id, || Arc::new(Circuit::new(s.failures, s.window, s.open, c.opened.clone())));
+                    let z =
+                        c.zones.get_with_by_ref(self.zone_id, || Arc::new(Circuit::new(s.failures, s.window, s.open, c.opened.clone())));
                     (z, Admit::Pass)
                 });
                 z.record(a, true);

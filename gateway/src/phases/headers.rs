@@ -84,7 +84,12 @@ pub struct Outbound<'a> {
 }
 
 /// `upstream_request_filter`: the granted request's [`Outbound`] applied to `req`.
-pub fn upstream_request_for(session: &pingora::proxy::Session, req: &mut RequestHeader, ctx: &RequestCtx, tls_downstream: bool) -> pingora::Result<()> {
+pub fn upstream_request_for(
+    session: &pingora::proxy::Session,
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+    tls_downstream: bool,
+) -> pingora::Result<()> {
     let Some(fwd) = &ctx.forward else {
         return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream request without a granted request");
     };
@@ -104,12 +109,8 @@ pub fn upstream_request(req: &mut RequestHeader, out: &Outbound<'_>) -> pingora:
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty() && !KEPT_WHEN_LISTED.contains(&t.as_str()))
         .collect();
-    let doomed: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|n| stripped_inbound(n.as_str()) || listed.iter().any(|t| t == n.as_str()))
-        .cloned()
-        .collect();
+    let doomed: Vec<http::HeaderName> =
+        req.headers.keys().filter(|n| stripped_inbound(n.as_str()) || listed.iter().any(|t| t == n.as_str())).cloned().collect();
     for name in doomed {
         req.remove_header(&name);
     }

@@ -401,9 +401,14 @@ mod tests {
         let v = view();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let watcher = watcher(limits(1000, 1000), &v);
-        let mut w = watcher.arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), Arc::new(vec!["a".to_owned()]), Box::new(move || {
-            let _ = tx.send(());
-        }));
+        let mut w = watcher.arm(
+            c.as_raw_fd(),
+            cookie_of(c.as_raw_fd()),
+            Arc::new(vec!["a".to_owned()]),
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        );
         w.header_arrived(Phase::OpenStream);
         v.add(&[Revoked { anchor: "b".into(), expires_at: i64::MAX }]);
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -25,7 +25,13 @@ pub(super) struct Grant {
 impl Grant {
     /// What a step-up for this grant is bound to: the mint as `app_id` asked for it, with no lineage
     /// (flows that have one add it).
-    pub(super) fn subject<'a>(&'a self, zone_id: &'a str, app_id: &'a str, resources: &'a [String], scopes: &'a [String]) -> step_up::Subject<'a> {
+    pub(super) fn subject<'a>(
+        &'a self,
+        zone_id: &'a str,
+        app_id: &'a str,
+        resources: &'a [String],
+        scopes: &'a [String],
+    ) -> step_up::Subject<'a> {
         step_up::Subject {
             zone_id,
             application_id: app_id,

@@ -139,7 +139,11 @@ mod tests {
             identifier: "https://api".into(),
             upstream_url: "http://up".into(),
             scopes: vec!["read".into(), "write".into(), "admin".into()],
-            operations: sqlx::types::Json(vec![op("GET", "/items/*", "read"), op("POST", "/items", "write"), op("GET", "/admin/**", "admin")]),
+            operations: sqlx::types::Json(vec![
+                op("GET", "/items/*", "read"),
+                op("POST", "/items", "write"),
+                op("GET", "/admin/**", "admin"),
+            ]),
             operation_enforcement: enforcement.into(),
             credential_mode: "none".into(),
             credential_placement: sqlx::types::Json(Default::default()),

@@ -229,7 +229,11 @@ impl Runner {
         let (out, cost) = measured(policy, input);
         if cost.cpu >= INLINE_DEMOTE || cost.stopped {
             gate.demote();
-            tracing::warn!(zone_id, cpu_us = cost.cpu.as_micros() as u64, "policy evaluation was slow; the zone's evaluations move off the request workers");
+            tracing::warn!(
+                zone_id,
+                cpu_us = cost.cpu.as_micros() as u64,
+                "policy evaluation was slow; the zone's evaluations move off the request workers"
+            );
         }
         if cost.stopped || cost.cpu >= self.timeout / 2 {
             gate.quarantine();
