@@ -68,6 +68,9 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
         if let Some(cause) = &err.internal {
             tracing::error!(request_id = %rid, %method, path, status = err.status.as_u16(), error = cause, "request failed");
         }
+        if path.starts_with("/zones/") && err.status.is_client_error() {
+            state.metrics.coordinator_denials.with_label_values(&[err.code]).inc();
+        }
         let body = if path.starts_with("/zones/") {
             // Coordinator clients read `request_id` (the original's Coordinator spelling).
             serde_json::to_vec(&serde_json::json!({

@@ -40,6 +40,10 @@ pub struct ControlPlaneConfig {
     /// and Coordinator actions, Control) and verifies producers' frames in the ledger. Required in
     /// every mode: a ledger files only signed frames, so unsigned evidence would be dead-lettered.
     pub audit_hmac_key: Option<Secret>,
+    /// `AGENT_SESSION_MAX_SECONDS` (default 604800 = 7 days): longest life of a service agent
+    /// session, however long it keeps heartbeating (a task session lives its own `ttl_seconds`,
+    /// at most a day).
+    pub agent_session_max_seconds: i64,
     /// The STS's own settings.
     pub sts: StsConfig,
     /// The optional Control endpoint; `None` unless `CARACAL_CONTROL_ENABLED=true`.
@@ -178,6 +182,10 @@ impl ControlPlaneConfig {
         if audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
             r.problem("AUDIT_HMAC_KEY", "is required: every audit frame this process writes is signed with it (openssl rand -hex 32)");
         }
+        let agent_session_max_seconds = r.parse("AGENT_SESSION_MAX_SECONDS", 604_800i64);
+        if !(3600..=31_536_000).contains(&agent_session_max_seconds) {
+            r.problem("AGENT_SESSION_MAX_SECONDS", "must be 3600..31536000 (an hour to a year)");
+        }
         let control = read_control(&mut r);
         let ledger = read_ledger(&mut r, audit_key.as_deref(), streams_key.as_deref(), production);
         let sts = StsConfig::read(&mut r, mode);
@@ -195,6 +203,7 @@ impl ControlPlaneConfig {
             streams_hmac_key: Secret(hex::encode(streams_key.unwrap_or_default())),
             metrics_bearer: metrics_bearer.map(Secret),
             audit_hmac_key: audit_key.map(|k| Secret(hex::encode(k))),
+            agent_session_max_seconds,
             control,
             ledger,
             sts: sts.expect("StsConfig is complete when the reader reported no problem"),

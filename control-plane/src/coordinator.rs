@@ -10,6 +10,8 @@ pub mod agents;
 pub mod auth;
 pub mod cascade;
 pub mod delegations;
+pub mod idempotency;
+pub mod inherit;
 
 use axum::Router;
 

@@ -20,6 +20,8 @@ pub struct Metrics {
     /// Mutating requests refused before anyone was authenticated, by surface (`admin`,
     /// `coordinator`): counted here instead of filed as evidence under a caller-chosen zone.
     pub unauthenticated_requests: IntCounterVec,
+    /// Coordinator requests refused (4xx), by error code.
+    pub coordinator_denials: IntCounterVec,
 }
 
 impl Metrics {
@@ -52,6 +54,11 @@ impl Metrics {
             &["surface"],
         )?;
         registry.register(Box::new(unauthenticated_requests.clone()))?;
+        let coordinator_denials = IntCounterVec::new(
+            Opts::new("caracal_coordinator_denials_total", "Coordinator requests refused (4xx), by error code."),
+            &["code"],
+        )?;
+        registry.register(Box::new(coordinator_denials.clone()))?;
         Ok(Self {
             registry,
             api_responses,
@@ -61,6 +68,7 @@ impl Metrics {
             control_invocations,
             control_audit_failures,
             unauthenticated_requests,
+            coordinator_denials,
         })
     }
 

@@ -28,6 +28,33 @@ ensure_packages() {
   fi
 }
 
+# sdk_python: the first Python >= 3.12 found (the published caracalai-* clients need it; Debian 12's
+# python3 is 3.11): python3.12/python3.13 on PATH, else a pyenv-installed one.
+sdk_python() {
+  local p
+  for p in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3 python3.13 "$HOME"/.pyenv/versions/3.13*/bin/python3; do
+    command -v "$p" >/dev/null 2>&1 || continue
+    "$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v "$p"; return 0; }
+  done
+  return 1
+}
+
+# ensure_sdk_venv: .local/sdk-venv with tests/sdk/requirements.txt installed (again only when that file
+# changed); prints its python.
+ensure_sdk_venv() {
+  local venv="$PWD/.local/sdk-venv" req="$PWD/tests/sdk/requirements.txt" stamp py
+  stamp="$(sha256sum "$req" | cut -c1-16)"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$stamp" ]; then
+    py="$(sdk_python)" || die "the published SDK tests need Python >= 3.12 (python3.12 on PATH, or: pyenv install 3.12)"
+    log "installing the published SDK ($req) into $venv with $py"
+    rm -rf "$venv"
+    "$py" -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
+    echo "$stamp" > "$venv/.requirements"
+  fi
+  echo "$venv/bin/python"
+}
+
 # run_pg <command...>: runs a PostgreSQL tool as the postgres user when we are root (initdb refuses root).
 run_pg() {
   if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi

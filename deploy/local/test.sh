@@ -2,7 +2,7 @@
 # Runs the whole test suite: lints, unit tests and end-to-end tests on real Postgres and Redis with
 # the real binaries. Uses CARACAL_TEST_DATABASE_URL if set; otherwise starts a private PostgreSQL
 # on 127.0.0.1:${CARACAL_TEST_PG_PORT:-25433} for the run (the e2e harness starts one redis-server
-# per test stack itself).
+# per test stack itself). The published Python SDK the tests drive is installed into .local/sdk-venv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
@@ -17,6 +17,9 @@ if [ -z "${CARACAL_TEST_DATABASE_URL:-}" ]; then
   trap 'stop_postgres "$PG_DIR"' EXIT
   export CARACAL_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 fi
+
+CARACAL_SDK_PYTHON="$(ensure_sdk_venv)"
+export CARACAL_SDK_PYTHON
 
 log "building"
 cargo build --workspace --bins --locked

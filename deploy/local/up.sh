@@ -98,6 +98,7 @@ SESSION=\$(curl -fsS $CP/oauth/2/token -d grant_type=\$GRANT -d zone_id=$ZONE -d
   | sed -nE 's/.*"access_token":"([^"]*)".*/\1/p')
 MANDATE=\$(curl -fsS $CP/oauth/2/token -d grant_type=\$GRANT -d zone_id=$ZONE -d application_id=$APP_ID -d client_secret=$SECRET \\
   -d subject_token=\$SESSION -d subject_token_type=urn:ietf:params:oauth:token-type:access_token \\
+  -d requested_token_type=urn:caracal:token-type:gateway-mandate \\
   -d resource=https://echo.local -d scope=echo.read | sed -nE 's/.*"access_token":"([^"]*)".*/\1/p')
 curl -sS "$GW\${1:-/hello}" -H "Authorization: Bearer \$MANDATE" -H "X-Caracal-Resource: https://echo.local"
 echo

@@ -10,6 +10,10 @@ pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:to
 pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// `subject_token_type` of federated user id tokens.
 pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// `requested_token_type` that asks for a single-use gateway mandate in exchange for a session
+/// mandate. Only our own tools send it: the original answered every direct subject-token exchange
+/// 403, and its published clients cache what they get (a single-use token would be replayed).
+pub const TOKEN_TYPE_GATEWAY_MANDATE: &str = "urn:caracal:token-type:gateway-mandate";
 
 /// `POST /oauth/2/token` success body (RFC 8693 plus Caracal's `upstreams`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,6 +55,8 @@ struct EdgeRow {
     constraints: sqlx::types::Json<serde_json::Value>,
     status: String,
     expires_at: DateTime<Utc>,
+    /// Mirrored onto a child session (`parent_authority: inherit`): not a hop of its own.
+    inherited: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -86,7 +88,7 @@ pub async fn resolve(db: &PgPool, zone_id: &str, application_id: &str, agent_ses
              UNION ALL SELECT p.*, c.depth + 1 FROM delegation_edges p JOIN chain c ON p.id = c.parent_edge_id \
              WHERE p.zone_id = $1 AND c.depth <= $3) \
          SELECT id, source_session_id, target_session_id, parent_edge_id, issuer_application_id, receiver_application_id, \
-                scopes, resources, max_hops, hop, constraints, status, expires_at FROM chain ORDER BY depth",
+                scopes, resources, max_hops, hop, constraints, status, expires_at, inherited FROM chain ORDER BY depth",
     )
     .bind(zone_id)
     .bind(edge_id)
@@ -118,7 +120,9 @@ pub async fn resolve(db: &PgPool, zone_id: &str, application_id: &str, agent_ses
         }
     }
     let root = edges.last().expect("non-empty");
-    let hops = edges.len();
+    // An inherited edge hands its parent edge's authority one session down the same tree: it
+    // repeats that edge's hop instead of adding one.
+    let hops = edges.iter().filter(|e| !e.inherited).count();
     if hops as i32 > root.max_hops || leaf.hop as usize != hops {
         return Err(deny("the chain exceeds its hop limit"));
     }

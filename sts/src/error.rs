@@ -20,6 +20,9 @@ pub enum StsError {
     /// Unknown application, wrong secret, archived application: one answer for all (no oracle).
     #[error("invalid client credentials")]
     InvalidClient,
+    /// The application exists, with this secret, in another zone than the one named.
+    #[error("application presented in another zone")]
+    ZoneInvalid,
     /// The gateway exchange signature, timestamp or nonce is wrong.
     #[error("invalid gateway exchange signature")]
     InvalidGatewaySignature,
@@ -80,13 +83,16 @@ impl StsError {
     /// HTTP status, wire code and a description safe to show the client.
     pub fn wire(&self) -> (u16, ErrorCode, String) {
         match self {
-            Self::InvalidRequest(d) => (400, ErrorCode::InvalidRequest, d.clone()),
-            Self::UnsupportedMediaType => (415, ErrorCode::InvalidRequest, "content type must be application/x-www-form-urlencoded".into()),
+            // The original's code for a malformed exchange (the published clients map it).
+            Self::InvalidRequest(d) => (400, ErrorCode::InvalidToken, d.clone()),
+            Self::UnsupportedMediaType => (415, ErrorCode::InvalidToken, "content type must be application/x-www-form-urlencoded".into()),
             Self::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "request body too large".into()),
             Self::InvalidClient => (401, ErrorCode::AccessDenied, "invalid client credentials".into()),
+            Self::ZoneInvalid => (403, ErrorCode::ZoneInvalid, "the application belongs to another zone".into()),
             Self::InvalidGatewaySignature => (401, ErrorCode::AccessDenied, "invalid gateway exchange signature".into()),
             Self::InvalidSubjectToken(d) => (401, ErrorCode::InvalidToken, format!("invalid subject_token: {d}")),
-            Self::WrongTokenUse(d) => (401, ErrorCode::WrongTokenUse, (*d).into()),
+            // A mandate of another `use` is an invalid token to the original's clients.
+            Self::WrongTokenUse(d) => (401, ErrorCode::InvalidToken, (*d).into()),
             Self::SessionInactive => (401, ErrorCode::InvalidToken, "session revoked or expired".into()),
             Self::AccessDenied(d) => (403, ErrorCode::AccessDenied, d.clone()),
             Self::OperationNotPermitted(d) => (403, ErrorCode::OperationNotPermitted, d.clone()),
@@ -110,6 +116,7 @@ impl StsError {
         match self {
             Self::InvalidRequest(_) | Self::UnsupportedMediaType | Self::PayloadTooLarge => "invalid_request",
             Self::InvalidClient => "invalid_client",
+            Self::ZoneInvalid => "zone_invalid",
             Self::InvalidGatewaySignature => "gateway_signature",
             Self::InvalidSubjectToken(_) => "invalid_subject_token",
             Self::WrongTokenUse(_) => "wrong_token_use",

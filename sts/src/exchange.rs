@@ -113,12 +113,18 @@ impl Sts {
         *caller = Caller::Client;
         match (form.subject_token.as_deref(), form.agent_session_id.as_deref(), form.delegation_edge_id.as_deref()) {
             (None, Some(session), Some(edge)) => self.delegated_mint(form, &app, session, edge, req.request_id).await,
-            (_, Some(_), None) | (_, None, Some(_)) => {
-                Err(StsError::InvalidRequest("agent_session_id and delegation_edge_id go together".into()))
-            }
+            (None, Some(session), None) => self.session_mint(form, &app, Some(session), req.request_id).await,
+            (_, None, Some(_)) => Err(StsError::InvalidRequest("delegation_edge_id needs agent_session_id".into())),
+            (Some(_), Some(_), None) => Err(StsError::InvalidRequest("a session-bound mint takes no subject_token".into())),
             (Some(_), Some(_), Some(_)) => Err(StsError::InvalidRequest("a delegated mint takes no subject_token".into())),
+            // The original refused every direct subject-token exchange (403), and its published
+            // clients cache what a mint returns: a single-use gateway mandate goes only to a caller
+            // that asks for one by name.
+            (Some(_), None, None) if !form.wants_gateway_mandate => Err(StsError::AccessDenied(
+                "resource exchanges must use the Gateway; a gateway mandate is minted with requested_token_type=urn:caracal:token-type:gateway-mandate".into(),
+            )),
             (Some(subject), None, None) => self.gateway_mint(form, &app, subject, req.request_id).await,
-            (None, None, None) => self.session_mint(form, &app, req.request_id).await,
+            (None, None, None) => self.session_mint(form, &app, None, req.request_id).await,
         }
     }
 }

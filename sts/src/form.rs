@@ -4,7 +4,7 @@
 //! parameter-pollution vector), `actor_token` and client assertions are refused, and values are
 //! checked for shape before any lookup uses them.
 
-use caracal_shared::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN};
+use caracal_shared::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_GATEWAY_MANDATE, TOKEN_TYPE_ID_TOKEN};
 use caracal_shared::mandate::is_valid_id;
 
 use crate::error::StsError;
@@ -31,6 +31,9 @@ pub struct TokenForm {
     pub agent_session_id: Option<String>,
     pub delegation_edge_id: Option<String>,
     pub approval_id: Option<String>,
+    /// Whether a subject-token exchange asked for a gateway mandate
+    /// (`requested_token_type=urn:caracal:token-type:gateway-mandate`).
+    pub wants_gateway_mandate: bool,
 }
 
 fn invalid(msg: impl Into<String>) -> StsError {
@@ -86,6 +89,15 @@ impl TokenForm {
                 "agent_session_id" => f.agent_session_id = Some(v),
                 "delegation_edge_id" => f.delegation_edge_id = Some(v),
                 "approval_id" => f.approval_id = Some(v),
+                "requested_token_type" => match v.as_str() {
+                    TOKEN_TYPE_GATEWAY_MANDATE => f.wants_gateway_mandate = true,
+                    TOKEN_TYPE_ACCESS_TOKEN => {}
+                    _ => {
+                        return Err(invalid(format!(
+                            "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN} or {TOKEN_TYPE_GATEWAY_MANDATE}"
+                        )));
+                    }
+                },
                 "actor_token" | "actor_token_type" | "client_assertion" | "client_assertion_type" => {
                     return Err(invalid(format!("{k} is not supported")));
                 }
@@ -158,6 +170,7 @@ mod tests {
             ("&subject_token=abc&subject_token_type=urn:x", "subject_token_type"),
             ("&application_id=a%20b", "application_id"),
             ("&resource=+", "resource"),
+            ("&requested_token_type=urn:ietf:params:oauth:token-type:jwt", "requested_token_type"),
         ];
         for (extra, needle) in cases {
             match TokenForm::parse(&body(extra)) {
@@ -169,5 +182,15 @@ mod tests {
         assert!(TokenForm::parse(&body("").into_iter().chain(std::iter::repeat_n(b'a', MAX_FORM_BYTES)).collect::<Vec<_>>()).is_err());
         let no_zone = format!("grant_type={}", form_urlencoded::byte_serialize(GRANT_TYPE_TOKEN_EXCHANGE.as_bytes()).collect::<String>());
         assert!(TokenForm::parse(no_zone.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_gateway_mandate_is_asked_for_by_name() {
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        assert!(!TokenForm::parse(&body("")).unwrap().wants_gateway_mandate);
+        let plain = format!("&requested_token_type={}", enc(TOKEN_TYPE_ACCESS_TOKEN));
+        assert!(!TokenForm::parse(&body(&plain)).unwrap().wants_gateway_mandate);
+        let named = format!("&requested_token_type={}", enc(TOKEN_TYPE_GATEWAY_MANDATE));
+        assert!(TokenForm::parse(&body(&named)).unwrap().wants_gateway_mandate);
     }
 }

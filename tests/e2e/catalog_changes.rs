@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::{ACCESS_TOKEN, Answer, GRANT};
+use caracal_e2e::stack::{ACCESS_TOKEN, Answer, GATEWAY_MANDATE, GRANT};
 
 async fn within_a_second<F, Fut>(what: &str, mut probe: F, done: impl Fn(&Answer) -> bool)
 where
@@ -64,6 +64,7 @@ async fn a_rotated_secret_and_an_archived_resource_take_effect_on_every_instance
                     ("client_secret", &secret),
                     ("subject_token", &session),
                     ("subject_token_type", ACCESS_TOKEN),
+                    ("requested_token_type", GATEWAY_MANDATE),
                     ("resource", &resource),
                     ("scope", "tools.read"),
                 ],

@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod policy;
 mod revocation;
+mod sdk;
 mod step_up;
 mod sts_and_keys;
 mod sts_instances;

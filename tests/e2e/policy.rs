@@ -1,7 +1,7 @@
 //! Policy behaviour: the documented example policies, engine failures, compile-once.
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::{ACCESS_TOKEN, Demo, GRANT, TRAITS_POLICY};
+use caracal_e2e::stack::{ACCESS_TOKEN, Demo, GATEWAY_MANDATE, GRANT, TRAITS_POLICY};
 use serde_json::json;
 
 async fn app(s: &Stack, d: &Demo, name: &str, traits: serde_json::Value) -> (String, String) {
@@ -22,6 +22,7 @@ async fn mint(s: &Stack, d: &Demo, (id, secret): &(String, String), scope: &str)
     form.extend([
         ("subject_token", subject.as_str()),
         ("subject_token_type", ACCESS_TOKEN),
+        ("requested_token_type", GATEWAY_MANDATE),
         ("resource", d.resource.as_str()),
         ("scope", scope),
     ]);

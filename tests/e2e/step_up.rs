@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::{ACCESS_TOKEN, ALLOW_POLICY, Answer, Demo, GRANT};
+use caracal_e2e::stack::{ACCESS_TOKEN, ALLOW_POLICY, Answer, Demo, GATEWAY_MANDATE, GRANT};
 use serde_json::{Value, json};
 
 const STEP_UP_POLICY: &str = include_str!("../../docs/policies/writes-need-approval.rego");
@@ -189,6 +189,7 @@ async fn rejected_expired_foreign_and_stale_approvals_are_refused_and_throttle_t
                 ("client_secret", &d.secret),
                 ("subject_token", &session),
                 ("subject_token_type", ACCESS_TOKEN),
+                ("requested_token_type", GATEWAY_MANDATE),
                 ("resource", &d.resource),
                 ("scope", "tools.write"),
             ],

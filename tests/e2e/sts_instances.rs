@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::{ACCESS_TOKEN, DENY_POLICY, GRANT};
+use caracal_e2e::stack::{ACCESS_TOKEN, DENY_POLICY, GATEWAY_MANDATE, GRANT};
 use serde_json::Value;
 
 fn sid_of(mandate: &str) -> String {
@@ -29,6 +29,7 @@ async fn revocations_and_policy_changes_reach_every_instance_through_the_streams
                 ("client_secret", &d.secret),
                 ("subject_token", &session),
                 ("subject_token_type", ACCESS_TOKEN),
+                ("requested_token_type", GATEWAY_MANDATE),
                 ("resource", &d.resource),
                 ("scope", "tools.read"),
             ],
@@ -69,6 +70,7 @@ async fn revocations_and_policy_changes_reach_every_instance_through_the_streams
                     ("client_secret", &d.secret),
                     ("subject_token", &session2),
                     ("subject_token_type", ACCESS_TOKEN),
+                    ("requested_token_type", GATEWAY_MANDATE),
                     ("resource", &d.resource),
                     ("scope", "tools.read"),
                 ],

@@ -136,7 +136,8 @@ async fn unauthenticated_token_requests_are_counted_not_filed() {
         zones.push(zone);
     }
     for _ in 0..5 {
-        let a = s.token(&[("grant_type", GRANT), ("zone_id", &d.zone_id), ("application_id", &d.app_id), ("client_secret", "cs_guess")]).await;
+        let a =
+            s.token(&[("grant_type", GRANT), ("zone_id", &d.zone_id), ("application_id", &d.app_id), ("client_secret", "cs_guess")]).await;
         assert_eq!(a.status, 401, "{}", a.text);
     }
     assert_eq!(s.control_plane_metric("caracal_sts_unauthenticated_refusals_total").await, 25.0);
@@ -146,7 +147,8 @@ async fn unauthenticated_token_requests_are_counted_not_filed() {
     let rid = refused.body["requestId"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events WHERE request_id = $1").bind(&rid).fetch_one(&db).await.unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM audit_events WHERE request_id = $1").bind(&rid).fetch_one(&db).await.unwrap();
         if n == 1 {
             break;
         }
@@ -171,7 +173,8 @@ async fn bad_secrets_spend_neither_the_mint_budget_nor_the_right_secret() {
     let s = Stack::start_with(cp(&[("STS_MINT_RATE_LIMIT_PER_MIN", "5"), ("STS_AUTH_FAILURE_LIMIT", "3")])).await;
     let d = s.demo(true).await;
     let bad = [("grant_type", GRANT), ("zone_id", d.zone_id.as_str()), ("application_id", d.app_id.as_str()), ("client_secret", "cs_x")];
-    let good = [("grant_type", GRANT), ("zone_id", d.zone_id.as_str()), ("application_id", d.app_id.as_str()), ("client_secret", &d.secret)];
+    let good =
+        [("grant_type", GRANT), ("zone_id", d.zone_id.as_str()), ("application_id", d.app_id.as_str()), ("client_secret", &d.secret)];
     for _ in 0..10 {
         assert!(matches!(s.token(&bad).await.status, 401 | 429));
     }

@@ -10,8 +10,7 @@ use caracal_e2e::{Stack, StackOptions};
 const RESOURCE: &str = "https://slow.e2e.test";
 
 async fn stack(env: &[(&str, &str)]) -> (Stack, Demo, String) {
-    let opts =
-        StackOptions { gateway_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), ..Default::default() };
+    let opts = StackOptions { gateway_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), ..Default::default() };
     let s = Stack::start_with(opts).await;
     let d = s.demo(true).await;
     s.add_resource(&d, RESOURCE, &format!("{}/base", s.upstream.url())).await;

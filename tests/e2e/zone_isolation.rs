@@ -42,11 +42,12 @@ async fn without_a_zone_context_the_control_plane_role_sees_no_rows() {
     // Writing into another zone from this one is refused by the policy's check.
     let update = sqlx::query("UPDATE applications SET name = 'x' WHERE zone_id = $1").bind(other).execute(&mut c).await.unwrap();
     assert_eq!(update.rows_affected(), 0, "another zone's rows cannot even be addressed");
-    let insert = sqlx::query("INSERT INTO applications (zone_id, id, name, client_secret_sha256, traits) VALUES ($1, 'x', 'x', '\\x00', '{}')")
-        .bind(other)
-        .execute(&mut c)
-        .await
-        .unwrap_err();
+    let insert =
+        sqlx::query("INSERT INTO applications (zone_id, id, name, client_secret_sha256, traits) VALUES ($1, 'x', 'x', '\\x00', '{}')")
+            .bind(other)
+            .execute(&mut c)
+            .await
+            .unwrap_err();
     assert!(insert.to_string().contains("row-level security"), "{insert}");
     set_zone(&mut c, "*").await;
     assert_eq!(count(&mut c, "applications").await, 2, "every zone under *");

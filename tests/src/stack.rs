@@ -15,6 +15,8 @@ use crate::upstream::Upstream;
 pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// Subject token type of mandates.
 pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// `requested_token_type` of a gateway mint (a session mandate exchanged for a gateway mandate).
+pub const GATEWAY_MANDATE: &str = "urn:caracal:token-type:gateway-mandate";
 
 /// A policy that allows every exchange for a resource the zone knows (and session mints).
 pub const ALLOW_POLICY: &str = include_str!("../../docs/policies/allow-applications.rego");
@@ -397,6 +399,7 @@ impl Stack {
             ("client_secret", d.secret.as_str()),
             ("subject_token", session),
             ("subject_token_type", ACCESS_TOKEN),
+            ("requested_token_type", GATEWAY_MANDATE),
             ("resource", resource),
             ("scope", scope),
         ];

@@ -17,6 +17,8 @@ use crate::stack::Demo;
 pub(crate) const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// Subject token type of a session mandate.
 pub(crate) const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// `requested_token_type` of a gateway mint.
+pub(crate) const GATEWAY_MANDATE: &str = "urn:caracal:token-type:gateway-mandate";
 const TOKEN_PATH: &str = "/oauth/2/token";
 
 /// Why a mint gave no token.
@@ -64,6 +66,7 @@ impl Minter {
                 ("client_secret", &d.secret),
                 ("subject_token", session),
                 ("subject_token_type", ACCESS_TOKEN),
+                ("requested_token_type", GATEWAY_MANDATE),
                 ("resource", &d.resource),
                 ("scope", &d.scope),
             ],

@@ -6,7 +6,9 @@
 //!   A lockout refuses further bad secrets (429) but never the right one: secrets carry 256 bits of
 //!   entropy, so the lockout cannot be protecting them from guessing, and a lockout that refused
 //!   the right secret would let anyone who knows `(zone_id, client_id)` — both are in every mandate
-//!   an upstream sees — lock the application out of the STS.
+//!   an upstream sees — lock the application out of the STS. An application presented in a zone
+//!   that is not its own, *with its own secret*, is told so (403 `zone_invalid`, as in the
+//!   original): only the secret's holder learns it, so this is no oracle either.
 //! * **Gateway signature** — HMAC over `ts\nnonce\nMETHOD\npath\nsha256(body)` with
 //!   `GATEWAY_STS_HMAC_KEY`, a timestamp within the clock skew, a single-use nonce (Redis `SET NX`;
 //!   Redis down refuses), and the signed request id equal to the form's `gateway_request_id`.
@@ -34,8 +36,24 @@ impl Sts {
                 self.limits.admit(&form.zone_id, app_id).await?;
                 Ok(app)
             }
+            None if self.lives_in_another_zone(&form.zone_id, app_id, &presented).await? => Err(StsError::ZoneInvalid),
             _ => Err(self.limits.record_failure(&form.zone_id, app_id).await.err().unwrap_or(StsError::InvalidClient)),
         }
+    }
+
+    /// Whether `app_id` is a live application of another live zone whose secret is `presented`.
+    async fn lives_in_another_zone(&self, zone_id: &str, app_id: &str, presented: &[u8]) -> Result<bool, StsError> {
+        let secrets: Vec<(Vec<u8>,)> = caracal_shared::zone_context::all_zones(
+            sqlx::query_as(
+                "SELECT a.client_secret_sha256 FROM applications a JOIN zones z ON z.id = a.zone_id \
+                 WHERE a.id = $1 AND a.zone_id <> $2 AND a.archived_at IS NULL AND z.archived_at IS NULL",
+            )
+            .bind(app_id)
+            .bind(zone_id)
+            .fetch_all(&self.db),
+        )
+        .await?;
+        Ok(secrets.iter().any(|(s,)| sig::ct_eq(s, presented)))
     }
 
     pub(super) async fn verify_gateway_signature(

@@ -28,7 +28,7 @@ impl Sts {
         if req.gateway.is_some() && out.is_ok() {
             return;
         }
-        let class = match (req.gateway.is_some(), form.subject_token.is_some(), form.agent_session_id.is_some()) {
+        let class = match (req.gateway.is_some(), form.subject_token.is_some(), form.delegation_edge_id.is_some()) {
             (true, ..) => "resource_exchange",
             (false, _, true) => "delegated_mint",
             (false, true, false) => "gateway_mint",

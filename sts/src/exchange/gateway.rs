@@ -1,5 +1,8 @@
 //! **Gateway mint** — client credentials plus the caller's own session mandate as
-//! `subject_token`, with `resource` and `scope` ⇒ `use=gateway`, single use at the gateway.
+//! `subject_token`, with `resource`, `scope` and `requested_token_type=urn:caracal:token-type:gateway-mandate`
+//! ⇒ `use=gateway`, single use at the gateway. Without that `requested_token_type` the exchange is
+//! refused 403, as the original refused every direct subject-token exchange: its published clients
+//! cache minted tokens and would present a single-use one twice.
 //!
 //! Narrowing (each rule in [`narrow`]): the session must be the caller's own and alive; at least one
 //! resource; resources within the session's targets when it has any; scopes within each
