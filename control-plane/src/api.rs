@@ -11,6 +11,7 @@ pub mod keys;
 pub mod policies;
 pub mod resources;
 pub mod sessions;
+pub mod subject_issuers;
 pub mod zones;
 
 use axum::Router;
@@ -30,6 +31,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(policies::router())
         .merge(keys::router())
         .merge(sessions::router())
+        .merge(subject_issuers::router())
         .merge(approvals::router())
         .merge(audit::router())
         // `route_layer`: an unknown path stays 404 rather than 401.

@@ -41,6 +41,13 @@ pub struct StsConfig {
     /// `POLICY_EVAL_TIMEOUT`: longest a policy evaluation is awaited (default 250 ms); past it the
     /// exchange answers 503 `policy_eval_failed` and the zone is quarantined for a few seconds.
     pub policy_eval_timeout: Duration,
+    /// `SUBJECT_ISSUER_PRIVATE_HOSTS`: hosts (comma-separated, exact names or IP literals) whose
+    /// JWKS may be fetched from a loopback, private or link-local address. Empty by default: a
+    /// subject issuer's JWKS is fetched from public addresses only (SSRF guard).
+    pub subject_issuer_private_hosts: Vec<String>,
+    /// `SUBJECT_ISSUER_CA_FILE`: PEM CA certificates trusted for JWKS fetches in addition to the
+    /// public roots (an IdP behind a private CA).
+    pub subject_issuer_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for StsConfig {
@@ -111,6 +118,11 @@ impl StsConfig {
         if mints_per_minute == 0 || auth_failure_limit == 0 {
             r.problem("STS_MINT_RATE_LIMIT_PER_MIN", "STS_MINT_RATE_LIMIT_PER_MIN and STS_AUTH_FAILURE_LIMIT must be at least 1");
         }
+        let subject_issuer_private_hosts = r
+            .optional("SUBJECT_ISSUER_PRIVATE_HOSTS")
+            .map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+            .unwrap_or_default();
+        let subject_issuer_ca = r.ca_file("SUBJECT_ISSUER_CA_FILE");
         let zone_kek: [u8; 32] = kek.filter(|k| k.len() == 32)?.try_into().ok()?;
         Some(Self {
             issuer: issuer?,
@@ -127,6 +139,8 @@ impl StsConfig {
             auth_failure_limit,
             auth_lockout,
             policy_eval_timeout,
+            subject_issuer_private_hosts,
+            subject_issuer_ca,
         })
     }
 }

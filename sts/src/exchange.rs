@@ -5,6 +5,7 @@
 //! | [`session`] | client secret | nothing | `use=session`, a new root session (authority record) |
 //! | [`gateway`] | client secret | its own session mandate | `use=gateway`, single use at the gateway |
 //! | [`delegated`] | client secret | an agent session and a delegation edge | `use=gateway` with the lineage |
+//! | [`federated`] | client secret | an OpenID provider's `id_token` | `use=session`, `sub_type=user`, a user's root session |
 //! | [`resource`] | the gateway's HMAC signature | a gateway mandate | `use=resource` + the upstream directive |
 //!
 //! Every flow runs the same steps in the same order: authenticate the caller ([`authenticate`]),
@@ -17,6 +18,7 @@ mod authenticate;
 mod delegated;
 mod directive;
 mod evidence;
+mod federated;
 mod gateway;
 mod grant;
 mod resource;
@@ -29,7 +31,7 @@ use caracal_shared::exchange::TokenResponse;
 
 use crate::Sts;
 use crate::error::StsError;
-use crate::form::TokenForm;
+use crate::form::{SubjectTokenType, TokenForm};
 
 /// The HTTP-independent view of a token request.
 #[derive(Debug)]
@@ -103,6 +105,10 @@ impl Sts {
 
     /// Authenticates the caller, then hands over to the flow the form asks for.
     async fn dispatch(&self, req: &TokenRequest<'_>, form: &TokenForm, caller: &mut Caller) -> Result<TokenResponse, StsError> {
+        let federation = form.subject_token_type == Some(SubjectTokenType::IdToken);
+        if federation && req.gateway.is_some() {
+            return Err(StsError::InvalidRequest("the gateway exchange takes a gateway mandate, not an id_token".into()));
+        }
         if let Some(gw) = &req.gateway {
             self.verify_gateway_signature(gw, req, form).await?;
             *caller = Caller::Gateway;
@@ -111,6 +117,9 @@ impl Sts {
         }
         let app = self.authenticate(form).await?;
         *caller = Caller::Client;
+        if let (true, Some(id_token)) = (federation, form.subject_token.as_deref()) {
+            return self.federate(form, &app, id_token).await;
+        }
         match (form.subject_token.as_deref(), form.agent_session_id.as_deref(), form.delegation_edge_id.as_deref()) {
             (None, Some(session), Some(edge)) => self.delegated_mint(form, &app, session, edge, req.request_id).await,
             (None, Some(session), None) => self.session_mint(form, &app, Some(session), req.request_id).await,

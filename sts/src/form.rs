@@ -12,6 +12,29 @@ use crate::error::StsError;
 /// Largest accepted body.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
+/// What `subject_token` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectTokenType {
+    /// A Caracal mandate (`urn:ietf:params:oauth:token-type:access_token`).
+    Mandate,
+    /// An OpenID provider's `id_token`, for subject federation.
+    IdToken,
+}
+
+/// Fields a subject federation must not carry: it is the id_token and the caller, nothing more.
+const NOT_WITH_ID_TOKEN: [&str; 10] = [
+    "resource",
+    "scope",
+    "session_id",
+    "agent_session_id",
+    "delegation_edge_id",
+    "approval_id",
+    "request_method",
+    "request_path",
+    "gateway_request_id",
+    "requested_token_type",
+];
+
 /// The fields of a token request.
 #[derive(Debug, Default)]
 pub struct TokenForm {
@@ -19,6 +42,8 @@ pub struct TokenForm {
     pub application_id: Option<String>,
     pub client_secret: Option<String>,
     pub subject_token: Option<String>,
+    /// What `subject_token` is (set exactly when it is).
+    pub subject_token_type: Option<SubjectTokenType>,
     /// Resource identifiers, trimmed, deduplicated, sorted.
     pub resources: Vec<String>,
     /// Requested scopes, deduplicated, in request order.
@@ -50,7 +75,9 @@ impl TokenForm {
         let mut seen: Vec<String> = Vec::new();
         let (mut grant_type, mut subject_token_type, mut zone_id) = (None, None, None);
         for (k, v) in form_urlencoded::parse(body) {
-            if k != "resource" {
+            if k == "resource" && !seen.iter().any(|s| s == "resource") {
+                seen.push("resource".into());
+            } else if k != "resource" {
                 if seen.iter().any(|s| *s == k) {
                     return Err(invalid(format!("duplicate form field: {k}")));
                 }
@@ -109,10 +136,17 @@ impl TokenForm {
         }
         match (&f.subject_token, subject_token_type.as_deref()) {
             (None, None) => {}
-            (Some(t), Some(TOKEN_TYPE_ACCESS_TOKEN)) if !t.is_empty() => {}
-            (Some(_), Some(TOKEN_TYPE_ID_TOKEN)) => return Err(invalid("id_token subject federation is not supported yet")),
+            (Some(t), Some(TOKEN_TYPE_ACCESS_TOKEN)) if !t.is_empty() => f.subject_token_type = Some(SubjectTokenType::Mandate),
+            (Some(t), Some(TOKEN_TYPE_ID_TOKEN)) if !t.is_empty() => {
+                if let Some(extra) = NOT_WITH_ID_TOKEN.iter().find(|n| seen.iter().any(|s| s == *n)) {
+                    return Err(invalid(format!(
+                        "a subject federation carries only the id_token (no resource, scope, session, edge or approval): {extra} given"
+                    )));
+                }
+                f.subject_token_type = Some(SubjectTokenType::IdToken);
+            }
             (Some(_), None) | (None, Some(_)) => return Err(invalid("subject_token and subject_token_type go together")),
-            _ => return Err(invalid(format!("subject_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"))),
+            _ => return Err(invalid(format!("subject_token_type must be {TOKEN_TYPE_ACCESS_TOKEN} or {TOKEN_TYPE_ID_TOKEN}"))),
         }
         f.zone_id = zone_id.filter(|z| is_valid_id(z)).ok_or_else(|| invalid("zone_id is required ([A-Za-z0-9._:-]{1,128})"))?;
         for (name, value) in [
@@ -182,6 +216,20 @@ mod tests {
         assert!(TokenForm::parse(&body("").into_iter().chain(std::iter::repeat_n(b'a', MAX_FORM_BYTES)).collect::<Vec<_>>()).is_err());
         let no_zone = format!("grant_type={}", form_urlencoded::byte_serialize(GRANT_TYPE_TOKEN_EXCHANGE.as_bytes()).collect::<String>());
         assert!(TokenForm::parse(no_zone.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_federation_carries_only_the_id_token() {
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let fed = format!("&subject_token=eyJ.x.y&subject_token_type={}", enc(TOKEN_TYPE_ID_TOKEN));
+        let f = TokenForm::parse(&body(&format!("{fed}&application_id=a&client_secret=s&ttl_seconds=60"))).unwrap();
+        assert_eq!(f.subject_token_type, Some(SubjectTokenType::IdToken));
+        for extra in NOT_WITH_ID_TOKEN {
+            match TokenForm::parse(&body(&format!("{fed}&{extra}=x"))) {
+                Err(StsError::InvalidRequest(m)) => assert!(m.contains(extra), "{extra}: {m}"),
+                other => panic!("{extra}: expected invalid request, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod delegation;
 pub mod error;
 pub mod exchange;
+pub mod federation;
 pub mod form;
 pub mod http;
 pub mod keys;
@@ -50,6 +51,8 @@ pub struct Sts {
     /// Session mandates whose signature verified, by SHA-256 of the token bytes.
     verified_sessions: moka::sync::Cache<[u8; 32], Arc<caracal_shared::Claims>>,
     metrics: metrics::StsMetrics,
+    /// Subject issuers' key sets (subject federation).
+    federation: federation::jwks::JwksFetcher,
     /// Where token-exchange evidence goes (set by the binary; unset in unit tests).
     evidence: std::sync::OnceLock<tokio::sync::mpsc::Sender<caracal_shared::audit::AuditEvent>>,
 }
@@ -69,6 +72,8 @@ impl Sts {
         let revoked = Arc::new(revoked::RevokedRoots::new(cfg.revocation_max_staleness));
         let limits = limits::Limits::new(redis.clone(), cfg.mints_per_minute, cfg.auth_failure_limit, cfg.auth_lockout);
         let metrics = metrics::StsMetrics::new(registry)?;
+        let federation = federation::jwks::JwksFetcher::new(cfg.subject_issuer_private_hosts.clone(), cfg.subject_issuer_ca.as_deref())
+            .map_err(|e| prometheus::Error::Msg(format!("subject issuer JWKS client: {e}")))?;
         // Bounded by count and by the longest session lifetime; entries are only a memo of a check.
         let verified_sessions = moka::sync::Cache::builder()
             .max_capacity(100_000)
@@ -85,6 +90,7 @@ impl Sts {
             revoked,
             verified_sessions,
             metrics,
+            federation,
             evidence: std::sync::OnceLock::new(),
         }))
     }

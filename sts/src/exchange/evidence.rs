@@ -28,8 +28,10 @@ impl Sts {
         if req.gateway.is_some() && out.is_ok() {
             return;
         }
+        let federation = form.subject_token_type == Some(crate::form::SubjectTokenType::IdToken);
         let class = match (req.gateway.is_some(), form.subject_token.is_some(), form.delegation_edge_id.is_some()) {
             (true, ..) => "resource_exchange",
+            (false, true, _) if federation => "subject_federation",
             (false, _, true) => "delegated_mint",
             (false, true, false) => "gateway_mint",
             (false, false, false) => "session_mint",
@@ -53,6 +55,11 @@ impl Sts {
                     meta["root_sid"] = c.root_sid.into();
                     meta["jti"] = c.jti.into();
                     meta["use"] = c.token_use.as_str().into();
+                    if federation {
+                        // The federated subject: an IdP's user id, not a secret.
+                        meta["subject_id"] = c.sub.into();
+                        meta["sub_type"] = "user".into();
+                    }
                     meta["expires_at"] = c.exp.into();
                     if c.agent_session_id.is_some() {
                         meta["agent_session_id"] = c.agent_session_id.into();
