@@ -55,6 +55,23 @@ ensure_sdk_venv() {
   echo "$venv/bin/python"
 }
 
+# ensure_oidc_provider: .local/oidc-provider with tests/oidc/package-lock.json installed by `npm ci`
+# (again only when that file changed): the real OpenID provider the subject-federation test runs with
+# node (>= 20); prints the directory.
+ensure_oidc_provider() {
+  local dir="$PWD/.local/oidc-provider" lock="$PWD/tests/oidc/package-lock.json" stamp
+  command -v node >/dev/null && command -v npm >/dev/null || die "the subject-federation test needs node >= 20 and npm"
+  stamp="$(sha256sum "$lock" | cut -c1-16)"
+  if [ ! -d "$dir/node_modules/oidc-provider" ] || [ "$(cat "$dir/.lock" 2>/dev/null)" != "$stamp" ]; then
+    log "installing oidc-provider ($lock) into $dir"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp tests/oidc/package.json "$lock" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$stamp" > "$dir/.lock"
+  fi
+  echo "$dir"
+}
+
 # run_pg <command...>: runs a PostgreSQL tool as the postgres user when we are root (initdb refuses root).
 run_pg() {
   if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi

@@ -2,7 +2,8 @@
 # Runs the whole test suite: lints, unit tests and end-to-end tests on real Postgres and Redis with
 # the real binaries. Uses CARACAL_TEST_DATABASE_URL if set; otherwise starts a private PostgreSQL
 # on 127.0.0.1:${CARACAL_TEST_PG_PORT:-25433} for the run (the e2e harness starts one redis-server
-# per test stack itself). The published Python SDK the tests drive is installed into .local/sdk-venv.
+# per test stack itself). The published Python SDK the tests drive is installed into .local/sdk-venv,
+# the OpenID provider of the federation test into .local/oidc-provider.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
@@ -20,6 +21,8 @@ fi
 
 CARACAL_SDK_PYTHON="$(ensure_sdk_venv)"
 export CARACAL_SDK_PYTHON
+CARACAL_OIDC_PROVIDER_DIR="$(ensure_oidc_provider)"
+export CARACAL_OIDC_PROVIDER_DIR
 
 log "building"
 cargo build --workspace --bins --locked

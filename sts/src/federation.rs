@@ -107,9 +107,10 @@ impl Sts {
     }
 
     async fn jwks_of(&self, zone_id: &str, row: &IssuerRow) -> Result<std::sync::Arc<jsonwebtoken::jwk::JwkSet>, StsError> {
-        self.federation.get(zone_id, &row.id, &row.jwks_url).await.map_err(|e| {
-            StsError::Unavailable(format!("JWKS of subject issuer {} ({}): {e}", row.id, row.issuer))
-        })
+        self.federation
+            .get(zone_id, &row.id, &row.jwks_url)
+            .await
+            .map_err(|e| StsError::Unavailable(format!("JWKS of subject issuer {} ({}): {e}", row.id, row.issuer)))
     }
 }
 

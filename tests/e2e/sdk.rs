@@ -10,16 +10,24 @@ use std::path::Path;
 
 use caracal_e2e::Stack;
 use caracal_e2e::infra::free_port;
-use caracal_e2e::stack::StackOptions;
+use caracal_e2e::oidc::{self, OpenIdProvider};
+use caracal_e2e::pki::TestPki;
+use caracal_e2e::stack::{Demo, StackOptions};
 use serde_json::json;
 
 /// Where the second resource's upstream is: the Python test serves it itself.
 const VERIFY_RESOURCE: &str = "https://verify.e2e.test";
 
 async fn run_module(s: &Stack, module: &str) {
+    let d = s.demo(true).await;
+    run_module_with(s, &d, module, &[]).await;
+}
+
+/// Runs `module` against the stack seeded on top of `d`, with `extra` in its environment; returns
+/// its standard output.
+async fn run_module_with(s: &Stack, d: &Demo, module: &str, extra: &[(&str, String)]) -> String {
     let python = std::env::var("CARACAL_SDK_PYTHON")
         .expect("CARACAL_SDK_PYTHON is unset: run the suite with deploy/local/test.sh, which installs the published SDK's venv");
-    let d = s.demo(true).await;
     let z = &d.zone_id;
     let second = s.admin_ok("POST", &format!("/v1/zones/{z}/applications"), &d.admin, Some(json!({"name": "peer"})), 201).await;
     let verify_port = free_port();
@@ -52,6 +60,7 @@ async fn run_module(s: &Stack, module: &str) {
         .env("VERIFY_PORT", verify_port.to_string())
         .env("REDIS_URL", s.redis.url())
         .env("STREAMS_HMAC_KEY", &s.streams_key)
+        .envs(extra.iter().map(|(k, v)| (k, v)))
         .env_remove("CARACAL_ENV")
         .kill_on_drop(true)
         .output()
@@ -60,6 +69,7 @@ async fn run_module(s: &Stack, module: &str) {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{stdout}");
     assert!(out.status.success(), "tests/sdk/{module} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
 }
 
 #[tokio::test]
@@ -82,4 +92,71 @@ async fn the_published_sdk_delegates_narrows_and_sees_revocations() {
 async fn the_published_sdk_outlives_the_tokens_that_created_its_sessions() {
     let opts = StackOptions { control_plane_env: vec![("SESSION_TTL_SECONDS".into(), "20".into())], ..Default::default() };
     run_module(&Stack::start_with(opts).await, "test_lifetimes.py").await;
+}
+
+/// `federate_subject()` with id_tokens of a real OpenID provider (`tests/oidc/provider.mjs`) served
+/// over HTTPS by a private CA on loopback: the stack trusts that CA (`SUBJECT_ISSUER_CA_FILE`) and
+/// lets `localhost` resolve to loopback (`SUBJECT_ISSUER_PRIVATE_HOSTS`); the clock leeway is 2 s so
+/// an expired id_token shows within seconds. The module asserts the mandate, the session and each
+/// refusal; here the stored records and the denial metrics are checked.
+#[tokio::test]
+async fn the_published_sdk_federates_a_subject_from_a_real_openid_provider() {
+    let dir = caracal_e2e::infra::scratch_dir("oidc");
+    let pki = TestPki::generate(&dir.join("pki"));
+    let op = OpenIdProvider::start(&pki, &dir).await;
+    let opts = StackOptions {
+        control_plane_env: vec![
+            ("SUBJECT_ISSUER_CA_FILE".into(), pki.ca.display().to_string()),
+            ("SUBJECT_ISSUER_PRIVATE_HOSTS".into(), "localhost".into()),
+            ("STS_CLOCK_SKEW_SECONDS".into(), "2".into()),
+        ],
+        ..Default::default()
+    };
+    let s = Stack::start_with(opts).await;
+    let d = s.demo(true).await;
+    let row = s
+        .admin_ok(
+            "POST",
+            &format!("/v1/zones/{}/subject-issuers", d.zone_id),
+            &d.admin,
+            Some(json!({"issuer": op.issuer, "jwks_url": op.jwks_url, "audience": oidc::CLIENT_ID})),
+            201,
+        )
+        .await;
+    let env = [
+        ("OIDC_ISSUER", op.issuer.clone()),
+        ("OIDC_CLIENT_ID", oidc::CLIENT_ID.to_owned()),
+        ("OIDC_CLIENT_SECRET", oidc::CLIENT_SECRET.to_owned()),
+        ("OIDC_CA_FILE", pki.ca.display().to_string()),
+        ("ADMIN_TOKEN", d.admin.clone()),
+        ("SUBJECT_ISSUER_ID", row["id"].as_str().unwrap().to_owned()),
+    ];
+    let out = run_module_with(&s, &d, "test_federation.py", &env).await;
+    let line = out.lines().find_map(|l| l.strip_prefix("FEDERATED_SESSION ")).expect("the module names its session");
+    let (session, record) = line.split_once(' ').unwrap();
+    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+    let (kind, subject, iss, app): (String, String, Option<String>, String) = sqlx::query_as(
+        "SELECT r.session_type, r.subject_id, r.claims_json->>'iss', a.application_id FROM agent_sessions a \
+         JOIN authority_records r ON r.zone_id = a.zone_id AND r.id = a.subject_authority_record_id WHERE a.zone_id = $1 AND a.id = $2",
+    )
+    .bind(&d.zone_id)
+    .bind(session)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (kind.as_str(), subject.as_str(), iss.as_deref(), app.as_str()),
+        ("user", "carol", Some(op.issuer.as_str()), d.app_id.as_str())
+    );
+    let (bound,): (String,) = sqlx::query_as("SELECT subject_authority_record_id FROM agent_sessions WHERE zone_id = $1 AND id = $2")
+        .bind(&d.zone_id)
+        .bind(session)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(bound, record);
+    // wrong audience, expired, reserved sub, tampered, unknown issuer
+    assert_eq!(s.control_plane_metric("caracal_sts_denials_total{reason=\"invalid_subject_token\"}").await, 5.0);
+    // the 3601 s ttl and the four extra-field forms
+    assert_eq!(s.control_plane_metric("caracal_sts_denials_total{reason=\"invalid_request\"}").await, 5.0);
 }

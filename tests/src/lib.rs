@@ -8,6 +8,7 @@
 //! `cargo build --bins` first (the README's test command does).
 
 pub mod infra;
+pub mod oidc;
 pub mod pki;
 pub mod procs;
 pub mod stack;

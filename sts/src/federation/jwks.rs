@@ -201,7 +201,18 @@ mod tests {
     fn only_public_addresses_unless_listed() {
         let none: Vec<String> = Vec::new();
         let listed = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!allowed("idp.example", ip.parse().unwrap(), &none), "{ip}");
         }
         assert!(allowed("idp.example", "93.184.216.34".parse().unwrap(), &none));

@@ -1,0 +1,58 @@
+//! A real OpenID provider for the subject-federation tests: panva's `oidc-provider` (pinned in
+//! `tests/oidc/package.json`) run by `node` from `tests/oidc/provider.mjs`, serving HTTPS with a
+//! test PKI. `deploy/local/test.sh` installs it once into `.local/oidc-provider` and exports
+//! `CARACAL_OIDC_PROVIDER_DIR`; without it the federation tests fail (they are part of the suite).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::infra::free_port;
+use crate::pki::TestPki;
+
+/// The client whose id_tokens the zone accepts (the registered audience).
+pub const CLIENT_ID: &str = "caracal-e2e";
+/// The secret of every client of the provider.
+pub const CLIENT_SECRET: &str = "e2e-oidc-client-secret";
+
+/// A running provider, killed on drop.
+pub struct OpenIdProvider {
+    /// `https://localhost:<port>`, the `iss` of its id_tokens.
+    pub issuer: String,
+    /// Its JWKS document.
+    pub jwks_url: String,
+    _child: tokio::process::Child,
+}
+
+impl OpenIdProvider {
+    /// Starts the provider with `pki`'s certificate and waits until it listens.
+    pub async fn start(pki: &TestPki, log_dir: &Path) -> Self {
+        let dir = std::env::var("CARACAL_OIDC_PROVIDER_DIR")
+            .expect("CARACAL_OIDC_PROVIDER_DIR is unset: run the suite with deploy/local/test.sh, which installs oidc-provider");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc").join("provider.mjs");
+        let log = std::fs::File::create(log_dir.join("oidc-provider.log")).expect("create oidc-provider.log");
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .env("OIDC_PROVIDER_DIR", dir)
+            .env("PORT", free_port().to_string())
+            .env("TLS_CERT_FILE", &pki.cert)
+            .env("TLS_KEY_FILE", &pki.key)
+            .env("CLIENT_SECRET", CLIENT_SECRET)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed (deploy/local/lib.sh)");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("oidc-provider did not start within 30 s")
+            .expect("read oidc-provider stdout")
+            .unwrap_or_else(|| panic!("oidc-provider exited; see {}", log_dir.join("oidc-provider.log").display()));
+        let ready: serde_json::Value = serde_json::from_str(&first).expect("oidc-provider ready line");
+        let issuer = ready["issuer"].as_str().expect("issuer").to_owned();
+        Self { jwks_url: format!("{issuer}/jwks"), issuer, _child: child }
+    }
+}
