@@ -13,7 +13,7 @@ use caracal_e2e::infra::free_port;
 use caracal_e2e::oidc::{self, OpenIdProvider};
 use caracal_e2e::pki::TestPki;
 use caracal_e2e::stack::{Demo, StackOptions};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Where the second resource's upstream is: the Python test serves it itself.
 const VERIFY_RESOURCE: &str = "https://verify.e2e.test";
@@ -155,6 +155,29 @@ async fn the_published_sdk_federates_a_subject_from_a_real_openid_provider() {
         .await
         .unwrap();
     assert_eq!(bound, record);
+    // Evidence: the allowed federations name the user, the refused ones their reason.
+    let start = std::time::Instant::now();
+    loop {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT event FROM audit_events WHERE zone_id = $1").bind(&d.zone_id).fetch_all(&db).await.unwrap();
+        let events: Vec<Value> = rows.iter().map(|(e,)| serde_json::from_str(e).unwrap()).collect();
+        let fed = |decision: &str| {
+            events
+                .iter()
+                .filter(|e| e["metadata_json"]["class"] == "subject_federation" && e["decision"] == decision)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (allowed, denied) = (fed("allow"), fed("deny"));
+        if allowed.len() >= 3 && denied.len() >= 5 {
+            assert!(allowed.iter().any(|e| e["metadata_json"]["subject_id"] == "carol" && e["metadata_json"]["session_id"] == record));
+            assert!(allowed.iter().all(|e| e["metadata_json"]["determining_policy"] == "caracal-subject-federation"));
+            assert!(denied.iter().all(|e| e["evaluation_status"] == "invalid_subject_token"), "{denied:#?}");
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "federation evidence: {allowed:#?} {denied:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     // wrong audience, expired, reserved sub, tampered, unknown issuer
     assert_eq!(s.control_plane_metric("caracal_sts_denials_total{reason=\"invalid_subject_token\"}").await, 5.0);
     // the 3601 s ttl and the four extra-field forms

@@ -59,6 +59,8 @@ impl Sts {
                         // The federated subject: an IdP's user id, not a secret.
                         meta["subject_id"] = c.sub.into();
                         meta["sub_type"] = "user".into();
+                        // Decided by the issuer registration, not by the zone's policy.
+                        meta["determining_policy"] = "caracal-subject-federation".into();
                     }
                     meta["expires_at"] = c.exp.into();
                     if c.agent_session_id.is_some() {
