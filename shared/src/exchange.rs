@@ -37,8 +37,16 @@ pub struct TokenResponse {
 /// How the gateway reaches a resource and which credential it injects.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamDirective {
-    /// Base URL of the upstream; the inbound path is appended to its path.
+    /// Base URL of the upstream; the inbound path is appended to its path. With a pool, the first
+    /// endpoint (what a gateway that predates pools dials).
     pub url: String,
+    /// The pool (docs/pools.md); absent for a set of one with the default policy, so a plain
+    /// resource's directive is unchanged and `url` is the set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<crate::pool::Endpoint>,
+    /// How to pick among `endpoints`; absent means weighted round robin.
+    #[serde(default, skip_serializing_if = "crate::pool::LoadBalancing::is_default")]
+    pub load_balancing: crate::pool::LoadBalancing,
     /// `none`, `caracal_jwt` (the resource mandate as a bearer) or `provider_apikey`.
     pub auth_mode: String,
     /// Header the credential goes in (default `Authorization`).
@@ -61,10 +69,19 @@ pub struct UpstreamDirective {
     pub forward_caracal_identity: bool,
 }
 
+impl UpstreamDirective {
+    /// The endpoint set: `endpoints`, or `url` as a set of one (an STS that predates pools).
+    pub fn endpoint_set(&self) -> Vec<crate::pool::Endpoint> {
+        crate::pool::endpoints_or_single(&self.endpoints, &self.url)
+    }
+}
+
 impl std::fmt::Debug for UpstreamDirective {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamDirective")
             .field("url", &self.url)
+            .field("endpoints", &self.endpoints.len())
+            .field("load_balancing", &self.load_balancing.policy)
             .field("auth_mode", &self.auth_mode)
             .field("auth_location", &self.auth_location)
             .field("provider_token", &self.provider_token.as_ref().map(|_| "<redacted>"))
@@ -95,6 +112,27 @@ pub fn is_writable_credential_header(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::UpstreamDirective;
+    use crate::pool::{Endpoint, LoadBalancing, Policy};
+
+    #[test]
+    fn a_plain_directive_is_unchanged_and_a_pool_keeps_url() {
+        let plain = UpstreamDirective { url: "http://a".into(), auth_mode: "none".into(), ..Default::default() };
+        assert_eq!(serde_json::to_string(&plain).unwrap(), r#"{"url":"http://a","auth_mode":"none"}"#);
+        let old: UpstreamDirective = serde_json::from_str(r#"{"url":"http://a","auth_mode":"none"}"#).unwrap();
+        assert_eq!(old.endpoint_set(), vec![Endpoint::single("http://a")], "an older STS: url is the set");
+        let pool = UpstreamDirective {
+            endpoints: vec![Endpoint { url: "http://a".into(), weight: 3 }, Endpoint::single("http://b")],
+            load_balancing: LoadBalancing { policy: Policy::LeastOutstanding, hash_key: None },
+            ..plain
+        };
+        let v: serde_json::Value = serde_json::to_value(&pool).unwrap();
+        assert_eq!(v["url"], "http://a", "an older gateway still finds url");
+        assert_eq!(v["endpoints"][0]["weight"], 3);
+        assert_eq!(v["load_balancing"]["policy"], "least_outstanding");
+        assert_eq!(serde_json::from_value::<UpstreamDirective>(v).unwrap(), pool);
+    }
+
     #[test]
     fn credential_headers() {
         for ok in ["Authorization", "X-Api-Key", "api-key"] {

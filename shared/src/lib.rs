@@ -14,6 +14,7 @@ pub mod exchange;
 pub mod jwks;
 pub mod jws;
 pub mod mandate;
+pub mod pool;
 pub mod postgres_url;
 pub mod redis_target;
 pub mod request_id;

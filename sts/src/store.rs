@@ -42,6 +42,9 @@ pub struct Resource {
     pub id: String,
     pub identifier: String,
     pub upstream_url: String,
+    /// The pool; empty means the set of one `upstream_url` (docs/pools.md).
+    pub endpoints: sqlx::types::Json<Vec<caracal_shared::pool::Endpoint>>,
+    pub load_balancing: sqlx::types::Json<caracal_shared::pool::LoadBalancing>,
     pub scopes: Vec<String>,
     pub operations: sqlx::types::Json<Vec<Operation>>,
     pub operation_enforcement: String,
@@ -85,8 +88,8 @@ pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<
 /// A live resource of the zone by identifier.
 pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Option<Resource>, StsError> {
     Ok(sqlx::query_as(
-        "SELECT id, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
-         credential_placement, credential_secret, credential_kek_id \
+        "SELECT id, identifier, upstream_url, endpoints, load_balancing, scopes, operations, operation_enforcement, \
+         credential_mode, credential_placement, credential_secret, credential_kek_id \
          FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
     )
     .bind(zone_id)

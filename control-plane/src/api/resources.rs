@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use caracal_shared::pool::{Endpoint, HashKey, LoadBalancing, Policy};
 use caracal_sts::operations::Operation;
 use caracal_sts::store::{CredentialPlacement, provider_secret_aad};
 use chrono::{DateTime, Utc};
@@ -39,7 +40,11 @@ pub struct ResourceRow {
     pub zone_id: String,
     pub name: String,
     pub identifier: String,
+    /// The first endpoint (what readers that predate pools use).
     pub upstream_url: String,
+    /// The pool (docs/pools.md): `[{url, weight}]`.
+    pub endpoints: SqlJson<Vec<Endpoint>>,
+    pub load_balancing: SqlJson<LoadBalancing>,
     pub scopes: Vec<String>,
     pub operations: SqlJson<Vec<Operation>>,
     pub operation_enforcement: String,
@@ -54,7 +59,7 @@ pub struct ResourceRow {
 
 crate::extract::keyed!(ResourceRow, id);
 
-const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
+const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, endpoints, load_balancing, scopes, operations, operation_enforcement, credential_mode, \
      credential_placement AS credential, credential_secret IS NOT NULL AS credential_secret_set, created_at, updated_at";
 
 /// The `credential` object of a request: placement plus the provider key (write-only).
@@ -114,6 +119,59 @@ fn secret_problems(secret: &str, problems: &mut Vec<String>) {
     }
 }
 
+/// An endpoint as sent: loosely typed, so a bad weight is reported with the other problems.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointBody {
+    url: String,
+    weight: Option<i64>,
+}
+
+impl From<EndpointBody> for Endpoint {
+    fn from(e: EndpointBody) -> Self {
+        // Out of range becomes 0, which validation reports.
+        Self { url: e.url, weight: e.weight.map_or(1, |w| u32::try_from(w).unwrap_or(0)) }
+    }
+}
+
+/// `load_balancing` as sent; checked by [`Definition::validate`].
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct LoadBalancingBody {
+    policy: Option<String>,
+    hash_key: Option<String>,
+}
+
+impl From<LoadBalancing> for LoadBalancingBody {
+    fn from(lb: LoadBalancing) -> Self {
+        let policy = serde_json::to_value(lb.policy).ok().and_then(|v| v.as_str().map(str::to_owned));
+        Self { policy, hash_key: lb.hash_key.map(String::from) }
+    }
+}
+
+fn load_balancing_problems(b: &LoadBalancingBody, problems: &mut Vec<String>) -> LoadBalancing {
+    let policy = match b.policy.as_deref().map(Policy::parse) {
+        None => Policy::RoundRobin,
+        Some(Some(p)) => p,
+        Some(None) => {
+            problems.push("load_balancing.policy must be round_robin, least_outstanding or consistent_hash".into());
+            Policy::RoundRobin
+        }
+    };
+    let hash_key = match &b.hash_key {
+        None => None,
+        Some(k) => HashKey::try_from(k.clone()).map_err(|e| problems.push(format!("load_balancing.{e}"))).ok(),
+    };
+    match (policy, b.hash_key.is_some()) {
+        (Policy::ConsistentHash, false) => problems.push("load_balancing.hash_key is required for consistent_hash".into()),
+        (Policy::RoundRobin | Policy::LeastOutstanding, true) => {
+            problems.push("load_balancing.hash_key applies to consistent_hash only".into())
+        }
+        _ => {}
+    }
+    LoadBalancing { policy, hash_key }
+}
+
 /// Create and update body; on update every field is optional.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +179,8 @@ struct Body {
     name: Option<String>,
     identifier: Option<String>,
     upstream_url: Option<String>,
+    endpoints: Option<Vec<EndpointBody>>,
+    load_balancing: Option<LoadBalancingBody>,
     scopes: Option<Vec<String>>,
     operations: Option<Vec<Operation>>,
     operation_enforcement: Option<String>,
@@ -133,6 +193,13 @@ struct Definition {
     name: String,
     identifier: String,
     upstream_url: String,
+    /// The set; `[upstream_url]` unless `endpoints` was sent.
+    endpoints: Vec<Endpoint>,
+    /// Whether `endpoints` was sent (then it is checked member by member).
+    explicit_endpoints: bool,
+    load_balancing_body: LoadBalancingBody,
+    /// Filled by [`Definition::validate`].
+    load_balancing: LoadBalancing,
     scopes: Vec<String>,
     operations: Vec<Operation>,
     operation_enforcement: String,
@@ -143,7 +210,8 @@ struct Definition {
 }
 
 impl Definition {
-    /// Binds the definition's fields as the next ten parameters (name … credential_kek_id).
+    /// Binds the definition's fields as the next twelve parameters (name … credential_kek_id,
+    /// endpoints, load_balancing).
     fn bind<'q, O>(
         &'q self,
         q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
@@ -158,6 +226,8 @@ impl Definition {
             .bind(SqlJson(&self.placement))
             .bind(self.sealed_secret.as_ref().map(|(s, _)| s))
             .bind(self.sealed_secret.as_ref().map(|(_, k)| k))
+            .bind(SqlJson(&self.endpoints))
+            .bind(SqlJson(&self.load_balancing))
     }
 
     /// Checks every field and reports every problem at once. `control_audience` (when Control is
@@ -179,15 +249,15 @@ impl Definition {
         if self.name.chars().count() > 200 || self.name.chars().any(char::is_control) {
             problems.push("name must be ≤ 200 printable characters".into());
         }
-        match url::Url::parse(&self.upstream_url) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.username().is_empty()
-                    && u.password().is_none()
-                    && u.fragment().is_none() => {}
-            _ => problems.push("upstream_url must be an absolute http(s) URL without userinfo or fragment".into()),
+        if self.explicit_endpoints {
+            caracal_shared::pool::endpoint_problems(&self.endpoints, &mut problems);
+            if self.endpoints.first().is_some_and(|e| e.url != self.upstream_url) {
+                problems.push("upstream_url must equal endpoints[0].url when both are given".into());
+            }
+        } else if !caracal_shared::pool::url_ok(&self.upstream_url) {
+            problems.push("upstream_url must be an absolute http(s) URL without userinfo or fragment".into());
         }
+        self.load_balancing = load_balancing_problems(&self.load_balancing_body, &mut problems);
         let scope_ok = |s: &String| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":_./-".contains(&b));
         if self.scopes.is_empty() || self.scopes.len() > 64 || !self.scopes.iter().all(scope_ok) {
             problems.push("scopes: 1..64 entries, each ^[A-Za-z0-9:_./-]{1,200}$".into());
@@ -242,8 +312,11 @@ async fn create(
 ) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
     require_live_zone(&state.db, &zone_id).await?;
-    let (Some(identifier), Some(upstream_url), Some(scopes)) = (b.identifier, b.upstream_url, b.scopes) else {
-        return Err(ApiError::bad_request("invalid_resource", "identifier, upstream_url and scopes are required"));
+    let (Some(identifier), Some(scopes)) = (b.identifier, b.scopes) else {
+        return Err(ApiError::bad_request("invalid_resource", "identifier, upstream_url (or endpoints) and scopes are required"));
+    };
+    let Some((upstream_url, endpoints, explicit_endpoints)) = pool_of(b.upstream_url, b.endpoints) else {
+        return Err(ApiError::bad_request("invalid_resource", "identifier, upstream_url (or endpoints) and scopes are required"));
     };
     let id = uuid::Uuid::now_v7().to_string();
     let credential = b.credential.unwrap_or_default();
@@ -251,6 +324,10 @@ async fn create(
         name: b.name.unwrap_or_default().trim().to_owned(),
         identifier,
         upstream_url,
+        endpoints,
+        explicit_endpoints,
+        load_balancing_body: b.load_balancing.unwrap_or_default(),
+        load_balancing: LoadBalancing::default(),
         scopes,
         operations: b.operations.unwrap_or_default(),
         operation_enforcement: b.operation_enforcement.unwrap_or_else(|| "enforced".into()),
@@ -261,8 +338,8 @@ async fn create(
     .validate(control_audience(&state))?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
-         credential_placement, credential_secret, credential_kek_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+         credential_placement, credential_secret, credential_kek_id, endpoints, load_balancing) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);
@@ -281,6 +358,21 @@ fn seal(state: &AppState, zone_id: &str, id: &str, secret: Option<&str>) -> ApiR
     }
     let kek = state.sts.keys.kek();
     Ok(Some((kek.seal(&provider_secret_aad(zone_id, id), secret.as_bytes()), kek.id().to_owned())))
+}
+
+/// The endpoint set a body asks for: `endpoints` when sent (with `upstream_url` defaulting to its
+/// first URL), else `upstream_url` as a set of one; `None` when neither was sent. The flag says
+/// whether `endpoints` was sent.
+fn pool_of(upstream_url: Option<String>, endpoints: Option<Vec<EndpointBody>>) -> Option<(String, Vec<Endpoint>, bool)> {
+    match (upstream_url, endpoints) {
+        (url, Some(set)) => {
+            let set: Vec<Endpoint> = set.into_iter().map(Endpoint::from).collect();
+            let url = url.or_else(|| set.first().map(|e| e.url.clone())).unwrap_or_default();
+            Some((url, set, true))
+        }
+        (Some(url), None) => Some((url.clone(), vec![Endpoint::single(url)], false)),
+        (None, None) => None,
+    }
 }
 
 /// Where requests to an upstream URL go: scheme, host and port (the default port when absent).
@@ -344,7 +436,8 @@ async fn update(
     who.require_zone(&zone_id)?;
     let cur = fetch(&state, &zone_id, &id).await?;
     let cur_identifier = cur.identifier.clone();
-    let cur_destination = destination(&cur.upstream_url);
+    let cur_set = caracal_shared::pool::endpoints_or_single(&cur.endpoints.0, &cur.upstream_url);
+    let cur_destinations: Vec<_> = cur_set.iter().map(|e| destination(&e.url)).collect();
     let cur_updated_at = cur.updated_at;
     let new_secret = b.credential.as_ref().is_some_and(|c| c.secret.is_some());
     let (placement, sealed_secret) = match b.credential {
@@ -357,10 +450,16 @@ async fn update(
         }
         None => (cur.credential.0, stored_secret(&state, &zone_id, &id).await?),
     };
+    let (upstream_url, endpoints, explicit_endpoints) =
+        pool_of(b.upstream_url, b.endpoints).unwrap_or_else(|| (cur.upstream_url.clone(), cur_set.clone(), false));
     let def = Definition {
         name: b.name.unwrap_or(cur.name).trim().to_owned(),
         identifier: b.identifier.unwrap_or(cur.identifier),
-        upstream_url: b.upstream_url.unwrap_or(cur.upstream_url),
+        upstream_url,
+        endpoints,
+        explicit_endpoints,
+        load_balancing_body: b.load_balancing.unwrap_or_else(|| cur.load_balancing.0.into()),
+        load_balancing: LoadBalancing::default(),
         scopes: b.scopes.unwrap_or(cur.scopes),
         operations: b.operations.unwrap_or(cur.operations.0),
         operation_enforcement: b.operation_enforcement.unwrap_or(cur.operation_enforcement),
@@ -369,7 +468,9 @@ async fn update(
         sealed_secret,
     }
     .validate(control_audience(&state))?;
-    let moved = destination(&def.upstream_url) != cur_destination || def.identifier != cur_identifier;
+    // The key may go on to any endpoint of the set: adding a destination it was not given for is
+    // a move; removing or re-weighting members is not.
+    let moved = def.endpoints.iter().any(|e| !cur_destinations.contains(&destination(&e.url))) || def.identifier != cur_identifier;
     if def.sealed_secret.is_some() && !new_secret && moved {
         return Err(ApiError::conflict(
             "credential_secret_required",
@@ -380,8 +481,8 @@ async fn update(
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
          operation_enforcement = $8, credential_mode = $9, credential_placement = $10, credential_secret = $11, \
-         credential_kek_id = $12, updated_at = now() \
-         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL AND updated_at = $13 RETURNING {COLUMNS}"
+         credential_kek_id = $12, endpoints = $13, load_balancing = $14, updated_at = now() \
+         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL AND updated_at = $15 RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);

@@ -13,6 +13,14 @@ impl Sts {
     pub(super) fn directive(&self, zone_id: &str, r: &Resource) -> Result<UpstreamDirective, StsError> {
         let p = &r.credential_placement.0;
         let mut d = UpstreamDirective { url: r.upstream_url.clone(), auth_mode: r.credential_mode.clone(), ..Default::default() };
+        // A set of one with the default policy is sent as before (`url` alone), so gateways and
+        // directives of plain resources are unchanged.
+        let set = caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url);
+        if set.len() > 1 || set[0].url != r.upstream_url || !r.load_balancing.0.is_default() {
+            d.url = set[0].url.clone();
+            d.endpoints = set;
+            d.load_balancing = r.load_balancing.0.clone();
+        }
         match r.credential_mode.as_str() {
             "caracal_jwt" => {
                 d.auth_header = Some("Authorization".into());

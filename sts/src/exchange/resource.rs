@@ -138,6 +138,8 @@ mod tests {
             id: "r".into(),
             identifier: "https://api".into(),
             upstream_url: "http://up".into(),
+            endpoints: sqlx::types::Json(vec![]),
+            load_balancing: sqlx::types::Json(Default::default()),
             scopes: vec!["read".into(), "write".into(), "admin".into()],
             operations: sqlx::types::Json(vec![
                 op("GET", "/items/*", "read"),
