@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::phases::circuit::{self, Circuits};
 use crate::phases::egress::{Egress, SystemResolver};
 use crate::phases::exchange::StsClient;
+use crate::phases::pool::Pools;
 use crate::phases::replay::JtiStore;
 use crate::phases::watch::{Deadlines, Watcher};
 use crate::proxy::Gateway;
@@ -41,6 +42,8 @@ pub struct Deps {
     pub http: reqwest::Client,
     /// Which upstream addresses may be dialed.
     pub egress: Egress,
+    /// Upstream pools in use (docs/pools.md).
+    pub pools: Pools,
     /// The STS circuit breakers (global and per zone).
     pub circuits: Circuits,
     /// Where audit events go.
@@ -100,7 +103,8 @@ impl Deps {
         };
         let limits = Deadlines { header: cfg.upstream_header_timeout, body_idle: cfg.upstream_body_idle_timeout };
         let watcher = Watcher::new(limits, revocations.clone());
-        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, circuits, audit, watcher }, shipper))
+        let pools = Pools::new(cfg.dns_cache_ttl);
+        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, pools, circuits, audit, watcher }, shipper))
     }
 }
 

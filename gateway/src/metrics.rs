@@ -46,6 +46,8 @@ pub struct Metrics {
     pub jwks_cold_refused: IntCounter,
     /// Streams cut because an anchor was revoked mid-response.
     pub stream_cuts: IntCounter,
+    /// Pool members left out of a pool because the egress policy refused them (docs/pools.md).
+    pub pool_members_refused: IntCounter,
     /// The revocation stream consumer.
     pub revocation_stream: ConsumerMetrics,
     /// Snapshot reloads and their failures.
@@ -110,6 +112,10 @@ impl Metrics {
                 "Key lookups for zones without known keys refused without a fetch (JWKS_COLD_FETCH_BURST/RATE spent).",
             )?,
             stream_cuts: counter("stream_cuts_total", "Responses cut because their session was revoked.")?,
+            pool_members_refused: counter(
+                "upstream_pool_members_refused_total",
+                "Upstream pool members left out of their pool by the egress policy (never dialed).",
+            )?,
             revocation_stream,
             revocation_reloads: counter("revocation_reloads_total", "Revocation snapshots loaded.")?,
             revocation_reload_errors: counter("revocation_reload_errors_total", "Revocation snapshots that failed.")?,

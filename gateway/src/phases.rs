@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod failure;
 pub mod headers;
 pub mod logging;
+pub mod pool;
 pub mod replay;
 pub mod revocation;
 pub mod stream;
@@ -116,6 +117,12 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     timer.observe_duration();
     ticket.record(exchange::health(&grant));
     let grant = grant?;
-    let peer = upstream::resolve(&grant.directive, &deps.egress).await?;
+    // A plain upstream keeps the single-URL path; a pool picks a member (docs/pools.md).
+    let peer = if grant.directive.endpoints.is_empty() {
+        upstream::resolve(&grant.directive, &deps.egress).await?
+    } else {
+        let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &fresh.0.claims.sid, request_id };
+        deps.pools.peer(&grant.directive, &key, &deps.egress, &deps.metrics.pool_members_refused).await?
+    };
     Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch })
 }

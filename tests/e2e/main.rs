@@ -18,6 +18,7 @@ mod key_publication;
 mod lifecycle;
 mod limits;
 mod policy;
+mod pools;
 mod revocation;
 mod sdk;
 mod step_up;

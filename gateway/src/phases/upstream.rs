@@ -88,7 +88,8 @@ fn credential_header(d: &UpstreamDirective) -> Result<http::HeaderName, Denial> 
     http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Denial::UpstreamNotAddressable)
 }
 
-fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
+/// The credential a directive asks for, checked.
+pub fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
     match d.auth_mode.as_str() {
         "none" => Ok(Credential::None),
         "caracal_jwt" => {
@@ -117,43 +118,80 @@ fn credential(d: &UpstreamDirective) -> Result<Credential, Denial> {
     }
 }
 
+/// An upstream URL, checked: where to connect and what to send, before its host is pinned.
+#[derive(Clone, Debug)]
+pub struct Target {
+    tls: bool,
+    /// Host name (brackets removed), for the egress policy and SNI.
+    host: String,
+    port: u16,
+    authority: String,
+    base_path: String,
+    base_query: Option<String>,
+}
+
+impl Target {
+    /// Checks an upstream URL: http or https, a host, no userinfo, and no TLS to a bare IP.
+    pub fn parse(raw: &str) -> Result<Self, Denial> {
+        let url = url::Url::parse(raw).map_err(|_| Denial::UpstreamNotAddressable)?;
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(Denial::UpstreamNotAddressable),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Denial::UpstreamNotAddressable);
+        }
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or(Denial::UpstreamNotAddressable)?;
+        let port = url.port_or_known_default().ok_or(Denial::UpstreamNotAddressable)?;
+        let lookup_host = host.trim_start_matches('[').trim_end_matches(']');
+        // TLS to a bare IP would go out without SNI and without a name to verify: refuse it.
+        if tls && lookup_host.parse::<std::net::IpAddr>().is_ok() {
+            return Err(Denial::UpstreamNotAddressable);
+        }
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        Ok(Self {
+            tls,
+            host: lookup_host.to_owned(),
+            port,
+            authority,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            base_query: url.query().map(str::to_owned),
+        })
+    }
+
+    /// The address to dial: the host resolved under the egress policy and pinned.
+    pub async fn pin(&self, egress: &Egress) -> Result<SocketAddr, Denial> {
+        egress.pin(&self.host, self.port).await.map_err(|e| {
+            tracing::warn!(upstream_host = %self.host, reason = ?e, "upstream refused by the egress policy");
+            Denial::UpstreamNotAddressable
+        })
+    }
+
+    /// The peer for a pinned address.
+    pub fn peer(&self, addr: SocketAddr, d: &UpstreamDirective, credential: Credential) -> SafePeer {
+        SafePeer {
+            addr,
+            tls: self.tls,
+            host: self.host.clone(),
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
+            base_query: self.base_query.clone(),
+            forward_identity: d.forward_caracal_identity && d.auth_mode == "provider_apikey",
+            credential,
+        }
+    }
+}
+
 /// Checks the directive, resolves its host under the egress policy and pins the address.
 pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer, Denial> {
-    let url = url::Url::parse(&d.url).map_err(|_| Denial::UpstreamNotAddressable)?;
-    let tls = match url.scheme() {
-        "http" => false,
-        "https" => true,
-        _ => return Err(Denial::UpstreamNotAddressable),
-    };
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(Denial::UpstreamNotAddressable);
-    }
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or(Denial::UpstreamNotAddressable)?;
-    let port = url.port_or_known_default().ok_or(Denial::UpstreamNotAddressable)?;
+    let target = Target::parse(&d.url)?;
     let credential = credential(d)?;
-    let lookup_host = host.trim_start_matches('[').trim_end_matches(']');
-    // TLS to a bare IP would go out without SNI and without a name to verify: refuse it.
-    if tls && lookup_host.parse::<std::net::IpAddr>().is_ok() {
-        return Err(Denial::UpstreamNotAddressable);
-    }
-    let addr = egress.pin(lookup_host, port).await.map_err(|e| {
-        tracing::warn!(upstream_host = lookup_host, reason = ?e, "upstream refused by the egress policy");
-        Denial::UpstreamNotAddressable
-    })?;
-    let authority = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_owned(),
-    };
-    Ok(SafePeer {
-        addr,
-        tls,
-        host: lookup_host.to_owned(),
-        authority,
-        base_path: url.path().trim_end_matches('/').to_owned(),
-        base_query: url.query().map(str::to_owned),
-        forward_identity: d.forward_caracal_identity && d.auth_mode == "provider_apikey",
-        credential,
-    })
+    let addr = target.pin(egress).await?;
+    Ok(target.peer(addr, d, credential))
 }
 
 impl SafePeer {

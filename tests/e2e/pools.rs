@@ -1,0 +1,191 @@
+//! Upstream pools (docs/pools.md): a resource with several endpoints, through the real binaries.
+
+use caracal_e2e::Stack;
+use caracal_e2e::stack::Demo;
+use caracal_e2e::upstream::Upstream;
+use serde_json::{Value, json};
+
+async fn pool_resource(s: &Stack, d: &Demo, identifier: &str, endpoints: Value) -> Value {
+    s.admin_ok(
+        "POST",
+        &format!("/v1/zones/{}/resources", d.zone_id),
+        &d.admin,
+        Some(json!({
+            "identifier": identifier,
+            "endpoints": endpoints,
+            "scopes": ["tools.read"],
+            "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}]
+        })),
+        201,
+    )
+    .await
+}
+
+/// `n` governed GETs to `resource`, each with its own single-use mandate; every status.
+async fn calls(s: &Stack, d: &Demo, resource: &str, n: usize) -> Vec<u16> {
+    let session = s.session(d).await;
+    let mut statuses = Vec::with_capacity(n);
+    for i in 0..n {
+        let m = s.mandate_for(d, &session, resource, "tools.read").await;
+        statuses.push(s.governed("GET", &format!("/items/{i}"), &m, resource).await.status);
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn the_admin_api_takes_endpoints_and_reports_every_pool_problem_at_once() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let path = format!("/v1/zones/{}/resources", d.zone_id);
+    let bad = s
+        .admin(
+            "POST",
+            &path,
+            &d.admin,
+            Some(json!({
+                "identifier": "https://bad-pool.e2e.test",
+                "upstream_url": "http://elsewhere:1",
+                "endpoints": [{"url": "ftp://x", "weight": 0}, {"url": "http://a:1", "weight": 5000}, {"url": "http://a:1"}],
+                "load_balancing": {"policy": "consistent_hash", "hash_key": "cookie"},
+                "scopes": ["a"]
+            })),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(bad.error(), "invalid_resource");
+    let why = bad.body["error_description"].as_str().unwrap();
+    for needle in [
+        "endpoints[0].url",
+        "endpoints[0].weight",
+        "endpoints[1].weight",
+        "endpoints[2].url is listed twice",
+        "upstream_url must equal",
+        "hash_key",
+    ] {
+        assert!(why.contains(needle), "every problem at once; missing {needle}: {why}");
+    }
+    let policy = s
+        .admin(
+            "POST",
+            &path,
+            &d.admin,
+            Some(json!({"identifier": "https://p.e2e.test", "upstream_url": "http://a:1", "load_balancing": {"policy": "random"}, "scopes": ["a"]})),
+        )
+        .await;
+    assert_eq!(policy.status, 400);
+    assert!(policy.text.contains("load_balancing.policy"), "{}", policy.text);
+
+    // A pool: upstream_url is the first endpoint; a set of one stays a plain resource.
+    let pool =
+        pool_resource(&s, &d, "https://pool.e2e.test", json!([{"url": "http://a.test:1/x", "weight": 3}, {"url": "http://b.test:2/x"}]))
+            .await;
+    assert_eq!(pool["upstream_url"], "http://a.test:1/x");
+    assert_eq!(pool["endpoints"], json!([{"url": "http://a.test:1/x", "weight": 3}, {"url": "http://b.test:2/x", "weight": 1}]));
+    assert_eq!(pool["load_balancing"], json!({"policy": "round_robin"}));
+    let id = pool["id"].as_str().unwrap();
+    let one = s.admin_ok("PATCH", &format!("{path}/{id}"), &d.admin, Some(json!({"upstream_url": "http://c.test:3/"})), 200).await;
+    assert_eq!(one["endpoints"], json!([{"url": "http://c.test:3/", "weight": 1}]), "upstream_url alone is a set of one");
+    let hashed = s
+        .admin_ok(
+            "PATCH",
+            &format!("{path}/{id}"),
+            &d.admin,
+            Some(json!({"load_balancing": {"policy": "consistent_hash", "hash_key": "header:Mcp-Session-Id"}})),
+            200,
+        )
+        .await;
+    assert_eq!(hashed["load_balancing"], json!({"policy": "consistent_hash", "hash_key": "header:mcp-session-id"}));
+    assert_eq!(hashed["upstream_url"], "http://c.test:3/", "untouched fields stay");
+}
+
+#[tokio::test]
+async fn a_provider_key_is_not_spread_to_a_new_pool_member_without_a_new_secret() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let path = format!("/v1/zones/{}/resources", d.zone_id);
+    let r = s
+        .admin_ok(
+            "POST",
+            &path,
+            &d.admin,
+            Some(json!({
+                "identifier": "https://keyed-pool.e2e.test",
+                "endpoints": [{"url": "http://a.test:1/"}, {"url": "http://b.test:1/"}],
+                "scopes": ["a"],
+                "credential_mode": "provider_apikey",
+                "credential": {"header": "X-Api-Key", "secret": "k-1"}
+            })),
+            201,
+        )
+        .await;
+    let id = r["id"].as_str().unwrap();
+    let grow = s
+        .admin(
+            "PATCH",
+            &format!("{path}/{id}"),
+            &d.admin,
+            Some(json!({"endpoints": [{"url": "http://a.test:1/"}, {"url": "http://evil.test:1/"}]})),
+        )
+        .await;
+    assert_eq!(grow.status, 409, "{}", grow.text);
+    assert_eq!(grow.error(), "credential_secret_required");
+    // Removing and re-weighting members sends the key nowhere new.
+    let shrink =
+        s.admin("PATCH", &format!("{path}/{id}"), &d.admin, Some(json!({"endpoints": [{"url": "http://b.test:1/v2", "weight": 7}]}))).await;
+    assert_eq!(shrink.status, 200, "{}", shrink.text);
+}
+
+#[tokio::test]
+async fn weights_are_respected_across_three_endpoints() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let ups = [Upstream::start().await, Upstream::start().await, Upstream::start().await];
+    let endpoints: Vec<Value> = ups.iter().zip([3, 2, 1]).map(|(u, w)| json!({"url": format!("{}/base", u.url()), "weight": w})).collect();
+    pool_resource(&s, &d, "https://weighted.e2e.test", Value::Array(endpoints)).await;
+    let n = 120;
+    let statuses = calls(&s, &d, "https://weighted.e2e.test", n).await;
+    assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
+    let counts: Vec<usize> = ups.iter().map(|u| u.requests().len()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), n, "{counts:?}");
+    for (count, weight) in counts.iter().zip([3, 2, 1]) {
+        let want = n * weight / 6;
+        assert!(count.abs_diff(want) <= n / 10, "weight {weight}: {count} of {n}, want {want} ± {}: {counts:?}", n / 10);
+    }
+    assert!(ups.iter().all(|u| u.requests().iter().all(|r| r.path.starts_with("/base/items/"))), "each member's base path is used");
+}
+
+#[tokio::test]
+async fn a_pool_member_on_a_forbidden_address_is_never_dialed() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let good = Upstream::start().await;
+    // Reachable if dialed: a connection to 0.0.0.0 lands on the local host's listener.
+    let trap = Upstream::start().await;
+    pool_resource(
+        &s,
+        &d,
+        "https://trapped.e2e.test",
+        json!([
+            {"url": format!("http://0.0.0.0:{}/base", trap.addr.port()), "weight": 5},
+            {"url": "http://169.254.169.254/latest/", "weight": 5},
+            {"url": format!("{}/base", good.url()), "weight": 1}
+        ]),
+    )
+    .await;
+    let statuses = calls(&s, &d, "https://trapped.e2e.test", 12).await;
+    assert!(statuses.iter().all(|st| *st == 200), "the checked member serves everything: {statuses:?}");
+    assert_eq!(good.requests().len(), 12);
+    assert!(trap.requests().is_empty() && trap.carried().is_empty(), "the forbidden member was never dialed");
+    assert!(s.gateway_metric("caracal_gateway_upstream_pool_members_refused_total").await >= 2.0);
+
+    // A pool with no permitted member is refused like a single forbidden upstream.
+    pool_resource(&s, &d, "https://all-forbidden.e2e.test", json!([{"url": "http://169.254.169.254/"}, {"url": "http://0.0.0.0:9/"}]))
+        .await;
+    let session = s.session(&d).await;
+    let m = s.mandate_for(&d, &session, "https://all-forbidden.e2e.test", "tools.read").await;
+    let a = s.governed("GET", "/x", &m, "https://all-forbidden.e2e.test").await;
+    assert_eq!(a.status, 502, "{}", a.text);
+    assert_eq!(a.error(), "internal_error");
+    assert_eq!(a.body["error_description"], "upstream not addressable");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 1.0);
+}
