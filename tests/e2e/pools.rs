@@ -189,3 +189,28 @@ async fn a_pool_member_on_a_forbidden_address_is_never_dialed() {
     assert_eq!(a.body["error_description"], "upstream not addressable");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 1.0);
 }
+
+#[tokio::test]
+async fn a_pool_member_whose_name_resolves_to_a_refused_address_is_never_dialed() {
+    // Without ALLOW_PRIVATE_UPSTREAMS, `localhost` resolves to an address the policy refuses.
+    let opts = caracal_e2e::StackOptions {
+        gateway_env: vec![("ALLOW_PRIVATE_UPSTREAMS".into(), "false".into())],
+        ..Default::default()
+    };
+    let s = Stack::start_with(opts).await;
+    let d = s.demo(true).await;
+    let trap = Upstream::start().await;
+    let port = trap.addr.port();
+    pool_resource(
+        &s,
+        &d,
+        "https://named-pool.e2e.test",
+        json!([{"url": format!("http://localhost:{port}/base")}, {"url": format!("http://LOCALHOST:{port}/other")}]),
+    )
+    .await;
+    let statuses = calls(&s, &d, "https://named-pool.e2e.test", 3).await;
+    assert_eq!(statuses, [502, 502, 502]);
+    assert!(trap.requests().is_empty() && trap.carried().is_empty(), "no member was dialed");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 3.0);
+    assert!(s.gateway_metric("caracal_gateway_upstream_pool_members_refused_total").await >= 2.0);
+}
