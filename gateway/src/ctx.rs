@@ -64,6 +64,8 @@ pub struct Forward {
     pub anchors: std::sync::Arc<Vec<String>>,
     /// The revocation view's epoch when the anchors were checked at admission.
     pub revocation_epoch: u64,
+    /// The pool member's in-flight hold (pools only), released with the context.
+    pub pool_hold: Option<crate::phases::pool::InFlight>,
 }
 
 impl RequestCtx {

@@ -118,11 +118,12 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     ticket.record(exchange::health(&grant));
     let grant = grant?;
     // A plain upstream keeps the single-URL path; a pool picks a member (docs/pools.md).
-    let peer = if grant.directive.endpoints.is_empty() {
-        upstream::resolve(&grant.directive, &deps.egress).await?
+    let (peer, pool_hold) = if grant.directive.endpoints.is_empty() {
+        (upstream::resolve(&grant.directive, &deps.egress).await?, None)
     } else {
         let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &fresh.0.claims.sid, request_id };
-        deps.pools.peer(&grant.directive, &key, &deps.egress, &deps.metrics.pool_members_refused).await?
+        let (peer, hold) = deps.pools.peer(&grant.directive, &key, &deps.egress, &deps.metrics.pool_members_refused).await?;
+        (peer, Some(hold))
     };
-    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch })
+    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, pool_hold })
 }

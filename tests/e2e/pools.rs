@@ -193,10 +193,7 @@ async fn a_pool_member_on_a_forbidden_address_is_never_dialed() {
 #[tokio::test]
 async fn a_pool_member_whose_name_resolves_to_a_refused_address_is_never_dialed() {
     // Without ALLOW_PRIVATE_UPSTREAMS, `localhost` resolves to an address the policy refuses.
-    let opts = caracal_e2e::StackOptions {
-        gateway_env: vec![("ALLOW_PRIVATE_UPSTREAMS".into(), "false".into())],
-        ..Default::default()
-    };
+    let opts = caracal_e2e::StackOptions { gateway_env: vec![("ALLOW_PRIVATE_UPSTREAMS".into(), "false".into())], ..Default::default() };
     let s = Stack::start_with(opts).await;
     let d = s.demo(true).await;
     let trap = Upstream::start().await;
@@ -213,4 +210,56 @@ async fn a_pool_member_whose_name_resolves_to_a_refused_address_is_never_dialed(
     assert!(trap.requests().is_empty() && trap.carried().is_empty(), "no member was dialed");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 3.0);
     assert!(s.gateway_metric("caracal_gateway_upstream_pool_members_refused_total").await >= 2.0);
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_each_mcp_session_on_one_endpoint() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let ups = [Upstream::start().await, Upstream::start().await, Upstream::start().await];
+    let r = pool_resource(
+        &s,
+        &d,
+        "https://sticky.e2e.test",
+        Value::Array(ups.iter().map(|u| json!({"url": format!("{}/base", u.url())})).collect()),
+    )
+    .await;
+    s.admin_ok(
+        "PATCH",
+        &format!("/v1/zones/{}/resources/{}", d.zone_id, r["id"].as_str().unwrap()),
+        &d.admin,
+        Some(json!({"load_balancing": {"policy": "consistent_hash", "hash_key": "header:Mcp-Session-Id"}})),
+        200,
+    )
+    .await;
+    let session = s.session(&d).await;
+    let sessions: Vec<String> = (0..8).map(|i| format!("mcp-session-{i}")).collect();
+    for round in 0..4 {
+        for sid in &sessions {
+            let m = s.mandate_for(&d, &session, "https://sticky.e2e.test", "tools.read").await;
+            let a = s
+                .call(
+                    "GET",
+                    &format!("/items/{round}"),
+                    &[
+                        ("authorization", &format!("Bearer {m}")),
+                        ("x-caracal-resource", "https://sticky.e2e.test"),
+                        ("mcp-session-id", sid),
+                    ],
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+        }
+    }
+    let mut used = 0;
+    for sid in &sessions {
+        let homes: Vec<usize> =
+            ups.iter().map(|u| u.requests().iter().filter(|r| r.header("mcp-session-id") == Some(sid.as_str())).count()).collect();
+        assert_eq!(homes.iter().filter(|c| **c > 0).count(), 1, "{sid} stays on one endpoint: {homes:?}");
+        assert_eq!(homes.iter().sum::<usize>(), 4);
+    }
+    for u in &ups {
+        used += usize::from(!u.requests().is_empty());
+    }
+    assert!(used >= 2, "sessions spread over the pool");
 }

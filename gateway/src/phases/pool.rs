@@ -7,6 +7,10 @@
 //! balancer**, so it can never be selected or dialed. A pool with no member left refuses the
 //! request like a single unusable upstream (502 "upstream not addressable").
 //!
+//! `least_outstanding` is power of two choices: two members drawn by the crate's weighted random
+//! selector, the one with fewer requests in flight (relative to its weight) wins. Every pool pick
+//! holds an [`InFlight`] guard until the request's context is dropped.
+//!
 //! Backends are identified by a synthetic address in the IPv6 discard prefix `100::/64` derived
 //! from the endpoint URL: the crate identifies a backend by address and weight, so two endpoints on
 //! one address would merge, and a URL-derived identity keeps the hash ring stable when DNS answers
@@ -16,12 +20,13 @@ use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use caracal_shared::exchange::UpstreamDirective;
 use caracal_shared::pool::{Endpoint, HashKey, LoadBalancing, Policy};
 use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::selection::{Consistent, RoundRobin};
+use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use crate::deny::Denial;
@@ -36,6 +41,8 @@ const MAX_ITERATIONS: usize = 256;
 struct Member {
     target: Target,
     addr: SocketAddr,
+    /// Position in the pool's in-flight counters.
+    slot: usize,
 }
 
 /// The balancer of one policy.
@@ -44,12 +51,35 @@ enum Selector {
     RoundRobin(LoadBalancer<RoundRobin>),
     /// Ketama over the request key.
     Hash(LoadBalancer<Consistent>),
+    /// Two weighted random draws, the less loaded wins.
+    LeastOutstanding(LoadBalancer<Random>),
 }
 
 /// One resource's pool, ready to pick.
 pub struct Pool {
     selector: Selector,
     hash_key: Option<HashKey>,
+    /// Requests in flight per member slot.
+    in_flight: Box<[AtomicUsize]>,
+}
+
+/// A request's hold on its member: counted in flight until dropped (with the request context).
+pub struct InFlight {
+    pool: Arc<Pool>,
+    slot: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.pool.in_flight[self.slot].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl InFlight {
+    fn take(pool: Arc<Pool>, slot: usize) -> Self {
+        pool.in_flight[slot].fetch_add(1, Ordering::Relaxed);
+        Self { pool, slot }
+    }
 }
 
 /// What a request offers as a consistent-hash key.
@@ -73,20 +103,22 @@ impl Pools {
         Self { cache: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ttl).build() }
     }
 
-    /// The peer for this request: a member picked by the directive's policy, pinned and checked.
+    /// The peer for this request: a member picked by the directive's policy, pinned and checked,
+    /// and the request's hold on it.
     pub async fn peer(
         &self,
         d: &UpstreamDirective,
         key: &RequestKey<'_>,
         egress: &Egress,
         refused: &prometheus::IntCounter,
-    ) -> Result<SafePeer, Denial> {
+    ) -> Result<(SafePeer, InFlight), Denial> {
         let credential = upstream::credential(d)?;
         let id = (d.endpoint_set(), d.load_balancing.clone());
         let pool =
             self.cache.try_get_with_by_ref(&id, Pool::build(&id.0, &id.1, egress, refused)).await.map_err(|e: Arc<Denial>| (*e).clone())?;
         let member = pool.pick(key).ok_or(Denial::UpstreamNotAddressable)?;
-        Ok(member.target.peer(member.addr, d, credential))
+        let hold = InFlight::take(pool, member.slot);
+        Ok((member.target.peer(member.addr, d, credential), hold))
     }
 }
 
@@ -109,8 +141,9 @@ impl Pool {
     ) -> Result<Arc<Self>, Denial> {
         let mut set = BTreeSet::new();
         for e in endpoints {
+            let (slot, weight) = (set.len(), e.weight.max(1) as usize);
             let member = match Target::parse(&e.url) {
-                Ok(target) => target.pin(egress).await.map(|addr| Member { target, addr }),
+                Ok(target) => target.pin(egress).await.map(|addr| Member { target, addr, slot }),
                 Err(d) => Err(d),
             };
             let Ok(member) = member else {
@@ -118,23 +151,21 @@ impl Pool {
                 tracing::warn!(endpoint = %e.url, "pool member left out: refused by the upstream checks or the egress policy");
                 continue;
             };
-            let mut backend = Backend {
-                addr: pingora::protocols::l4::socket::SocketAddr::Inet(identity(&e.url)),
-                weight: e.weight.max(1) as usize,
-                ext: Default::default(),
-            };
+            let mut backend =
+                Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(identity(&e.url)), weight, ext: Default::default() };
             backend.ext.insert(member);
             set.insert(backend);
         }
         if set.is_empty() {
             return Err(Denial::UpstreamNotAddressable);
         }
+        let in_flight = (0..set.len()).map(|_| AtomicUsize::new(0)).collect();
         let selector = match lb.policy {
-            // Least outstanding is not built yet (docs/pools.md): weighted round robin until then.
-            Policy::RoundRobin | Policy::LeastOutstanding => Selector::RoundRobin(balancer(set).await?),
+            Policy::RoundRobin => Selector::RoundRobin(balancer(set).await?),
+            Policy::LeastOutstanding => Selector::LeastOutstanding(balancer(set).await?),
             Policy::ConsistentHash => Selector::Hash(balancer(set).await?),
         };
-        Ok(Arc::new(Self { selector, hash_key: lb.hash_key.clone() }))
+        Ok(Arc::new(Self { selector, hash_key: lb.hash_key.clone(), in_flight }))
     }
 
     /// The member for a request.
@@ -149,6 +180,13 @@ impl Pool {
                     None => None,
                 };
                 lb.select(k.unwrap_or(key.request_id.as_bytes()), MAX_ITERATIONS)
+            }
+            Selector::LeastOutstanding(lb) => {
+                let a = lb.select(b"", MAX_ITERATIONS)?;
+                let b = lb.select(b"", MAX_ITERATIONS)?;
+                // Fewer in flight per unit of weight wins: compare a/wa with b/wb without division.
+                let load = |x: &Backend| x.ext.get::<Member>().map_or(usize::MAX, |m| self.in_flight[m.slot].load(Ordering::Relaxed));
+                Some(if load(&b).saturating_mul(a.weight) < load(&a).saturating_mul(b.weight) { b } else { a })
             }
         }?;
         backend.ext.get::<Member>().cloned()
@@ -216,7 +254,7 @@ mod tests {
         let h = http::HeaderMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for i in 0..400 {
-            let p = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
+            let (p, _hold) = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
             *seen.entry(p.base_path.clone()).or_default() += 1;
             assert_ne!(p.addr.ip().to_string(), "169.254.169.254");
         }
@@ -244,13 +282,32 @@ mod tests {
         for session in ["s1", "s2", "s3", "s4", "s5", "s6"] {
             let mut h = http::HeaderMap::new();
             h.insert("mcp-session-id", session.parse().unwrap());
-            let first = pools.peer(&d, &key(&h, "x"), &egress(), &refused).await.unwrap().base_path;
+            let first = pools.peer(&d, &key(&h, "x"), &egress(), &refused).await.unwrap().0.base_path;
             for i in 0..5 {
-                let again = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap().base_path;
+                let again = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap().0.base_path;
                 assert_eq!(again, first, "{session} stays");
             }
             members.insert(first);
         }
         assert!(members.len() > 1, "sessions spread: {members:?}");
+    }
+
+    #[tokio::test]
+    async fn least_outstanding_avoids_the_busy_member_and_holds_are_released() {
+        let pools = Pools::new(Duration::from_secs(30));
+        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let lb = LoadBalancing { policy: Policy::LeastOutstanding, hash_key: None };
+        let d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1)], lb);
+        let h = http::HeaderMap::new();
+        // Requests that never finish pile up: two choices keep the members close to even.
+        let mut held = Vec::new();
+        for i in 0..200 {
+            held.push(pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap());
+        }
+        let on_a = held.iter().filter(|(p, _)| p.base_path == "/a").count();
+        assert!(on_a.abs_diff(100) <= 10, "balanced by load: {on_a} of 200 on a");
+        let pool = held[0].1.pool.clone();
+        drop(held);
+        assert!(pool.in_flight.iter().all(|c| c.load(Ordering::Relaxed) == 0), "every hold released");
     }
 }
