@@ -122,7 +122,7 @@ mod tests {
         let old: UpstreamDirective = serde_json::from_str(r#"{"url":"http://a","auth_mode":"none"}"#).unwrap();
         assert_eq!(old.endpoint_set(), vec![Endpoint::single("http://a")], "an older STS: url is the set");
         let pool = UpstreamDirective {
-            endpoints: vec![Endpoint { url: "http://a".into(), weight: 3 }, Endpoint::single("http://b")],
+            endpoints: vec![Endpoint { url: "http://a".into(), weight: 3, drain: false }, Endpoint::single("http://b")],
             load_balancing: LoadBalancing { policy: Policy::LeastOutstanding, hash_key: None },
             ..plain
         };

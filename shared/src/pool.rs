@@ -16,6 +16,10 @@ pub struct Endpoint {
     /// Relative share of requests (1..=[`MAX_WEIGHT`]).
     #[serde(default = "one")]
     pub weight: u32,
+    /// Draining: no new requests (in-flight ones finish); the member stays in the set so a hash
+    /// ring keeps its shape.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain: bool,
 }
 
 fn one() -> u32 {
@@ -25,7 +29,7 @@ fn one() -> u32 {
 impl Endpoint {
     /// An endpoint of weight 1.
     pub fn single(url: impl Into<String>) -> Self {
-        Self { url: url.into(), weight: 1 }
+        Self { url: url.into(), weight: 1, drain: false }
     }
 }
 
@@ -142,6 +146,9 @@ pub fn endpoint_problems(endpoints: &[Endpoint], problems: &mut Vec<String>) {
             problems.push(format!("endpoints[{i}].url is listed twice"));
         }
     }
+    if !endpoints.is_empty() && endpoints.iter().all(|e| e.drain) {
+        problems.push("endpoints: at least one endpoint must not be draining".into());
+    }
 }
 
 #[cfg(test)]
@@ -175,12 +182,15 @@ mod tests {
     fn every_endpoint_problem_is_reported() {
         let mut p = Vec::new();
         let set = [
-            Endpoint { url: "ftp://x".into(), weight: 0 },
+            Endpoint { url: "ftp://x".into(), weight: 0, drain: false },
             Endpoint::single("http://a"),
-            Endpoint { url: "http://a".into(), weight: 5000 },
+            Endpoint { url: "http://a".into(), weight: 5000, drain: true },
         ];
         endpoint_problems(&set, &mut p);
         assert_eq!(p.len(), 4, "{p:?}");
+        let mut drained = Vec::new();
+        endpoint_problems(&[Endpoint { drain: true, ..Endpoint::single("http://a") }], &mut drained);
+        assert_eq!(drained, ["endpoints: at least one endpoint must not be draining"]);
         let mut none = Vec::new();
         endpoint_problems(&[], &mut none);
         assert_eq!(none.len(), 1);

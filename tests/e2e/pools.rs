@@ -263,3 +263,21 @@ async fn consistent_hash_keeps_each_mcp_session_on_one_endpoint() {
     }
     assert!(used >= 2, "sessions spread over the pool");
 }
+
+#[tokio::test]
+async fn a_drained_endpoint_gets_no_new_requests() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    let (ua, ub) = (format!("{}/base", a.url()), format!("{}/base", b.url()));
+    let r = pool_resource(&s, &d, "https://drained.e2e.test", json!([{"url": ua}, {"url": ub}])).await;
+    let path = format!("/v1/zones/{}/resources/{}", d.zone_id, r["id"].as_str().unwrap());
+    let all = s.admin("PATCH", &path, &d.admin, Some(json!({"endpoints": [{"url": ua, "drain": true}, {"url": ub, "drain": true}]}))).await;
+    assert_eq!(all.status, 400, "draining every endpoint would leave none: {}", all.text);
+    let drained = s.admin_ok("PATCH", &path, &d.admin, Some(json!({"endpoints": [{"url": ua, "drain": true}, {"url": ub}]})), 200).await;
+    assert_eq!(drained["endpoints"][0]["drain"], true);
+    let statuses = calls(&s, &d, "https://drained.e2e.test", 8).await;
+    assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
+    assert!(a.requests().is_empty(), "the drained endpoint got nothing");
+    assert_eq!(b.requests().len(), 8);
+}

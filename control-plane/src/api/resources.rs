@@ -125,12 +125,15 @@ fn secret_problems(secret: &str, problems: &mut Vec<String>) {
 struct EndpointBody {
     url: String,
     weight: Option<i64>,
+    /// No new requests go to a draining endpoint.
+    #[serde(default)]
+    drain: bool,
 }
 
 impl From<EndpointBody> for Endpoint {
     fn from(e: EndpointBody) -> Self {
         // Out of range becomes 0, which validation reports.
-        Self { url: e.url, weight: e.weight.map_or(1, |w| u32::try_from(w).unwrap_or(0)) }
+        Self { url: e.url, weight: e.weight.map_or(1, |w| u32::try_from(w).unwrap_or(0)), drain: e.drain }
     }
 }
 

@@ -43,6 +43,8 @@ struct Member {
     addr: SocketAddr,
     /// Position in the pool's in-flight counters.
     slot: usize,
+    /// Draining: never picked; kept so the hash ring keeps its shape.
+    drain: bool,
 }
 
 /// The balancer of one policy.
@@ -143,7 +145,7 @@ impl Pool {
         for e in endpoints {
             let (slot, weight) = (set.len(), e.weight.max(1) as usize);
             let member = match Target::parse(&e.url) {
-                Ok(target) => target.pin(egress).await.map(|addr| Member { target, addr, slot }),
+                Ok(target) => target.pin(egress).await.map(|addr| Member { target, addr, slot, drain: e.drain }),
                 Err(d) => Err(d),
             };
             let Ok(member) = member else {
@@ -170,8 +172,10 @@ impl Pool {
 
     /// The member for a request.
     fn pick(&self, key: &RequestKey<'_>) -> Option<Member> {
+        // A draining member is passed over: the selector moves on to the next one.
+        let accept = |b: &Backend, ready: bool| ready && b.ext.get::<Member>().is_some_and(|m| !m.drain);
         let backend = match &self.selector {
-            Selector::RoundRobin(lb) => lb.select(b"", MAX_ITERATIONS),
+            Selector::RoundRobin(lb) => lb.select_with(b"", MAX_ITERATIONS, accept),
             Selector::Hash(lb) => {
                 let k = match &self.hash_key {
                     Some(HashKey::Header(name)) => key.headers.get(name.as_str()).map(|v| v.as_bytes()),
@@ -179,11 +183,11 @@ impl Pool {
                     Some(HashKey::Path) => Some(key.path.as_bytes()),
                     None => None,
                 };
-                lb.select(k.unwrap_or(key.request_id.as_bytes()), MAX_ITERATIONS)
+                lb.select_with(k.unwrap_or(key.request_id.as_bytes()), MAX_ITERATIONS, accept)
             }
             Selector::LeastOutstanding(lb) => {
-                let a = lb.select(b"", MAX_ITERATIONS)?;
-                let b = lb.select(b"", MAX_ITERATIONS)?;
+                let a = lb.select_with(b"", MAX_ITERATIONS, accept)?;
+                let b = lb.select_with(b"", MAX_ITERATIONS, accept)?;
                 // Fewer in flight per unit of weight wins: compare a/wa with b/wb without division.
                 let load = |x: &Backend| x.ext.get::<Member>().map_or(usize::MAX, |m| self.in_flight[m.slot].load(Ordering::Relaxed));
                 Some(if load(&b).saturating_mul(a.weight) < load(&a).saturating_mul(b.weight) { b } else { a })
@@ -233,7 +237,7 @@ mod tests {
         UpstreamDirective {
             url: endpoints[0].0.into(),
             auth_mode: "none".into(),
-            endpoints: endpoints.iter().map(|(u, w)| Endpoint { url: (*u).into(), weight: *w }).collect(),
+            endpoints: endpoints.iter().map(|(u, w)| Endpoint { url: (*u).into(), weight: *w, drain: false }).collect(),
             load_balancing: lb,
             ..Default::default()
         }
@@ -309,5 +313,21 @@ mod tests {
         let pool = held[0].1.pool.clone();
         drop(held);
         assert!(pool.in_flight.iter().all(|c| c.load(Ordering::Relaxed) == 0), "every hold released");
+    }
+
+    #[tokio::test]
+    async fn a_draining_member_is_never_picked_by_any_policy() {
+        let pools = Pools::new(Duration::from_secs(30));
+        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let h = http::HeaderMap::new();
+        for policy in [Policy::RoundRobin, Policy::LeastOutstanding, Policy::ConsistentHash] {
+            let hash_key = (policy == Policy::ConsistentHash).then_some(HashKey::Path);
+            let mut d = directive(&[("http://a.example/a", 5), ("http://b.example/b", 1)], LoadBalancing { policy, hash_key });
+            d.endpoints[0].drain = true;
+            for i in 0..50 {
+                let (p, _) = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
+                assert_eq!(p.base_path, "/b", "{policy:?}");
+            }
+        }
     }
 }

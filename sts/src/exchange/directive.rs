@@ -17,7 +17,8 @@ impl Sts {
         // directives of plain resources are unchanged.
         let set = caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url);
         if set.len() > 1 || set[0].url != r.upstream_url || !r.load_balancing.0.is_default() {
-            d.url = set[0].url.clone();
+            // A gateway that predates pools dials `url` alone: never a draining member.
+            d.url = set.iter().find(|e| !e.drain).unwrap_or(&set[0]).url.clone();
             d.endpoints = set;
             d.load_balancing = r.load_balancing.0.clone();
         }
