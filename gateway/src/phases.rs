@@ -116,13 +116,13 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     let grant = deps.sts.exchange(&fresh, &exchange).await;
     timer.observe_duration();
     ticket.record(exchange::health(&grant));
-    let grant = grant?;
+    let mut grant = grant?;
     // A plain upstream keeps the single-URL path; a pool picks a member (docs/pools.md).
     let (peer, pool_hold) = if grant.directive.endpoints.is_empty() {
         (upstream::resolve(&grant.directive, &deps.egress).await?, None)
     } else {
         let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &fresh.0.claims.sid, request_id };
-        let (peer, hold) = deps.pools.peer(&grant.directive, &key, &deps.egress, &deps.metrics.pool_members_refused).await?;
+        let (peer, hold) = deps.pools.peer(&mut grant.directive, &key, &deps.egress, &deps.metrics.pool_members_refused).await?;
         (peer, Some(hold))
     };
     Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, pool_hold })

@@ -106,16 +106,21 @@ impl Pools {
     }
 
     /// The peer for this request: a member picked by the directive's policy, pinned and checked,
-    /// and the request's hold on it.
+    /// and the request's hold on it. The pool's identity is moved out of the directive (nothing
+    /// reads it later), so a lookup copies no endpoint.
     pub async fn peer(
         &self,
-        d: &UpstreamDirective,
+        d: &mut UpstreamDirective,
         key: &RequestKey<'_>,
         egress: &Egress,
         refused: &prometheus::IntCounter,
     ) -> Result<(SafePeer, InFlight), Denial> {
         let credential = upstream::credential(d)?;
-        let id = (d.endpoint_set(), d.load_balancing.clone());
+        let endpoints = match std::mem::take(&mut d.endpoints) {
+            set if set.is_empty() => d.endpoint_set(),
+            set => set,
+        };
+        let id = (endpoints, std::mem::take(&mut d.load_balancing));
         let pool =
             self.cache.try_get_with_by_ref(&id, Pool::build(&id.0, &id.1, egress, refused)).await.map_err(|e: Arc<Denial>| (*e).clone())?;
         let member = pool.pick(key).ok_or(Denial::UpstreamNotAddressable)?;
@@ -258,7 +263,7 @@ mod tests {
         let h = http::HeaderMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for i in 0..400 {
-            let (p, _hold) = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
+            let (p, _hold) = pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
             *seen.entry(p.base_path.clone()).or_default() += 1;
             assert_ne!(p.addr.ip().to_string(), "169.254.169.254");
         }
@@ -273,7 +278,7 @@ mod tests {
         let refused = prometheus::IntCounter::new("t", "t").unwrap();
         let d = directive(&[("http://bad.example/", 1), ("https://127.0.0.1/", 1)], LoadBalancing::default());
         let h = http::HeaderMap::new();
-        assert!(matches!(pools.peer(&d, &key(&h, "r"), &egress(), &refused).await, Err(Denial::UpstreamNotAddressable)));
+        assert!(matches!(pools.peer(&mut d.clone(), &key(&h, "r"), &egress(), &refused).await, Err(Denial::UpstreamNotAddressable)));
     }
 
     #[tokio::test]
@@ -286,9 +291,9 @@ mod tests {
         for session in ["s1", "s2", "s3", "s4", "s5", "s6"] {
             let mut h = http::HeaderMap::new();
             h.insert("mcp-session-id", session.parse().unwrap());
-            let first = pools.peer(&d, &key(&h, "x"), &egress(), &refused).await.unwrap().0.base_path;
+            let first = pools.peer(&mut d.clone(), &key(&h, "x"), &egress(), &refused).await.unwrap().0.base_path;
             for i in 0..5 {
-                let again = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap().0.base_path;
+                let again = pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap().0.base_path;
                 assert_eq!(again, first, "{session} stays");
             }
             members.insert(first);
@@ -306,7 +311,7 @@ mod tests {
         // Requests that never finish pile up: two choices keep the members close to even.
         let mut held = Vec::new();
         for i in 0..200 {
-            held.push(pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap());
+            held.push(pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap());
         }
         let on_a = held.iter().filter(|(p, _)| p.base_path == "/a").count();
         assert!(on_a.abs_diff(100) <= 10, "balanced by load: {on_a} of 200 on a");
@@ -325,7 +330,7 @@ mod tests {
             let mut d = directive(&[("http://a.example/a", 5), ("http://b.example/b", 1)], LoadBalancing { policy, hash_key });
             d.endpoints[0].drain = true;
             for i in 0..50 {
-                let (p, _) = pools.peer(&d, &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
+                let (p, _) = pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
                 assert_eq!(p.base_path, "/b", "{policy:?}");
             }
         }
