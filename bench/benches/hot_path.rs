@@ -129,6 +129,7 @@ fn headers(c: &mut Criterion) {
         base_query: None,
         credential: Credential::CaracalJwt { header: http::header::AUTHORIZATION, scheme: "Bearer".into() },
         forward_identity: false,
+        timeouts: Default::default(),
     };
     let mandate = "eyJhbGciOiJFUzI1NiJ9.".to_owned() + &"x".repeat(600);
     let inbound = || {

@@ -47,6 +47,9 @@ pub struct UpstreamDirective {
     /// How to pick among `endpoints`; absent means weighted round robin.
     #[serde(default, skip_serializing_if = "crate::pool::LoadBalancing::is_default")]
     pub load_balancing: crate::pool::LoadBalancing,
+    /// The resource's own upstream deadlines; absent means the gateway's.
+    #[serde(default, skip_serializing_if = "crate::pool::Timeouts::is_default")]
+    pub timeouts: crate::pool::Timeouts,
     /// `none`, `caracal_jwt` (the resource mandate as a bearer) or `provider_apikey`.
     pub auth_mode: String,
     /// Header the credential goes in (default `Authorization`).

@@ -122,6 +122,39 @@ impl LoadBalancing {
     }
 }
 
+/// Per-resource upstream deadlines in milliseconds (docs/pools.md §6); absent ⇒ the gateway's
+/// `UPSTREAM_TIMEOUT`, `UPSTREAM_RESPONSE_HEADER_TIMEOUT`, `UPSTREAM_BODY_IDLE_TIMEOUT`. Open
+/// streams (SSE) keep their exemption from the idle deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Timeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_idle_ms: Option<u32>,
+}
+
+impl Timeouts {
+    /// Whether every deadline is the gateway's.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Every out-of-range deadline, for the admin API.
+    pub fn problems(&self, problems: &mut Vec<String>) {
+        for (name, v, max) in [
+            ("connect_ms", self.connect_ms, 60_000),
+            ("response_header_ms", self.response_header_ms, 3_600_000),
+            ("body_idle_ms", self.body_idle_ms, 3_600_000),
+        ] {
+            if v.is_some_and(|v| !(50..=max).contains(&v)) {
+                problems.push(format!("timeouts.{name} must be 50..{max}"));
+            }
+        }
+    }
+}
+
 /// Checks an endpoint URL like an `upstream_url`: absolute http(s) with a host, no userinfo or
 /// fragment.
 pub fn url_ok(url: &str) -> bool {

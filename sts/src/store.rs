@@ -45,6 +45,8 @@ pub struct Resource {
     /// The pool; empty means the set of one `upstream_url` (docs/pools.md).
     pub endpoints: sqlx::types::Json<Vec<caracal_shared::pool::Endpoint>>,
     pub load_balancing: sqlx::types::Json<caracal_shared::pool::LoadBalancing>,
+    /// The resource's upstream deadlines (absent ⇒ the gateway's).
+    pub timeouts: sqlx::types::Json<caracal_shared::pool::Timeouts>,
     pub scopes: Vec<String>,
     pub operations: sqlx::types::Json<Vec<Operation>>,
     pub operation_enforcement: String,
@@ -88,7 +90,7 @@ pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<
 /// A live resource of the zone by identifier.
 pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Option<Resource>, StsError> {
     Ok(sqlx::query_as(
-        "SELECT id, identifier, upstream_url, endpoints, load_balancing, scopes, operations, operation_enforcement, \
+        "SELECT id, identifier, upstream_url, endpoints, load_balancing, timeouts, scopes, operations, operation_enforcement, \
          credential_mode, credential_placement, credential_secret, credential_kek_id \
          FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
     )

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use caracal_e2e::stack::Demo;
 use caracal_e2e::{Stack, StackOptions};
+use serde_json::json;
 
 const RESOURCE: &str = "https://slow.e2e.test";
 
@@ -89,4 +90,50 @@ async fn a_sized_body_that_stalls_is_cut_at_the_body_idle_timeout() {
     assert!(ended.is_err(), "the client sees a truncated body, not a complete one: {ended:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "cut after {:?}", started.elapsed());
     s.wait_gateway_metric("caracal_gateway_denials_upstream_errors_total", 1.0, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_resource_sets_its_own_response_header_deadline() {
+    // The gateway would wait 30 s; the resource allows 700 ms.
+    let (s, d, session) = stack(&[]).await;
+    let path = format!("/v1/zones/{}/resources", d.zone_id);
+    let bad = s
+        .admin(
+            "POST",
+            &path,
+            &d.admin,
+            Some(json!({"identifier": "https://t.e2e.test", "upstream_url": "http://a:1", "scopes": ["a"],
+                        "timeouts": {"connect_ms": 10, "response_header_ms": 4_000_000}})),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    for needle in ["timeouts.connect_ms", "timeouts.response_header_ms"] {
+        assert!(bad.text.contains(needle), "every problem at once; missing {needle}: {}", bad.text);
+    }
+    let quick = "https://quick.e2e.test";
+    let r = s
+        .admin_ok(
+            "POST",
+            &path,
+            &d.admin,
+            Some(json!({"identifier": quick, "upstream_url": format!("{}/base", s.upstream.url()), "scopes": ["tools.read"],
+                        "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}],
+                        "timeouts": {"response_header_ms": 700}})),
+            201,
+        )
+        .await;
+    assert_eq!(r["timeouts"], json!({"response_header_ms": 700}));
+    let m = s.mandate_for(&d, &session, quick, "tools.read").await;
+    let started = Instant::now();
+    let a = tokio::time::timeout(Duration::from_secs(10), s.governed("GET", "/hang", &m, quick))
+        .await
+        .expect("the resource's deadline answers, not the gateway's 30 s");
+    let took = started.elapsed();
+    assert_eq!(a.status, 504, "{}", a.text);
+    assert_eq!(a.body["error_description"], "upstream timeout");
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(3), "answered after {took:?}");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 1.0);
+    // Another resource keeps the gateway's deadline.
+    let m = s.mandate_for(&d, &session, RESOURCE, "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/1", &m, RESOURCE).await.status, 200);
 }

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use caracal_shared::pool::{Endpoint, HashKey, LoadBalancing, Policy};
+use caracal_shared::pool::{Endpoint, HashKey, LoadBalancing, Policy, Timeouts};
 use caracal_sts::operations::Operation;
 use caracal_sts::store::{CredentialPlacement, provider_secret_aad};
 use chrono::{DateTime, Utc};
@@ -45,6 +45,8 @@ pub struct ResourceRow {
     /// The pool (docs/pools.md): `[{url, weight}]`.
     pub endpoints: SqlJson<Vec<Endpoint>>,
     pub load_balancing: SqlJson<LoadBalancing>,
+    /// Upstream deadlines in ms (`{}` ⇒ the gateway's).
+    pub timeouts: SqlJson<Timeouts>,
     pub scopes: Vec<String>,
     pub operations: SqlJson<Vec<Operation>>,
     pub operation_enforcement: String,
@@ -59,7 +61,7 @@ pub struct ResourceRow {
 
 crate::extract::keyed!(ResourceRow, id);
 
-const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, endpoints, load_balancing, scopes, operations, operation_enforcement, credential_mode, \
+const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, endpoints, load_balancing, timeouts, scopes, operations, operation_enforcement, credential_mode, \
      credential_placement AS credential, credential_secret IS NOT NULL AS credential_secret_set, created_at, updated_at";
 
 /// The `credential` object of a request: placement plus the provider key (write-only).
@@ -175,6 +177,21 @@ fn load_balancing_problems(b: &LoadBalancingBody, problems: &mut Vec<String>) ->
     LoadBalancing { policy, hash_key }
 }
 
+/// `timeouts` as sent (strict: an unknown deadline is a typo, not a no-op).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutsBody {
+    connect_ms: Option<u32>,
+    response_header_ms: Option<u32>,
+    body_idle_ms: Option<u32>,
+}
+
+impl From<TimeoutsBody> for Timeouts {
+    fn from(t: TimeoutsBody) -> Self {
+        Self { connect_ms: t.connect_ms, response_header_ms: t.response_header_ms, body_idle_ms: t.body_idle_ms }
+    }
+}
+
 /// Create and update body; on update every field is optional.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +201,7 @@ struct Body {
     upstream_url: Option<String>,
     endpoints: Option<Vec<EndpointBody>>,
     load_balancing: Option<LoadBalancingBody>,
+    timeouts: Option<TimeoutsBody>,
     scopes: Option<Vec<String>>,
     operations: Option<Vec<Operation>>,
     operation_enforcement: Option<String>,
@@ -203,6 +221,7 @@ struct Definition {
     load_balancing_body: LoadBalancingBody,
     /// Filled by [`Definition::validate`].
     load_balancing: LoadBalancing,
+    timeouts: Timeouts,
     scopes: Vec<String>,
     operations: Vec<Operation>,
     operation_enforcement: String,
@@ -213,8 +232,8 @@ struct Definition {
 }
 
 impl Definition {
-    /// Binds the definition's fields as the next twelve parameters (name … credential_kek_id,
-    /// endpoints, load_balancing).
+    /// Binds the definition's fields as the next thirteen parameters (name … credential_kek_id,
+    /// endpoints, load_balancing, timeouts).
     fn bind<'q, O>(
         &'q self,
         q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
@@ -231,6 +250,7 @@ impl Definition {
             .bind(self.sealed_secret.as_ref().map(|(_, k)| k))
             .bind(SqlJson(&self.endpoints))
             .bind(SqlJson(&self.load_balancing))
+            .bind(SqlJson(&self.timeouts))
     }
 
     /// Checks every field and reports every problem at once. `control_audience` (when Control is
@@ -261,6 +281,7 @@ impl Definition {
             problems.push("upstream_url must be an absolute http(s) URL without userinfo or fragment".into());
         }
         self.load_balancing = load_balancing_problems(&self.load_balancing_body, &mut problems);
+        self.timeouts.problems(&mut problems);
         let scope_ok = |s: &String| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":_./-".contains(&b));
         if self.scopes.is_empty() || self.scopes.len() > 64 || !self.scopes.iter().all(scope_ok) {
             problems.push("scopes: 1..64 entries, each ^[A-Za-z0-9:_./-]{1,200}$".into());
@@ -331,6 +352,7 @@ async fn create(
         explicit_endpoints,
         load_balancing_body: b.load_balancing.unwrap_or_default(),
         load_balancing: LoadBalancing::default(),
+        timeouts: b.timeouts.map(Timeouts::from).unwrap_or_default(),
         scopes,
         operations: b.operations.unwrap_or_default(),
         operation_enforcement: b.operation_enforcement.unwrap_or_else(|| "enforced".into()),
@@ -341,8 +363,8 @@ async fn create(
     .validate(control_audience(&state))?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
-         credential_placement, credential_secret, credential_kek_id, endpoints, load_balancing) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
+         credential_placement, credential_secret, credential_kek_id, endpoints, load_balancing, timeouts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);
@@ -463,6 +485,7 @@ async fn update(
         explicit_endpoints,
         load_balancing_body: b.load_balancing.unwrap_or_else(|| cur.load_balancing.0.into()),
         load_balancing: LoadBalancing::default(),
+        timeouts: b.timeouts.map_or(cur.timeouts.0, Timeouts::from),
         scopes: b.scopes.unwrap_or(cur.scopes),
         operations: b.operations.unwrap_or(cur.operations.0),
         operation_enforcement: b.operation_enforcement.unwrap_or(cur.operation_enforcement),
@@ -484,8 +507,8 @@ async fn update(
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
          operation_enforcement = $8, credential_mode = $9, credential_placement = $10, credential_secret = $11, \
-         credential_kek_id = $12, endpoints = $13, load_balancing = $14, updated_at = now() \
-         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL AND updated_at = $15 RETURNING {COLUMNS}"
+         credential_kek_id = $12, endpoints = $13, load_balancing = $14, timeouts = $15, updated_at = now() \
+         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL AND updated_at = $16 RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);

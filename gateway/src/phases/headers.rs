@@ -367,6 +367,7 @@ mod tests {
             base_query: None,
             credential: Credential::CaracalJwt { header: http::header::AUTHORIZATION, scheme: "Bearer".into() },
             forward_identity: false,
+            timeouts: Default::default(),
         };
         let mut req = RequestHeader::build("POST", b"/items?q=1", None).unwrap();
         for (k, v) in [

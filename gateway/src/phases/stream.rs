@@ -63,6 +63,7 @@ pub fn connected(deps: &Deps, ctx: &mut RequestCtx, fd: RawFd) {
         fd,
         watch::cookie_of(fd),
         fwd.anchors.clone(),
+        fwd.peer.deadlines(deps.watcher.limits()),
         Box::new(move || {
             cuts.inc();
             tracing::warn!(request_id = %rid, "revocation cut an open stream");

@@ -63,6 +63,8 @@ pub struct SafePeer {
     pub credential: Credential,
     /// Send the resource mandate as `X-Caracal-Identity` (provider modes, opt-in).
     pub forward_identity: bool,
+    /// The resource's own deadlines (absent ⇒ the gateway's).
+    pub timeouts: caracal_shared::pool::Timeouts,
 }
 
 /// `upstream_peer`: the checked address as Pingora's peer. Connect deadlines only: the wait for
@@ -72,6 +74,7 @@ pub fn http_peer(peer: Option<&SafePeer>, connect_timeout: Duration) -> pingora:
     let Some(p) = peer else {
         return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream_peer without a granted request");
     };
+    let connect_timeout = p.timeouts.connect_ms.map_or(connect_timeout, |ms| Duration::from_millis(ms.into()));
     let mut peer = HttpPeer::new(p.addr, p.tls, p.host.clone());
     // One slow address must not hold the whole deadline: a single attempt gets at most 5 s.
     peer.options.connection_timeout = Some(connect_timeout.min(Duration::from_secs(5)));
@@ -182,6 +185,7 @@ impl Target {
             base_query: self.base_query.clone(),
             forward_identity: d.forward_caracal_identity && d.auth_mode == "provider_apikey",
             credential,
+            timeouts: d.timeouts,
         }
     }
 }
@@ -195,6 +199,15 @@ pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer,
 }
 
 impl SafePeer {
+    /// The watch's deadlines: the resource's own, else the gateway's.
+    pub fn deadlines(&self, gateway: crate::phases::watch::Deadlines) -> crate::phases::watch::Deadlines {
+        let ms = |v: Option<u32>, default: Duration| v.map_or(default, |ms| Duration::from_millis(ms.into()));
+        crate::phases::watch::Deadlines {
+            header: ms(self.timeouts.response_header_ms, gateway.header),
+            body_idle: ms(self.timeouts.body_idle_ms, gateway.body_idle),
+        }
+    }
+
     /// The upstream request target: the upstream's base path joined with the inbound path, and
     /// the upstream's query followed by the inbound query. A parameter the upstream URL sets wins
     /// wholesale: the client's pairs with that name (compared decoded) are dropped, since many

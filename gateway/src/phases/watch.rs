@@ -114,6 +114,8 @@ struct Shared {
     tripped: AtomicU8,
     anchors: Arc<Vec<String>>,
     on_revoked: Mutex<Option<OnRevoked>>,
+    /// This request's deadlines (the resource's own, else the gateway's).
+    limits: Deadlines,
 }
 
 impl Shared {
@@ -188,14 +190,26 @@ impl Watcher {
         Arc::new(Self { limits, view, live: DashMap::new(), next_id: AtomicU64::new(0) })
     }
 
+    /// The gateway's deadlines (a resource may set its own, [`Watcher::arm`]).
+    pub fn limits(&self) -> Deadlines {
+        self.limits
+    }
+
     /// How often deadlines are checked: an eighth of the shorter limit, within 5–100 ms.
     pub fn tick(&self) -> Duration {
         (self.limits.header.min(self.limits.body_idle) / 8).clamp(Duration::from_millis(5), Duration::from_millis(100))
     }
 
     /// Arms a watch over the upstream socket `fd` (whose cookie is `cookie`) of a request holding
-    /// `anchors`. `on_revoked` runs once if a revocation cuts an open stream.
-    pub fn arm(self: &Arc<Self>, fd: RawFd, cookie: u64, anchors: Arc<Vec<String>>, on_revoked: OnRevoked) -> UpstreamWatch {
+    /// `anchors`, under `limits`. `on_revoked` runs once if a revocation cuts an open stream.
+    pub fn arm(
+        self: &Arc<Self>,
+        fd: RawFd,
+        cookie: u64,
+        anchors: Arc<Vec<String>>,
+        limits: Deadlines,
+        on_revoked: OnRevoked,
+    ) -> UpstreamWatch {
         let socket = (cookie != 0).then_some(Socket { fd, cookie });
         if socket.is_none() {
             tracing::warn!("upstream socket has no cookie: timeouts and idle-stream cuts cannot end this request");
@@ -208,6 +222,7 @@ impl Watcher {
             tripped: AtomicU8::new(0),
             anchors,
             on_revoked: Mutex::new(Some(on_revoked)),
+            limits,
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.live.insert(id, shared.clone());
@@ -222,7 +237,7 @@ impl Watcher {
     /// One pass: deadlines of every watch, revocations of open streams.
     pub fn sweep(&self) {
         for entry in &self.live {
-            entry.check_deadline(&self.limits);
+            entry.check_deadline(&entry.limits);
             entry.cut_if_revoked(&self.view);
         }
     }
@@ -333,7 +348,7 @@ mod tests {
 
     /// Arms a watch over `fd` for anchor "a".
     fn arm(w: &Arc<Watcher>, fd: RawFd) -> UpstreamWatch {
-        w.arm(fd, cookie_of(fd), Arc::new(vec!["a".to_owned()]), Box::new(|| {}))
+        w.arm(fd, cookie_of(fd), Arc::new(vec!["a".to_owned()]), w.limits(), Box::new(|| {}))
     }
 
     fn view() -> Arc<RevocationView> {
@@ -405,6 +420,7 @@ mod tests {
             c.as_raw_fd(),
             cookie_of(c.as_raw_fd()),
             Arc::new(vec!["a".to_owned()]),
+            watcher.limits(),
             Box::new(move || {
                 let _ = tx.send(());
             }),
@@ -493,5 +509,15 @@ mod tests {
         assert_eq!(w(30_000, 60_000), Duration::from_millis(100));
         assert_eq!(w(400, 60_000), Duration::from_millis(50));
         assert_eq!(w(10, 10), Duration::from_millis(5));
+    }
+
+    #[tokio::test]
+    async fn a_watch_keeps_its_own_deadlines() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (c, _s) = pair(&l);
+        // The gateway allows 10 s; this request's resource allows 60 ms.
+        let watcher = watcher(limits(10_000, 10_000), &view());
+        let w = watcher.arm(c.as_raw_fd(), cookie_of(c.as_raw_fd()), Arc::new(vec![]), limits(60, 10_000), Box::new(|| {}));
+        wait_for(&w, Trip::HeaderTimeout).await;
     }
 }

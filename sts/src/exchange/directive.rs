@@ -13,6 +13,7 @@ impl Sts {
     pub(super) fn directive(&self, zone_id: &str, r: &Resource) -> Result<UpstreamDirective, StsError> {
         let p = &r.credential_placement.0;
         let mut d = UpstreamDirective { url: r.upstream_url.clone(), auth_mode: r.credential_mode.clone(), ..Default::default() };
+        d.timeouts = r.timeouts.0;
         // A set of one with the default policy is sent as before (`url` alone), so gateways and
         // directives of plain resources are unchanged.
         let set = caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url);

@@ -140,6 +140,7 @@ mod tests {
             upstream_url: "http://up".into(),
             endpoints: sqlx::types::Json(vec![]),
             load_balancing: sqlx::types::Json(Default::default()),
+            timeouts: sqlx::types::Json(Default::default()),
             scopes: vec!["read".into(), "write".into(), "admin".into()],
             operations: sqlx::types::Json(vec![
                 op("GET", "/items/*", "read"),
