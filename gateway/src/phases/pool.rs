@@ -17,7 +17,6 @@
 //! change. That address is never dialed: the checked, pinned target rides in `Backend::ext`.
 
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,13 +128,14 @@ impl Pools {
     }
 }
 
-/// A synthetic, never-dialed identity for an endpoint (see the module docs).
+/// A synthetic, never-dialed identity for an endpoint (see the module docs). SHA-256 rather than
+/// std's hasher, whose algorithm may change between builds: every gateway replica, old or new,
+/// must place a member at the same points of the hash ring.
 fn identity(url: &str) -> SocketAddr {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    url.hash(&mut h);
-    let v = h.finish();
-    let seg = |i: u32| (v >> (16 * i)) as u16;
-    SocketAddr::new(Ipv6Addr::new(0x100, 0, 0, 0, seg(3), seg(2), seg(1), seg(0)).into(), 0)
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(url.as_bytes());
+    let seg = |i: usize| u16::from_be_bytes([d[2 * i], d[2 * i + 1]]);
+    SocketAddr::new(Ipv6Addr::new(0x100, 0, 0, 0, seg(0), seg(1), seg(2), seg(3)).into(), 0)
 }
 
 impl Pool {
@@ -334,5 +334,14 @@ mod tests {
                 assert_eq!(p.base_path, "/b", "{policy:?}");
             }
         }
+    }
+
+    #[test]
+    fn identities_are_stable_discard_prefix_addresses() {
+        let a = identity("http://a.example/x");
+        assert_eq!(a, identity("http://a.example/x"));
+        assert_ne!(a, identity("http://a.example/y"));
+        let std::net::IpAddr::V6(ip) = a.ip() else { panic!("{a}") };
+        assert_eq!(ip.segments()[..4], [0x100, 0, 0, 0], "in the discard prefix 100::/64: {a}");
     }
 }
