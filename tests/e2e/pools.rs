@@ -281,3 +281,76 @@ async fn a_drained_endpoint_gets_no_new_requests() {
     assert!(a.requests().is_empty(), "the drained endpoint got nothing");
     assert_eq!(b.requests().len(), 8);
 }
+
+/// How many requests of MCP session `sid` each upstream received.
+fn counts(ups: &[Upstream], sid: &str) -> Vec<usize> {
+    ups.iter().map(|u| u.requests().iter().filter(|r| r.header("mcp-session-id") == Some(sid)).count()).collect()
+}
+
+/// The one upstream whose count for a session grew between two snapshots.
+fn served_by(before: &[usize], now: &[usize]) -> usize {
+    let grew: Vec<usize> = (0..now.len()).filter(|i| now[*i] > before[*i]).collect();
+    assert_eq!(grew.len(), 1, "one endpoint served the request: {before:?} → {now:?}");
+    grew[0]
+}
+
+#[tokio::test]
+async fn when_an_endpoint_leaves_only_its_sessions_move() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let ups = [Upstream::start().await, Upstream::start().await, Upstream::start().await];
+    let urls: Vec<String> = ups.iter().map(|u| format!("{}/base", u.url())).collect();
+    let r = s
+        .admin_ok(
+            "POST",
+            &format!("/v1/zones/{}/resources", d.zone_id),
+            &d.admin,
+            Some(json!({
+                "identifier": "https://ring.e2e.test",
+                "endpoints": urls.iter().map(|u| json!({"url": u})).collect::<Vec<_>>(),
+                "load_balancing": {"policy": "consistent_hash", "hash_key": "header:Mcp-Session-Id"},
+                "scopes": ["tools.read"],
+                "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}]
+            })),
+            201,
+        )
+        .await;
+    let session = s.session(&d).await;
+    let sessions: Vec<String> = (0..18).map(|i| format!("ring-session-{i}")).collect();
+    let send = |sid: String| {
+        let (s, d, session) = (&s, &d, &session);
+        async move {
+            let m = s.mandate_for(d, session, "https://ring.e2e.test", "tools.read").await;
+            let h =
+                [("authorization", format!("Bearer {m}")), ("x-caracal-resource", "https://ring.e2e.test".into()), ("mcp-session-id", sid)];
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(s.call("GET", "/items/1", &h).await.status, 200);
+        }
+    };
+    for sid in &sessions {
+        send(sid.clone()).await;
+    }
+    let first: Vec<Vec<usize>> = sessions.iter().map(|sid| counts(&ups, sid)).collect();
+    let before: Vec<usize> = first.iter().map(|c| served_by(&[0, 0, 0], c)).collect();
+    assert!((0..3).all(|i| before.contains(&i)), "every endpoint has sessions: {before:?}");
+    // Endpoint 2 leaves the set.
+    s.admin_ok(
+        "PATCH",
+        &format!("/v1/zones/{}/resources/{}", d.zone_id, r["id"].as_str().unwrap()),
+        &d.admin,
+        Some(json!({"endpoints": [{"url": urls[0]}, {"url": urls[1]}]})),
+        200,
+    )
+    .await;
+    for sid in &sessions {
+        send(sid.clone()).await;
+    }
+    for (i, sid) in sessions.iter().enumerate() {
+        let home = served_by(&first[i], &counts(&ups, sid));
+        assert_ne!(home, 2, "{sid}: the removed endpoint gets nothing more");
+        if before[i] != 2 {
+            assert_eq!(home, before[i], "{sid} was not on the leaving endpoint and stays");
+        }
+    }
+    assert_eq!(ups[2].requests().len(), before.iter().filter(|h| **h == 2).count(), "the removed endpoint got nothing more");
+}
