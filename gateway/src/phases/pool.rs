@@ -147,8 +147,9 @@ impl Pool {
         refused: &prometheus::IntCounter,
     ) -> Result<Arc<Self>, Denial> {
         let mut set = BTreeSet::new();
-        for e in endpoints {
-            let (slot, weight) = (set.len(), e.weight.max(1) as usize);
+        let weights = ring_weights(endpoints, lb.policy);
+        for (e, weight) in endpoints.iter().zip(weights) {
+            let slot = set.len();
             let member = match Target::parse(&e.url) {
                 Ok(target) => target.pin(egress).await.map(|addr| Member { target, addr, slot, drain: e.drain }),
                 Err(d) => Err(d),
@@ -200,6 +201,28 @@ impl Pool {
         }?;
         backend.ext.get::<Member>().cloned()
     }
+}
+
+/// Most weight units a hash ring gets: Ketama places 160 points per unit, so 32 members of weight
+/// 1000 would build a ring of five million points on the request path.
+const MAX_RING_WEIGHT: u32 = 64;
+
+/// Balancer weights: the endpoints' own, reduced by their common divisor; for a hash ring also
+/// scaled so the largest is at most [`MAX_RING_WEIGHT`] (proportions kept to within a unit).
+fn ring_weights(endpoints: &[Endpoint], policy: Policy) -> Vec<usize> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let w: Vec<u32> = endpoints.iter().map(|e| e.weight.max(1)).collect();
+    let g = w.iter().copied().fold(0, gcd).max(1);
+    let max = w.iter().copied().max().unwrap_or(1) / g;
+    w.iter()
+        .map(|x| {
+            let x = x / g;
+            let x = if policy == Policy::ConsistentHash && max > MAX_RING_WEIGHT { (x * MAX_RING_WEIGHT).div_ceil(max) } else { x };
+            x.max(1) as usize
+        })
+        .collect()
 }
 
 /// A balancer over a fixed member set.
@@ -343,5 +366,14 @@ mod tests {
         assert_ne!(a, identity("http://a.example/y"));
         let std::net::IpAddr::V6(ip) = a.ip() else { panic!("{a}") };
         assert_eq!(ip.segments()[..4], [0x100, 0, 0, 0], "in the discard prefix 100::/64: {a}");
+    }
+
+    #[test]
+    fn ring_weights_are_reduced_and_bounded() {
+        let set = |ws: &[u32]| ws.iter().map(|w| Endpoint { url: String::new(), weight: *w, drain: false }).collect::<Vec<_>>();
+        assert_eq!(ring_weights(&set(&[300, 200, 100]), Policy::RoundRobin), [3, 2, 1]);
+        assert_eq!(ring_weights(&set(&[1000, 999, 1]), Policy::RoundRobin), [1000, 999, 1], "round robin keeps exact weights");
+        assert_eq!(ring_weights(&set(&[1000, 500, 1]), Policy::ConsistentHash), [64, 32, 1]);
+        assert_eq!(ring_weights(&set(&[7, 5]), Policy::ConsistentHash), [7, 5]);
     }
 }
