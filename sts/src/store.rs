@@ -100,60 +100,45 @@ pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Op
     .await?)
 }
 
-/// Records a federated user's root session: a `user` authority record of `subject_id` held by the
-/// application that federated it, remembering the issuer (`claims_json.iss`). Same locking and
-/// refusals as [`insert_authority_record`].
-pub async fn insert_user_authority_record(
-    db: &PgPool,
-    zone_id: &str,
-    id: &str,
-    subject_id: &str,
-    issuer: &str,
-    application_id: &str,
-    expires_at: DateTime<Utc>,
-) -> Result<(), StsError> {
-    let done = sqlx::query(
-        "INSERT INTO authority_records (zone_id, id, session_type, subject_id, application_id, expires_at, claims_json) \
-         SELECT z.id, $2, 'user', $3, a.id, $5, jsonb_build_object('iss', $6::text) \
-         FROM zones z JOIN applications a ON a.zone_id = z.id AND a.id = $4 \
-         WHERE z.id = $1 AND z.archived_at IS NULL AND a.archived_at IS NULL FOR KEY SHARE",
-    )
-    .bind(zone_id)
-    .bind(id)
-    .bind(subject_id)
-    .bind(application_id)
-    .bind(expires_at)
-    .bind(issuer)
-    .execute(db)
-    .await?;
-    if done.rows_affected() == 1 {
-        return Ok(());
-    }
-    let zone_live: Option<(bool,)> =
-        sqlx::query_as("SELECT archived_at IS NULL FROM zones WHERE id = $1").bind(zone_id).fetch_optional(db).await?;
-    Err(if matches!(zone_live, Some((true,))) { StsError::InvalidClient } else { StsError::ZoneNotFound })
+/// Whose root session a new authority record is.
+#[derive(Clone, Copy, Debug)]
+pub enum RootSubject<'a> {
+    /// The application itself (client-secret session mint).
+    Application,
+    /// A federated user, with the issuer that vouched for it (kept in `claims_json.iss`).
+    User { subject_id: &'a str, issuer: &'a str },
 }
 
-/// Records a new root session; `ZoneNotFound` when the zone was archived meanwhile, `InvalidClient`
-/// when the application was. The key-share locks on the zone and application rows order this
-/// insert against an archive of either (which locks the row first): the archive either sees the
-/// record and revokes it, or this insert sees the archive.
+/// Records a new root session held by `application_id`; `ZoneNotFound` when the zone was archived
+/// meanwhile, `InvalidClient` when the application was. The key-share locks on the zone and
+/// application rows order this insert against an archive of either (which locks the row first):
+/// the archive either sees the record and revokes it, or this insert sees the archive.
 pub async fn insert_authority_record(
     db: &PgPool,
     zone_id: &str,
     id: &str,
     application_id: &str,
+    subject: RootSubject<'_>,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StsError> {
+    let (session_type, subject_id, issuer) = match subject {
+        RootSubject::Application => ("application", None, None),
+        RootSubject::User { subject_id, issuer } => ("user", Some(subject_id), Some(issuer)),
+    };
     let done = sqlx::query(
-        "INSERT INTO authority_records (zone_id, id, session_type, subject_id, application_id, expires_at) \
-         SELECT z.id, $2, 'application', a.id, a.id, $4 FROM zones z JOIN applications a ON a.zone_id = z.id AND a.id = $3 \
+        "INSERT INTO authority_records (zone_id, id, session_type, subject_id, application_id, expires_at, claims_json) \
+         SELECT z.id, $2, $5, COALESCE($6::text, a.id), a.id, $4, \
+                CASE WHEN $7::text IS NULL THEN NULL ELSE jsonb_build_object('iss', $7::text) END \
+         FROM zones z JOIN applications a ON a.zone_id = z.id AND a.id = $3 \
          WHERE z.id = $1 AND z.archived_at IS NULL AND a.archived_at IS NULL FOR KEY SHARE",
     )
     .bind(zone_id)
     .bind(id)
     .bind(application_id)
     .bind(expires_at)
+    .bind(session_type)
+    .bind(subject_id)
+    .bind(issuer)
     .execute(db)
     .await?;
     if done.rows_affected() == 1 {

@@ -32,7 +32,8 @@ impl Sts {
         let user = self.verify_id_token(zone_id, id_token).await?;
         let fresh = self.fresh_claims(zone_id, &user.sub, &app.id, Use::Session, SubType::User, ttl);
         let exp = chrono::DateTime::from_timestamp(fresh.exp, 0).unwrap_or_else(now);
-        store::insert_user_authority_record(&self.db, zone_id, &fresh.sid, &user.sub, &user.iss, &app.id, exp).await?;
+        let subject = store::RootSubject::User { subject_id: &user.sub, issuer: &user.iss };
+        store::insert_authority_record(&self.db, zone_id, &fresh.sid, &app.id, subject, exp).await?;
         let claims = Claims { root_sid: fresh.sid.clone(), ..fresh };
         let token = self.sign(&keys, &claims)?;
         self.metrics.exchanges.with_label_values(&[Use::Session.as_str()]).inc();

@@ -61,7 +61,7 @@ impl Sts {
         let approval_id = self.step_up_gate(form, &granted, subject, None, request_id).await?;
         let fresh = self.fresh_claims(zone_id, &app.id, &app.id, Use::Session, SubType::Application, ttl);
         let exp = chrono::DateTime::from_timestamp(fresh.exp, 0).unwrap_or_else(now);
-        store::insert_authority_record(&self.db, zone_id, &fresh.sid, &app.id, exp).await?;
+        store::insert_authority_record(&self.db, zone_id, &fresh.sid, &app.id, store::RootSubject::Application, exp).await?;
         let claims = Claims {
             scope: form.scope_claim(),
             root_sid: fresh.sid.clone(),
