@@ -50,6 +50,15 @@ pub struct UpstreamDirective {
     /// The resource's own upstream deadlines; absent means the gateway's.
     #[serde(default, skip_serializing_if = "crate::pool::Timeouts::is_default")]
     pub timeouts: crate::pool::Timeouts,
+    /// Active probes of the endpoints; absent means passive ejection only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::pool::HealthProbe>,
+    /// Retries on another endpoint; absent means the defaults.
+    #[serde(default, skip_serializing_if = "crate::pool::Retry::is_default")]
+    pub retry: crate::pool::Retry,
+    /// Per-endpoint concurrency cap and HTTP/2; absent means none and HTTP/1.1.
+    #[serde(default, skip_serializing_if = "crate::pool::Connections::is_default")]
+    pub connections: crate::pool::Connections,
     /// `none`, `caracal_jwt` (the resource mandate as a bearer) or `provider_apikey`.
     pub auth_mode: String,
     /// Header the credential goes in (default `Authorization`).

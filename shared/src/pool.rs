@@ -155,6 +155,147 @@ impl Timeouts {
     }
 }
 
+/// How an active probe checks an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// `GET <endpoint path><probe path>`; any 2xx or 3xx is healthy.
+    #[default]
+    Http,
+    /// A TCP (and, for https endpoints, TLS) handshake.
+    Tcp,
+}
+
+/// Active health probes of every endpoint (docs/pools.md §4); absent ⇒ passive ejection only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthProbe {
+    #[serde(default)]
+    pub kind: ProbeKind,
+    /// Appended to the endpoint's base path (http probes only); default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default = "HealthProbe::default_interval_ms")]
+    pub interval_ms: u32,
+    #[serde(default = "HealthProbe::default_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Consecutive successes that make a down endpoint healthy.
+    #[serde(default = "HealthProbe::default_healthy")]
+    pub healthy_threshold: u8,
+    /// Consecutive failures that make a healthy endpoint down.
+    #[serde(default = "HealthProbe::default_unhealthy")]
+    pub unhealthy_threshold: u8,
+}
+
+impl HealthProbe {
+    fn default_interval_ms() -> u32 {
+        5_000
+    }
+    fn default_timeout_ms() -> u32 {
+        1_000
+    }
+    fn default_healthy() -> u8 {
+        2
+    }
+    fn default_unhealthy() -> u8 {
+        3
+    }
+
+    /// Every problem, for the admin API.
+    pub fn problems(&self, problems: &mut Vec<String>) {
+        if !(200..=300_000).contains(&self.interval_ms) {
+            problems.push("health.interval_ms must be 200..300000".into());
+        }
+        if !(50..=60_000).contains(&self.timeout_ms) || self.timeout_ms > self.interval_ms {
+            problems.push("health.timeout_ms must be 50..60000 and at most interval_ms".into());
+        }
+        for (name, v) in [("healthy_threshold", self.healthy_threshold), ("unhealthy_threshold", self.unhealthy_threshold)] {
+            if !(1..=10).contains(&v) {
+                problems.push(format!("health.{name} must be 1..10"));
+            }
+        }
+        match (&self.path, self.kind) {
+            (Some(_), ProbeKind::Tcp) => problems.push("health.path applies to http probes only".into()),
+            (Some(p), ProbeKind::Http) if !probe_path_ok(p) => {
+                problems.push("health.path must start with / and be at most 256 visible ASCII characters".into());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A probe path: absolute, visible ASCII, no fragment, bounded.
+fn probe_path_ok(p: &str) -> bool {
+    p.starts_with('/') && p.len() <= 256 && p.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+}
+
+/// Most attempts (first try included) a request may make.
+pub const MAX_ATTEMPTS: u8 = 5;
+
+/// Retries without re-spending authority (docs/pools.md §5): the same resource mandate goes to
+/// another endpoint; never a second agent mandate or STS exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts per request, the first included (1 = no retry), each on a different endpoint.
+    #[serde(default = "Retry::default_attempts")]
+    pub attempts: u8,
+    /// Also retry a 502/503 answer to an idempotent request without a body (opt-in).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_unavailable: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { attempts: Self::default_attempts(), on_unavailable: false }
+    }
+}
+
+impl Retry {
+    fn default_attempts() -> u8 {
+        2
+    }
+
+    /// Whether these are the defaults.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Every problem, for the admin API.
+    pub fn problems(&self, problems: &mut Vec<String>) {
+        if !(1..=MAX_ATTEMPTS).contains(&self.attempts) {
+            problems.push(format!("retry.attempts must be 1..{MAX_ATTEMPTS}"));
+        }
+    }
+}
+
+/// Per-endpoint connection settings (docs/pools.md §7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connections {
+    /// Requests in flight per endpoint; over it the endpoint is skipped, and when every endpoint
+    /// is at its cap the request is shed (503 `upstream_overloaded`) instead of queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Speak HTTP/2 to the endpoints (ALPN over TLS, prior knowledge over cleartext).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
+}
+
+impl Connections {
+    /// Whether these are the defaults.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Every problem, for the admin API.
+    pub fn problems(&self, problems: &mut Vec<String>) {
+        if self.max_in_flight.is_some_and(|n| !(1..=100_000).contains(&n)) {
+            problems.push("connections.max_in_flight must be 1..100000".into());
+        }
+    }
+}
+
 /// Checks an endpoint URL like an `upstream_url`: absolute http(s) with a host, no userinfo or
 /// fragment.
 pub fn url_ok(url: &str) -> bool {
@@ -209,6 +350,27 @@ mod tests {
         let e: Endpoint = serde_json::from_str(r#"{"url":"http://a"}"#).unwrap();
         assert_eq!(e.weight, 1, "weight defaults to 1");
         assert_eq!(endpoints_or_single(&[], "http://u"), vec![Endpoint::single("http://u")]);
+    }
+
+    #[test]
+    fn health_retry_and_connection_settings_default_and_report_every_problem() {
+        let h: HealthProbe = serde_json::from_str(r#"{"path":"/healthz"}"#).unwrap();
+        assert_eq!((h.kind, h.interval_ms, h.timeout_ms, h.healthy_threshold, h.unhealthy_threshold), (ProbeKind::Http, 5000, 1000, 2, 3));
+        let mut p = Vec::new();
+        h.problems(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let bad: HealthProbe = serde_json::from_str(
+            r#"{"kind":"tcp","path":"/x","interval_ms":10,"timeout_ms":20,"healthy_threshold":0,"unhealthy_threshold":11}"#,
+        )
+        .unwrap();
+        bad.problems(&mut p);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(serde_json::from_str::<HealthProbe>(r#"{"intervall_ms":1}"#).is_err(), "unknown keys are refused");
+        assert_eq!(serde_json::from_str::<Retry>("{}").unwrap(), Retry::default());
+        let mut p = Vec::new();
+        Retry { attempts: 9, on_unavailable: true }.problems(&mut p);
+        Connections { max_in_flight: Some(0), http2: true }.problems(&mut p);
+        assert_eq!(p, ["retry.attempts must be 1..5", "connections.max_in_flight must be 1..100000"]);
     }
 
     #[test]
