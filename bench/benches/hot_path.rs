@@ -130,6 +130,7 @@ fn headers(c: &mut Criterion) {
         credential: Credential::CaracalJwt { header: http::header::AUTHORIZATION, scheme: "Bearer".into() },
         forward_identity: false,
         timeouts: Default::default(),
+        http2: false,
     };
     let mandate = "eyJhbGciOiJFUzI1NiJ9.".to_owned() + &"x".repeat(600);
     let inbound = || {

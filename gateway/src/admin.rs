@@ -25,11 +25,17 @@ pub async fn serve(deps: &Deps, session: &mut Session, request_id: &str) -> ping
     match req.uri.path() {
         "/health" => respond_json(session, 200, request_id, Bytes::from_static(br#"{"ok":true}"#), &[]).await?,
         "/ready" => {
-            let (status, body) = match readiness(deps).await {
-                Ok(()) => (200, r#"{"ok":true,"ready":true}"#.to_owned()),
-                Err(reason) => (503, format!(r#"{{"ok":false,"ready":false,"reason":"{reason}"}}"#)),
+            let (status, mut body) = match readiness(deps).await {
+                Ok(()) => (200, serde_json::json!({"ok": true, "ready": true})),
+                Err(reason) => (503, serde_json::json!({"ok": false, "ready": false, "reason": reason})),
             };
-            respond_json(session, status, request_id, Bytes::from(body), &[]).await?
+            // Pool health is a detail: a pool whose members are all down does not make the
+            // gateway unready (its requests are refused 503 `upstream_unavailable`).
+            let pools = pool_health(deps);
+            if !pools.is_empty() {
+                body["pools"] = pools.into();
+            }
+            respond_json(session, status, request_id, Bytes::from(body.to_string()), &[]).await?
         }
         "/internal/revocations/reload" => {
             let authorized = req.method == http::Method::POST
@@ -83,6 +89,30 @@ fn metrics_authorized(deps: &Deps, authorization: Option<&[u8]>) -> bool {
         Some(bearer) => authorization.is_some_and(|a| sig::ct_eq(a, format!("Bearer {bearer}").as_bytes())),
         None => deps.cfg.mode == Mode::Dev,
     }
+}
+
+/// `{resource: {healthy, total}}` for the pools in use (the newest pool of each resource).
+fn pool_health(deps: &Deps) -> serde_json::Map<String, serde_json::Value> {
+    let mut newest = std::collections::HashMap::new();
+    for pool in deps.pools.all() {
+        match newest.entry(pool.label.clone()) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(pool);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if pool.now_ms() < o.get().now_ms() {
+                    o.insert(pool);
+                }
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(label, pool)| {
+            let (healthy, total) = pool.health_counts();
+            (label, serde_json::json!({"healthy": healthy, "total": total}))
+        })
+        .collect()
 }
 
 /// Asks the snapshot service to reload now.

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::audit::AuditSink;
 use crate::audit::shipper::Shipper;
 use crate::audit::spool::Spool;
+use crate::background::pool_probes::PoolProbes;
 use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
 use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
 use crate::background::upstream_watch::WatchSweeper;
@@ -55,7 +56,7 @@ pub struct Deps {
 impl Deps {
     /// Builds the dependencies; nothing connects yet (connections open on the serving runtime).
     pub fn new(cfg: GatewayConfig, reload: Option<mpsc::Sender<ReloadRequest>>) -> anyhow::Result<(Self, Shipper)> {
-        let metrics = Metrics::new()?;
+        let metrics = Metrics::new(cfg.pool_metrics_max_resources)?;
         let revocations = RevocationView::new(cfg.revocation_max_staleness, cfg.database_url.is_some(), cfg.streams_key.is_some());
         // One pooled client for the STS: keep-alive, no redirects (a redirect from the STS is an
         // answer outside the contract, never something to follow with a token in the body).
@@ -103,7 +104,7 @@ impl Deps {
         };
         let limits = Deadlines { header: cfg.upstream_header_timeout, body_idle: cfg.upstream_body_idle_timeout };
         let watcher = Watcher::new(limits, revocations.clone());
-        let pools = Pools::new(cfg.dns_cache_ttl);
+        let pools = Pools::new(cfg.dns_cache_ttl, metrics.upstream.clone());
         Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, pools, circuits, audit, watcher }, shipper))
     }
 }
@@ -126,6 +127,7 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     let deps = Arc::new(deps);
     server.add_service(background_service("audit shipper", shipper));
     server.add_service(background_service("upstream watch", WatchSweeper(deps.watcher.clone())));
+    server.add_service(background_service("pool probes", PoolProbes(deps.clone())));
     let mut readiness = Vec::new();
     if let Some(url) = database_url {
         let snapshot = RevocationSnapshot {

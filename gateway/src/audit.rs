@@ -114,6 +114,11 @@ pub fn forwarded(sink: &AuditSink, ctx: &crate::ctx::RequestCtx, method: &str, s
     if let Some(s) = ctx.upstream_status {
         meta["upstream_status"] = s.into();
     }
+    if let Some(route) = &fwd.route {
+        // Every attempt on the pool, the retries included: same resource mandate each time.
+        meta["upstream_endpoint"] = route.endpoint().into();
+        meta["upstream_attempts"] = route.attempts();
+    }
     let status_label = if interrupted {
         meta["revocation_interrupted"] = true.into();
         "revoked_mid_stream"

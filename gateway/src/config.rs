@@ -89,6 +89,9 @@ pub struct GatewayConfig {
     pub upstream_allowlist: Vec<String>,
     /// `DNS_CACHE_TTL`: how long a checked DNS answer is reused (default 30 s).
     pub dns_cache_ttl: Duration,
+    /// `POOL_METRICS_MAX_RESOURCES` (256): resources with their own label in the per-endpoint
+    /// upstream metrics; later ones share `resource="other"` (bounded cardinality).
+    pub pool_metrics_max_resources: usize,
     /// `STS_CIRCUIT_FAILURES` (5), `STS_CIRCUIT_WINDOW` (10 s), `STS_CIRCUIT_OPEN` (10 s): the
     /// STS circuit breaker.
     pub circuit_failures: u32,
@@ -222,6 +225,10 @@ impl GatewayConfig {
             );
         }
         let dns_cache_ttl = r.duration("DNS_CACHE_TTL", Duration::from_secs(30));
+        let pool_metrics_max_resources = r.parse("POOL_METRICS_MAX_RESOURCES", 256usize);
+        if pool_metrics_max_resources > 10_000 {
+            r.problem("POOL_METRICS_MAX_RESOURCES", "must be at most 10000 (each resource adds label sets per endpoint)");
+        }
         let audit_key = r.hex_key("AUDIT_HMAC_KEY", 32);
         if production && audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
             r.problem("AUDIT_HMAC_KEY", "is required in production (signed audit frames)");
@@ -289,6 +296,7 @@ impl GatewayConfig {
             allow_private_upstreams,
             upstream_allowlist,
             dns_cache_ttl,
+            pool_metrics_max_resources,
             circuit_failures,
             circuit_window,
             circuit_open,

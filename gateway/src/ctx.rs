@@ -64,8 +64,9 @@ pub struct Forward {
     pub anchors: std::sync::Arc<Vec<String>>,
     /// The revocation view's epoch when the anchors were checked at admission.
     pub revocation_epoch: u64,
-    /// The pool member's in-flight hold (pools only), released with the context.
-    pub pool_hold: Option<crate::phases::pool::InFlight>,
+    /// The request's route through its pool (pools only): the member held in flight (released
+    /// with the context), the members tried, each attempt.
+    pub route: Option<crate::phases::pool::Route>,
 }
 
 impl RequestCtx {

@@ -66,6 +66,10 @@ pub enum Denial {
     UpstreamUnreachable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// Every member of the resource's pool is down (probes or passive ejection): fail closed.
+    UpstreamUnavailable,
+    /// Every live member of the resource's pool is at its concurrency cap: shed, never queue.
+    UpstreamOverloaded,
 }
 
 impl Denial {
@@ -99,7 +103,9 @@ impl Denial {
             Self::NoUpstream => (403, AccessDenied, "resource upstream not configured"),
             Self::UpstreamNotAddressable => (502, InternalError, "upstream not addressable"),
             Self::UpstreamUnreachable => (502, InternalError, "upstream unreachable"),
-            Self::UpstreamTimeout => (504, InternalError, "upstream timeout"),
+            Self::UpstreamTimeout => (504, ErrorCode::UpstreamTimeout, "upstream timeout"),
+            Self::UpstreamUnavailable => (503, ErrorCode::UpstreamUnavailable, "no healthy upstream endpoint"),
+            Self::UpstreamOverloaded => (503, ErrorCode::UpstreamOverloaded, "upstream endpoints at capacity"),
         };
         (status, code.as_str(), description)
     }
@@ -127,6 +133,8 @@ impl Denial {
             Self::StsCircuitOpen => "sts_circuit_open",
             Self::NoUpstream => "no_upstream",
             Self::UpstreamNotAddressable | Self::UpstreamUnreachable | Self::UpstreamTimeout => "upstream_errors",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamOverloaded => "upstream_overloaded",
         }
     }
 
@@ -152,6 +160,8 @@ impl Denial {
         "sts_circuit_open",
         "no_upstream",
         "upstream_errors",
+        "upstream_unavailable",
+        "upstream_overloaded",
     ];
 }
 
@@ -216,6 +226,8 @@ mod tests {
             Denial::UpstreamNotAddressable,
             Denial::UpstreamUnreachable,
             Denial::UpstreamTimeout,
+            Denial::UpstreamUnavailable,
+            Denial::UpstreamOverloaded,
         ];
         for d in &all {
             assert!(Denial::METRIC_LABELS.contains(&d.metric_label()), "{d:?}");

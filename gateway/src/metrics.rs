@@ -46,8 +46,8 @@ pub struct Metrics {
     pub jwks_cold_refused: IntCounter,
     /// Streams cut because an anchor was revoked mid-response.
     pub stream_cuts: IntCounter,
-    /// Pool members left out of a pool because the egress policy refused them (docs/pools.md).
-    pub pool_members_refused: IntCounter,
+    /// Per-`(resource, endpoint)` upstream pool metrics (docs/pools.md §8).
+    pub upstream: std::sync::Arc<crate::phases::pool::metrics::UpstreamMetrics>,
     /// The revocation stream consumer.
     pub revocation_stream: ConsumerMetrics,
     /// Snapshot reloads and their failures.
@@ -57,7 +57,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers every metric.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub fn new(max_pool_resources: usize) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let c = IntCounter::new(format!("caracal_gateway_{name}"), help)?;
@@ -112,10 +112,7 @@ impl Metrics {
                 "Key lookups for zones without known keys refused without a fetch (JWKS_COLD_FETCH_BURST/RATE spent).",
             )?,
             stream_cuts: counter("stream_cuts_total", "Responses cut because their session was revoked.")?,
-            pool_members_refused: counter(
-                "upstream_pool_members_refused_total",
-                "Upstream pool members left out of their pool by the egress policy (never dialed).",
-            )?,
+            upstream: std::sync::Arc::new(crate::phases::pool::metrics::UpstreamMetrics::new(&registry, max_pool_resources)?),
             revocation_stream,
             revocation_reloads: counter("revocation_reloads_total", "Revocation snapshots loaded.")?,
             revocation_reload_errors: counter("revocation_reload_errors_total", "Revocation snapshots that failed.")?,
@@ -150,7 +147,8 @@ impl Metrics {
         let mut map = serde_json::Map::new();
         for family in self.registry.gather() {
             let name = family.name().trim_start_matches("caracal_gateway_").trim_end_matches("_total").to_owned();
-            if let Some(m) = family.get_metric().first() {
+            // Labelled families (per-endpoint upstream metrics) are for Prometheus only.
+            if let Some(m) = family.get_metric().first().filter(|m| m.get_label().is_empty()) {
                 let value = match family.get_field_type() {
                     prometheus::proto::MetricType::COUNTER => serde_json::json!(m.get_counter().get_value() as u64),
                     prometheus::proto::MetricType::GAUGE => serde_json::json!(m.get_gauge().get_value()),
@@ -173,7 +171,7 @@ mod tests {
 
     #[test]
     fn denials_count_in_their_own_counter() {
-        let m = Metrics::new().unwrap();
+        let m = Metrics::new(8).unwrap();
         m.deny(&Denial::Replay);
         m.deny(&Denial::Replay);
         m.deny(&Denial::Signature);

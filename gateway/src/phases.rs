@@ -15,6 +15,7 @@ pub mod headers;
 pub mod logging;
 pub mod pool;
 pub mod replay;
+pub mod retry;
 pub mod revocation;
 pub mod stream;
 pub mod upstream;
@@ -118,12 +119,12 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     ticket.record(exchange::health(&grant));
     let mut grant = grant?;
     // A plain upstream keeps the single-URL path; a pool picks a member (docs/pools.md).
-    let (peer, pool_hold) = if grant.directive.endpoints.is_empty() {
+    let (peer, route) = if grant.directive.endpoints.is_empty() {
         (upstream::resolve(&grant.directive, &deps.egress).await?, None)
     } else {
         let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &fresh.0.claims.sid, request_id };
-        let (peer, hold) = deps.pools.peer(&mut grant.directive, &key, &deps.egress, &deps.metrics.pool_members_refused).await?;
-        (peer, Some(hold))
+        let (peer, route) = deps.pools.route(&mut grant.directive, resource, &key, &deps.egress).await?;
+        (peer, Some(route))
     };
-    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, pool_hold })
+    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route })
 }

@@ -13,7 +13,7 @@ use pingora::{Error, Result};
 
 use crate::Deps;
 use crate::ctx::RequestCtx;
-use crate::phases::{self, failure, headers, logging, stream, upstream};
+use crate::phases::{self, failure, headers, logging, retry, stream, upstream};
 
 /// The gateway proxy.
 pub struct Gateway {
@@ -38,6 +38,14 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         upstream::http_peer(ctx.forward.as_ref().map(|f| &f.peer), self.deps.cfg.upstream_timeout)
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, e: Box<Error>) -> Box<Error> {
+        retry::after_connect_failure(ctx, e)
+    }
+
+    async fn upstream_response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        retry::at_response_header(session, resp.status.as_u16(), ctx)
     }
 
     async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {

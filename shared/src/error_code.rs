@@ -31,6 +31,12 @@ pub enum ErrorCode {
     ReplayCheckUnavailable,
     /// A `use` other than the one this endpoint accepts (token confusion).
     WrongTokenUse,
+    /// The upstream did not answer in time (the original said `internal_error`).
+    UpstreamTimeout,
+    /// Every member of the resource's upstream pool is down.
+    UpstreamUnavailable,
+    /// Every member of the resource's upstream pool is at its concurrency cap.
+    UpstreamOverloaded,
 }
 
 impl ErrorCode {
@@ -55,6 +61,9 @@ impl ErrorCode {
             Self::HttpRequestFailed => "http_request_failed",
             Self::ReplayCheckUnavailable => "replay_check_unavailable",
             Self::WrongTokenUse => "wrong_token_use",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamOverloaded => "upstream_overloaded",
         }
     }
 }

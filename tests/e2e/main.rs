@@ -18,6 +18,7 @@ mod key_publication;
 mod lifecycle;
 mod limits;
 mod policy;
+mod pool_health;
 mod pools;
 mod revocation;
 mod sdk;

@@ -33,7 +33,7 @@ async fn an_upstream_that_never_answers_is_refused_at_the_header_timeout() {
         .expect("the gateway answers instead of waiting for the upstream forever");
     let took = started.elapsed();
     assert_eq!(a.status, 504, "{}", a.text);
-    assert_eq!(a.error(), "internal_error");
+    assert_eq!(a.error(), "upstream_timeout");
     assert_eq!(a.body["error_description"], "upstream timeout");
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "answered after {took:?}");
     assert_eq!(a.headers.get("connection").and_then(|v| v.to_str().ok()), Some("close"), "the connection is not reused after a failure");
@@ -130,6 +130,7 @@ async fn a_resource_sets_its_own_response_header_deadline() {
         .expect("the resource's deadline answers, not the gateway's 30 s");
     let took = started.elapsed();
     assert_eq!(a.status, 504, "{}", a.text);
+    assert_eq!(a.error(), "upstream_timeout");
     assert_eq!(a.body["error_description"], "upstream timeout");
     assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(3), "answered after {took:?}");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 1.0);

@@ -7,6 +7,7 @@
 //! Binaries: `CARACAL_BIN_DIR`, else the `target/<profile>` the test binary was built into; run
 //! `cargo build --bins` first (the README's test command does).
 
+pub mod endpoint;
 pub mod infra;
 pub mod oidc;
 pub mod pki;

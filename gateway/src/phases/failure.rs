@@ -7,10 +7,10 @@
 //!
 //! | error | failure |
 //! |---|---|
-//! | watch: header timeout, body idle | 504 `internal_error` "upstream timeout" (`upstream_errors`) |
+//! | watch: header timeout, body idle | 504 `upstream_timeout` "upstream timeout" (`upstream_errors`) |
 //! | watch: revoked; or the body filter's `session revoked` | stream cut (`stream_cuts` only) |
 //! | `HTTPStatus(413)` (the body limit) | 413 `payload_too_large` |
-//! | connect, read or write timeout | 504 `internal_error` "upstream timeout" (`upstream_errors`) |
+//! | connect, read or write timeout | 504 `upstream_timeout` "upstream timeout" (`upstream_errors`) |
 //! | anything else from the client side | nobody to answer: close, count nothing |
 //! | anything else | 502 `internal_error` "upstream unreachable" (`upstream_errors`) |
 //!
@@ -23,6 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::Deps;
 use crate::ctx::RequestCtx;
 use crate::deny::Denial;
+use crate::phases::pool::health::Outcome;
 use crate::phases::watch::Trip;
 
 /// The `ErrorType::Custom` label of a response the body filter cut for a revocation.
@@ -55,13 +56,19 @@ pub fn classify(etype: &ErrorType, source: &ErrorSource, tripped: Option<Trip>) 
     }
 }
 
-/// `error_while_proxy`: the attempt is over (disarm its watch); retry only what Pingora would
-/// retry and the watch did not end.
+/// `error_while_proxy`: the attempt is over (disarm its watch; a pool member that failed
+/// after connecting is recorded); retry only what Pingora would retry, or what the retry phase
+/// set aside, and the watch did not end.
 pub fn while_proxying(session: &Session, mut e: Box<Error>, ctx: &mut RequestCtx, client_reused: bool) -> Box<Error> {
     let tripped = ctx.upstream.as_mut().and_then(|w| {
         w.disarm();
         w.tripped()
     });
+    if let Some(route) = ctx.forward.as_mut().and_then(|f| f.route.as_mut())
+        && *e.esource() != ErrorSource::Downstream
+    {
+        route.record(Outcome::Failed); // no-op when the member's answer was recorded
+    }
     if tripped.is_some() || !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
         e.set_retry(false);
     } else {

@@ -359,6 +359,7 @@ mod tests {
     #[test]
     fn request_hygiene() {
         let peer = SafePeer {
+            http2: false,
             addr: "127.0.0.1:9".parse().unwrap(),
             tls: false,
             host: "up.example".into(),

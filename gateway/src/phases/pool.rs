@@ -16,18 +16,24 @@
 //! one address would merge, and a URL-derived identity keeps the hash ring stable when DNS answers
 //! change. That address is never dialed: the checked, pinned target rides in `Backend::ext`.
 
+pub mod health;
+pub mod metrics;
+pub mod probe;
+
 use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use caracal_shared::exchange::UpstreamDirective;
-use caracal_shared::pool::{Endpoint, HashKey, LoadBalancing, Policy};
+use caracal_shared::pool::{Connections, Endpoint, HashKey, HealthProbe, LoadBalancing, Policy, Retry};
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
+use self::health::{MemberHealth, Outcome};
+use self::metrics::{MemberMetrics, UpstreamMetrics};
 use crate::deny::Denial;
 use crate::phases::egress::Egress;
 use crate::phases::upstream::{self, SafePeer, Target};
@@ -35,15 +41,28 @@ use crate::phases::upstream::{self, SafePeer, Target};
 /// Upper bound on selector steps (the crate's iterators are bounded by it).
 const MAX_ITERATIONS: usize = 256;
 
-/// A member as the balancer carries it: checked and pinned.
-#[derive(Clone)]
-struct Member {
-    target: Target,
-    addr: SocketAddr,
-    /// Position in the pool's in-flight counters.
-    slot: usize,
+/// Retry budget, in tenths of a retry: every request adds [`RETRY_DEPOSIT`], every retry costs
+/// [`RETRY_COST`], so retries stay under 20 % of requests; [`RETRY_TOKENS_START`] lets a pool
+/// that just started retry, [`RETRY_TOKENS_MAX`] bounds a burst.
+const RETRY_DEPOSIT: u32 = 2;
+const RETRY_COST: u32 = 10;
+const RETRY_TOKENS_START: u32 = 100;
+const RETRY_TOKENS_MAX: u32 = 1_000;
+
+/// One member of a built pool: checked, pinned, with its counters.
+pub struct Slot {
+    /// The balancer's (never dialed) identity of the member.
+    identity: SocketAddr,
+    pub target: Target,
+    /// The pinned, egress-checked address: what traffic and probes dial.
+    pub addr: SocketAddr,
+    /// Index in the resource's endpoint set (the metrics' `endpoint` label).
+    pub endpoint: usize,
     /// Draining: never picked; kept so the hash ring keeps its shape.
     drain: bool,
+    in_flight: AtomicUsize,
+    pub health: MemberHealth,
+    pub metrics: MemberMetrics,
 }
 
 /// The balancer of one policy.
@@ -60,27 +79,17 @@ enum Selector {
 pub struct Pool {
     selector: Selector,
     hash_key: Option<HashKey>,
-    /// Requests in flight per member slot.
-    in_flight: Box<[AtomicUsize]>,
-}
-
-/// A request's hold on its member: counted in flight until dropped (with the request context).
-pub struct InFlight {
-    pool: Arc<Pool>,
-    slot: usize,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.pool.in_flight[self.slot].fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl InFlight {
-    fn take(pool: Arc<Pool>, slot: usize) -> Self {
-        pool.in_flight[slot].fetch_add(1, Ordering::Relaxed);
-        Self { pool, slot }
-    }
+    pub slots: Box<[Slot]>,
+    max_in_flight: Option<usize>,
+    /// Active probes, when the resource asks for them.
+    pub probe: Option<HealthProbe>,
+    retry_tokens: AtomicU32,
+    retries: prometheus::IntCounter,
+    epoch: Instant,
+    /// When the next probe round is due (ms since `epoch`).
+    pub next_probe_ms: AtomicU64,
+    /// The `resource` label.
+    pub label: String,
 }
 
 /// What a request offers as a consistent-hash key.
@@ -92,39 +101,106 @@ pub struct RequestKey<'a> {
     pub request_id: &'a str,
 }
 
-/// The pools in use, by endpoint set and policy (full equality, never a hash alone: a collision
-/// must not send one resource's credential to another's endpoints).
+/// What identifies a pool: the resource and everything that shapes its members and state
+/// (full equality, never a hash alone: a collision must not send one resource's credential to
+/// another's endpoints).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub resource: String,
+    endpoints: Vec<Endpoint>,
+    lb: LoadBalancing,
+    probe: Option<HealthProbe>,
+    connections: Connections,
+}
+
+/// The pools in use.
 pub struct Pools {
-    cache: moka::future::Cache<(Vec<Endpoint>, LoadBalancing), Arc<Pool>>,
+    cache: moka::future::Cache<PoolKey, Arc<Pool>>,
+    metrics: Arc<UpstreamMetrics>,
+}
+
+/// A request's route through its pool: the member it holds (counted in flight until the route
+/// is dropped with the request context), the members tried, and each attempt for the audit.
+pub struct Route {
+    pool: Arc<Pool>,
+    slot: usize,
+    /// Members tried, as a bit set over slots (at most 32 members).
+    tried: u32,
+    retry: Retry,
+    /// The consistent-hash key, kept for a retry (hash pools only).
+    key: Option<Box<[u8]>>,
+    /// When the current attempt started.
+    started: Instant,
+    /// Whether the current attempt's outcome was recorded.
+    recorded: bool,
+    /// Earlier attempts: (endpoint index, outcome).
+    earlier: Vec<(usize, Outcome)>,
+    /// The current attempt's outcome, once known.
+    last: Option<Outcome>,
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        self.pool.slots[self.slot].in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pools {
     /// Pools kept for `ttl` (the egress cache's).
-    pub fn new(ttl: Duration) -> Self {
-        Self { cache: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ttl).build() }
+    pub fn new(ttl: Duration, metrics: Arc<UpstreamMetrics>) -> Self {
+        Self { cache: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ttl).build(), metrics }
     }
 
     /// The peer for this request: a member picked by the directive's policy, pinned and checked,
-    /// and the request's hold on it. The pool's identity is moved out of the directive (nothing
-    /// reads it later), so a lookup copies no endpoint.
-    pub async fn peer(
+    /// and the request's route. The pool's identity is moved out of the directive (nothing reads
+    /// it later), so a lookup copies no endpoint.
+    pub async fn route(
         &self,
         d: &mut UpstreamDirective,
+        resource: &str,
         key: &RequestKey<'_>,
         egress: &Egress,
-        refused: &prometheus::IntCounter,
-    ) -> Result<(SafePeer, InFlight), Denial> {
+    ) -> Result<(SafePeer, Route), Denial> {
         let credential = upstream::credential(d)?;
         let endpoints = match std::mem::take(&mut d.endpoints) {
             set if set.is_empty() => d.endpoint_set(),
             set => set,
         };
-        let id = (endpoints, std::mem::take(&mut d.load_balancing));
-        let pool =
-            self.cache.try_get_with_by_ref(&id, Pool::build(&id.0, &id.1, egress, refused)).await.map_err(|e: Arc<Denial>| (*e).clone())?;
-        let member = pool.pick(key).ok_or(Denial::UpstreamNotAddressable)?;
-        let hold = InFlight::take(pool, member.slot);
-        Ok((member.target.peer(member.addr, d, credential), hold))
+        let id = PoolKey {
+            resource: resource.to_owned(),
+            endpoints,
+            lb: std::mem::take(&mut d.load_balancing),
+            probe: d.health.take(),
+            connections: d.connections,
+        };
+        let build = Pool::build(&id, egress, &self.metrics);
+        let pool = self.cache.try_get_with_by_ref(&id, build).await.map_err(|e: Arc<Denial>| (*e).clone())?;
+        pool.deposit();
+        let hash = pool.hash_bytes(key);
+        let slot = pool.pick(hash, 0)?;
+        let s = &pool.slots[slot];
+        let peer = s.target.peer(s.addr, d, credential);
+        let key = match &pool.selector {
+            Selector::Hash(_) => Some(hash.into()),
+            _ => None,
+        };
+        let route = Route {
+            pool,
+            slot,
+            tried: 1 << slot,
+            retry: d.retry,
+            key,
+            started: Instant::now(),
+            recorded: false,
+            earlier: Vec::new(),
+            last: None,
+        };
+        Ok((peer, route))
+    }
+
+    /// The pools cached now (for probes and `/ready`).
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.cache.iter().map(|(_, p)| p).collect()
     }
 }
 
@@ -140,66 +216,219 @@ fn identity(url: &str) -> SocketAddr {
 
 impl Pool {
     /// Checks and pins every member; members the policy refuses are left out.
-    async fn build(
-        endpoints: &[Endpoint],
-        lb: &LoadBalancing,
-        egress: &Egress,
-        refused: &prometheus::IntCounter,
-    ) -> Result<Arc<Self>, Denial> {
+    async fn build(id: &PoolKey, egress: &Egress, metrics: &UpstreamMetrics) -> Result<Arc<Self>, Denial> {
+        let label = metrics.resource_label(&id.resource);
         let mut set = BTreeSet::new();
-        let weights = ring_weights(endpoints, lb.policy);
-        for (e, weight) in endpoints.iter().zip(weights) {
-            let slot = set.len();
-            let member = match Target::parse(&e.url) {
-                Ok(target) => target.pin(egress).await.map(|addr| Member { target, addr, slot, drain: e.drain }),
+        let mut slots = Vec::new();
+        let weights = ring_weights(&id.endpoints, id.lb.policy);
+        for (endpoint, (e, weight)) in id.endpoints.iter().zip(weights).enumerate() {
+            let pinned = match Target::parse(&e.url) {
+                Ok(target) => target.pin(egress).await.map(|addr| (target, addr)),
                 Err(d) => Err(d),
             };
-            let Ok(member) = member else {
-                refused.inc();
+            let Ok((target, addr)) = pinned else {
+                metrics.members_refused.inc();
                 tracing::warn!(endpoint = %e.url, "pool member left out: refused by the upstream checks or the egress policy");
                 continue;
             };
-            let mut backend =
-                Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(identity(&e.url)), weight, ext: Default::default() };
-            backend.ext.insert(member);
-            set.insert(backend);
+            let identity = identity(&e.url);
+            set.insert(Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(identity), weight, ext: Default::default() });
+            let m = metrics.member(&label, endpoint);
+            m.healthy.set(1);
+            slots.push(Slot {
+                identity,
+                target,
+                addr,
+                endpoint,
+                drain: e.drain,
+                in_flight: AtomicUsize::new(0),
+                health: MemberHealth::default(),
+                metrics: m,
+            });
         }
         if set.is_empty() {
             return Err(Denial::UpstreamNotAddressable);
         }
-        let in_flight = (0..set.len()).map(|_| AtomicUsize::new(0)).collect();
-        let selector = match lb.policy {
+        let selector = match id.lb.policy {
             Policy::RoundRobin => Selector::RoundRobin(balancer(set).await?),
             Policy::LeastOutstanding => Selector::LeastOutstanding(balancer(set).await?),
             Policy::ConsistentHash => Selector::Hash(balancer(set).await?),
         };
-        Ok(Arc::new(Self { selector, hash_key: lb.hash_key.clone(), in_flight }))
+        Ok(Arc::new(Self {
+            selector,
+            hash_key: id.lb.hash_key.clone(),
+            slots: slots.into(),
+            max_in_flight: id.connections.max_in_flight.map(|n| n as usize),
+            probe: id.probe.clone(),
+            retry_tokens: AtomicU32::new(RETRY_TOKENS_START),
+            retries: metrics.retries(&label),
+            epoch: Instant::now(),
+            next_probe_ms: AtomicU64::new(0),
+            label,
+        }))
     }
 
-    /// The member for a request.
-    fn pick(&self, key: &RequestKey<'_>) -> Option<Member> {
-        // A draining member is passed over: the selector moves on to the next one.
-        let accept = |b: &Backend, ready: bool| ready && b.ext.get::<Member>().is_some_and(|m| !m.drain);
+    /// Milliseconds since the pool was built.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The slot of a balancer backend.
+    fn slot_of(&self, b: &Backend) -> Option<usize> {
+        let addr = b.addr.as_inet()?;
+        self.slots.iter().position(|s| s.identity == *addr)
+    }
+
+    /// Whether a member is under its concurrency cap.
+    fn under_cap(&self, slot: usize) -> bool {
+        self.max_in_flight.is_none_or(|cap| self.slots[slot].in_flight.load(Ordering::Relaxed) < cap)
+    }
+
+    /// Whether a member may take this request: not draining, not tried, healthy, under its cap.
+    fn takes(&self, slot: usize, tried: u32) -> bool {
+        let s = &self.slots[slot];
+        !s.drain && tried & (1 << slot) == 0 && s.health.available(|| self.now_ms()) && self.under_cap(slot)
+    }
+
+    /// The bytes a consistent hash is taken over (empty for other policies).
+    fn hash_bytes<'k>(&self, key: &RequestKey<'k>) -> &'k [u8] {
+        if !matches!(self.selector, Selector::Hash(_)) {
+            return b"";
+        }
+        let k = match &self.hash_key {
+            Some(HashKey::Header(name)) => key.headers.get(name.as_str()).map(|v| v.as_bytes()),
+            Some(HashKey::Sid) => Some(key.sid.as_bytes()).filter(|s| !s.is_empty()),
+            Some(HashKey::Path) => Some(key.path.as_bytes()),
+            None => None,
+        };
+        k.unwrap_or(key.request_id.as_bytes())
+    }
+
+    /// The member for a request, taken (counted in flight): never a draining, tried, unhealthy
+    /// or capped one. None left ⇒ 503: `upstream_overloaded` when only the caps stood in the way,
+    /// else `upstream_unavailable` (every member down: fail closed, never "panic mode").
+    fn pick(&self, hash: &[u8], tried: u32) -> Result<usize, Denial> {
+        let accept = |b: &Backend, ready: bool| ready && self.slot_of(b).is_some_and(|i| self.takes(i, tried));
         let backend = match &self.selector {
             Selector::RoundRobin(lb) => lb.select_with(b"", MAX_ITERATIONS, accept),
-            Selector::Hash(lb) => {
-                let k = match &self.hash_key {
-                    Some(HashKey::Header(name)) => key.headers.get(name.as_str()).map(|v| v.as_bytes()),
-                    Some(HashKey::Sid) => Some(key.sid.as_bytes()).filter(|s| !s.is_empty()),
-                    Some(HashKey::Path) => Some(key.path.as_bytes()),
-                    None => None,
-                };
-                lb.select_with(k.unwrap_or(key.request_id.as_bytes()), MAX_ITERATIONS, accept)
-            }
-            Selector::LeastOutstanding(lb) => {
-                let a = lb.select_with(b"", MAX_ITERATIONS, accept)?;
-                let b = lb.select_with(b"", MAX_ITERATIONS, accept)?;
+            Selector::Hash(lb) => lb.select_with(hash, MAX_ITERATIONS, accept),
+            Selector::LeastOutstanding(lb) => lb.select_with(b"", MAX_ITERATIONS, accept).map(|a| {
                 // Fewer in flight per unit of weight wins: compare a/wa with b/wb without division.
-                let load = |x: &Backend| x.ext.get::<Member>().map_or(usize::MAX, |m| self.in_flight[m.slot].load(Ordering::Relaxed));
-                Some(if load(&b).saturating_mul(a.weight) < load(&a).saturating_mul(b.weight) { b } else { a })
-            }
-        }?;
-        backend.ext.get::<Member>().cloned()
+                let load = |x: &Backend| self.slot_of(x).map_or(usize::MAX, |i| self.slots[i].in_flight.load(Ordering::Relaxed));
+                match lb.select_with(b"", MAX_ITERATIONS, accept) {
+                    Some(b) if load(&b).saturating_mul(a.weight) < load(&a).saturating_mul(b.weight) => b,
+                    _ => a,
+                }
+            }),
+        };
+        let Some(slot) = backend.and_then(|b| self.slot_of(&b)) else {
+            let capped = (0..self.slots.len()).any(|i| {
+                let s = &self.slots[i];
+                !s.drain && tried & (1 << i) == 0 && s.health.available(|| self.now_ms())
+            });
+            return Err(if capped { Denial::UpstreamOverloaded } else { Denial::UpstreamUnavailable });
+        };
+        let before = self.slots[slot].in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.max_in_flight.is_some_and(|cap| before >= cap) {
+            // Lost a race for the last place under the cap.
+            self.slots[slot].in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(Denial::UpstreamOverloaded);
+        }
+        Ok(slot)
+    }
+
+    /// A request's share of the retry budget.
+    fn deposit(&self) {
+        if self.retry_tokens.load(Ordering::Relaxed) < RETRY_TOKENS_MAX {
+            self.retry_tokens.fetch_add(RETRY_DEPOSIT, Ordering::Relaxed);
+        }
+    }
+
+    /// Spends one retry from the budget, if there is one.
+    fn withdraw(&self) -> bool {
+        self.retry_tokens.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(RETRY_COST)).is_ok()
+    }
+
+    /// Records an outcome for a member: metrics and passive health.
+    fn record(&self, slot: usize, outcome: Outcome) {
+        let s = &self.slots[slot];
+        s.metrics.count(outcome);
+        if s.health.record(outcome, self.now_ms()) {
+            s.metrics.ejections.inc();
+            s.metrics.healthy.set(0);
+            tracing::warn!(resource = %self.label, endpoint = s.endpoint, ?outcome, "pool member ejected");
+        }
+    }
+
+    /// Members taking requests now, and all members (for `/ready`).
+    pub fn health_counts(&self) -> (usize, usize) {
+        let now = self.now_ms();
+        (self.slots.iter().filter(|s| !s.drain && s.health.healthy(now)).count(), self.slots.len())
+    }
+}
+
+impl Route {
+    /// The endpoint index of the current attempt.
+    pub fn endpoint(&self) -> usize {
+        self.pool.slots[self.slot].endpoint
+    }
+
+    /// Records the current attempt's outcome once (metrics, passive health, the audit list); an
+    /// answer also times the member's response.
+    pub fn record(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        if let Outcome::Answered(_) = outcome {
+            self.pool.slots[self.slot].metrics.response_seconds.observe(self.started.elapsed().as_secs_f64());
+        }
+        self.pool.record(self.slot, outcome);
+        self.last = Some(outcome);
+    }
+
+    /// Moves the request to another member for a retry with the same resource mandate: within
+    /// the resource's attempts and the pool's retry budget, never a member already tried. The
+    /// peer to dial, or `None` (the failure stands).
+    pub fn retry(&mut self, current: &SafePeer) -> Option<SafePeer> {
+        if self.earlier.len() + 1 >= usize::from(self.retry.attempts) {
+            return None;
+        }
+        let next = self.pool.pick(self.key.as_deref().unwrap_or_default(), self.tried).ok()?;
+        if !self.pool.withdraw() {
+            self.pool.slots[next].in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.pool.retries.inc();
+        let last = self.last.take().unwrap_or(Outcome::Failed);
+        self.earlier.push((self.endpoint(), last));
+        self.pool.slots[self.slot].in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.slot = next;
+        self.tried |= 1 << next;
+        self.started = Instant::now();
+        self.recorded = false;
+        let s = &self.pool.slots[next];
+        Some(s.target.retarget(current, s.addr))
+    }
+
+    /// Whether the resource opted in to retrying a 502/503 answer.
+    pub fn retries_unavailable(&self) -> bool {
+        self.retry.on_unavailable
+    }
+
+    /// Every attempt, for the audit event: `[{endpoint, outcome}]`.
+    pub fn attempts(&self) -> serde_json::Value {
+        let one = |endpoint: usize, o: Option<Outcome>| {
+            let outcome: serde_json::Value = match o {
+                Some(Outcome::Answered(s)) => s.into(),
+                Some(Outcome::ConnectFailed) => "connect_failed".into(),
+                Some(Outcome::Failed) => "failed".into(),
+                None => serde_json::Value::Null,
+            };
+            serde_json::json!({"endpoint": endpoint, "outcome": outcome})
+        };
+        let mut all: Vec<_> = self.earlier.iter().map(|(e, o)| one(*e, Some(*o))).collect();
+        all.push(one(self.endpoint(), self.last));
+        all.into()
     }
 }
 
@@ -261,12 +490,23 @@ mod tests {
         Egress::new(true, vec![], Arc::new(Names), Duration::from_secs(30))
     }
 
+    fn pools() -> Pools {
+        Pools::new(Duration::from_secs(30), Arc::new(UpstreamMetrics::new(&prometheus::Registry::new(), 8).unwrap()))
+    }
+
+    impl Pools {
+        async fn peer(&self, d: &mut UpstreamDirective, key: &RequestKey<'_>) -> Result<(SafePeer, Route), Denial> {
+            self.route(d, "r1", key, &egress()).await
+        }
+    }
+
     fn directive(endpoints: &[(&str, u32)], lb: LoadBalancing) -> UpstreamDirective {
         UpstreamDirective {
             url: endpoints[0].0.into(),
             auth_mode: "none".into(),
             endpoints: endpoints.iter().map(|(u, w)| Endpoint { url: (*u).into(), weight: *w, drain: false }).collect(),
             load_balancing: lb,
+            retry: Retry { attempts: 3, on_unavailable: false },
             ..Default::default()
         }
     }
@@ -277,8 +517,7 @@ mod tests {
 
     #[tokio::test]
     async fn weights_are_followed_and_a_refused_member_is_never_picked() {
-        let pools = Pools::new(Duration::from_secs(30));
-        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let pools = pools();
         let d = directive(
             &[("http://a.example:1/a", 3), ("http://b.example:2/b", 1), ("http://bad.example:3/", 5), ("ftp://x/", 1)],
             LoadBalancing::default(),
@@ -286,37 +525,35 @@ mod tests {
         let h = http::HeaderMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for i in 0..400 {
-            let (p, _hold) = pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
+            let (p, _hold) = pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap();
             *seen.entry(p.base_path.clone()).or_default() += 1;
             assert_ne!(p.addr.ip().to_string(), "169.254.169.254");
         }
         assert_eq!(seen.get("/a"), Some(&300), "{seen:?}");
         assert_eq!(seen.get("/b"), Some(&100), "{seen:?}");
-        assert_eq!(refused.get(), 2, "the metadata member and the ftp member, once: the pool is cached");
+        assert_eq!(pools.metrics.members_refused.get(), 2, "the metadata member and the ftp member, once: the pool is cached");
     }
 
     #[tokio::test]
     async fn a_pool_with_no_usable_member_refuses() {
-        let pools = Pools::new(Duration::from_secs(30));
-        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let pools = pools();
         let d = directive(&[("http://bad.example/", 1), ("https://127.0.0.1/", 1)], LoadBalancing::default());
         let h = http::HeaderMap::new();
-        assert!(matches!(pools.peer(&mut d.clone(), &key(&h, "r"), &egress(), &refused).await, Err(Denial::UpstreamNotAddressable)));
+        assert!(matches!(pools.peer(&mut d.clone(), &key(&h, "r")).await, Err(Denial::UpstreamNotAddressable)));
     }
 
     #[tokio::test]
     async fn consistent_hash_keeps_a_key_on_one_member() {
-        let pools = Pools::new(Duration::from_secs(30));
-        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let pools = pools();
         let lb = LoadBalancing { policy: Policy::ConsistentHash, hash_key: Some(HashKey::Header("mcp-session-id".into())) };
         let d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1), ("http://c.example/c", 1)], lb);
         let mut members = BTreeSet::new();
         for session in ["s1", "s2", "s3", "s4", "s5", "s6"] {
             let mut h = http::HeaderMap::new();
             h.insert("mcp-session-id", session.parse().unwrap());
-            let first = pools.peer(&mut d.clone(), &key(&h, "x"), &egress(), &refused).await.unwrap().0.base_path;
+            let first = pools.peer(&mut d.clone(), &key(&h, "x")).await.unwrap().0.base_path;
             for i in 0..5 {
-                let again = pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap().0.base_path;
+                let again = pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap().0.base_path;
                 assert_eq!(again, first, "{session} stays");
             }
             members.insert(first);
@@ -326,37 +563,111 @@ mod tests {
 
     #[tokio::test]
     async fn least_outstanding_avoids_the_busy_member_and_holds_are_released() {
-        let pools = Pools::new(Duration::from_secs(30));
-        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let pools = pools();
         let lb = LoadBalancing { policy: Policy::LeastOutstanding, hash_key: None };
         let d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1)], lb);
         let h = http::HeaderMap::new();
         // Requests that never finish pile up: two choices keep the members close to even.
         let mut held = Vec::new();
         for i in 0..200 {
-            held.push(pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap());
+            held.push(pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap());
         }
         let on_a = held.iter().filter(|(p, _)| p.base_path == "/a").count();
         assert!(on_a.abs_diff(100) <= 10, "balanced by load: {on_a} of 200 on a");
         let pool = held[0].1.pool.clone();
         drop(held);
-        assert!(pool.in_flight.iter().all(|c| c.load(Ordering::Relaxed) == 0), "every hold released");
+        assert!(pool.slots.iter().all(|s| s.in_flight.load(Ordering::Relaxed) == 0), "every hold released");
     }
 
     #[tokio::test]
     async fn a_draining_member_is_never_picked_by_any_policy() {
-        let pools = Pools::new(Duration::from_secs(30));
-        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let pools = pools();
         let h = http::HeaderMap::new();
         for policy in [Policy::RoundRobin, Policy::LeastOutstanding, Policy::ConsistentHash] {
             let hash_key = (policy == Policy::ConsistentHash).then_some(HashKey::Path);
             let mut d = directive(&[("http://a.example/a", 5), ("http://b.example/b", 1)], LoadBalancing { policy, hash_key });
             d.endpoints[0].drain = true;
             for i in 0..50 {
-                let (p, _) = pools.peer(&mut d.clone(), &key(&h, &i.to_string()), &egress(), &refused).await.unwrap();
+                let (p, _) = pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap();
                 assert_eq!(p.base_path, "/b", "{policy:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_retry_moves_to_an_untried_member_with_the_same_credential_within_the_attempts() {
+        let pools = pools();
+        let mut d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1), ("http://c.example/c", 1)], LoadBalancing::default());
+        d.auth_mode = "caracal_jwt".into();
+        let h = http::HeaderMap::new();
+        let (first, mut route) = pools.peer(&mut d.clone(), &key(&h, "r")).await.unwrap();
+        route.record(Outcome::ConnectFailed);
+        let second = route.retry(&first).expect("a second member");
+        assert_ne!(second.base_path, first.base_path);
+        assert_eq!(second.credential, first.credential, "the same credential: no second exchange");
+        route.record(Outcome::ConnectFailed);
+        let third = route.retry(&second).expect("the third member");
+        assert!(third.base_path != first.base_path && third.base_path != second.base_path);
+        route.record(Outcome::Answered(200));
+        assert!(route.retry(&third).is_none(), "three attempts at most");
+        let attempts = route.attempts();
+        assert_eq!(attempts.as_array().unwrap().len(), 3, "{attempts}");
+        assert_eq!(attempts[0]["outcome"], "connect_failed");
+        assert_eq!(attempts[2]["outcome"], 200);
+        let pool = route.pool.clone();
+        drop(route);
+        assert!(pool.slots.iter().all(|s| s.in_flight.load(Ordering::Relaxed) == 0), "holds follow the retries and are released");
+    }
+
+    #[tokio::test]
+    async fn an_ejected_member_gets_no_requests_and_all_down_is_refused_503() {
+        let pools = pools();
+        let d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1)], LoadBalancing::default());
+        let h = http::HeaderMap::new();
+        let (p, mut route) = pools.peer(&mut d.clone(), &key(&h, "r")).await.unwrap();
+        route.record(Outcome::ConnectFailed);
+        let pool = route.pool.clone();
+        drop(route);
+        for i in 0..20 {
+            let (q, _) = pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap();
+            assert_ne!(q.base_path, p.base_path, "the ejected member is passed over");
+        }
+        for s in pool.slots.iter() {
+            s.health.record(Outcome::ConnectFailed, pool.now_ms());
+        }
+        assert!(matches!(pools.peer(&mut d.clone(), &key(&h, "x")).await, Err(Denial::UpstreamUnavailable)), "fail closed");
+        assert_eq!(pool.health_counts(), (0, 2));
+    }
+
+    #[tokio::test]
+    async fn members_at_their_cap_are_skipped_and_a_full_pool_sheds_503() {
+        let pools = pools();
+        let mut d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1)], LoadBalancing::default());
+        d.connections.max_in_flight = Some(2);
+        let h = http::HeaderMap::new();
+        let mut held = Vec::new();
+        for i in 0..4 {
+            held.push(pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap());
+        }
+        assert_eq!(held.iter().filter(|(p, _)| p.base_path == "/a").count(), 2, "two each");
+        assert!(matches!(pools.peer(&mut d.clone(), &key(&h, "x")).await, Err(Denial::UpstreamOverloaded)));
+        held.pop();
+        assert!(pools.peer(&mut d.clone(), &key(&h, "y")).await.is_ok(), "a place freed");
+    }
+
+    #[tokio::test]
+    async fn the_retry_budget_bounds_retries() {
+        let pools = pools();
+        let d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1)], LoadBalancing::default());
+        let h = http::HeaderMap::new();
+        let mut retried = 0;
+        for i in 0..100 {
+            let (p, mut route) = pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap();
+            // Nothing is recorded: both members stay healthy, only the budget can say no.
+            retried += usize::from(route.retry(&p).is_some());
+        }
+        // 10 to start with, plus 0.2 per request.
+        assert!((25..=35).contains(&retried), "{retried} retries for 100 requests");
     }
 
     #[test]

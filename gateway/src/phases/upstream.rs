@@ -65,6 +65,8 @@ pub struct SafePeer {
     pub forward_identity: bool,
     /// The resource's own deadlines (absent ⇒ the gateway's).
     pub timeouts: caracal_shared::pool::Timeouts,
+    /// Speak HTTP/2 (ALPN over TLS, prior knowledge in cleartext).
+    pub http2: bool,
 }
 
 /// `upstream_peer`: the checked address as Pingora's peer. Connect deadlines only: the wait for
@@ -79,6 +81,10 @@ pub fn http_peer(peer: Option<&SafePeer>, connect_timeout: Duration) -> pingora:
     // One slow address must not hold the whole deadline: a single attempt gets at most 5 s.
     peer.options.connection_timeout = Some(connect_timeout.min(Duration::from_secs(5)));
     peer.options.total_connection_timeout = Some(connect_timeout);
+    if p.http2 {
+        // Cleartext has no ALPN to fall back with: h2c by prior knowledge.
+        peer.options.set_http_version(2, if p.tls { 1 } else { 2 });
+    }
     Ok(Box::new(peer))
 }
 
@@ -186,7 +192,37 @@ impl Target {
             forward_identity: d.forward_caracal_identity && d.auth_mode == "provider_apikey",
             credential,
             timeouts: d.timeouts,
+            http2: d.connections.http2,
         }
+    }
+
+    /// `peer` moved to this target at `addr` (a retry on another pool member): the same
+    /// credential and settings, this member's address, host and base path.
+    pub fn retarget(&self, peer: &SafePeer, addr: SocketAddr) -> SafePeer {
+        SafePeer {
+            addr,
+            tls: self.tls,
+            host: self.host.clone(),
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
+            base_query: self.base_query.clone(),
+            ..peer.clone()
+        }
+    }
+
+    /// Whether the target speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Host name (SNI) and `Host` header value.
+    pub fn names(&self) -> (&str, &str) {
+        (&self.host, &self.authority)
+    }
+
+    /// The probe's request path: the base path joined with `path`.
+    pub fn probe_path(&self, path: &str) -> String {
+        format!("{}{}", self.base_path, if path.starts_with('/') { path.to_owned() } else { format!("/{path}") })
     }
 }
 

@@ -1,0 +1,181 @@
+//! Pool health and retries (docs/pools.md §4, §5), with members as real processes that are
+//! killed and started again: no client-visible error when a member dies, fail-closed 503 when
+//! every member is down, a hung member ejected, each attempt in the audit event.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caracal_e2e::Stack;
+use caracal_e2e::endpoint::{Behaviour, Endpoint};
+use caracal_e2e::stack::Demo;
+use serde_json::{Value, json};
+
+async fn pool(s: &Stack, d: &Demo, identifier: &str, endpoints: &[String], extra: Value) {
+    let mut body = json!({
+        "identifier": identifier,
+        "endpoints": endpoints.iter().map(|u| json!({"url": u})).collect::<Vec<_>>(),
+        "scopes": ["tools.read"],
+        "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}]
+    });
+    body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    s.admin_ok("POST", &format!("/v1/zones/{}/resources", d.zone_id), &d.admin, Some(body), 201).await;
+}
+
+/// One governed GET with a fresh mandate: (status, the serving member's name, the body).
+async fn call(s: &Stack, d: &Demo, session: &str, resource: &str, path: &str) -> (u16, String, Value) {
+    let m = s.mandate_for(d, session, resource, "tools.read").await;
+    let a = s.governed("GET", path, &m, resource).await;
+    let served = a.body["endpoint"].as_str().unwrap_or_default().to_owned();
+    (a.status, served, a.body)
+}
+
+fn sample(name: &str, resource: &str, endpoint: usize, outcome: Option<&str>) -> String {
+    match outcome {
+        Some(o) => format!(r#"{name}{{endpoint="{endpoint}",outcome="{o}",resource="{resource}"}}"#),
+        None => format!(r#"{name}{{endpoint="{endpoint}",resource="{resource}"}}"#),
+    }
+}
+
+#[tokio::test]
+async fn a_member_killed_under_load_costs_no_client_errors_and_takes_traffic_again_when_back() {
+    const R: &str = "https://killed.e2e.test";
+    let s = Arc::new(Stack::start().await);
+    let d = Arc::new(s.demo(true).await);
+    let mut members =
+        [Endpoint::start("a", Behaviour::Answers), Endpoint::start("b", Behaviour::Answers), Endpoint::start("c", Behaviour::Answers)];
+    pool(&s, &d, R, &members.iter().map(Endpoint::url).collect::<Vec<_>>(), json!({})).await;
+    let session = Arc::new(s.session(&d).await);
+    let started = Instant::now();
+    // Four clients in a loop for 9 s; b dies at 2 s and is back at 4 s.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, d, session) = (s.clone(), d.clone(), session.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while started.elapsed() < Duration::from_secs(9) {
+                    let (status, served, body) = call(&s, &d, &session, R, "/items/1").await;
+                    seen.push((started.elapsed(), status, served, body));
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    members[1].kill();
+    let killed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    members[1].restart();
+    let back = started.elapsed();
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.extend(c.await.unwrap());
+    }
+    let errors: Vec<_> = seen.iter().filter(|(_, st, ..)| *st != 200).collect();
+    assert!(errors.is_empty(), "no client-visible error: {} of {} failed: {:?}", errors.len(), seen.len(), errors.first());
+    assert!(seen.len() > 40, "steady load: {} requests", seen.len());
+    let by_b_while_dead = seen.iter().filter(|(t, _, who, _)| who == "b" && *t > killed + Duration::from_millis(200) && *t < back).count();
+    assert_eq!(by_b_while_dead, 0, "nothing is served by a dead member");
+    // Passive ejection: 1 s, then 2 s, then 4 s while b stays dead; once back, the next trial
+    // (at most 4 s after the restart) re-admits it.
+    let recovered = seen.iter().filter(|(t, _, who, _)| who == "b" && *t > back).map(|(t, ..)| *t).min();
+    let recovered = recovered.expect("b serves again after it came back");
+    assert!(recovered - back < Duration::from_millis(4_500), "recovered {:?} after the restart", recovered - back);
+    let connect_failed = s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", R, 1, Some("connect_failed"))).await;
+    // Each ejection window ends with at most one trial per concurrent client.
+    assert!((1.0..=12.0).contains(&connect_failed), "attempts on the dead member: {connect_failed}");
+    assert!(s.gateway_metric(&format!(r#"caracal_gateway_upstream_retries_total{{resource="{R}"}}"#)).await >= connect_failed);
+    assert!(s.gateway_metric(&sample("caracal_gateway_upstream_ejections_total", R, 1, None)).await >= 1.0);
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_errors_total").await, 0.0);
+    // One STS exchange per client request: a retry spends no authority.
+    let exchanges = s.gateway_metric("caracal_gateway_sts_exchange_duration_seconds_count").await;
+    assert_eq!(exchanges as usize, seen.len(), "one exchange per request, retries included");
+}
+
+#[tokio::test]
+async fn when_every_member_is_down_requests_are_refused_503_until_one_returns() {
+    const R: &str = "https://all-down.e2e.test";
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let mut a = Endpoint::start("a", Behaviour::Answers);
+    a.kill();
+    let b = Endpoint::dead_url();
+    pool(&s, &d, R, &[a.url(), b], json!({})).await;
+    let session = s.session(&d).await;
+    // The first request tries both (one retry by default) and finds nobody.
+    let (status, _, body) = call(&s, &d, &session, R, "/x").await;
+    assert_eq!((status, body["error"].as_str()), (502, Some("internal_error")), "{body}");
+    // Both are ejected now: refused at once, nothing dialed.
+    let t = Instant::now();
+    let (status, _, body) = call(&s, &d, &session, R, "/x").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "upstream_unavailable");
+    assert_eq!(body["error_description"], "no healthy upstream endpoint");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_unavailable_total").await, 1.0);
+    let ready: Value = s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["pools"][R], json!({"healthy": 0, "total": 2}), "{ready}");
+    // a returns; its ejection (1 s) ends and it is tried again.
+    a.restart();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (status, served, body) = call(&s, &d, &session, R, "/x").await;
+    assert_eq!((status, served.as_str()), (200, "a"), "{body}");
+}
+
+#[tokio::test]
+async fn a_hung_member_answers_upstream_timeout_and_is_ejected_after_five_in_a_row() {
+    const R: &str = "https://hung.e2e.test";
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let good = Endpoint::start("good", Behaviour::Answers);
+    let hung = Endpoint::start("hung", Behaviour::Hangs);
+    pool(&s, &d, R, &[good.url(), hung.url()], json!({"timeouts": {"response_header_ms": 400}})).await;
+    let session = s.session(&d).await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let (status, _, body) = call(&s, &d, &session, R, "/x").await;
+        if status == 504 {
+            assert_eq!(body["error"], "upstream_timeout", "{body}");
+        }
+        statuses.push(status);
+    }
+    let timeouts = statuses.iter().filter(|st| **st == 504).count();
+    assert_eq!(timeouts, 5, "the hung member is ejected after five timeouts in a row: {statuses:?}");
+    assert!(statuses[12..].iter().all(|st| *st == 200), "then only the good member serves: {statuses:?}");
+    assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_ejections_total", R, 1, None)).await, 1.0);
+    assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", R, 1, Some("failed"))).await, 5.0);
+}
+
+#[tokio::test]
+async fn a_retry_is_audited_attempt_by_attempt() {
+    const R: &str = "https://audited-retry.e2e.test";
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let live = Endpoint::start("live", Behaviour::Answers);
+    pool(&s, &d, R, &[Endpoint::dead_url(), live.url()], json!({})).await;
+    let session = s.session(&d).await;
+    for _ in 0..3 {
+        let (status, served, _) = call(&s, &d, &session, R, "/x").await;
+        assert_eq!((status, served.as_str()), (200, "live"));
+    }
+    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+    let start = Instant::now();
+    let events = loop {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT event FROM audit_events WHERE zone_id = $1 AND event_type = 'gateway_resource_request' ORDER BY occurred_at",
+        )
+        .bind(&d.zone_id)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        if rows.len() >= 3 || start.elapsed() > Duration::from_secs(10) {
+            break rows.into_iter().map(|(e,)| serde_json::from_str::<Value>(&e).unwrap()).collect::<Vec<_>>();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(events.len(), 3, "{events:?}");
+    let attempts: Vec<&Value> = events.iter().map(|e| &e["metadata_json"]["upstream_attempts"]).collect();
+    let retried: Vec<_> = attempts.iter().filter(|a| a.as_array().is_some_and(|a| a.len() == 2)).collect();
+    assert_eq!(retried.len(), 1, "the dead member was tried once, then ejected: {attempts:?}");
+    assert_eq!(*retried[0], &json!([{"endpoint": 0, "outcome": "connect_failed"}, {"endpoint": 1, "outcome": 200}]));
+    assert!(events.iter().all(|e| e["metadata_json"]["upstream_endpoint"] == 1), "{events:?}");
+}
