@@ -119,12 +119,14 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     ticket.record(exchange::health(&grant));
     let mut grant = grant?;
     // A plain upstream keeps the single-URL path; a pool picks a member (docs/pools.md).
-    let (peer, route) = if grant.directive.endpoints.is_empty() {
-        (upstream::resolve(&grant.directive, &deps.egress).await?, None)
-    } else {
-        let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &fresh.0.claims.sid, request_id };
-        let (peer, route) = deps.pools.route(&mut grant.directive, resource, &key, &deps.egress).await?;
-        (peer, Some(route))
-    };
-    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route })
+    // A plain upstream with one address keeps the single-URL path; a pool, or a name with
+    // several addresses, picks a member (docs/pools.md).
+    if grant.directive.endpoints.is_empty()
+        && let upstream::Resolved::One(peer) = upstream::resolve(&grant.directive, &deps.egress).await?
+    {
+        return Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route: None });
+    }
+    let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &fresh.0.claims.sid, request_id };
+    let (peer, route) = deps.pools.route(&mut grant.directive, resource, &key, &deps.egress).await?;
+    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route: Some(route) })
 }

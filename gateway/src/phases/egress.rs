@@ -127,7 +127,7 @@ pub struct Egress {
     /// Lower-case host names; empty means any.
     pub allowlist: Vec<String>,
     resolver: Arc<dyn Resolve>,
-    cache: moka::future::Cache<(String, u16), SocketAddr>,
+    cache: moka::future::Cache<(String, u16), Arc<[SocketAddr]>>,
     resolve_timeout: Duration,
 }
 
@@ -163,16 +163,22 @@ impl Egress {
         }
     }
 
-    /// The single address to dial for `host:port`, after the allowlist and every resolved
-    /// address passed.
+    /// The single address to dial for `host:port` (the first answer), after the allowlist and
+    /// every resolved address passed.
     pub async fn pin(&self, host: &str, port: u16) -> Result<SocketAddr, EgressError> {
+        Ok(self.pin_all(host, port).await?[0])
+    }
+
+    /// Every address `host:port` resolves to (deduplicated, in answer order, never empty), after
+    /// the allowlist and every one of them passed: a pool spreads load over them.
+    pub async fn pin_all(&self, host: &str, port: u16) -> Result<Arc<[SocketAddr]>, EgressError> {
         let host = host.to_ascii_lowercase();
         if !self.allowlist.is_empty() && !self.allowlist.contains(&host) {
             return Err(EgressError::NotAllowlisted);
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
             self.check_ip(ip)?;
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(Arc::new([SocketAddr::new(ip, port)]));
         }
         let key = (host, port);
         // Single-flight: requests arriving while a host is resolved share the lookup; only a
@@ -181,11 +187,17 @@ impl Egress {
             .try_get_with_by_ref(&key, async {
                 let answer = tokio::time::timeout(self.resolve_timeout, self.resolver.resolve(&key.0, port)).await;
                 let addrs = answer.map_err(|_| EgressError::Unresolvable)?.map_err(|_| EgressError::Unresolvable)?;
-                let first = *addrs.first().ok_or(EgressError::Unresolvable)?;
-                for a in &addrs {
+                let mut checked: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+                for a in addrs {
                     self.check_ip(a.ip())?;
+                    if !checked.contains(&a) {
+                        checked.push(a);
+                    }
                 }
-                Ok(first)
+                if checked.is_empty() {
+                    return Err(EgressError::Unresolvable);
+                }
+                Ok(Arc::from(checked))
             })
             .await
             .map_err(|e: Arc<EgressError>| (*e).clone())

@@ -40,6 +40,10 @@ use crate::phases::upstream::{self, SafePeer, Target};
 
 /// Upper bound on selector steps (the crate's iterators are bounded by it).
 const MAX_ITERATIONS: usize = 256;
+/// Most members (addresses) in a pool: the members a request tried are a 64-bit set.
+const MAX_MEMBERS: usize = 64;
+/// Most addresses of one endpoint's name that get a member.
+const MAX_ADDRESSES: usize = 8;
 
 /// Retry budget, in tenths of a retry: every request adds [`RETRY_DEPOSIT`], every retry costs
 /// [`RETRY_COST`], so retries stay under 20 % of requests; [`RETRY_TOKENS_START`] lets a pool
@@ -124,8 +128,8 @@ pub struct Pools {
 pub struct Route {
     pool: Arc<Pool>,
     slot: usize,
-    /// Members tried, as a bit set over slots (at most 32 members).
-    tried: u32,
+    /// Members tried, as a bit set over slots (at most [`MAX_MEMBERS`]).
+    tried: u64,
     retry: Retry,
     /// The consistent-hash key, kept for a retry (hash pools only).
     key: Option<Box<[u8]>>,
@@ -215,36 +219,48 @@ fn identity(url: &str) -> SocketAddr {
 }
 
 impl Pool {
-    /// Checks and pins every member; members the policy refuses are left out.
+    /// Checks and pins every endpoint; endpoints the policy refuses are left out, and one whose
+    /// name has several (all permitted) addresses becomes one member per address.
     async fn build(id: &PoolKey, egress: &Egress, metrics: &UpstreamMetrics) -> Result<Arc<Self>, Denial> {
         let label = metrics.resource_label(&id.resource);
-        let mut set = BTreeSet::new();
-        let mut slots = Vec::new();
-        let weights = ring_weights(&id.endpoints, id.lb.policy);
-        for (endpoint, (e, weight)) in id.endpoints.iter().zip(weights).enumerate() {
-            let pinned = match Target::parse(&e.url) {
-                Ok(target) => target.pin(egress).await.map(|addr| (target, addr)),
+        let per_endpoint = (MAX_MEMBERS / id.endpoints.len().max(1)).clamp(1, MAX_ADDRESSES);
+        let mut pinned = Vec::with_capacity(id.endpoints.len());
+        for (endpoint, e) in id.endpoints.iter().enumerate() {
+            let checked = match Target::parse(&e.url) {
+                Ok(target) => target.pin_all(egress).await.map(|addrs| (target, addrs)),
                 Err(d) => Err(d),
             };
-            let Ok((target, addr)) = pinned else {
-                metrics.members_refused.inc();
-                tracing::warn!(endpoint = %e.url, "pool member left out: refused by the upstream checks or the egress policy");
-                continue;
-            };
-            let identity = identity(&e.url);
-            set.insert(Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(identity), weight, ext: Default::default() });
+            match checked {
+                Ok((target, addrs)) => pinned.push((endpoint, e, target, addrs)),
+                Err(_) => {
+                    metrics.members_refused.inc();
+                    tracing::warn!(endpoint = %e.url, "pool member left out: refused by the upstream checks or the egress policy");
+                }
+            }
+        }
+        let shape: Vec<(u32, usize)> = pinned.iter().map(|(_, e, _, addrs)| (e.weight, addrs.len().min(per_endpoint))).collect();
+        let mut weights = member_weights(&shape, id.lb.policy).into_iter();
+        let mut set = BTreeSet::new();
+        let mut slots = Vec::new();
+        for (endpoint, e, target, addrs) in pinned {
             let m = metrics.member(&label, endpoint);
-            m.healthy.set(1);
-            slots.push(Slot {
-                identity,
-                target,
-                addr,
-                endpoint,
-                drain: e.drain,
-                in_flight: AtomicUsize::new(0),
-                health: MemberHealth::default(),
-                metrics: m,
-            });
+            let several = addrs.len() > 1;
+            for addr in addrs.iter().take(per_endpoint) {
+                // One address: the endpoint's own identity, as before DNS spreading existed.
+                let identity = if several { identity(&format!("{}#{addr}", e.url)) } else { identity(&e.url) };
+                let weight = weights.next().unwrap_or(1);
+                set.insert(Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(identity), weight, ext: Default::default() });
+                slots.push(Slot {
+                    identity,
+                    target: target.clone(),
+                    addr: *addr,
+                    endpoint,
+                    drain: e.drain,
+                    in_flight: AtomicUsize::new(0),
+                    health: MemberHealth::default(),
+                    metrics: m.clone(),
+                });
+            }
         }
         if set.is_empty() {
             return Err(Denial::UpstreamNotAddressable);
@@ -285,7 +301,7 @@ impl Pool {
     }
 
     /// Whether a member may take this request: not draining, not tried, healthy, under its cap.
-    fn takes(&self, slot: usize, tried: u32) -> bool {
+    fn takes(&self, slot: usize, tried: u64) -> bool {
         let s = &self.slots[slot];
         !s.drain && tried & (1 << slot) == 0 && s.health.available(|| self.now_ms()) && self.under_cap(slot)
     }
@@ -307,7 +323,7 @@ impl Pool {
     /// The member for a request, taken (counted in flight): never a draining, tried, unhealthy
     /// or capped one. None left ⇒ 503: `upstream_overloaded` when only the caps stood in the way,
     /// else `upstream_unavailable` (every member down: fail closed, never "panic mode").
-    fn pick(&self, hash: &[u8], tried: u32) -> Result<usize, Denial> {
+    fn pick(&self, hash: &[u8], tried: u64) -> Result<usize, Denial> {
         let accept = |b: &Backend, ready: bool| ready && self.slot_of(b).is_some_and(|i| self.takes(i, tried));
         let backend = match &self.selector {
             Selector::RoundRobin(lb) => lb.select_with(b"", MAX_ITERATIONS, accept),
@@ -355,7 +371,7 @@ impl Pool {
         s.metrics.count(outcome);
         if s.health.record(outcome, self.now_ms()) {
             s.metrics.ejections.inc();
-            s.metrics.healthy.set(0);
+            self.refresh_gauges();
             tracing::warn!(resource = %self.label, endpoint = s.endpoint, ?outcome, "pool member ejected");
         }
     }
@@ -434,24 +450,32 @@ impl Route {
 
 /// Most weight units a hash ring gets: Ketama places 160 points per unit, so 32 members of weight
 /// 1000 would build a ring of five million points on the request path.
-const MAX_RING_WEIGHT: u32 = 64;
+const MAX_RING_WEIGHT: usize = 64;
+/// Most weight units in all for round robin (its schedule holds one entry per unit).
+const MAX_SCHEDULE: usize = 100_000;
 
-/// Balancer weights: the endpoints' own, reduced by their common divisor; for a hash ring also
-/// scaled so the largest is at most [`MAX_RING_WEIGHT`] (proportions kept to within a unit).
-fn ring_weights(endpoints: &[Endpoint], policy: Policy) -> Vec<usize> {
-    fn gcd(a: u32, b: u32) -> u32 {
+/// Balancer weights, one per member: an endpoint of weight `w` with `k` addresses gives each
+/// address `w·L/k` (L the least common multiple of the address counts), so endpoints keep their
+/// shares; then reduced by the common divisor, and bounded (hash ring: the largest at
+/// [`MAX_RING_WEIGHT`]; round robin: the sum at [`MAX_SCHEDULE`]), proportions kept to within a unit.
+fn member_weights(endpoints: &[(u32, usize)], policy: Policy) -> Vec<usize> {
+    fn gcd(a: usize, b: usize) -> usize {
         if b == 0 { a } else { gcd(b, a % b) }
     }
-    let w: Vec<u32> = endpoints.iter().map(|e| e.weight.max(1)).collect();
-    let g = w.iter().copied().fold(0, gcd).max(1);
-    let max = w.iter().copied().max().unwrap_or(1) / g;
-    w.iter()
-        .map(|x| {
-            let x = x / g;
-            let x = if policy == Policy::ConsistentHash && max > MAX_RING_WEIGHT { (x * MAX_RING_WEIGHT).div_ceil(max) } else { x };
-            x.max(1) as usize
-        })
-        .collect()
+    let l = endpoints.iter().fold(1, |l, (_, k)| l / gcd(l, (*k).max(1)) * (*k).max(1));
+    let raw: Vec<usize> =
+        endpoints.iter().flat_map(|(w, k)| std::iter::repeat_n((*w).max(1) as usize * (l / (*k).max(1)), (*k).max(1))).collect();
+    let g = raw.iter().copied().fold(0, gcd).max(1);
+    let reduced: Vec<usize> = raw.iter().map(|x| x / g).collect();
+    let (max, sum) = (reduced.iter().copied().max().unwrap_or(1), reduced.iter().sum::<usize>());
+    let scale = |x: usize, num: usize, den: usize| (x * num).div_ceil(den).max(1);
+    match policy {
+        Policy::ConsistentHash if max > MAX_RING_WEIGHT => reduced.iter().map(|x| scale(*x, MAX_RING_WEIGHT, max)).collect(),
+        Policy::RoundRobin | Policy::LeastOutstanding if sum > MAX_SCHEDULE => {
+            reduced.iter().map(|x| scale(*x, MAX_SCHEDULE, sum)).collect()
+        }
+        _ => reduced,
+    }
 }
 
 /// A balancer over a fixed member set.
@@ -475,14 +499,19 @@ mod tests {
     use super::*;
     use crate::phases::egress::Resolve;
 
-    /// `bad.example` resolves to the metadata address, everything else to loopback.
+    /// `bad.example` resolves to the metadata address, `multi.example` to three loopback
+    /// addresses (one twice), everything else to 127.0.0.1.
     struct Names;
 
     #[async_trait]
     impl Resolve for Names {
         async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-            let ip = if host == "bad.example" { "169.254.169.254" } else { "127.0.0.1" };
-            Ok(vec![SocketAddr::new(ip.parse().unwrap(), port)])
+            let ips: &[&str] = match host {
+                "bad.example" => &["169.254.169.254"],
+                "multi.example" => &["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"],
+                _ => &["127.0.0.1"],
+            };
+            Ok(ips.iter().map(|ip| SocketAddr::new(ip.parse().unwrap(), port)).collect())
         }
     }
 
@@ -680,11 +709,43 @@ mod tests {
     }
 
     #[test]
-    fn ring_weights_are_reduced_and_bounded() {
-        let set = |ws: &[u32]| ws.iter().map(|w| Endpoint { url: String::new(), weight: *w, drain: false }).collect::<Vec<_>>();
-        assert_eq!(ring_weights(&set(&[300, 200, 100]), Policy::RoundRobin), [3, 2, 1]);
-        assert_eq!(ring_weights(&set(&[1000, 999, 1]), Policy::RoundRobin), [1000, 999, 1], "round robin keeps exact weights");
-        assert_eq!(ring_weights(&set(&[1000, 500, 1]), Policy::ConsistentHash), [64, 32, 1]);
-        assert_eq!(ring_weights(&set(&[7, 5]), Policy::ConsistentHash), [7, 5]);
+    fn member_weights_keep_endpoint_shares_and_are_bounded() {
+        let ones = |ws: &[u32]| ws.iter().map(|w| (*w, 1)).collect::<Vec<_>>();
+        assert_eq!(member_weights(&ones(&[300, 200, 100]), Policy::RoundRobin), [3, 2, 1]);
+        assert_eq!(member_weights(&ones(&[1000, 999, 1]), Policy::RoundRobin), [1000, 999, 1], "round robin keeps exact weights");
+        assert_eq!(member_weights(&ones(&[1000, 500, 1]), Policy::ConsistentHash), [64, 32, 1]);
+        assert_eq!(member_weights(&ones(&[7, 5]), Policy::ConsistentHash), [7, 5]);
+        // A name with three addresses shares its endpoint's weight among them.
+        assert_eq!(member_weights(&[(1, 3), (1, 1)], Policy::RoundRobin), [1, 1, 1, 3]);
+        assert_eq!(member_weights(&[(2, 2), (3, 3)], Policy::RoundRobin), [1, 1, 1, 1, 1]);
+        let big = member_weights(&[(1000, 7), (999, 8), (1, 5)], Policy::RoundRobin);
+        assert!(big.iter().sum::<usize>() <= MAX_SCHEDULE + big.len(), "bounded schedule: {}", big.iter().sum::<usize>());
+    }
+
+    #[tokio::test]
+    async fn a_name_with_several_addresses_spreads_over_them_and_keeps_the_endpoint_shares() {
+        let pools = pools();
+        let d = directive(&[("http://multi.example:8080/m", 1), ("http://a.example:8080/a", 1)], LoadBalancing::default());
+        let h = http::HeaderMap::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for i in 0..600 {
+            let (p, _) = pools.peer(&mut d.clone(), &key(&h, &i.to_string())).await.unwrap();
+            *seen.entry(format!("{}{}", p.addr, p.base_path)).or_default() += 1;
+        }
+        assert_eq!(seen.get("127.0.0.1:8080/a"), Some(&300), "the one-address endpoint keeps its half: {seen:?}");
+        for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+            assert_eq!(seen.get(&format!("{ip}:8080/m")), Some(&100), "each address a third of the other half: {seen:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_upstream_whose_name_has_several_addresses_becomes_a_pool() {
+        let plain = UpstreamDirective { url: "http://multi.example/m".into(), auth_mode: "none".into(), ..Default::default() };
+        assert!(matches!(upstream::resolve(&plain, &egress()).await, Ok(upstream::Resolved::Several)));
+        let one = UpstreamDirective { url: "http://a.example/a".into(), auth_mode: "none".into(), ..Default::default() };
+        assert!(matches!(upstream::resolve(&one, &egress()).await, Ok(upstream::Resolved::One(_))));
+        // The pool path takes the plain directive as a set of one.
+        let (p, _) = pools().peer(&mut plain.clone(), &key(&http::HeaderMap::new(), "r")).await.unwrap();
+        assert!(["127.0.0.2", "127.0.0.3", "127.0.0.4"].contains(&p.addr.ip().to_string().as_str()));
     }
 }

@@ -172,9 +172,9 @@ impl Target {
         })
     }
 
-    /// The address to dial: the host resolved under the egress policy and pinned.
-    pub async fn pin(&self, egress: &Egress) -> Result<SocketAddr, Denial> {
-        egress.pin(&self.host, self.port).await.map_err(|e| {
+    /// Every address to dial: the host resolved under the egress policy and pinned.
+    pub async fn pin_all(&self, egress: &Egress) -> Result<std::sync::Arc<[SocketAddr]>, Denial> {
+        egress.pin_all(&self.host, self.port).await.map_err(|e| {
             tracing::warn!(upstream_host = %self.host, reason = ?e, "upstream refused by the egress policy");
             Denial::UpstreamNotAddressable
         })
@@ -226,12 +226,22 @@ impl Target {
     }
 }
 
+/// A plain directive's upstream, resolved under the egress policy.
+pub enum Resolved {
+    /// One address: dialed as is.
+    One(SafePeer),
+    /// A name with several addresses: spread over them as a pool of one endpoint.
+    Several,
+}
+
 /// Checks the directive, resolves its host under the egress policy and pins the address.
-pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer, Denial> {
+pub async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<Resolved, Denial> {
     let target = Target::parse(&d.url)?;
     let credential = credential(d)?;
-    let addr = target.pin(egress).await?;
-    Ok(target.peer(addr, d, credential))
+    match &*target.pin_all(egress).await? {
+        [addr] => Ok(Resolved::One(target.peer(*addr, d, credential))),
+        _ => Ok(Resolved::Several),
+    }
 }
 
 impl SafePeer {
@@ -288,6 +298,13 @@ mod tests {
 
     fn directive(url: &str, mode: &str) -> UpstreamDirective {
         UpstreamDirective { url: url.into(), auth_mode: mode.into(), ..Default::default() }
+    }
+
+    async fn resolve(d: &UpstreamDirective, egress: &Egress) -> Result<SafePeer, Denial> {
+        match super::resolve(d, egress).await? {
+            Resolved::One(p) => Ok(p),
+            Resolved::Several => panic!("one address expected"),
+        }
     }
 
     fn open() -> Egress {

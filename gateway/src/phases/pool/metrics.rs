@@ -27,7 +27,8 @@ pub struct UpstreamMetrics {
     max_resources: usize,
 }
 
-/// One member's handles.
+/// One endpoint's handles (shared by the members of its addresses).
+#[derive(Clone)]
 pub struct MemberMetrics {
     success: IntCounter,
     error: IntCounter,
@@ -66,7 +67,10 @@ impl UpstreamMetrics {
             &["resource", "endpoint"],
         )?;
         let healthy = IntGaugeVec::new(
-            Opts::new("caracal_gateway_upstream_endpoint_healthy", "1 when a pool member takes requests (probes and passive ejection)."),
+            Opts::new(
+                "caracal_gateway_upstream_endpoint_healthy",
+                "Addresses of a pool endpoint taking requests (probes, passive ejection, drain).",
+            ),
             &["resource", "endpoint"],
         )?;
         let retries = IntCounterVec::new(

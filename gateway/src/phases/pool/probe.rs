@@ -66,11 +66,12 @@ impl Pool {
         futures_util::future::join_all(rounds).await;
     }
 
-    /// Sets every member's `upstream_endpoint_healthy` gauge.
+    /// Sets every endpoint's `upstream_endpoint_healthy` gauge: its addresses taking requests
+    /// (members of one endpoint are adjacent and share the gauge).
     pub fn refresh_gauges(&self) {
         let now = self.now_ms();
-        for s in self.slots.iter() {
-            s.metrics.healthy.set(i64::from(s.health.healthy(now)));
+        for run in self.slots.chunk_by(|a, b| a.endpoint == b.endpoint) {
+            run[0].metrics.healthy.set(run.iter().filter(|s| !s.drain && s.health.healthy(now)).count() as i64);
         }
     }
 }
