@@ -227,6 +227,7 @@ impl Target {
 }
 
 /// A plain directive's upstream, resolved under the egress policy.
+#[allow(clippy::large_enum_variant, reason = "returned once per request and moved into the context; boxing would allocate")]
 pub enum Resolved {
     /// One address: dialed as is.
     One(SafePeer),
