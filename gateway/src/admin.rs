@@ -100,7 +100,7 @@ fn pool_health(deps: &Deps) -> serde_json::Map<String, serde_json::Value> {
                 v.insert(pool);
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                if pool.now_ms() < o.get().now_ms() {
+                if pool.built > o.get().built {
                     o.insert(pool);
                 }
             }

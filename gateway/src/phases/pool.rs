@@ -64,10 +64,22 @@ pub struct Slot {
     pub endpoint: usize,
     /// Draining: never picked; kept so the hash ring keeps its shape.
     drain: bool,
-    in_flight: AtomicUsize,
-    pub health: MemberHealth,
+    /// Requests in flight and health, shared with the rebuilds of this pool.
+    pub state: Arc<MemberState>,
     pub metrics: MemberMetrics,
 }
+
+/// What a member's pool rebuild must not forget (every `DNS_CACHE_TTL`, and at each change of the
+/// set): its requests in flight (the cap stays exact) and its health (a dead member stays ejected).
+/// Keyed by resource, endpoint URL and address.
+#[derive(Default)]
+pub struct MemberState {
+    in_flight: AtomicUsize,
+    pub health: MemberHealth,
+}
+
+/// How long a member's state outlives its last pool.
+const MEMBER_STATE_IDLE: Duration = Duration::from_secs(600);
 
 /// The balancer of one policy.
 enum Selector {
@@ -90,6 +102,8 @@ pub struct Pool {
     retry_tokens: AtomicU32,
     retries: prometheus::IntCounter,
     epoch: Instant,
+    /// When this pool was built (`/ready` shows the newest pool of a resource).
+    pub built: Instant,
     /// When the next probe round is due (ms since `epoch`).
     pub next_probe_ms: AtomicU64,
     /// The `resource` label.
@@ -120,7 +134,10 @@ pub struct PoolKey {
 /// The pools in use.
 pub struct Pools {
     cache: moka::future::Cache<PoolKey, Arc<Pool>>,
+    members: moka::sync::Cache<(String, String, SocketAddr), Arc<MemberState>>,
     metrics: Arc<UpstreamMetrics>,
+    /// Health times are milliseconds since this instant, for every pool.
+    epoch: Instant,
 }
 
 /// A request's route through its pool: the member it holds (counted in flight until the route
@@ -145,14 +162,19 @@ pub struct Route {
 
 impl Drop for Route {
     fn drop(&mut self) {
-        self.pool.slots[self.slot].in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.pool.slots[self.slot].state.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Pools {
     /// Pools kept for `ttl` (the egress cache's).
     pub fn new(ttl: Duration, metrics: Arc<UpstreamMetrics>) -> Self {
-        Self { cache: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ttl).build(), metrics }
+        Self {
+            cache: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
+            members: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(MEMBER_STATE_IDLE.max(ttl * 2)).build(),
+            metrics,
+            epoch: Instant::now(),
+        }
     }
 
     /// The peer for this request: a member picked by the directive's policy, pinned and checked,
@@ -177,7 +199,7 @@ impl Pools {
             probe: d.health.take(),
             connections: d.connections,
         };
-        let build = Pool::build(&id, egress, &self.metrics);
+        let build = Pool::build(&id, egress, self);
         let pool = self.cache.try_get_with_by_ref(&id, build).await.map_err(|e: Arc<Denial>| (*e).clone())?;
         pool.deposit();
         let hash = pool.hash_bytes(key);
@@ -221,7 +243,8 @@ fn identity(url: &str) -> SocketAddr {
 impl Pool {
     /// Checks and pins every endpoint; endpoints the policy refuses are left out, and one whose
     /// name has several (all permitted) addresses becomes one member per address.
-    async fn build(id: &PoolKey, egress: &Egress, metrics: &UpstreamMetrics) -> Result<Arc<Self>, Denial> {
+    async fn build(id: &PoolKey, egress: &Egress, pools: &Pools) -> Result<Arc<Self>, Denial> {
+        let metrics = &pools.metrics;
         let label = metrics.resource_label(&id.resource);
         let per_endpoint = (MAX_MEMBERS / id.endpoints.len().max(1)).clamp(1, MAX_ADDRESSES);
         let mut pinned = Vec::with_capacity(id.endpoints.len());
@@ -256,8 +279,7 @@ impl Pool {
                     addr: *addr,
                     endpoint,
                     drain: e.drain,
-                    in_flight: AtomicUsize::new(0),
-                    health: MemberHealth::default(),
+                    state: pools.members.get_with((id.resource.clone(), e.url.clone(), *addr), Default::default),
                     metrics: m.clone(),
                 });
             }
@@ -278,7 +300,8 @@ impl Pool {
             probe: id.probe.clone(),
             retry_tokens: AtomicU32::new(RETRY_TOKENS_START),
             retries: metrics.retries(&label),
-            epoch: Instant::now(),
+            epoch: pools.epoch,
+            built: Instant::now(),
             next_probe_ms: AtomicU64::new(0),
             label,
         }))
@@ -297,13 +320,13 @@ impl Pool {
 
     /// Whether a member is under its concurrency cap.
     fn under_cap(&self, slot: usize) -> bool {
-        self.max_in_flight.is_none_or(|cap| self.slots[slot].in_flight.load(Ordering::Relaxed) < cap)
+        self.max_in_flight.is_none_or(|cap| self.slots[slot].state.in_flight.load(Ordering::Relaxed) < cap)
     }
 
     /// Whether a member may take this request: not draining, not tried, healthy, under its cap.
     fn takes(&self, slot: usize, tried: u64) -> bool {
         let s = &self.slots[slot];
-        !s.drain && tried & (1 << slot) == 0 && s.health.available(|| self.now_ms()) && self.under_cap(slot)
+        !s.drain && tried & (1 << slot) == 0 && s.state.health.available(|| self.now_ms()) && self.under_cap(slot)
     }
 
     /// The bytes a consistent hash is taken over (empty for other policies).
@@ -330,7 +353,7 @@ impl Pool {
             Selector::Hash(lb) => lb.select_with(hash, MAX_ITERATIONS, accept),
             Selector::LeastOutstanding(lb) => lb.select_with(b"", MAX_ITERATIONS, accept).map(|a| {
                 // Fewer in flight per unit of weight wins: compare a/wa with b/wb without division.
-                let load = |x: &Backend| self.slot_of(x).map_or(usize::MAX, |i| self.slots[i].in_flight.load(Ordering::Relaxed));
+                let load = |x: &Backend| self.slot_of(x).map_or(usize::MAX, |i| self.slots[i].state.in_flight.load(Ordering::Relaxed));
                 match lb.select_with(b"", MAX_ITERATIONS, accept) {
                     Some(b) if load(&b).saturating_mul(a.weight) < load(&a).saturating_mul(b.weight) => b,
                     _ => a,
@@ -340,14 +363,14 @@ impl Pool {
         let Some(slot) = backend.and_then(|b| self.slot_of(&b)) else {
             let capped = (0..self.slots.len()).any(|i| {
                 let s = &self.slots[i];
-                !s.drain && tried & (1 << i) == 0 && s.health.available(|| self.now_ms())
+                !s.drain && tried & (1 << i) == 0 && s.state.health.available(|| self.now_ms())
             });
             return Err(if capped { Denial::UpstreamOverloaded } else { Denial::UpstreamUnavailable });
         };
-        let before = self.slots[slot].in_flight.fetch_add(1, Ordering::Relaxed);
+        let before = self.slots[slot].state.in_flight.fetch_add(1, Ordering::Relaxed);
         if self.max_in_flight.is_some_and(|cap| before >= cap) {
             // Lost a race for the last place under the cap.
-            self.slots[slot].in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.slots[slot].state.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Err(Denial::UpstreamOverloaded);
         }
         Ok(slot)
@@ -369,7 +392,7 @@ impl Pool {
     fn record(&self, slot: usize, outcome: Outcome) {
         let s = &self.slots[slot];
         s.metrics.count(outcome);
-        if s.health.record(outcome, self.now_ms()) {
+        if s.state.health.record(outcome, self.now_ms()) {
             s.metrics.ejections.inc();
             self.refresh_gauges();
             tracing::warn!(resource = %self.label, endpoint = s.endpoint, ?outcome, "pool member ejected");
@@ -379,7 +402,7 @@ impl Pool {
     /// Members taking requests now, and all members (for `/ready`).
     pub fn health_counts(&self) -> (usize, usize) {
         let now = self.now_ms();
-        (self.slots.iter().filter(|s| !s.drain && s.health.healthy(now)).count(), self.slots.len())
+        (self.slots.iter().filter(|s| !s.drain && s.state.health.healthy(now)).count(), self.slots.len())
     }
 }
 
@@ -411,13 +434,13 @@ impl Route {
         }
         let next = self.pool.pick(self.key.as_deref().unwrap_or_default(), self.tried).ok()?;
         if !self.pool.withdraw() {
-            self.pool.slots[next].in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.pool.slots[next].state.in_flight.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         self.pool.retries.inc();
         let last = self.last.take().unwrap_or(Outcome::Failed);
         self.earlier.push((self.endpoint(), last));
-        self.pool.slots[self.slot].in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.pool.slots[self.slot].state.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.slot = next;
         self.tried |= 1 << next;
         self.started = Instant::now();
@@ -605,7 +628,7 @@ mod tests {
         assert!(on_a.abs_diff(100) <= 10, "balanced by load: {on_a} of 200 on a");
         let pool = held[0].1.pool.clone();
         drop(held);
-        assert!(pool.slots.iter().all(|s| s.in_flight.load(Ordering::Relaxed) == 0), "every hold released");
+        assert!(pool.slots.iter().all(|s| s.state.in_flight.load(Ordering::Relaxed) == 0), "every hold released");
     }
 
     #[tokio::test]
@@ -645,7 +668,7 @@ mod tests {
         assert_eq!(attempts[2]["outcome"], 200);
         let pool = route.pool.clone();
         drop(route);
-        assert!(pool.slots.iter().all(|s| s.in_flight.load(Ordering::Relaxed) == 0), "holds follow the retries and are released");
+        assert!(pool.slots.iter().all(|s| s.state.in_flight.load(Ordering::Relaxed) == 0), "holds follow the retries and are released");
     }
 
     #[tokio::test]
@@ -662,10 +685,31 @@ mod tests {
             assert_ne!(q.base_path, p.base_path, "the ejected member is passed over");
         }
         for s in pool.slots.iter() {
-            s.health.record(Outcome::ConnectFailed, pool.now_ms());
+            s.state.health.record(Outcome::ConnectFailed, pool.now_ms());
         }
         assert!(matches!(pools.peer(&mut d.clone(), &key(&h, "x")).await, Err(Denial::UpstreamUnavailable)), "fail closed");
         assert_eq!(pool.health_counts(), (0, 2));
+    }
+
+    #[tokio::test]
+    async fn health_and_holds_outlive_a_rebuild_of_the_pool() {
+        let pools = pools();
+        let mut d = directive(&[("http://a.example/a", 1), ("http://b.example/b", 1)], LoadBalancing::default());
+        d.connections.max_in_flight = Some(1);
+        let h = http::HeaderMap::new();
+        let (p, mut route) = pools.peer(&mut d.clone(), &key(&h, "r")).await.unwrap();
+        route.record(Outcome::ConnectFailed);
+        let (q, held) = pools.peer(&mut d.clone(), &key(&h, "s")).await.unwrap();
+        assert_ne!(p.base_path, q.base_path);
+        // DNS refresh, or a drain or weight change: a new pool over the same members.
+        pools.cache.invalidate_all();
+        let mut changed = d.clone();
+        changed.endpoints[1].weight = 5;
+        let again = pools.peer(&mut changed.clone(), &key(&h, "t")).await;
+        assert!(matches!(again, Err(Denial::UpstreamOverloaded)), "one member still ejected, the other still at its cap");
+        drop(held);
+        let (r, _) = pools.peer(&mut changed, &key(&h, "u")).await.unwrap();
+        assert_eq!(r.base_path, q.base_path, "the ejected member stays ejected in the new pool");
     }
 
     #[tokio::test]

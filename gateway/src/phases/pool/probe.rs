@@ -59,7 +59,7 @@ impl Pool {
         let Some(p) = &self.probe else { return };
         let rounds = self.slots.iter().map(|s| async move {
             let ok = probe(connector, &s.target, s.addr, p).await;
-            if let Some(healthy) = s.health.probed(ok, p) {
+            if let Some(healthy) = s.state.health.probed(ok, p) {
                 tracing::warn!(resource = %self.label, endpoint = s.endpoint, healthy, "pool member health changed by probes");
             }
         });
@@ -71,7 +71,7 @@ impl Pool {
     pub fn refresh_gauges(&self) {
         let now = self.now_ms();
         for run in self.slots.chunk_by(|a, b| a.endpoint == b.endpoint) {
-            run[0].metrics.healthy.set(run.iter().filter(|s| !s.drain && s.health.healthy(now)).count() as i64);
+            run[0].metrics.healthy.set(run.iter().filter(|s| !s.drain && s.state.health.healthy(now)).count() as i64);
         }
     }
 }
