@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use caracal_e2e::Stack;
 use caracal_e2e::endpoint::{Behaviour, Endpoint};
 use caracal_e2e::stack::Demo;
+use caracal_e2e::upstream::Upstream;
 use serde_json::{Value, json};
 
 async fn pool(s: &Stack, d: &Demo, identifier: &str, endpoints: &[String], extra: Value) {
@@ -15,7 +16,7 @@ async fn pool(s: &Stack, d: &Demo, identifier: &str, endpoints: &[String], extra
         "identifier": identifier,
         "endpoints": endpoints.iter().map(|u| json!({"url": u})).collect::<Vec<_>>(),
         "scopes": ["tools.read"],
-        "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}]
+        "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}, {"method": "POST", "path": "/**", "scope": "tools.read"}]
     });
     body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
     s.admin_ok("POST", &format!("/v1/zones/{}/resources", d.zone_id), &d.admin, Some(body), 201).await;
@@ -23,8 +24,12 @@ async fn pool(s: &Stack, d: &Demo, identifier: &str, endpoints: &[String], extra
 
 /// One governed GET with a fresh mandate: (status, the serving member's name, the body).
 async fn call(s: &Stack, d: &Demo, session: &str, resource: &str, path: &str) -> (u16, String, Value) {
+    call_with(s, d, session, resource, "GET", path).await
+}
+
+async fn call_with(s: &Stack, d: &Demo, session: &str, resource: &str, method: &str, path: &str) -> (u16, String, Value) {
     let m = s.mandate_for(d, session, resource, "tools.read").await;
-    let a = s.governed("GET", path, &m, resource).await;
+    let a = s.governed(method, path, &m, resource).await;
     let served = a.body["endpoint"].as_str().unwrap_or_default().to_owned();
     (a.status, served, a.body)
 }
@@ -178,4 +183,132 @@ async fn a_retry_is_audited_attempt_by_attempt() {
     assert_eq!(retried.len(), 1, "the dead member was tried once, then ejected: {attempts:?}");
     assert_eq!(*retried[0], &json!([{"endpoint": 0, "outcome": "connect_failed"}, {"endpoint": 1, "outcome": 200}]));
     assert!(events.iter().all(|e| e["metadata_json"]["upstream_endpoint"] == 1), "{events:?}");
+}
+
+#[tokio::test]
+async fn probes_take_a_hung_member_out_before_traffic_finds_it_and_bring_it_back() {
+    const R: &str = "https://probed.e2e.test";
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let good = Endpoint::start("good", Behaviour::Answers);
+    let mut flaky = Endpoint::start("flaky", Behaviour::Answers);
+    let health = json!({"kind": "http", "path": "/healthz", "interval_ms": 200, "timeout_ms": 150, "healthy_threshold": 1, "unhealthy_threshold": 2});
+    pool(&s, &d, R, &[good.url(), flaky.url()], json!({"health": health})).await;
+    let session = s.session(&d).await;
+    // The first request builds the pool; its probes start.
+    assert_eq!(call(&s, &d, &session, R, "/x").await.0, 200);
+    flaky.kill();
+    // Two failed probes (≤ 2 intervals + timeouts) take it out without any traffic on it.
+    let down = s.wait_gateway_metric_eq(&sample("caracal_gateway_upstream_endpoint_healthy", R, 1, None), 0.0, Duration::from_secs(3)).await;
+    assert!(down < Duration::from_secs(2), "down after {down:?}");
+    for _ in 0..6 {
+        let (status, served, _) = call(&s, &d, &session, R, "/x").await;
+        assert_eq!((status, served.as_str()), (200, "good"));
+    }
+    assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", R, 1, Some("connect_failed"))).await, 0.0, "traffic never found it");
+    let ready: Value = s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["pools"][R], json!({"healthy": 1, "total": 2}), "{ready}");
+    flaky.restart();
+    let up = s.wait_gateway_metric_eq(&sample("caracal_gateway_upstream_endpoint_healthy", R, 1, None), 1.0, Duration::from_secs(3)).await;
+    assert!(up < Duration::from_secs(2), "back after {up:?}");
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        served.push(call(&s, &d, &session, R, "/x").await.1);
+    }
+    assert!(served.iter().any(|w| w == "flaky"), "serves again: {served:?}");
+}
+
+#[tokio::test]
+async fn a_probe_never_dials_a_member_the_egress_policy_refused() {
+    const R: &str = "https://probe-trap.e2e.test";
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let good = Endpoint::start("good", Behaviour::Answers);
+    // Reachable if dialed: a connection to 0.0.0.0 lands on the local host's listener.
+    let trap = Upstream::start().await;
+    let trap_url = format!("http://0.0.0.0:{}/base", trap.addr.port());
+    let health = json!({"kind": "tcp", "interval_ms": 200, "timeout_ms": 100});
+    pool(&s, &d, R, &[trap_url, good.url()], json!({"health": health})).await;
+    let session = s.session(&d).await;
+    assert_eq!(call(&s, &d, &session, R, "/x").await.0, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(trap.carried().is_empty() && trap.requests().is_empty(), "neither traffic nor probes reached the refused member");
+    let ready: Value = s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["pools"][R], json!({"healthy": 1, "total": 1}), "the refused member is not in the pool: {ready}");
+}
+
+#[tokio::test]
+async fn a_503_is_retried_on_another_member_only_when_the_resource_opts_in_and_only_if_idempotent() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let sick = Endpoint::start("sick", Behaviour::Unavailable);
+    let good = Endpoint::start("good", Behaviour::Answers);
+    let members = [sick.url(), good.url()];
+    pool(&s, &d, "https://opted-in.e2e.test", &members, json!({"retry": {"attempts": 2, "on_unavailable": true}})).await;
+    pool(&s, &d, "https://default.e2e.test", &members, json!({})).await;
+    let session = s.session(&d).await;
+    for _ in 0..4 {
+        let (status, served, _) = call(&s, &d, &session, "https://opted-in.e2e.test", "/x").await;
+        assert_eq!((status, served.as_str()), (200, "good"), "a GET is retried on the good member");
+    }
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        posts.push(call_with(&s, &d, &session, "https://opted-in.e2e.test", "POST", "/x").await.0);
+    }
+    assert!(posts.contains(&503), "a POST is never sent twice: {posts:?}");
+    let mut defaults = Vec::new();
+    for _ in 0..4 {
+        defaults.push(call(&s, &d, &session, "https://default.e2e.test", "/x").await.0);
+    }
+    assert!(defaults.contains(&503), "without the opt-in the 503 reaches the client: {defaults:?}");
+    assert!(s.gateway_metric(r#"caracal_gateway_upstream_retries_total{resource="https://opted-in.e2e.test"}"#).await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_member_at_its_cap_is_skipped_and_a_full_pool_sheds_503_at_once() {
+    const R: &str = "https://capped.e2e.test";
+    let s = Arc::new(Stack::start().await);
+    let d = Arc::new(s.demo(true).await);
+    let a = Endpoint::start("a", Behaviour::Answers);
+    let b = Endpoint::start("b", Behaviour::Answers);
+    pool(&s, &d, R, &[a.url(), b.url()], json!({"connections": {"max_in_flight": 1}, "timeouts": {"response_header_ms": 3000}})).await;
+    let session = Arc::new(s.session(&d).await);
+    // Two requests that hang hold both members' only place.
+    let hangs: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, d, session) = (s.clone(), d.clone(), session.clone());
+            tokio::spawn(async move { call(&s, &d, &session, R, "/hang").await.0 })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let t = Instant::now();
+    let (status, _, body) = call(&s, &d, &session, R, "/x").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "upstream_overloaded");
+    assert!(t.elapsed() < Duration::from_secs(1), "shed at once, not queued");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_upstream_overloaded_total").await, 1.0);
+    for h in hangs {
+        assert_eq!(h.await.unwrap(), 504, "the hanging requests end at their deadline");
+    }
+    assert_eq!(call(&s, &d, &session, R, "/x").await.0, 200, "places are freed");
+}
+
+#[tokio::test]
+async fn http2_to_the_members_when_the_resource_asks_for_it() {
+    const R: &str = "https://h2.e2e.test";
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    let members = [format!("{}/base", a.url()), format!("{}/base", b.url())];
+    pool(&s, &d, R, &members, json!({"connections": {"http2": true}})).await;
+    pool(&s, &d, "https://h1.e2e.test", &members, json!({})).await;
+    let session = s.session(&d).await;
+    for _ in 0..4 {
+        assert_eq!(call(&s, &d, &session, R, "/items/1").await.0, 200);
+        assert_eq!(call(&s, &d, &session, "https://h1.e2e.test", "/items/2").await.0, 200);
+    }
+    let seen: Vec<_> = a.requests().into_iter().chain(b.requests()).collect();
+    assert!(seen.iter().filter(|r| r.path == "/base/items/1").all(|r| r.version == "HTTP/2.0"), "h2c by prior knowledge");
+    assert!(seen.iter().filter(|r| r.path == "/base/items/2").all(|r| r.version == "HTTP/1.1"));
+    assert_eq!(seen.len(), 8);
 }

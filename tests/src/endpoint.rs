@@ -12,6 +12,8 @@ pub enum Behaviour {
     Answers,
     /// Reads every request and never answers.
     Hangs,
+    /// Answers every request 503.
+    Unavailable,
 }
 
 /// One pool member process.
@@ -50,6 +52,7 @@ impl Endpoint {
         let mode = match self.behaviour {
             Behaviour::Answers => "ok",
             Behaviour::Hangs => "hang",
+            Behaviour::Unavailable => "unavailable",
         };
         let mut child = Command::new(std::env::var("CARACAL_TEST_PYTHON").unwrap_or_else(|_| "python3".into()))
             .arg(script())

@@ -502,6 +502,18 @@ impl Stack {
         }
     }
 
+    /// Waits until a gateway metric equals `value`; how long that took.
+    pub async fn wait_gateway_metric_eq(&self, name: &str, value: f64, within: std::time::Duration) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        loop {
+            if self.gateway_metric(name).await == value {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "{name} did not become {value} within {within:?}:\n{}", self.gateway.log_tail(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The value of a control-plane metric sample (full sample name incl. labels).
     pub async fn control_plane_metric(&self, sample: &str) -> f64 {
         metric(&self.http, &format!("{}/metrics", self.cp_url), sample).await

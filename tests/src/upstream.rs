@@ -13,6 +13,8 @@ use axum::response::IntoResponse;
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub method: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub path: String,
     pub query: Option<String>,
     pub headers: HeaderMap,
@@ -96,6 +98,7 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> impl
     let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await.map(|b| b.to_vec()).unwrap_or_default();
     let s = Seen {
         method: parts.method.to_string(),
+        version: format!("{:?}", parts.version),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,

@@ -1,10 +1,10 @@
 """A pool member for the e2e tests: a real process that can be killed and started again.
 
-    python3 endpoint.py <name> <port> [ok|hang]
+    python3 endpoint.py <name> <port> [ok|hang|unavailable]
 
 Every request is answered 200 with {"endpoint": <name>, "path": ...}; a path ending in
 /status/<code> answers that status; a path ending in /hang (or every request in `hang` mode) is
-read and never answered. HTTP/1.1 keep-alive, one thread per connection. Prints "ready" once
+read and never answered; in `unavailable` mode every request is answered 503. HTTP/1.1 keep-alive, one thread per connection. Prints "ready" once
 listening.
 """
 
@@ -30,7 +30,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if MODE == "hang" or self.path.split("?")[0].endswith("/hang"):
             time.sleep(3600)
             return
-        status = 200
+        status = 503 if MODE == "unavailable" else 200
         if "/status/" in self.path:
             status = int(self.path.rsplit("/status/", 1)[1][:3])
         body = json.dumps({"endpoint": NAME, "path": self.path}).encode()

@@ -292,7 +292,7 @@ impl Pool {
             Policy::LeastOutstanding => Selector::LeastOutstanding(balancer(set).await?),
             Policy::ConsistentHash => Selector::Hash(balancer(set).await?),
         };
-        Ok(Arc::new(Self {
+        let pool = Arc::new(Self {
             selector,
             hash_key: id.lb.hash_key.clone(),
             slots: slots.into(),
@@ -304,7 +304,9 @@ impl Pool {
             built: Instant::now(),
             next_probe_ms: AtomicU64::new(0),
             label,
-        }))
+        });
+        pool.refresh_gauges();
+        Ok(pool)
     }
 
     /// Milliseconds since the pool was built.
