@@ -448,8 +448,9 @@ async fn the_admin_api_takes_health_retry_and_connections_and_reports_every_prob
         .await;
     assert_eq!(refused.status, 400, "{}", refused.text);
     assert!(refused.text.contains("health.path applies to http probes only") && refused.text.contains("connections.max_in_flight"));
-    let cleared =
-        s.admin_ok("PATCH", &format!("{path}/{id}"), &d.admin, Some(json!({"health": null, "retry": null, "connections": null})), 200).await;
+    let cleared = s
+        .admin_ok("PATCH", &format!("{path}/{id}"), &d.admin, Some(json!({"health": null, "retry": null, "connections": null})), 200)
+        .await;
     assert_eq!((&cleared["health"], &cleared["retry"], &cleared["connections"]), (&Value::Null, &json!({"attempts": 2}), &json!({})));
     let tcp = s.admin_ok("PATCH", &format!("{path}/{plain_id}"), &d.admin, Some(json!({"health": {"kind": "tcp"}})), 200).await;
     assert_eq!(tcp["health"]["kind"], "tcp");

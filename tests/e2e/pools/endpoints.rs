@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
-use futures_util::future::join_all;
 use caracal_e2e::upstream::Upstream;
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::{calls, pool_resource};
@@ -65,7 +65,9 @@ async fn endpoints_are_added_reweighted_drained_and_removed_one_at_a_time() {
     assert_eq!(whole["endpoints"], json!([{"url": a, "weight": 2, "drain": true}, {"url": b, "weight": 5}, {"url": c, "weight": 1}]));
     assert_eq!(whole["upstream_url"], a);
 
-    for (method, path) in [("PATCH", format!("{eps}/3")), ("DELETE", format!("{eps}/3")), ("PATCH", format!("{eps}/x")), ("DELETE", format!("{eps}/-1"))] {
+    for (method, path) in
+        [("PATCH", format!("{eps}/3")), ("DELETE", format!("{eps}/3")), ("PATCH", format!("{eps}/x")), ("DELETE", format!("{eps}/-1"))]
+    {
         let body = (method == "PATCH").then(|| json!({"weight": 1}));
         let missing = s.admin(method, &path, &d.admin, body).await;
         assert_eq!((missing.status, missing.error()), (404, "endpoint_not_found"), "{method} {path}: {}", missing.text);
@@ -79,7 +81,12 @@ async fn endpoints_are_added_reweighted_drained_and_removed_one_at_a_time() {
     assert_eq!(s.admin_ok("GET", &resource, &d.admin, None, 200).await["upstream_url"], b);
     s.admin_ok("PATCH", &format!("{eps}/0"), &d.admin, Some(json!({"drain": true})), 200).await;
     let last_live = s.admin("PATCH", &format!("{eps}/1"), &d.admin, Some(json!({"drain": true}))).await;
-    assert_eq!((last_live.status, last_live.error()), (400, "invalid_resource"), "the last serving endpoint cannot drain: {}", last_live.text);
+    assert_eq!(
+        (last_live.status, last_live.error()),
+        (400, "invalid_resource"),
+        "the last serving endpoint cannot drain: {}",
+        last_live.text
+    );
     assert!(last_live.text.contains("at least one endpoint must not be draining"), "{}", last_live.text);
     let only_drained = s.admin("DELETE", &format!("{eps}/1"), &d.admin, None).await;
     assert_eq!(only_drained.status, 400, "removing the last serving endpoint leaves only draining ones: {}", only_drained.text);
