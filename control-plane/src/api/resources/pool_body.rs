@@ -216,3 +216,44 @@ impl UpkeepBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upkeep(body: serde_json::Value) -> UpkeepBody {
+        #[derive(Deserialize)]
+        struct Sent {
+            #[serde(default, deserialize_with = "present")]
+            health: Option<Option<HealthBody>>,
+            #[serde(default, deserialize_with = "present")]
+            retry: Option<Option<RetryBody>>,
+            #[serde(default, deserialize_with = "present")]
+            connections: Option<Option<ConnectionsBody>>,
+        }
+        let s: Sent = serde_json::from_value(body).unwrap();
+        UpkeepBody { health: s.health, retry: s.retry, connections: s.connections }
+    }
+
+    #[test]
+    fn absent_keeps_null_resets_and_out_of_range_numbers_are_reported() {
+        let stored = Upkeep {
+            health: Some(HealthProbe::default()),
+            retry: Retry { attempts: 3, on_unavailable: true },
+            connections: Connections { max_in_flight: Some(9), http2: true },
+        };
+        let mut problems = Vec::new();
+        let kept = upkeep(serde_json::json!({})).applied_to(stored.clone(), &mut problems);
+        assert_eq!((kept.health, kept.retry, kept.connections), (stored.health.clone(), stored.retry, stored.connections));
+        let reset = upkeep(serde_json::json!({"health": null, "retry": null, "connections": null})).applied_to(stored, &mut problems);
+        assert_eq!((reset.health, reset.retry, reset.connections), (None, Retry::default(), Connections::default()));
+        assert!(problems.is_empty(), "{problems:?}");
+        let bad = serde_json::json!({
+            "health": {"healthy_threshold": 300, "interval_ms": -5},
+            "retry": {"attempts": 256},
+            "connections": {"max_in_flight": 5_000_000_000_i64}
+        });
+        upkeep(bad).applied_to(Upkeep::default(), &mut problems);
+        assert_eq!(problems.len(), 5, "each out-of-range number is reported, none wraps: {problems:?}");
+    }
+}
