@@ -187,6 +187,20 @@ pub struct HealthProbe {
     pub unhealthy_threshold: u8,
 }
 
+impl Default for HealthProbe {
+    /// An http probe of `/` every 5 s, 1 s timeout, healthy after 2 successes, down after 3 failures.
+    fn default() -> Self {
+        Self {
+            kind: ProbeKind::default(),
+            path: None,
+            interval_ms: Self::default_interval_ms(),
+            timeout_ms: Self::default_timeout_ms(),
+            healthy_threshold: Self::default_healthy(),
+            unhealthy_threshold: Self::default_unhealthy(),
+        }
+    }
+}
+
 impl HealthProbe {
     fn default_interval_ms() -> u32 {
         5_000
@@ -354,6 +368,7 @@ mod tests {
 
     #[test]
     fn health_retry_and_connection_settings_default_and_report_every_problem() {
+        assert_eq!(serde_json::from_str::<HealthProbe>("{}").unwrap(), HealthProbe::default(), "one set of defaults");
         let h: HealthProbe = serde_json::from_str(r#"{"path":"/healthz"}"#).unwrap();
         assert_eq!((h.kind, h.interval_ms, h.timeout_ms, h.healthy_threshold, h.unhealthy_threshold), (ProbeKind::Http, 5000, 1000, 2, 3));
         let mut p = Vec::new();

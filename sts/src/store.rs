@@ -47,6 +47,12 @@ pub struct Resource {
     pub load_balancing: sqlx::types::Json<caracal_shared::pool::LoadBalancing>,
     /// The resource's upstream deadlines (absent ⇒ the gateway's).
     pub timeouts: sqlx::types::Json<caracal_shared::pool::Timeouts>,
+    /// Active probes of the endpoints (none ⇒ passive ejection only).
+    pub health: Option<sqlx::types::Json<caracal_shared::pool::HealthProbe>>,
+    /// Retries on another endpoint.
+    pub retry: sqlx::types::Json<caracal_shared::pool::Retry>,
+    /// Per-endpoint concurrency cap and HTTP/2.
+    pub connections: sqlx::types::Json<caracal_shared::pool::Connections>,
     pub scopes: Vec<String>,
     pub operations: sqlx::types::Json<Vec<Operation>>,
     pub operation_enforcement: String,
@@ -75,6 +81,31 @@ impl Resource {
     }
 }
 
+#[cfg(test)]
+impl Resource {
+    /// A resource of one endpoint, every setting at its default, no credential, no operations.
+    pub(crate) fn plain(upstream_url: &str) -> Self {
+        Self {
+            id: "r".into(),
+            identifier: "https://api".into(),
+            upstream_url: upstream_url.into(),
+            endpoints: sqlx::types::Json(vec![]),
+            load_balancing: sqlx::types::Json(Default::default()),
+            timeouts: sqlx::types::Json(Default::default()),
+            health: None,
+            retry: sqlx::types::Json(Default::default()),
+            connections: sqlx::types::Json(Default::default()),
+            scopes: vec!["read".into()],
+            operations: sqlx::types::Json(vec![]),
+            operation_enforcement: "enforced".into(),
+            credential_mode: "none".into(),
+            credential_placement: sqlx::types::Json(Default::default()),
+            credential_secret: None,
+            credential_kek_id: None,
+        }
+    }
+}
+
 /// A live application of the zone.
 pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<Application>, StsError> {
     Ok(sqlx::query_as(
@@ -90,7 +121,8 @@ pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<
 /// A live resource of the zone by identifier.
 pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Option<Resource>, StsError> {
     Ok(sqlx::query_as(
-        "SELECT id, identifier, upstream_url, endpoints, load_balancing, timeouts, scopes, operations, operation_enforcement, \
+        "SELECT id, identifier, upstream_url, endpoints, load_balancing, timeouts, health, retry, connections, scopes, operations, \
+         operation_enforcement, \
          credential_mode, credential_placement, credential_secret, credential_kek_id \
          FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
     )

@@ -1,9 +1,11 @@
 //! Upstream pools (docs/pools.md): a resource with several endpoints, through the real binaries.
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::Demo;
+use caracal_e2e::stack::{ACCESS_TOKEN, Demo, GRANT};
 use caracal_e2e::upstream::Upstream;
 use serde_json::{Value, json};
+
+mod endpoints;
 
 async fn pool_resource(s: &Stack, d: &Demo, identifier: &str, endpoints: Value) -> Value {
     s.admin_ok(
@@ -353,4 +355,187 @@ async fn when_an_endpoint_leaves_only_its_sessions_move() {
         }
     }
     assert_eq!(ups[2].requests().len(), before.iter().filter(|h| **h == 2).count(), "the removed endpoint got nothing more");
+}
+
+#[tokio::test]
+async fn the_admin_api_takes_health_retry_and_connections_and_reports_every_problem_at_once() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let path = format!("/v1/zones/{}/resources", d.zone_id);
+    let resource = |extra: Value| {
+        let mut body = json!({"identifier": "https://tuned.e2e.test", "upstream_url": "http://a.test:1/", "scopes": ["a"]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let bad = s
+        .admin(
+            "POST",
+            &path,
+            &d.admin,
+            Some(resource(json!({
+                "health": {"kind": "udp", "path": "no-slash", "interval_ms": 10, "timeout_ms": 20,
+                           "healthy_threshold": 0, "unhealthy_threshold": 300},
+                "retry": {"attempts": 9},
+                "connections": {"max_in_flight": 0}
+            }))),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(bad.error(), "invalid_resource");
+    let why = bad.body["error_description"].as_str().unwrap();
+    for needle in [
+        "health.kind",
+        "health.interval_ms",
+        "health.timeout_ms",
+        "health.healthy_threshold",
+        "health.unhealthy_threshold",
+        "health.path",
+        "retry.attempts",
+        "connections.max_in_flight",
+    ] {
+        assert!(why.contains(needle), "every problem at once; missing {needle}: {why}");
+    }
+    for typo in [json!({"health": {"intervall_ms": 1000}}), json!({"retry": {"budget": 1}}), json!({"connections": {"h2": true}})] {
+        let a = s.admin("POST", &path, &d.admin, Some(resource(typo.clone()))).await;
+        assert_eq!(a.status, 400, "an unknown key is refused, not ignored: {typo} → {}", a.text);
+    }
+
+    // A plain resource shows the defaults: no probe, two attempts, no cap.
+    let plain = s.admin_ok("POST", &path, &d.admin, Some(resource(json!({}))), 201).await;
+    let plain_id = plain["id"].as_str().unwrap();
+    assert_eq!(plain["health"], Value::Null);
+    assert_eq!(plain["retry"], json!({"attempts": 2}));
+    assert_eq!(plain["connections"], json!({}));
+
+    let tuned = s
+        .admin_ok(
+            "POST",
+            &path,
+            &d.admin,
+            Some(json!({
+                "identifier": "https://tuned-2.e2e.test", "upstream_url": "http://a.test:1/", "scopes": ["a"],
+                "health": {"path": "/healthz", "interval_ms": 2000},
+                "retry": {"attempts": 3, "on_unavailable": true},
+                "connections": {"max_in_flight": 64, "http2": true}
+            })),
+            201,
+        )
+        .await;
+    let id = tuned["id"].as_str().unwrap();
+    let health = json!({"kind": "http", "path": "/healthz", "interval_ms": 2000, "timeout_ms": 1000,
+                        "healthy_threshold": 2, "unhealthy_threshold": 3});
+    assert_eq!(tuned["health"], health, "unsent probe settings take their defaults");
+    assert_eq!(tuned["retry"], json!({"attempts": 3, "on_unavailable": true}));
+    assert_eq!(tuned["connections"], json!({"max_in_flight": 64, "http2": true}));
+    let read = s.admin_ok("GET", &format!("{path}/{id}"), &d.admin, None, 200).await;
+    assert_eq!((&read["health"], &read["retry"], &read["connections"]), (&tuned["health"], &tuned["retry"], &tuned["connections"]));
+    let listed = s.admin_ok("GET", &path, &d.admin, None, 200).await;
+    let item = listed["items"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
+    assert_eq!(item["health"], health);
+
+    // PATCH: a field left out stays, null removes the probe / restores the defaults, and a bad
+    // value is refused with the others.
+    let patched = s.admin_ok("PATCH", &format!("{path}/{id}"), &d.admin, Some(json!({"retry": {"attempts": 1}})), 200).await;
+    assert_eq!(patched["retry"], json!({"attempts": 1}));
+    assert_eq!(patched["health"], health, "untouched settings stay");
+    let refused = s
+        .admin(
+            "PATCH",
+            &format!("{path}/{id}"),
+            &d.admin,
+            Some(json!({"health": {"kind": "tcp", "path": "/x"}, "connections": {"max_in_flight": -1}})),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(refused.text.contains("health.path applies to http probes only") && refused.text.contains("connections.max_in_flight"));
+    let cleared = s
+        .admin_ok("PATCH", &format!("{path}/{id}"), &d.admin, Some(json!({"health": null, "retry": null, "connections": null})), 200)
+        .await;
+    assert_eq!((&cleared["health"], &cleared["retry"], &cleared["connections"]), (&Value::Null, &json!({"attempts": 2}), &json!({})));
+    let tcp = s.admin_ok("PATCH", &format!("{path}/{plain_id}"), &d.admin, Some(json!({"health": {"kind": "tcp"}})), 200).await;
+    assert_eq!(tcp["health"]["kind"], "tcp");
+    assert_eq!(tcp["health"].get("path"), None, "a tcp probe has no path");
+}
+
+/// The directive the STS gives the gateway for `resource` (`upstreams[resource]`), asked for by
+/// signing the exchange the way the gateway does: the gateway keeps the directive to itself.
+async fn directive(s: &Stack, d: &Demo, resource: &str) -> Value {
+    let session = s.session(d).await;
+    let mandate = s.mandate_for(d, &session, resource, "tools.read").await;
+    let request_id = format!("pools-{}", caracal_shared::b64::random_hex(8));
+    // Keys in the gateway's (sorted) order; none of these values needs escaping.
+    let body = format!(
+        "application_id={}&gateway_request_id={request_id}&grant_type={GRANT}&request_method=GET&request_path=/items/1\
+         &resource={resource}&subject_token={mandate}&subject_token_type={ACCESS_TOKEN}&zone_id={}",
+        d.app_id, d.zone_id
+    );
+    let (ts, nonce) = (chrono::Utc::now().timestamp().to_string(), caracal_shared::b64::random_hex(32));
+    let key = hex::decode(&s.gateway_key).unwrap();
+    let signature = caracal_shared::sig::gateway_signature(&key, &ts, &nonce, "POST", "/oauth/2/token", body.as_bytes());
+    let resp = s
+        .http
+        .post(format!("{}/oauth/2/token", s.cp_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(caracal_shared::request_id::HEADER, &request_id)
+        .header(caracal_shared::sig::GATEWAY_TIMESTAMP_HEADER, ts)
+        .header(caracal_shared::sig::GATEWAY_NONCE_HEADER, nonce)
+        .header(caracal_shared::sig::GATEWAY_SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let a = caracal_e2e::stack::Answer::read(resp).await;
+    assert_eq!(a.status, 200, "signed exchange for {resource}: {}", a.text);
+    a.body["upstreams"][resource].clone()
+}
+
+#[tokio::test]
+async fn any_pool_setting_puts_the_pool_in_the_directive_and_a_plain_directive_is_unchanged() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let add = |identifier: &'static str, extra: Value| {
+        let (s, d) = (&s, &d);
+        async move {
+            let mut body = json!({
+                "identifier": identifier, "upstream_url": "http://a.test:1/base", "scopes": ["tools.read"],
+                "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}]
+            });
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            s.admin_ok("POST", &format!("/v1/zones/{}/resources", d.zone_id), &d.admin, Some(body), 201).await
+        }
+    };
+    add("https://plain.e2e.test", json!({"retry": {"attempts": 2}, "connections": {}})).await;
+    let plain = directive(&s, &d, "https://plain.e2e.test").await;
+    let mut keys: Vec<&str> = plain.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["auth_header", "auth_mode", "auth_scheme", "url"], "default settings leave the directive as it was: {plain}");
+
+    let one = json!([{"url": "http://a.test:1/base", "weight": 1}]);
+    add("https://probed.e2e.test", json!({"health": {"kind": "tcp", "interval_ms": 1000}})).await;
+    let probed = directive(&s, &d, "https://probed.e2e.test").await;
+    assert_eq!(probed["endpoints"], one, "a probe switches the gateway to its pool path: {probed}");
+    assert_eq!(
+        probed["health"],
+        json!({"kind": "tcp", "interval_ms": 1000, "timeout_ms": 1000, "healthy_threshold": 2, "unhealthy_threshold": 3})
+    );
+    assert_eq!(probed.get("retry"), None, "default retries are not sent");
+
+    add("https://retried.e2e.test", json!({"retry": {"attempts": 3, "on_unavailable": true}})).await;
+    let retried = directive(&s, &d, "https://retried.e2e.test").await;
+    assert_eq!((&retried["endpoints"], &retried["retry"]), (&one, &json!({"attempts": 3, "on_unavailable": true})), "{retried}");
+    assert_eq!(retried.get("health"), None);
+
+    add("https://capped.e2e.test", json!({"connections": {"max_in_flight": 8}})).await;
+    let capped = directive(&s, &d, "https://capped.e2e.test").await;
+    assert_eq!((&capped["endpoints"], &capped["connections"]), (&one, &json!({"max_in_flight": 8})), "{capped}");
+
+    // A pool carries its settings too.
+    add(
+        "https://pooled.e2e.test",
+        json!({"upstream_url": null, "endpoints": [{"url": "http://a.test:1/"}, {"url": "http://b.test:1/"}], "connections": {"http2": true}}),
+    )
+    .await;
+    let pooled = directive(&s, &d, "https://pooled.e2e.test").await;
+    assert_eq!(pooled["endpoints"].as_array().map(Vec::len), Some(2));
+    assert_eq!(pooled["connections"], json!({"http2": true}));
 }

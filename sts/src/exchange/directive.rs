@@ -12,17 +12,7 @@ impl Sts {
     /// How the gateway must reach and authenticate to the resource's upstream.
     pub(super) fn directive(&self, zone_id: &str, r: &Resource) -> Result<UpstreamDirective, StsError> {
         let p = &r.credential_placement.0;
-        let mut d = UpstreamDirective { url: r.upstream_url.clone(), auth_mode: r.credential_mode.clone(), ..Default::default() };
-        d.timeouts = r.timeouts.0;
-        // A set of one with the default policy is sent as before (`url` alone), so gateways and
-        // directives of plain resources are unchanged.
-        let set = caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url);
-        if set.len() > 1 || set[0].url != r.upstream_url || !r.load_balancing.0.is_default() {
-            // A gateway that predates pools dials `url` alone: never a draining member.
-            d.url = set.iter().find(|e| !e.drain).unwrap_or(&set[0]).url.clone();
-            d.endpoints = set;
-            d.load_balancing = r.load_balancing.0.clone();
-        }
+        let mut d = upstream(r);
         match r.credential_mode.as_str() {
             "caracal_jwt" => {
                 d.auth_header = Some("Authorization".into());
@@ -50,5 +40,63 @@ impl Sts {
             _ => {}
         }
         Ok(d)
+    }
+}
+
+/// Where the gateway sends the resource's requests. A plain resource — one endpoint, the default
+/// policy, no probe, default retries and connections — is sent as before (`url` alone), so its
+/// directive is byte-identical to one from an STS that predates pools. Any pool setting sends the
+/// set and every setting, which is what moves the gateway onto its pool path.
+fn upstream(r: &Resource) -> UpstreamDirective {
+    let mut d = UpstreamDirective { url: r.upstream_url.clone(), auth_mode: r.credential_mode.clone(), ..Default::default() };
+    d.timeouts = r.timeouts.0;
+    let set = caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url);
+    let upkeep = r.health.is_some() || !r.retry.0.is_default() || !r.connections.0.is_default();
+    if set.len() > 1 || set[0].url != r.upstream_url || !r.load_balancing.0.is_default() || upkeep {
+        // A gateway that predates pools dials `url` alone: never a draining member.
+        d.url = set.iter().find(|e| !e.drain).unwrap_or(&set[0]).url.clone();
+        d.endpoints = set;
+        d.load_balancing = r.load_balancing.0.clone();
+        d.health = r.health.as_ref().map(|h| h.0.clone());
+        d.retry = r.retry.0;
+        d.connections = r.connections.0;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use caracal_shared::pool::{Connections, Endpoint, HealthProbe, Retry};
+    use sqlx::types::Json;
+
+    use super::upstream;
+    use crate::store::Resource;
+
+    #[test]
+    fn a_plain_resource_keeps_its_directive_and_any_pool_setting_sends_the_pool() {
+        let plain = Resource::plain("http://up/v1");
+        let json = |r: &Resource| serde_json::to_value(upstream(r)).unwrap();
+        assert_eq!(json(&plain), serde_json::json!({"url": "http://up/v1", "auth_mode": "none"}), "unchanged for a plain resource");
+        let defaults = Resource {
+            retry: Json(Retry::default()),
+            connections: Json(Connections::default()),
+            endpoints: Json(vec![Endpoint::single("http://up/v1")]),
+            ..Resource::plain("http://up/v1")
+        };
+        assert_eq!(json(&defaults), json(&plain), "settings at their defaults change nothing");
+
+        let one = serde_json::json!([{"url": "http://up/v1", "weight": 1}]);
+        let probed = Resource { health: Some(Json(HealthProbe::default())), ..Resource::plain("http://up/v1") };
+        let d = json(&probed);
+        assert_eq!((&d["endpoints"], d["health"]["interval_ms"].as_u64()), (&one, Some(5000)), "{d}");
+        assert_eq!(d.get("retry"), None, "default retries are not sent");
+        let retried = Resource { retry: Json(Retry { attempts: 3, on_unavailable: false }), ..Resource::plain("http://up/v1") };
+        let d = json(&retried);
+        assert_eq!((&d["endpoints"], &d["retry"]), (&one, &serde_json::json!({"attempts": 3})), "{d}");
+        let capped =
+            Resource { connections: Json(Connections { max_in_flight: Some(4), http2: false }), ..Resource::plain("http://up/v1") };
+        let d = json(&capped);
+        assert_eq!((&d["endpoints"], &d["connections"]), (&one, &serde_json::json!({"max_in_flight": 4})), "{d}");
+        assert_eq!(d.get("health"), None);
     }
 }

@@ -135,12 +135,6 @@ mod tests {
     fn resource(enforcement: &str) -> Resource {
         let op = |method: &str, path: &str, scope: &str| Operation { method: method.into(), path: path.into(), scope: scope.into() };
         Resource {
-            id: "r".into(),
-            identifier: "https://api".into(),
-            upstream_url: "http://up".into(),
-            endpoints: sqlx::types::Json(vec![]),
-            load_balancing: sqlx::types::Json(Default::default()),
-            timeouts: sqlx::types::Json(Default::default()),
             scopes: vec!["read".into(), "write".into(), "admin".into()],
             operations: sqlx::types::Json(vec![
                 op("GET", "/items/*", "read"),
@@ -148,10 +142,7 @@ mod tests {
                 op("GET", "/admin/**", "admin"),
             ]),
             operation_enforcement: enforcement.into(),
-            credential_mode: "none".into(),
-            credential_placement: sqlx::types::Json(Default::default()),
-            credential_secret: None,
-            credential_kek_id: None,
+            ..Resource::plain("http://up")
         }
     }
 
