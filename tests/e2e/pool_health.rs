@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caracal_e2e::Stack;
 use caracal_e2e::endpoint::{Behaviour, Endpoint};
 use caracal_e2e::stack::Demo;
 use caracal_e2e::upstream::Upstream;
+use caracal_e2e::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 async fn pool(s: &Stack, d: &Demo, identifier: &str, endpoints: &[String], extra: Value) {
@@ -22,13 +22,27 @@ async fn pool(s: &Stack, d: &Demo, identifier: &str, endpoints: &[String], extra
     s.admin_ok("POST", &format!("/v1/zones/{}/resources", d.zone_id), &d.admin, Some(body), 201).await;
 }
 
+/// A gateway mandate; a mint the STS sheds under load (503) is tried again: the tests count
+/// what the gateway answers, not the client's preparation.
+async fn mandate(s: &Stack, d: &Demo, session: &str, resource: &str) -> String {
+    for _ in 0..50 {
+        let a = s.mint_gateway_for(d, session, resource, "tools.read").await;
+        if a.status == 200 {
+            return a.body["access_token"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(a.status, 503, "gateway mint for {resource}: {}", a.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no mandate for {resource}");
+}
+
 /// One governed GET with a fresh mandate: (status, the serving member's name, the body).
 async fn call(s: &Stack, d: &Demo, session: &str, resource: &str, path: &str) -> (u16, String, Value) {
     call_with(s, d, session, resource, "GET", path).await
 }
 
 async fn call_with(s: &Stack, d: &Demo, session: &str, resource: &str, method: &str, path: &str) -> (u16, String, Value) {
-    let m = s.mandate_for(d, session, resource, "tools.read").await;
+    let m = mandate(s, d, session, resource).await;
     let a = s.governed(method, path, &m, resource).await;
     let served = a.body["endpoint"].as_str().unwrap_or_default().to_owned();
     (a.status, served, a.body)
@@ -44,7 +58,10 @@ fn sample(name: &str, resource: &str, endpoint: usize, outcome: Option<&str>) ->
 #[tokio::test]
 async fn a_member_killed_under_load_costs_no_client_errors_and_takes_traffic_again_when_back() {
     const R: &str = "https://killed.e2e.test";
-    let s = Arc::new(Stack::start().await);
+    // Four clients on a busy 2-core CI box: give the policy the room a debug build needs, so only
+    // the pool is under test (its bounds have their own tests).
+    let opts = StackOptions { control_plane_env: vec![("POLICY_EVAL_TIMEOUT".into(), "5s".into())], ..Default::default() };
+    let s = Arc::new(Stack::start_with(opts).await);
     let d = Arc::new(s.demo(true).await);
     let mut members =
         [Endpoint::start("a", Behaviour::Answers), Endpoint::start("b", Behaviour::Answers), Endpoint::start("c", Behaviour::Answers)];
@@ -135,18 +152,22 @@ async fn a_hung_member_answers_upstream_timeout_and_is_ejected_after_five_in_a_r
     let hung = Endpoint::start("hung", Behaviour::Hangs);
     pool(&s, &d, R, &[good.url(), hung.url()], json!({"timeouts": {"response_header_ms": 400}})).await;
     let session = s.session(&d).await;
+    // Round robin alternates: every other request lands on the hung member until it is ejected.
     let mut statuses = Vec::new();
-    for _ in 0..20 {
+    while statuses.iter().filter(|st| **st == 504).count() < 5 {
+        assert!(statuses.len() < 12, "five timeouts within twelve requests: {statuses:?}");
         let (status, _, body) = call(&s, &d, &session, R, "/x").await;
         if status == 504 {
             assert_eq!(body["error"], "upstream_timeout", "{body}");
         }
         statuses.push(status);
     }
-    let timeouts = statuses.iter().filter(|st| **st == 504).count();
-    assert_eq!(timeouts, 5, "the hung member is ejected after five timeouts in a row: {statuses:?}");
-    assert!(statuses[12..].iter().all(|st| *st == 200), "then only the good member serves: {statuses:?}");
     assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_ejections_total", R, 1, None)).await, 1.0);
+    // Ejected for 1 s: the next requests all go to the good member.
+    for _ in 0..4 {
+        let (status, served, _) = call(&s, &d, &session, R, "/x").await;
+        assert_eq!((status, served.as_str()), (200, "good"), "after {statuses:?}");
+    }
     assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", R, 1, Some("failed"))).await, 5.0);
 }
 
@@ -197,15 +218,21 @@ async fn probes_take_a_hung_member_out_before_traffic_finds_it_and_bring_it_back
     let session = s.session(&d).await;
     // The first request builds the pool; its probes start.
     assert_eq!(call(&s, &d, &session, R, "/x").await.0, 200);
+    assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_endpoint_healthy", R, 1, None)).await, 1.0);
     flaky.kill();
     // Two failed probes (≤ 2 intervals + timeouts) take it out without any traffic on it.
-    let down = s.wait_gateway_metric_eq(&sample("caracal_gateway_upstream_endpoint_healthy", R, 1, None), 0.0, Duration::from_secs(3)).await;
+    let down =
+        s.wait_gateway_metric_eq(&sample("caracal_gateway_upstream_endpoint_healthy", R, 1, None), 0.0, Duration::from_secs(3)).await;
     assert!(down < Duration::from_secs(2), "down after {down:?}");
     for _ in 0..6 {
         let (status, served, _) = call(&s, &d, &session, R, "/x").await;
         assert_eq!((status, served.as_str()), (200, "good"));
     }
-    assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", R, 1, Some("connect_failed"))).await, 0.0, "traffic never found it");
+    assert_eq!(
+        s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", R, 1, Some("connect_failed"))).await,
+        0.0,
+        "traffic never found it"
+    );
     let ready: Value = s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["pools"][R], json!({"healthy": 1, "total": 2}), "{ready}");
     flaky.restart();

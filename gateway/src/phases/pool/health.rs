@@ -4,7 +4,8 @@
 //! * A connect failure ejects the member at once; [`CONSECUTIVE_5XX`] answers of 500/502/503/504
 //!   (or transport failures after connecting) in a row eject it too. An ejection lasts
 //!   [`BASE_EJECTION`] doubled for each ejection in a row, at most [`MAX_EJECTION`]; when it ends the
-//!   member is tried again, and a failure ejects it for twice as long.
+//!   member is tried again (on probation: its first failure of any kind ejects it for twice as
+//!   long; a success ends the probation).
 //! * With probes, `unhealthy_threshold` failures in a row take the member down until
 //!   `healthy_threshold` successes in a row bring it back; reaching that threshold also lifts a
 //!   passive ejection (the probe is the authority on recovery).
@@ -76,7 +77,9 @@ impl MemberHealth {
             return false;
         }
         let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-        if outcome != Outcome::ConnectFailed && failures < CONSECUTIVE_5XX {
+        // A member back from an ejection is on probation: its first failure ejects it again.
+        let probation = self.ejections_in_a_row.load(Ordering::Relaxed) > 0;
+        if outcome != Outcome::ConnectFailed && failures < CONSECUTIVE_5XX && !probation {
             return false;
         }
         // Already ejected (another request saw the same failure): do not extend it.
@@ -162,6 +165,10 @@ mod tests {
         }
         assert!(h.record(Outcome::Failed, 10), "the fifth failure in a row");
         assert!(!h.available(|| 500));
+        assert!(h.record(Outcome::Answered(503), 1_010), "back on probation: the first failure ejects again");
+        assert!(!h.available(|| 3_009) && h.available(|| 3_010), "for 2 s");
+        assert!(!h.record(Outcome::Answered(200), 3_010));
+        assert!(!h.record(Outcome::Answered(503), 3_020), "a success ended the probation");
     }
 
     #[test]
