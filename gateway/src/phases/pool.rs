@@ -448,7 +448,7 @@ impl Route {
         self.started = Instant::now();
         self.recorded = false;
         let s = &self.pool.slots[next];
-        Some(s.target.retarget(current, s.addr))
+        Some(s.target.retarget(current.clone(), s.addr))
     }
 
     /// Whether the resource opted in to retrying a 502/503 answer.

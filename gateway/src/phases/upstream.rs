@@ -182,23 +182,24 @@ impl Target {
 
     /// The peer for a pinned address.
     pub fn peer(&self, addr: SocketAddr, d: &UpstreamDirective, credential: Credential) -> SafePeer {
-        SafePeer {
+        let settings = SafePeer {
             addr,
-            tls: self.tls,
-            host: self.host.clone(),
-            authority: self.authority.clone(),
-            base_path: self.base_path.clone(),
-            base_query: self.base_query.clone(),
+            tls: false,
+            host: String::new(),
+            authority: String::new(),
+            base_path: String::new(),
+            base_query: None,
             forward_identity: d.forward_caracal_identity && d.auth_mode == "provider_apikey",
             credential,
             timeouts: d.timeouts,
             http2: d.connections.http2,
-        }
+        };
+        self.retarget(settings, addr)
     }
 
-    /// `peer` moved to this target at `addr` (a retry on another pool member): the same
-    /// credential and settings, this member's address, host and base path.
-    pub fn retarget(&self, peer: &SafePeer, addr: SocketAddr) -> SafePeer {
+    /// `peer`'s credential and settings, at this target's `addr`, host and base path (also a
+    /// retry moving to another pool member).
+    pub fn retarget(&self, peer: SafePeer, addr: SocketAddr) -> SafePeer {
         SafePeer {
             addr,
             tls: self.tls,
@@ -206,7 +207,7 @@ impl Target {
             authority: self.authority.clone(),
             base_path: self.base_path.clone(),
             base_query: self.base_query.clone(),
-            ..peer.clone()
+            ..peer
         }
     }
 
