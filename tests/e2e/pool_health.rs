@@ -289,6 +289,12 @@ async fn a_503_is_retried_on_another_member_only_when_the_resource_opts_in_and_o
     }
     assert!(defaults.contains(&503), "without the opt-in the 503 reaches the client: {defaults:?}");
     assert!(s.gateway_metric(r#"caracal_gateway_upstream_retries_total{resource="https://opted-in.e2e.test"}"#).await >= 1.0);
+    // The retried attempts are the good member's successes, not failures.
+    const OPTED: &str = "https://opted-in.e2e.test";
+    assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", OPTED, 1, Some("failed"))).await, 0.0);
+    let good_ok = s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", OPTED, 1, Some("success"))).await;
+    let posts_ok = posts.iter().filter(|st| **st == 200).count() as f64;
+    assert_eq!(good_ok, 4.0 + posts_ok, "every GET ended on the good member, with its answer recorded");
 }
 
 #[tokio::test]

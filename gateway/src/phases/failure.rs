@@ -24,6 +24,7 @@ use crate::Deps;
 use crate::ctx::RequestCtx;
 use crate::deny::Denial;
 use crate::phases::pool::health::Outcome;
+use crate::phases::retry::RETRIED_ANSWER;
 use crate::phases::watch::Trip;
 
 /// The `ErrorType::Custom` label of a response the body filter cut for a revocation.
@@ -64,8 +65,12 @@ pub fn while_proxying(session: &Session, mut e: Box<Error>, ctx: &mut RequestCtx
         w.disarm();
         w.tripped()
     });
+    // An answer set aside for a retry was recorded, and the route already moved on to the next
+    // member: nothing failed there.
+    let set_aside = matches!(e.etype(), ErrorType::Custom(label) if *label == RETRIED_ANSWER);
     if let Some(route) = ctx.forward.as_mut().and_then(|f| f.route.as_mut())
         && *e.esource() != ErrorSource::Downstream
+        && !set_aside
     {
         route.record(Outcome::Failed); // no-op when the member's answer was recorded
     }
