@@ -65,19 +65,21 @@ pub fn while_proxying(session: &Session, mut e: Box<Error>, ctx: &mut RequestCtx
         w.disarm();
         w.tripped()
     });
-    // An answer set aside for a retry was recorded, and the route already moved on to the next
-    // member: nothing failed there.
-    let set_aside = matches!(e.etype(), ErrorType::Custom(label) if *label == RETRIED_ANSWER);
-    if let Some(route) = ctx.forward.as_mut().and_then(|f| f.route.as_mut())
-        && *e.esource() != ErrorSource::Downstream
-        && !set_aside
-    {
-        route.record(Outcome::Failed); // no-op when the member's answer was recorded
-    }
     if tripped.is_some() || !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
         e.set_retry(false);
     } else {
         e.retry.decide_reuse(client_reused);
+    }
+    if let Some(route) = ctx.forward.as_mut().and_then(|f| f.route.as_mut()) {
+        match e.etype() {
+            // An answer set aside for a retry was recorded, and the route already moved on to
+            // the next member: nothing failed there.
+            ErrorType::Custom(label) if *label == RETRIED_ANSWER => {}
+            // Sent again to the same member (a stale kept-alive connection): a new attempt.
+            _ if e.retry() => route.again(),
+            _ if *e.esource() != ErrorSource::Downstream => route.record(Outcome::Failed),
+            _ => {}
+        }
     }
     e
 }

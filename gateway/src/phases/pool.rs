@@ -451,6 +451,13 @@ impl Route {
         Some(s.target.retarget(current.clone(), s.addr))
     }
 
+    /// Pingora sends the request again to the same member (its kept-alive connection had gone
+    /// stale): a new attempt, nothing recorded against the member.
+    pub fn again(&mut self) {
+        self.started = Instant::now();
+        self.recorded = false;
+    }
+
     /// Whether the resource opted in to retrying a 502/503 answer.
     pub fn retries_unavailable(&self) -> bool {
         self.retry.on_unavailable
