@@ -114,6 +114,43 @@ async fn a_member_killed_under_load_costs_no_client_errors_and_takes_traffic_aga
 }
 
 #[tokio::test]
+async fn a_member_killed_while_answering_an_idempotent_request_costs_no_client_error() {
+    const R: &str = "https://killed-mid-request.e2e.test";
+    let s = Arc::new(Stack::start().await);
+    let d = Arc::new(s.demo(true).await);
+    let a = Endpoint::start("a", Behaviour::Answers);
+    let mut b = Endpoint::start("b", Behaviour::Answers);
+    pool(&s, &d, R, &[a.url(), b.url()], json!({})).await;
+    let session = Arc::new(s.session(&d).await);
+    // Round robin: one slow request on each member; b dies while it works on its own.
+    let m1 = mandate(&s, &d, &session, R).await;
+    let m2 = mandate(&s, &d, &session, R).await;
+    let (s1, s2) = (s.clone(), s.clone());
+    let one = tokio::spawn(async move { s1.governed("GET", "/slow", &m1, R).await });
+    let two = tokio::spawn(async move { s2.governed("GET", "/slow", &m2, R).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.kill();
+    for answer in [one.await.unwrap(), two.await.unwrap()] {
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.body["endpoint"], "a", "served by the member that lived");
+    }
+    assert_eq!(s.gateway_metric(&sample("caracal_gateway_upstream_requests_total", R, 1, Some("failed"))).await, 1.0);
+    assert_eq!(s.gateway_metric(&format!(r#"caracal_gateway_upstream_retries_total{{resource="{R}"}}"#)).await, 1.0);
+    // A POST is never sent twice: the one on the member that dies fails.
+    b.restart();
+    let m1 = mandate(&s, &d, &session, R).await;
+    let m2 = mandate(&s, &d, &session, R).await;
+    let (s1, s2) = (s.clone(), s.clone());
+    let one = tokio::spawn(async move { s1.governed("POST", "/slow", &m1, R).await.status });
+    let two = tokio::spawn(async move { s2.governed("POST", "/slow", &m2, R).await.status });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.kill();
+    let mut statuses = [one.await.unwrap(), two.await.unwrap()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 502]);
+}
+
+#[tokio::test]
 async fn when_every_member_is_down_requests_are_refused_503_until_one_returns() {
     const R: &str = "https://all-down.e2e.test";
     let s = Stack::start().await;

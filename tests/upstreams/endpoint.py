@@ -4,7 +4,7 @@
 
 Every request is answered 200 with {"endpoint": <name>, "path": ...}; a path ending in
 /status/<code> answers that status; a path ending in /hang (or every request in `hang` mode) is
-read and never answered; in `unavailable` mode every request is answered 503. HTTP/1.1 keep-alive, one thread per connection. Prints "ready" once
+read and never answered, one ending in /slow is answered after 1 s; in `unavailable` mode every request is answered 503. HTTP/1.1 keep-alive, one thread per connection. Prints "ready" once
 listening.
 """
 
@@ -30,6 +30,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if MODE == "hang" or self.path.split("?")[0].endswith("/hang"):
             time.sleep(3600)
             return
+        if self.path.split("?")[0].endswith("/slow"):
+            time.sleep(1)
         status = 503 if MODE == "unavailable" else 200
         if "/status/" in self.path:
             status = int(self.path.rsplit("/status/", 1)[1][:3])

@@ -23,8 +23,6 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::Deps;
 use crate::ctx::RequestCtx;
 use crate::deny::Denial;
-use crate::phases::pool::health::Outcome;
-use crate::phases::retry::RETRIED_ANSWER;
 use crate::phases::watch::Trip;
 
 /// The `ErrorType::Custom` label of a response the body filter cut for a revocation.
@@ -57,9 +55,9 @@ pub fn classify(etype: &ErrorType, source: &ErrorSource, tripped: Option<Trip>) 
     }
 }
 
-/// `error_while_proxy`: the attempt is over (disarm its watch; a pool member that failed
-/// after connecting is recorded); retry only what Pingora would retry, or what the retry phase
-/// set aside, and the watch did not end.
+/// `error_while_proxy`: the attempt is over (disarm its watch); retry only what Pingora would
+/// retry and the watch did not end, then let the retry phase record a pool member's failure (and
+/// perhaps move to another member).
 pub fn while_proxying(session: &Session, mut e: Box<Error>, ctx: &mut RequestCtx, client_reused: bool) -> Box<Error> {
     let tripped = ctx.upstream.as_mut().and_then(|w| {
         w.disarm();
@@ -70,17 +68,7 @@ pub fn while_proxying(session: &Session, mut e: Box<Error>, ctx: &mut RequestCtx
     } else {
         e.retry.decide_reuse(client_reused);
     }
-    if let Some(route) = ctx.forward.as_mut().and_then(|f| f.route.as_mut()) {
-        match e.etype() {
-            // An answer set aside for a retry was recorded, and the route already moved on to
-            // the next member: nothing failed there.
-            ErrorType::Custom(label) if *label == RETRIED_ANSWER => {}
-            // Sent again to the same member (a stale kept-alive connection): a new attempt.
-            _ if e.retry() => route.again(),
-            _ if *e.esource() != ErrorSource::Downstream => route.record(Outcome::Failed),
-            _ => {}
-        }
-    }
+    super::retry::after_proxy_error(session, ctx, &mut e, tripped.is_some());
     e
 }
 

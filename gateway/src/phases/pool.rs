@@ -458,6 +458,11 @@ impl Route {
         self.recorded = false;
     }
 
+    /// Whether the current attempt's member answered.
+    pub fn answered(&self) -> bool {
+        matches!(self.last, Some(Outcome::Answered(_))) && self.recorded
+    }
+
     /// Whether the resource opted in to retrying a 502/503 answer.
     pub fn retries_unavailable(&self) -> bool {
         self.retry.on_unavailable

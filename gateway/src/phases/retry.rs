@@ -4,6 +4,9 @@
 //! (`upstream_peer`, `upstream_request_filter`), which read the new member from the context.
 //!
 //! * A connect failure (`fail_to_connect`) is always retryable: nothing reached the upstream.
+//! * A member that fails after the connection was made and before it answered (reset, closed:
+//!   e.g. killed mid-request; `error_while_proxy`) is retried when the request is idempotent and
+//!   has no body; never after the watch ended it (a timeout: the member may have acted on it).
 //! * A 502/503 answer (`upstream_response_filter`, before anything reaches the client) is
 //!   retried only when the resource opted in (`retry.on_unavailable`) and the request is
 //!   idempotent and has no body.
@@ -52,6 +55,31 @@ pub fn at_response_header(session: &Session, status: u16, ctx: &mut RequestCtx) 
     let mut e = Error::explain(ErrorType::Custom(RETRIED_ANSWER), "retrying on another pool member");
     e.set_retry(true);
     Err(e)
+}
+
+/// `error_while_proxy` (after Pingora's own retry decision): records the member's failure; an
+/// unanswered idempotent body-less request moves to another member.
+pub fn after_proxy_error(session: &Session, ctx: &mut RequestCtx, e: &mut Error, watch_ended: bool) {
+    let Some(fwd) = ctx.forward.as_mut() else { return };
+    let Some(route) = fwd.route.as_mut() else { return };
+    match e.etype() {
+        // Recorded when it was set aside, and the route already moved on to the next member.
+        ErrorType::Custom(label) if *label == RETRIED_ANSWER => return,
+        // Sent again to the same member (a stale kept-alive connection): a new attempt.
+        _ if e.retry() => return route.again(),
+        _ if *e.esource() == pingora::ErrorSource::Downstream => return,
+        _ => {}
+    }
+    let answered = route.answered();
+    route.record(Outcome::Failed); // no-op when the member's answer was recorded
+    if answered || watch_ended || ctx.body_bytes != 0 || !resendable(session.req_header()) || session.response_written().is_some() {
+        return;
+    }
+    if let Some(peer) = route.retry(&fwd.peer) {
+        tracing::info!(request_id = %ctx.request_id, endpoint = route.endpoint(), error = %e, "member failed before answering: retrying on another pool member");
+        fwd.peer = peer;
+        e.set_retry(true);
+    }
 }
 
 /// An idempotent request without a body: sending it again changes nothing.
