@@ -39,13 +39,14 @@ impl Environment {
             .find_map(|l| l.strip_prefix("model name"))
             .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
             .unwrap_or_default();
+        // Only the end is trimmed: a porcelain line starts with a significant space (" M file").
         let git = |args: &[&str]| {
             std::process::Command::new("git")
                 .args(args)
                 .output()
                 .ok()
                 .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
         };
         // Binaries built from a tree with uncommitted changes are not that commit: say which files differ.
         let changed = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| dirty_files(&s)).unwrap_or_default();
