@@ -116,9 +116,18 @@ impl Report {
         }
     }
 
-    /// The file stem: the date, marked when the run was a smoke run.
+    /// The file stem: the date, marked when the run was a smoke run or ran only some scenarios (so a
+    /// partial run never overwrites the day's full report).
     pub(crate) fn stem(&self) -> String {
-        if self.plan.smoke { format!("{}-smoke", self.date) } else { self.date.clone() }
+        let mut stem = self.date.clone();
+        if self.plan.smoke {
+            stem.push_str("-smoke");
+        }
+        if let Some(only) = &self.plan.only {
+            stem.push_str("-only-");
+            stem.push_str(&only.join("-"));
+        }
+        stem
     }
 }
 
