@@ -70,6 +70,9 @@ pub(crate) struct RunArgs {
     /// Revocation trials in S6.
     #[arg(long)]
     revocation_trials: Option<usize>,
+    /// S3 → S7g pairs per mode in S7, alternating (the gateway's CPU ratio is over their means).
+    #[arg(long)]
+    pool_repeats: Option<usize>,
     /// Run only these scenarios (comma-separated ids: S1, S2, S2n, S2j, S3, S4, S5, S6, S7, S7p, S7n,
     /// S7g, drill); every one by default.
     #[arg(long, value_delimiter = ',')]
@@ -95,6 +98,8 @@ pub(crate) struct Plan {
     /// How long S6(b) waits for an open stream to be cut.
     #[serde(serialize_with = "as_secs")]
     pub(crate) cut_wait: Duration,
+    /// S3 → S7g pairs per mode in S7.
+    pub(crate) pool_repeats: usize,
     /// The failover drill.
     pub(crate) drill: DrillPlan,
     /// The scenarios `--only` picked (`None`: all).
@@ -131,6 +136,7 @@ impl Plan {
             sse_events: 1_000,
             revocation_trials: a.revocation_trials.unwrap_or(trials),
             cut_wait: if a.smoke { secs(1.0) } else { secs(3.0) },
+            pool_repeats: a.pool_repeats.unwrap_or(if a.smoke { 1 } else { 3 }).max(1),
             drill,
             only: a.only.clone(),
         })

@@ -5,11 +5,12 @@
 //!
 //! Figures (times from the start of the measured window; see bench/README.md):
 //! - client-visible errors: non-2xx answers and transport failures, before the kill, while the
-//!   endpoint was down (answered in `[kill, restart)`) and after the restart;
+//!   endpoint was down (answered in `[kill, back)`, `back` being when the restarted process was
+//!   listening again) and after it was back;
 //! - p99 over the whole drill and per second (by intended send time);
 //! - time to eject: from the kill to the last client-visible error answered while the endpoint was
 //!   down. No such error: nothing reached the client (retries hid the dead endpoint). Errors until
-//!   less than [`STILL_FAILING`] before the restart: not ejected;
+//!   less than [`STILL_FAILING`] before it was back: not ejected;
 //! - time to recover: from the returned endpoint listening again to the first request it served, both
 //!   read from that endpoint's own clock (its `/__bench/stats`); the restart itself (spawn → listening)
 //!   is shown apart, being the process's start-up, not the proxy's doing.
@@ -36,7 +37,7 @@ use crate::upstream::unix_us;
 
 /// The endpoint the drill kills: the second of the three.
 const VICTIM: usize = 1;
-/// Errors this close to the restart mean the dead endpoint was still being picked.
+/// Errors this close to the endpoint's return mean it was still being picked while dead.
 pub(crate) const STILL_FAILING: Duration = Duration::from_secs(1);
 
 /// The shape of a drill.
@@ -59,14 +60,16 @@ pub(crate) struct Drill {
     /// The pool's failure settings (the gateway's resource; nginx's defaults).
     pub(crate) settings: String,
     pub(crate) killed_endpoint: String,
-    /// When the kill and the restart really happened, seconds from the start of the measured window.
+    /// When the kill and the restart really happened, and when the endpoint was listening again,
+    /// seconds from the start of the measured window.
     pub(crate) killed_at_s: f64,
     pub(crate) restarted_at_s: f64,
+    pub(crate) back_at_s: f64,
     #[serde(flatten)]
     pub(crate) run: RunSummary,
     pub(crate) errors_before_kill: u64,
     pub(crate) errors_while_down: u64,
-    pub(crate) errors_after_restart: u64,
+    pub(crate) errors_after_back: u64,
     pub(crate) eject: Eject,
     /// Restart (spawn) → the endpoint listening again, ms.
     pub(crate) restart_to_listening_ms: Option<f64>,
@@ -85,7 +88,7 @@ pub(crate) enum Eject {
     NoErrors,
     /// The last client-visible error came `ms` after the kill.
     After { ms: f64 },
-    /// Errors went on until the restart: the dead endpoint was never taken out.
+    /// Errors went on until the endpoint was back: it was never taken out.
     NotEjected,
 }
 
@@ -94,7 +97,7 @@ impl std::fmt::Display for Eject {
         match self {
             Self::NoErrors => f.write_str("no client-visible error"),
             Self::After { ms } => write!(f, "{ms:.0} ms"),
-            Self::NotEjected => f.write_str("not ejected (errors until the restart)"),
+            Self::NotEjected => f.write_str("not ejected (errors until it was back)"),
         }
     }
 }
@@ -117,12 +120,12 @@ pub(crate) async fn run(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::R
         restarts += 1;
         let d = drill(sys, plan, through, dir, restarts).await?;
         eprintln!(
-            "bench: drill {} {}: {} errors ({} while down, {} after restart), p99 {:.2} ms, eject: {}, recover: {}",
+            "bench: drill {} {}: {} errors ({} while down, {} once back), p99 {:.2} ms, eject: {}, recover: {}",
             d.scenario,
             d.label,
             d.run.errors,
             d.errors_while_down,
-            d.errors_after_restart,
+            d.errors_after_back,
             d.run.latency.p99_ms,
             d.eject,
             d.recover_ms.map_or("none within the drill".into(), |v| format!("{v:.0} ms")),
@@ -168,7 +171,8 @@ async fn drill(sys: &mut Systems, plan: &Plan, through: Through, dir: &Path, res
     let returned = stats_of(victim.addr).await?;
     let errors = timeline::error_times(&result.samples);
     let count = |from: Duration, to: Duration| errors.iter().filter(|e| **e >= from && **e < to).count() as u64;
-    let restart_to_listening_ms = returned.listening_unix_us.checked_sub(events.spawned_unix_us).map(|us| us as f64 / 1e3);
+    let start_up = returned.listening_unix_us.checked_sub(events.spawned_unix_us).map(Duration::from_micros);
+    let back = events.restarted + start_up.unwrap_or_default();
     let recover_ms = returned.first_served_unix_us.and_then(|f| f.checked_sub(returned.listening_unix_us)).map(|us| us as f64 / 1e3);
     Ok(Drill {
         scenario,
@@ -177,11 +181,12 @@ async fn drill(sys: &mut Systems, plan: &Plan, through: Through, dir: &Path, res
         killed_endpoint: victim.addr.to_string(),
         killed_at_s: events.killed.as_secs_f64(),
         restarted_at_s: events.restarted.as_secs_f64(),
+        back_at_s: back.as_secs_f64(),
         errors_before_kill: count(Duration::ZERO, events.killed),
-        errors_while_down: count(events.killed, events.restarted),
-        errors_after_restart: count(events.restarted, Duration::MAX),
-        eject: eject(&errors, events.killed, events.restarted),
-        restart_to_listening_ms,
+        errors_while_down: count(events.killed, back),
+        errors_after_back: count(back, Duration::MAX),
+        eject: eject(&errors, events.killed, back),
+        restart_to_listening_ms: start_up.map(|d| d.as_secs_f64() * 1e3),
         recover_ms,
         returned_endpoint_served: returned.served,
         seconds: timeline::per_second(&result.samples),
@@ -209,11 +214,12 @@ async fn crash_and_restart(victim: &mut Peer, name: &str, window: Instant, p: &D
     Ok(Events { killed, restarted, spawned_unix_us })
 }
 
-/// The time to eject from the answer times of the failed requests (see the module docs).
-pub(crate) fn eject(errors: &[Duration], killed: Duration, restarted: Duration) -> Eject {
-    match errors.iter().filter(|e| **e >= killed && **e < restarted).max() {
+/// The time to eject from the answer times of the failed requests (see the module docs); `back`:
+/// when the endpoint was listening again.
+pub(crate) fn eject(errors: &[Duration], killed: Duration, back: Duration) -> Eject {
+    match errors.iter().filter(|e| **e >= killed && **e < back).max() {
         None => Eject::NoErrors,
-        Some(last) if restarted.saturating_sub(*last) < STILL_FAILING => Eject::NotEjected,
+        Some(last) if back.saturating_sub(*last) < STILL_FAILING => Eject::NotEjected,
         Some(last) => Eject::After { ms: (*last - killed).as_secs_f64() * 1e3 },
     }
 }

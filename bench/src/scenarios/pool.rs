@@ -1,9 +1,10 @@
 //! S7: three upstream endpoints behind each proxy, at the plan's fixed rates and at saturation:
 //! S7p (Pingora pass-through, round robin), S7n (nginx `upstream` block), S7g (the gateway, a resource
 //! whose endpoints are the three, weights 1/1/1, round robin), and S3 (the gateway, one fixed upstream)
-//! right before S7g in each mode, so the gateway's CPU per request with a pool and with one fixed
-//! upstream are measured back to back. Each endpoint counts what it served, so every pool run also
-//! shows how the requests were split.
+//! alternating with S7g in each mode (`--pool-repeats` pairs), so the gateway's CPU per request with a
+//! pool and with one fixed upstream are measured back to back, and a neighbour's burst on a shared
+//! machine shows as a spread between pairs rather than as the ratio. Each endpoint counts what it
+//! served, so every pool run also shows how the requests were split.
 
 use serde::Serialize;
 
@@ -42,24 +43,25 @@ pub(crate) struct PoolRecord {
     pub(crate) weights_followed: Option<bool>,
 }
 
-/// Gateway CPU seconds per 1,000 requests with the pool (S7g) and with one fixed upstream (S3).
-#[derive(Debug, Serialize)]
+/// Gateway CPU seconds per 1,000 requests with the pool (S7g) and with one fixed upstream (S3), each
+/// the mean over the alternating repeats of one mode.
+#[derive(Debug, PartialEq, Serialize)]
 pub(crate) struct CpuRatio {
     pub(crate) mode: Mode,
     pub(crate) fixed_s_per_1k: f64,
     pub(crate) pool_s_per_1k: f64,
     /// `pool / fixed`; the goal is ≤ 1.05.
     pub(crate) ratio: f64,
+    /// Each S3 → S7g pair's own ratio (their spread is the measurement's noise).
+    pub(crate) pairs: Vec<f64>,
 }
 
-/// The S7 targets, in the order each mode runs them.
-const TARGETS: [Target; 4] = [Target::PoolPingora, Target::PoolNginx, Target::Gateway, Target::PoolGateway];
-
-/// Runs S7 (the selected parts of it); `None` when nothing of it is selected.
+/// Runs S7 (the selected parts of it); `None` when nothing of it is selected. Per mode: S7p, S7n,
+/// then S3 and S7g alternating `plan.pool_repeats` times (S3 goes with S7g: it is its reference).
 pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Option<Pool>> {
-    // S3 runs here as S7g's reference, so it goes with S7g.
-    let selected = |t: Target| plan.selects(if t == Target::Gateway { Target::PoolGateway.id() } else { t.id() });
-    if !TARGETS.iter().any(|t| selected(*t)) {
+    let gateway = plan.selects(Target::PoolGateway.id());
+    let proxies: Vec<Target> = [Target::PoolPingora, Target::PoolNginx].into_iter().filter(|t| plan.selects(t.id())).collect();
+    if proxies.is_empty() && !gateway {
         return Ok(None);
     }
     eprintln!("bench: S7 pool of three endpoints");
@@ -67,8 +69,10 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Option<Poo
     let mut records = Vec::new();
     let mut cpu_ratios = Vec::new();
     for mode in plan.modes() {
-        let mut fixed_cpu = None;
-        for target in TARGETS.into_iter().filter(|t| selected(*t)) {
+        let pairs = if gateway { plan.pool_repeats } else { 0 };
+        let order = proxies.iter().copied().chain((0..pairs).flat_map(|_| [Target::Gateway, Target::PoolGateway]));
+        let (mut fixed, mut pool) = (Vec::new(), Vec::new());
+        for target in order {
             let before = endpoint_stats(sys).await?;
             let Some((rate, _)) = rate::measure(sys, plan, target, mode, &minters).await? else { continue };
             let counted = target != Target::Gateway;
@@ -79,20 +83,30 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Option<Poo
             }
             let gateway_cpu = rate.cpu_s_per_1k.get("gateway").copied();
             match target {
-                Target::Gateway => fixed_cpu = gateway_cpu,
-                Target::PoolGateway => {
-                    if let (Some(fixed), Some(pool)) = (fixed_cpu, gateway_cpu)
-                        && fixed > 0.0
-                    {
-                        cpu_ratios.push(CpuRatio { mode, fixed_s_per_1k: fixed, pool_s_per_1k: pool, ratio: pool / fixed });
-                    }
-                }
+                Target::Gateway => fixed.extend(gateway_cpu),
+                Target::PoolGateway => pool.extend(gateway_cpu),
                 _ => {}
             }
             records.push(PoolRecord { rate, endpoint_requests, weights_followed });
         }
+        cpu_ratios.extend(CpuRatio::of(mode, &fixed, &pool));
     }
     Ok(Some(Pool { endpoints: sys.pool.iter().map(|p| p.addr.to_string()).collect(), weights: WEIGHTS.to_vec(), records, cpu_ratios }))
+}
+
+impl CpuRatio {
+    /// The ratio of the means of alternating S3 (`fixed`) and S7g (`pool`) runs, and each pair's own.
+    fn of(mode: Mode, fixed: &[f64], pool: &[f64]) -> Option<Self> {
+        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let (f, p) = (mean(fixed)?, mean(pool)?);
+        (f > 0.0).then(|| Self {
+            mode,
+            fixed_s_per_1k: f,
+            pool_s_per_1k: p,
+            ratio: p / f,
+            pairs: fixed.iter().zip(pool).filter(|(f, _)| **f > 0.0).map(|(f, p)| p / f).collect(),
+        })
+    }
 }
 
 /// Each pool endpoint's [`Stats`], in pool order.
@@ -145,6 +159,16 @@ mod tests {
         assert_eq!(weights_followed(&[500, 340, 160], &[3, 2, 1]), Some(true));
         assert_eq!(weights_followed(&[600, 300, 100], &[3, 2, 1]), Some(false));
         assert_eq!(weights_followed(&[5, 5, 5], &WEIGHTS), None, "too few requests to say");
+    }
+
+    #[test]
+    fn the_cpu_ratio_is_of_the_means_and_keeps_each_pair() {
+        let r = CpuRatio::of(Mode::Saturation, &[0.30, 0.34], &[0.33, 0.34]).unwrap();
+        assert!((r.ratio - 0.335 / 0.32).abs() < 1e-12);
+        assert_eq!(r.pairs.len(), 2);
+        assert!((r.pairs[0] - 1.1).abs() < 1e-12 && (r.pairs[1] - 1.0).abs() < 1e-12);
+        assert_eq!(CpuRatio::of(Mode::Saturation, &[], &[0.3]), None, "no S3 run: no ratio");
+        assert_eq!(CpuRatio::of(Mode::Saturation, &[0.0], &[0.3]), None, "no CPU seen: no ratio");
     }
 
     #[test]
