@@ -30,7 +30,7 @@ use crate::load::{self, Mode, RunSpec, RunSummary};
 use crate::peers;
 use crate::run::Plan;
 use crate::scenarios::pool::stats_of;
-use crate::scenarios::rate::{PATH, premint_pool};
+use crate::scenarios::rate::{PATH, Target, premint_pool};
 use crate::scenarios::{Peer, Systems};
 use crate::stack::mint::Minter;
 use crate::upstream::unix_us;
@@ -144,7 +144,7 @@ async fn drill(sys: &mut Systems, plan: &Plan, through: Through, dir: &Path, res
         duration: p.duration,
         timeline: true,
     };
-    let (scenario, label, settings, workload) = match through {
+    let (target, settings, workload) = match through {
         Through::Gateway => {
             let d = &sys.demo;
             let session = Minter::session(sys.caracal.cp, d).mint(&mut Conn::new(sys.caracal.cp)).await?;
@@ -153,15 +153,22 @@ async fn drill(sys: &mut Systems, plan: &Plan, through: Through, dir: &Path, res
             let (pool, _) = premint_pool(&minter, n).await?;
             let resource = Some(HeaderValue::from_str(&d.drill_resource)?);
             let w = Workload { target: sys.caracal.gw, path: PATH.to_owned(), resource, auth: Auth::Consume(pool) };
-            ("S7g", "caracal-gateway, pool of 3", d.drill_settings.note.clone(), w)
+            (Target::PoolGateway, d.drill_settings.note.clone(), w)
         }
         Through::Nginx => {
             let addr = sys.nginx_pool.as_ref().map(|n| n.addr).expect("checked by the caller");
             let settings = "nginx defaults: max_fails=1 fail_timeout=10s, proxy_next_upstream error timeout".to_owned();
-            ("S7n", "nginx upstream block, 3 servers", settings, Workload::plain(addr, PATH))
+            (Target::PoolNginx, settings, Workload::plain(addr, PATH))
         }
     };
-    eprintln!("bench: drill {scenario} at {} req/s for {:?}: kill at {:?}, restart at {:?}", p.rate, p.duration, p.kill_at, p.restart_at);
+    eprintln!(
+        "bench: drill {} at {} req/s for {:?}: kill at {:?}, restart at {:?}",
+        target.id(),
+        p.rate,
+        p.duration,
+        p.kill_at,
+        p.restart_at
+    );
     let t0 = Instant::now() + Duration::from_millis(20);
     let window = t0 + plan.warmup;
     let victim = &mut sys.pool[VICTIM];
@@ -175,8 +182,8 @@ async fn drill(sys: &mut Systems, plan: &Plan, through: Through, dir: &Path, res
     let back = events.restarted + start_up.unwrap_or_default();
     let recover_ms = returned.first_served_unix_us.and_then(|f| f.checked_sub(returned.listening_unix_us)).map(|us| us as f64 / 1e3);
     Ok(Drill {
-        scenario,
-        label,
+        scenario: target.id(),
+        label: target.label(),
         settings,
         killed_endpoint: victim.addr.to_string(),
         killed_at_s: events.killed.as_secs_f64(),
