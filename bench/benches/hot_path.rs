@@ -8,16 +8,25 @@
 //! - `headers/upstream_request`: request hygiene and credential injection toward the upstream.
 //! - `policy/evaluate_allow`: one `caracal_sts::policy::evaluate` of the bench's allow policy on
 //!   the STS's input shape (conversion in and out included).
+//! - `upstream/single_resolve` vs `upstream/pool_peer_3`: the gateway's choice of peer for one fixed
+//!   upstream (`upstream::resolve`) and for a pool of three (`Pools::peer`: cached pool, round robin,
+//!   in-flight hold), and `directive/parse_{single,pool_3}`: the directive's JSON without and with the
+//!   three endpoints. Their differences are the pool's own cost per request, next to S7's CPU ratio.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use caracal_gateway::phases::auth::{check_claims, peek};
+use caracal_gateway::phases::egress::{Egress, SystemResolver};
 use caracal_gateway::phases::headers::{Outbound, upstream_request};
-use caracal_gateway::phases::upstream::{Credential, SafePeer};
+use caracal_gateway::phases::pool::{Pools, RequestKey};
+use caracal_gateway::phases::upstream::{self, Credential, SafePeer};
 use caracal_shared::Claims;
+use caracal_shared::exchange::UpstreamDirective;
 use caracal_shared::jws::{Compact, SigningKey};
 use caracal_shared::mandate::{SubType, Use};
+use caracal_shared::pool::Endpoint;
 use caracal_shared::revocation::{RevocationView, Revoked};
 use caracal_sts::revoked::RevokedRoots;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -189,5 +198,38 @@ fn policy(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, token, revocation, headers, policy);
+fn upstream_choice(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // Private addresses allowed, as in the bench; IP literals, so no name is resolved.
+    let egress = Egress::new(true, vec![], Arc::new(SystemResolver), Duration::from_secs(300));
+    let urls = ["http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"];
+    let single = UpstreamDirective { url: urls[0].into(), auth_mode: "none".into(), ..Default::default() };
+    let pooled = UpstreamDirective {
+        endpoints: urls.iter().map(|u| Endpoint { url: (*u).into(), weight: 1, drain: false }).collect(),
+        ..single.clone()
+    };
+    let pools = Pools::new(Duration::from_secs(300));
+    let refused = prometheus::IntCounter::new("refused", "pool members refused").expect("counter");
+    let headers = http::HeaderMap::new();
+    let key = RequestKey { headers: &headers, path: "/v1/items/42", sid: "s1", request_id: "0190f3a1-rid" };
+    let mut g = c.benchmark_group("upstream");
+    g.bench_function("single_resolve", |b| b.iter(|| rt.block_on(upstream::resolve(black_box(&single), &egress)).expect("resolves")));
+    // The gateway takes the endpoint set out of the directive it just parsed: a fresh copy per call.
+    g.bench_function("pool_peer_3", |b| {
+        b.iter_batched(
+            || pooled.clone(),
+            |mut d| rt.block_on(pools.peer(&mut d, &key, &egress, &refused)).expect("picks"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    let single_json = serde_json::to_string(&single).expect("serializes");
+    let pooled_json = serde_json::to_string(&pooled).expect("serializes");
+    let mut g = c.benchmark_group("directive");
+    g.bench_function("parse_single", |b| b.iter(|| serde_json::from_str::<UpstreamDirective>(black_box(&single_json)).expect("parses")));
+    g.bench_function("parse_pool_3", |b| b.iter(|| serde_json::from_str::<UpstreamDirective>(black_box(&pooled_json)).expect("parses")));
+    g.finish();
+}
+
+criterion_group!(hot_path, token, revocation, headers, policy, upstream_choice);
 criterion_main!(hot_path);

@@ -8,6 +8,7 @@
 //! generator's error, not the system's.
 
 mod schedule;
+pub(crate) mod timeline;
 pub(crate) mod workload;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub(crate) struct RunSpec {
     pub(crate) warmup: Duration,
     /// The measured window.
     pub(crate) duration: Duration,
+    /// Keep every measured request's [`timeline::Sample`] (fixed rate only; the failover drill).
+    pub(crate) timeline: bool,
 }
 
 /// What a run measured.
@@ -59,6 +62,8 @@ pub(crate) struct RunResult {
     /// The measured window as it really was (saturation stops early when a mandate pool runs dry).
     pub(crate) window: Duration,
     pub(crate) exhausted: bool,
+    /// Every measured request, when the spec asked for a timeline.
+    pub(crate) samples: Vec<timeline::Sample>,
 }
 
 /// The summary a report keeps of a run.
@@ -118,6 +123,7 @@ impl RunResult {
             unsent: 0,
             window: Duration::ZERO,
             exhausted: false,
+            samples: Vec::new(),
         }
     }
 
@@ -141,13 +147,19 @@ impl RunResult {
         self.transport_errors += other.transport_errors;
         self.unsent += other.unsent;
         self.exhausted |= other.exhausted;
+        self.samples.extend(other.samples);
     }
 }
 
 /// Runs `workload` as `spec` says.
 pub(crate) async fn run(workload: Arc<Workload>, spec: RunSpec) -> RunResult {
     // Workers start a little later than now, so the first intended times are not already past.
-    let t0 = Instant::now() + Duration::from_millis(20);
+    run_at(workload, spec, Instant::now() + Duration::from_millis(20)).await
+}
+
+/// Runs `workload` as `spec` says, the schedule starting at `t0` (the measured window at
+/// `t0 + spec.warmup`), so a caller can act at known points of the window (the failover drill).
+pub(crate) async fn run_at(workload: Arc<Workload>, spec: RunSpec, t0: Instant) -> RunResult {
     let stop = Arc::new(AtomicBool::new(false));
     let exhausted_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let mut tasks = Vec::with_capacity(spec.connections);
@@ -215,6 +227,15 @@ async fn fixed_worker(w: &Workload, conn: usize, rate: f64, spec: RunSpec, t0: I
         last_done = done;
         if offset >= spec.warmup {
             out.note(outcome, done - start);
+            if spec.timeline {
+                let window = t0 + spec.warmup;
+                out.samples.push(timeline::Sample {
+                    intended: offset - spec.warmup,
+                    answered: done.saturating_duration_since(window),
+                    latency: done - start,
+                    failed: outcome != Outcome::Ok,
+                });
+            }
         }
     }
     (out, last_done)
@@ -261,7 +282,7 @@ pub(crate) async fn adhoc(url: &str, rate: Option<f64>, duration: Duration, conn
         tokio::net::lookup_host(authority.as_str()).await?.next().ok_or_else(|| anyhow::anyhow!("{url}: host does not resolve"))?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mode = rate.map_or(Mode::Saturation, |rate| Mode::Fixed { rate });
-    let spec = RunSpec { mode, connections, warmup: Duration::from_millis(500), duration };
+    let spec = RunSpec { mode, connections, warmup: Duration::from_millis(500), duration, timeline: false };
     let result = run(Arc::new(Workload::plain(addr, path)), spec).await;
     println!("{}", serde_json::to_string_pretty(&result.summarize(&spec))?);
     Ok(())

@@ -4,7 +4,8 @@
 //!   standard scenarios side by side on loopback and writes `<out>/<date>.{md,json,svg}` (see
 //!   `bench/README.md`; `bench/run.sh` prepares Postgres, Redis, nginx and Envoy and calls it).
 //! - `caracal-bench upstream ADDR`: the bench upstream (small JSON, `/bytes/N`, `/sse`).
-//! - `caracal-bench proxy LISTEN UPSTREAM`: the plain Pingora pass-through baseline.
+//! - `caracal-bench proxy LISTEN UPSTREAM...`: the plain Pingora pass-through baseline (several
+//!   upstreams: round robin).
 //! - `caracal-bench load URL ...`: one ad-hoc load run against any URL.
 //! - `caracal-bench echo [ADDR]` (default `127.0.0.1:9000`): the demo echo upstream of the local
 //!   stack; answers every request with a JSON echo of its method, path, query and headers.
@@ -44,8 +45,12 @@ enum Command {
     },
     /// The bench upstream: small JSON on any path, `/bytes/N`, `/sse?n=&interval_ms=`.
     Upstream { addr: SocketAddr },
-    /// The plain Pingora pass-through (no auth), two worker threads.
-    Proxy { listen: SocketAddr, upstream: SocketAddr },
+    /// The plain Pingora pass-through (no auth), two worker threads; several upstreams: round robin.
+    Proxy {
+        listen: SocketAddr,
+        #[arg(required = true)]
+        upstreams: Vec<SocketAddr>,
+    },
     /// Runs every scenario and writes the report.
     Run(Box<run::RunArgs>),
     /// One load run against a URL (fixed rate when `--rate` is given, else saturation).
@@ -65,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Echo { addr } => runtime(2)?.block_on(echo::serve(addr)),
         Command::Upstream { addr } => runtime(2)?.block_on(upstream::serve(addr)),
         // Pingora owns its runtimes and signal handling; it must not run inside ours.
-        Command::Proxy { listen, upstream } => proxy::run(listen, upstream),
+        Command::Proxy { listen, upstreams } => proxy::run(listen, upstreams),
         Command::Run(args) => runtime(2)?.block_on(run::run(*args)),
         Command::Load { url, rate, duration, connections } => {
             runtime(2)?.block_on(load::adhoc(&url, rate, Duration::from_secs_f64(duration), connections))

@@ -1,5 +1,6 @@
-//! The baselines the gateway is measured against, each started as a child fronting the bench upstream:
-//! the plain Pingora pass-through (ours), nginx and Envoy with `jwt_authn`.
+//! The baselines the gateway is measured against, each started as a child fronting the bench upstream
+//! (or, for the pool scenario S7, the three pool endpoints): the plain Pingora pass-through (ours),
+//! nginx and Envoy with `jwt_authn`.
 
 pub(crate) mod envoy;
 pub(crate) mod nginx;
@@ -10,21 +11,21 @@ use std::time::Duration;
 
 use crate::procs::{Child, Spawn};
 
-/// `caracal-bench proxy LISTEN UPSTREAM` from this very binary.
-pub(crate) async fn start_pingora(listen: SocketAddr, upstream: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
+/// `caracal-bench proxy LISTEN UPSTREAM...` from this very binary, as `name`.
+pub(crate) async fn start_pingora(name: &str, listen: SocketAddr, upstreams: &[SocketAddr], dir: &Path) -> anyhow::Result<Child> {
     let me = std::env::current_exe()?;
-    let args = ["proxy".to_owned(), listen.to_string(), upstream.to_string()];
-    let mut child = Child::spawn(Spawn { name: "pingora-proxy", program: &me, args: &args, env: &[], dir })?;
+    let args: Vec<String> = ["proxy".to_owned(), listen.to_string()].into_iter().chain(upstreams.iter().map(ToString::to_string)).collect();
+    let mut child = Child::spawn(Spawn { name, program: &me, args: &args, env: &[], dir })?;
     child.wait_ready(listen, "/", &[], Duration::from_secs(30)).await?;
     Ok(child)
 }
 
-/// `caracal-bench upstream ADDR` from this very binary.
-pub(crate) async fn start_upstream(addr: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
+/// `caracal-bench upstream ADDR` from this very binary, as `name`; ready when it answers its stats.
+pub(crate) async fn start_upstream(name: &str, addr: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
     let me = std::env::current_exe()?;
     let args = ["upstream".to_owned(), addr.to_string()];
-    let mut child = Child::spawn(Spawn { name: "upstream", program: &me, args: &args, env: &[], dir })?;
-    child.wait_ready(addr, "/", &[], Duration::from_secs(30)).await?;
+    let mut child = Child::spawn(Spawn { name, program: &me, args: &args, env: &[], dir })?;
+    child.wait_ready(addr, crate::upstream::STATS_PATH, &[], Duration::from_secs(30)).await?;
     Ok(child)
 }
 

@@ -111,6 +111,14 @@ impl Child {
         self.peak_rss_kib
     }
 
+    /// SIGKILL, then reaps the process (the failover drill's crash); a no-op once stopped.
+    pub(crate) fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        self.sample_rss();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// SIGINT (an immediate stop for Pingora, nginx and the Caracal binaries), then SIGKILL after 5 s.
     pub(crate) fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };

@@ -39,13 +39,14 @@ impl Environment {
             .find_map(|l| l.strip_prefix("model name"))
             .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
             .unwrap_or_default();
+        // Only the end is trimmed: a porcelain line starts with a significant space (" M file").
         let git = |args: &[&str]| {
             std::process::Command::new("git")
                 .args(args)
                 .output()
                 .ok()
                 .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
         };
         // Binaries built from a tree with uncommitted changes are not that commit: say which files differ.
         let changed = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| dirty_files(&s)).unwrap_or_default();
@@ -115,9 +116,18 @@ impl Report {
         }
     }
 
-    /// The file stem: the date, marked when the run was a smoke run.
+    /// The file stem: the date, marked when the run was a smoke run or ran only some scenarios (so a
+    /// partial run never overwrites the day's full report).
     pub(crate) fn stem(&self) -> String {
-        if self.plan.smoke { format!("{}-smoke", self.date) } else { self.date.clone() }
+        let mut stem = self.date.clone();
+        if self.plan.smoke {
+            stem.push_str("-smoke");
+        }
+        if let Some(only) = &self.plan.only {
+            stem.push_str("-only-");
+            stem.push_str(&only.join("-"));
+        }
+        stem
     }
 }
 

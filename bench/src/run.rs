@@ -7,11 +7,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::load::Mode;
 use crate::peers::{self, envoy};
 use crate::procs::Child;
 use crate::report::{self, Environment, Report};
+use crate::scenarios::drill::DrillPlan;
 use crate::scenarios::{self, Peer, Systems};
 use crate::stack::{Caracal, StackConfig};
+
+/// The ids `--only` takes: S1–S7 by id (`S7` is S7p, S7n and S7g; S7g brings its S3 reference), and
+/// `drill` for the failover drill.
+pub(crate) const SCENARIOS: [&str; 13] = ["S1", "S2", "S2n", "S2j", "S3", "S4", "S5", "S6", "S7", "S7p", "S7n", "S7g", "drill"];
 
 /// Options of `caracal-bench run`; unset sizes take the full or `--smoke` preset.
 #[derive(Args, Debug)]
@@ -64,6 +70,13 @@ pub(crate) struct RunArgs {
     /// Revocation trials in S6.
     #[arg(long)]
     revocation_trials: Option<usize>,
+    /// S3 → S7g pairs per mode in S7, alternating (the gateway's CPU ratio is over their means).
+    #[arg(long)]
+    pool_repeats: Option<usize>,
+    /// Run only these scenarios (comma-separated ids: S1, S2, S2n, S2j, S3, S4, S5, S6, S7, S7p, S7n,
+    /// S7g, drill); every one by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
 }
 
 /// The sizes of one run.
@@ -85,15 +98,32 @@ pub(crate) struct Plan {
     /// How long S6(b) waits for an open stream to be cut.
     #[serde(serialize_with = "as_secs")]
     pub(crate) cut_wait: Duration,
+    /// S3 → S7g pairs per mode in S7.
+    pub(crate) pool_repeats: usize,
+    /// The failover drill.
+    pub(crate) drill: DrillPlan,
+    /// The scenarios `--only` picked (`None`: all).
+    pub(crate) only: Option<Vec<String>>,
 }
 
 impl Plan {
-    fn from_args(a: &RunArgs) -> Self {
+    fn from_args(a: &RunArgs) -> anyhow::Result<Self> {
         // Smoke: rates a debug build keeps up with, one-second windows; the point is that every path works.
         let (rates, duration, warmup, pool, repeats, trials) =
             if a.smoke { (vec![200.0, 400.0], 1.0, 0.25, 1_500, 1, 20) } else { (vec![500.0, 1_000.0], 10.0, 2.0, 80_000, 5, 200) };
         let secs = Duration::from_secs_f64;
-        Self {
+        // The drill: the 1,000 req/s for 20 s, kill at 5 s, restart at 12 s; smoke: a short one.
+        let drill = if a.smoke {
+            DrillPlan { rate: 200.0, duration: secs(4.0), kill_at: secs(1.0), restart_at: secs(2.5) }
+        } else {
+            DrillPlan { rate: 1_000.0, duration: secs(20.0), kill_at: secs(5.0), restart_at: secs(12.0) }
+        };
+        if let Some(only) = &a.only
+            && let Some(bad) = only.iter().find(|id| !SCENARIOS.iter().any(|s| s.eq_ignore_ascii_case(id)))
+        {
+            anyhow::bail!("--only: unknown scenario {bad:?} (known: {})", SCENARIOS.join(", "));
+        }
+        Ok(Self {
             smoke: a.smoke,
             rates: a.rates.clone().unwrap_or(rates),
             duration: secs(a.duration.unwrap_or(duration)),
@@ -106,14 +136,29 @@ impl Plan {
             sse_events: 1_000,
             revocation_trials: a.revocation_trials.unwrap_or(trials),
             cut_wait: if a.smoke { secs(1.0) } else { secs(3.0) },
-        }
+            pool_repeats: a.pool_repeats.unwrap_or(if a.smoke { 1 } else { 3 }).max(1),
+            drill,
+            only: a.only.clone(),
+        })
+    }
+
+    /// Whether scenario `id` runs (`S7` selects S7p, S7n and S7g).
+    pub(crate) fn selects(&self, id: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o.eq_ignore_ascii_case(id) || (o.eq_ignore_ascii_case("S7") && id.starts_with("S7"))))
+    }
+
+    /// The modes of S1–S4 and S7: each fixed rate, then saturation.
+    pub(crate) fn modes(&self) -> impl Iterator<Item = Mode> + Clone + '_ {
+        self.rates.iter().map(|&rate| Mode::Fixed { rate }).chain([Mode::Saturation])
     }
 }
 
 /// Runs everything and writes the report.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plan = Plan::from_args(&args);
+    let plan = Plan::from_args(&args)?;
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().context("binary has a directory")?.to_path_buf(),
@@ -124,18 +169,35 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     eprintln!("bench: starting the systems under test (logs in {})", dir.display());
     let upstream_addr = free_addr()?;
-    let upstream = Peer { child: peers::start_upstream(upstream_addr, &dir).await?, addr: upstream_addr };
+    let upstream = Peer { child: peers::start_upstream("upstream", upstream_addr, &dir).await?, addr: upstream_addr };
     let addr = free_addr()?;
-    let pingora = Peer { child: peers::start_pingora(addr, upstream_addr, &dir).await?, addr };
-    let nginx = match args.nginx.clone().or_else(|| find_program("nginx", &["/usr/sbin/nginx"])) {
+    let pingora = Peer { child: peers::start_pingora("pingora-proxy", addr, &[upstream_addr], &dir).await?, addr };
+    let mut pool = Vec::new();
+    for i in 1..=3 {
+        let addr = free_addr()?;
+        pool.push(Peer { child: peers::start_upstream(&format!("pool-{i}"), addr, &dir).await?, addr });
+    }
+    let pool_addrs: Vec<SocketAddr> = pool.iter().map(|p| p.addr).collect();
+    let addr = free_addr()?;
+    let pingora_pool = Peer { child: peers::start_pingora("pingora-pool", addr, &pool_addrs, &dir).await?, addr };
+    let nginx_bin = args.nginx.clone().or_else(|| find_program("nginx", &["/usr/sbin/nginx"]));
+    let nginx = match &nginx_bin {
         Some(bin) => {
             let addr = free_addr()?;
-            Some((Peer { child: peers::nginx::start(&bin, addr, upstream_addr, &dir).await?, addr }, peers::version_line(&bin, "-v")))
+            let child = peers::nginx::start(bin, "nginx", addr, &[upstream_addr], &dir).await?;
+            Some((Peer { child, addr }, peers::version_line(bin, "-v")))
         }
         None => {
-            skipped.push("S2n nginx: no nginx binary (bench/run.sh installs Debian's)".to_owned());
+            skipped.push("S2n, S7n and nginx's drill: no nginx binary (bench/run.sh installs Debian's)".to_owned());
             None
         }
+    };
+    let nginx_pool = match &nginx_bin {
+        Some(bin) => {
+            let addr = free_addr()?;
+            Some(Peer { child: peers::nginx::start(bin, "nginx-pool", addr, &pool_addrs, &dir).await?, addr })
+        }
+        None => None,
     };
     let envoy = match args.envoy.clone().filter(|p| p.exists()) {
         Some(bin) => {
@@ -160,12 +222,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         gw: free_addr()?,
     };
     let caracal = Caracal::start(&cfg).await?;
-    let demo = caracal.seed(upstream_addr).await?;
-    caracal.check_governed(&demo).await?;
+    let demo = caracal.seed(upstream_addr, &pool_addrs).await?;
+    for resource in [&demo.resource, &demo.pool_resource, &demo.drill_resource] {
+        caracal.check_governed(&demo, resource).await?;
+    }
     let env = Environment::detect(nginx.as_ref().and_then(|(_, v)| v.clone()), envoy.as_ref().and_then(|(_, _, v)| v.clone()), &bin_dir);
-    let mut sys = Systems { upstream, pingora, nginx: nginx.map(|(c, _)| c), envoy: envoy.map(|(c, t, _)| (c, t)), caracal, demo };
+    let mut sys = Systems {
+        upstream,
+        pingora,
+        nginx: nginx.map(|(c, _)| c),
+        envoy: envoy.map(|(c, t, _)| (c, t)),
+        caracal,
+        demo,
+        pool,
+        pingora_pool,
+        nginx_pool,
+    };
 
-    let results = scenarios::run_all(&mut sys, &plan).await?;
+    let results = scenarios::run_all(&mut sys, &plan, &dir).await?;
     let rss = sys.peak_rss();
     sys.stop();
     let report = Report::build(env, plan, results, rss, skipped, started.elapsed());
@@ -178,7 +252,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Durations in the JSON report are seconds.
-fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
@@ -199,6 +273,9 @@ impl Systems {
         let mut v = vec![&mut c.gateway, &mut c.control_plane, &mut c.control_plane_2, &mut self.upstream.child, &mut self.pingora.child];
         v.extend(self.nginx.as_mut().map(|p| &mut p.child));
         v.extend(self.envoy.as_mut().map(|(p, _)| &mut p.child));
+        v.extend(self.pool.iter_mut().map(|p| &mut p.child));
+        v.push(&mut self.pingora_pool.child);
+        v.extend(self.nginx_pool.as_mut().map(|p| &mut p.child));
         v
     }
 
@@ -210,5 +287,45 @@ impl Systems {
         for c in self.children_mut() {
             c.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(only: Option<&[&str]>) -> anyhow::Result<Plan> {
+        let mut args = vec!["run", "--smoke", "--database-url", "postgres://x", "--redis-url", "redis://x"];
+        let joined = only.map(|o| o.join(","));
+        if let Some(j) = &joined {
+            args.extend(["--only", j]);
+        }
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        use clap::Parser as _;
+        Plan::from_args(&Cli::try_parse_from(args)?.run)
+    }
+
+    #[test]
+    fn only_picks_scenarios_and_s7_takes_its_parts() {
+        let all = plan(None).unwrap();
+        assert!(SCENARIOS.iter().all(|s| all.selects(s)));
+        let some = plan(Some(&["S7", "s3", "drill"])).unwrap();
+        assert!(some.selects("S7p") && some.selects("S7n") && some.selects("S7g") && some.selects("S3") && some.selects("drill"));
+        assert!(!some.selects("S1") && !some.selects("S5") && !some.selects("S2n"));
+        let one = plan(Some(&["S7g"])).unwrap();
+        assert!(one.selects("S7g") && !one.selects("S7p"));
+        assert!(plan(Some(&["S9"])).unwrap_err().to_string().contains("unknown scenario"));
+    }
+
+    #[test]
+    fn smoke_drill_is_short_and_ordered() {
+        let p = plan(None).unwrap();
+        assert!(p.drill.kill_at < p.drill.restart_at && p.drill.restart_at < p.drill.duration);
+        assert!(p.drill.duration <= Duration::from_secs(5));
+        assert_eq!(p.modes().count(), 3, "two fixed rates, then saturation");
     }
 }

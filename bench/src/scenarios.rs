@@ -3,13 +3,20 @@
 //! S1–S4 ([`rate`]): fixed-rate runs at each planned rate, then a saturation run, per target.
 //! S5 ([`streaming`]): a 64 MiB download and a 1,000-event SSE stream, gateway vs plain proxies.
 //! S6 ([`revocation`]): revoke → first denied request, and whether an open stream is cut.
+//! S7 ([`pool`]): three upstream endpoints behind Pingora, nginx and the gateway.
+//! The failover drill ([`drill`]): one of the three killed and restarted under load.
+//!
+//! `--only` picks scenarios by id (see [`crate::run::SCENARIOS`]).
 
+pub(crate) mod drill;
+pub(crate) mod pool;
 pub(crate) mod rate;
 pub(crate) mod revocation;
 pub(crate) mod streaming;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -35,25 +42,44 @@ pub(crate) struct Systems {
     pub(crate) envoy: Option<(Peer, Vec<String>)>,
     pub(crate) caracal: Caracal,
     pub(crate) demo: Demo,
+    /// S7's three upstream endpoints (`pool-1`..`pool-3`).
+    pub(crate) pool: Vec<Peer>,
+    /// The Pingora pass-through round-robining over the pool (S7p).
+    pub(crate) pingora_pool: Peer,
+    /// nginx with the pool in its `upstream` block (S7n).
+    pub(crate) nginx_pool: Option<Peer>,
 }
 
-/// Everything the scenarios measured.
+/// Everything the scenarios measured; `None` (or empty) where a scenario was not selected.
 #[derive(Debug, Serialize)]
 pub(crate) struct Results {
     pub(crate) rate: Vec<rate::RateRecord>,
     pub(crate) premint: Vec<rate::Premint>,
-    pub(crate) streaming: streaming::Streaming,
-    pub(crate) revocation: revocation::Revocation,
+    pub(crate) streaming: Option<streaming::Streaming>,
+    pub(crate) revocation: Option<revocation::Revocation>,
+    pub(crate) pool: Option<pool::Pool>,
+    pub(crate) drills: Vec<drill::Drill>,
 }
 
-/// Runs S1–S6.
-pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan) -> anyhow::Result<Results> {
+/// Runs the selected scenarios: S1–S4, S5, S6, S7, then the failover drill (which kills and restarts
+/// a pool endpoint, so it goes last). `dir` holds the children's logs.
+pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::Result<Results> {
     let (rate, premint) = rate::run(sys, plan).await?;
-    eprintln!("bench: S5 streaming");
-    let streaming = streaming::run(sys, plan).await?;
-    eprintln!("bench: S6 revocation");
-    let revocation = revocation::run(sys, plan).await?;
-    Ok(Results { rate, premint, streaming, revocation })
+    let streaming = if plan.selects("S5") {
+        eprintln!("bench: S5 streaming");
+        Some(streaming::run(sys, plan).await?)
+    } else {
+        None
+    };
+    let revocation = if plan.selects("S6") {
+        eprintln!("bench: S6 revocation");
+        Some(revocation::run(sys, plan).await?)
+    } else {
+        None
+    };
+    let pool = pool::run(sys, plan).await?;
+    let drills = if plan.selects("drill") { drill::run(sys, plan, dir).await? } else { Vec::new() };
+    Ok(Results { rate, premint, streaming, revocation, pool, drills })
 }
 
 /// CPU time of each process (and of the load generator itself) at one instant.
@@ -66,6 +92,9 @@ impl Systems {
         let mut v = vec![&c.gateway, &c.control_plane, &c.control_plane_2, &self.upstream.child, &self.pingora.child];
         v.extend(self.nginx.as_ref().map(|p| &p.child));
         v.extend(self.envoy.as_ref().map(|(p, _)| &p.child));
+        v.extend(self.pool.iter().map(|p| &p.child));
+        v.push(&self.pingora_pool.child);
+        v.extend(self.nginx_pool.as_ref().map(|p| &p.child));
         v
     }
 
@@ -76,7 +105,9 @@ impl Systems {
             Target::Pingora => Some(self.pingora.addr),
             Target::Nginx => self.nginx.as_ref().map(|p| p.addr),
             Target::Envoy => self.envoy.as_ref().map(|(p, _)| p.addr),
-            Target::Gateway | Target::Governed => Some(self.caracal.gw),
+            Target::Gateway | Target::Governed | Target::PoolGateway => Some(self.caracal.gw),
+            Target::PoolPingora => Some(self.pingora_pool.addr),
+            Target::PoolNginx => self.nginx_pool.as_ref().map(|p| p.addr),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The Caracal side of the bench: `caracal-control-plane` and `caracal-gateway` as children, a zone
-//! seeded with one application, one resource in front of the bench upstream and an allow-all policy.
+//! seeded with one application, an allow-all policy and three resources: one in front of the bench
+//! upstream (S3–S6), a pool of the three pool endpoints (S7g) and the same pool with health probes and
+//! retries for the failover drill.
 
 pub(crate) mod mint;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use http::Method;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::client::{self, Conn};
@@ -60,6 +63,37 @@ pub(crate) struct Demo {
     pub(crate) admin: String,
     pub(crate) resource: String,
     pub(crate) scope: String,
+    /// S7g: the three pool endpoints, weights 1/1/1, round robin.
+    pub(crate) pool_resource: String,
+    /// The failover drill's resource: the same three endpoints, with health probes and retries when
+    /// this control plane takes them.
+    pub(crate) drill_resource: String,
+    pub(crate) drill_settings: DrillSettings,
+}
+
+/// What the drill's resource was created with.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct DrillSettings {
+    /// Whether the control plane took `health` and `retry`.
+    pub(crate) health_and_retry: bool,
+    /// The settings, or why they are missing.
+    pub(crate) note: String,
+}
+
+/// The drill's health probe: every 500 ms, two failures eject, one success re-admits.
+pub(crate) fn drill_health() -> Value {
+    json!({"kind": "http", "path": "/", "interval_ms": 500, "timeout_ms": 200, "healthy_threshold": 1, "unhealthy_threshold": 2})
+}
+
+/// The drill's retry setting.
+pub(crate) fn drill_retry() -> Value {
+    json!({"attempts": 3})
+}
+
+/// Whether an admin answer refused the body because `health` or `retry` is not a known field (a
+/// control plane that predates them), rather than for a bad value.
+pub(crate) fn refused_as_unknown(status: u16, body: &str) -> bool {
+    status == 400 && (body.contains("unknown field `health`") || body.contains("unknown field `retry`"))
 }
 
 impl Caracal {
@@ -124,8 +158,8 @@ impl Caracal {
         Ok(Self { control_plane, control_plane_2, gateway, cp: c.cp, cp2: c.cp2, gw: c.gw, bootstrap_token })
     }
 
-    /// Bootstrap, zone, application, resource → `upstream`, allow policy.
-    pub(crate) async fn seed(&self, upstream: SocketAddr) -> anyhow::Result<Demo> {
+    /// Bootstrap, zone, application, resources (→ `upstream`, → the `pool`), allow policy.
+    pub(crate) async fn seed(&self, upstream: SocketAddr, pool: &[SocketAddr]) -> anyhow::Result<Demo> {
         let admin =
             self.api(Method::POST, "/v1/bootstrap", &self.bootstrap_token, None, 201).await?["token"].as_str().context("token")?.to_owned();
         let zone = self.api(Method::POST, "/v1/zones", &admin, Some(json!({"name": "bench"})), 201).await?;
@@ -140,6 +174,20 @@ impl Caracal {
             "operations": [{"method": "GET", "path": "/**", "scope": scope}],
         });
         self.api(Method::POST, &format!("/v1/zones/{z}/resources"), &admin, Some(body), 201).await?;
+        let endpoints: Vec<Value> = pool.iter().map(|a| json!({"url": format!("http://{a}"), "weight": 1})).collect();
+        let pool_body = |identifier: &str| {
+            json!({
+                "identifier": identifier,
+                "endpoints": endpoints,
+                "load_balancing": {"policy": "round_robin"},
+                "scopes": [scope],
+                "operations": [{"method": "GET", "path": "/**", "scope": scope}],
+            })
+        };
+        let pool_resource = "https://bench-pool.local".to_owned();
+        self.api(Method::POST, &format!("/v1/zones/{z}/resources"), &admin, Some(pool_body(&pool_resource)), 201).await?;
+        let drill_resource = "https://bench-drill.local".to_owned();
+        let drill_settings = self.create_drill_resource(&z, &admin, pool_body(&drill_resource)).await?;
         let set = self.api(Method::POST, &format!("/v1/zones/{z}/policy-sets"), &admin, Some(json!({"name": "bench"})), 201).await?;
         let set = set["id"].as_str().context("policy set id")?;
         let version = self
@@ -154,25 +202,53 @@ impl Caracal {
             admin,
             resource,
             scope,
+            pool_resource,
+            drill_resource,
+            drill_settings,
+        })
+    }
+
+    /// Creates the drill's resource with `health` and `retry`; a control plane that does not know
+    /// those fields yet refuses them, and then the resource is created without (and the report says so).
+    async fn create_drill_resource(&self, z: &str, admin: &str, mut body: Value) -> anyhow::Result<DrillSettings> {
+        let path = format!("/v1/zones/{z}/resources");
+        let plain = body.clone();
+        body["health"] = drill_health();
+        body["retry"] = drill_retry();
+        let (status, answer) = self.api_raw(Method::POST, &path, admin, Some(&body)).await?;
+        if status == 201 {
+            let note = format!("health {}, retry {}", drill_health(), drill_retry());
+            return Ok(DrillSettings { health_and_retry: true, note });
+        }
+        if !refused_as_unknown(status, &answer) {
+            bail!("POST {path} (drill resource): expected 201, got {status}: {answer}");
+        }
+        self.api(Method::POST, &path, admin, Some(plain), 201).await?;
+        Ok(DrillSettings {
+            health_and_retry: false,
+            note: format!(
+                "health/retry not supported by this build (control plane: {status} {}); pool without them",
+                refusal_summary(&answer)
+            ),
         })
     }
 
     /// One governed request end to end (session, gateway mandate, gateway → upstream), so a broken
-    /// setup fails the run here instead of turning every S3/S4 request into an error.
-    pub(crate) async fn check_governed(&self, d: &Demo) -> anyhow::Result<()> {
+    /// setup fails the run here instead of turning every S3/S4/S7g request into an error.
+    pub(crate) async fn check_governed(&self, d: &Demo, resource: &str) -> anyhow::Result<()> {
         let mut sts = Conn::new(self.cp);
         let session = mint::Minter::session(self.cp, d).mint(&mut sts).await?;
-        let mandate = mint::Minter::gateway(self.cp, d, &session).mint(&mut sts).await?;
+        let mandate = mint::Minter::gateway_for(self.cp, d, &session, resource).mint(&mut sts).await?;
         let mut gw = Conn::new(self.gw);
         let req = gw
             .request(Method::GET, "/v1/items/42")
             .header(http::header::AUTHORIZATION, format!("Bearer {mandate}"))
-            .header(crate::load::workload::RESOURCE_HEADER, d.resource.as_str())
+            .header(crate::load::workload::RESOURCE_HEADER, resource)
             .body(http_body_util::Full::default())?;
         let (status, body) = gw.fetch(req).await?;
         if !status.is_success() {
             bail!(
-                "a governed request through the gateway got {status}: {}\ngateway log:\n{}",
+                "a governed request for {resource} through the gateway got {status}: {}\ngateway log:\n{}",
                 String::from_utf8_lossy(&body),
                 self.gateway.log_tail(10)
             );
@@ -187,13 +263,19 @@ impl Caracal {
 
     /// One admin API call, expecting `status`.
     async fn api(&self, method: Method, path: &str, bearer: &str, body: Option<Value>, status: u16) -> anyhow::Result<Value> {
-        let mut conn = Conn::new(self.cp);
-        let req = client::json(&conn, method.clone(), path, Some(bearer), body.as_ref());
-        let (got, body) = conn.fetch(req).await?;
-        if got.as_u16() != status {
-            bail!("{method} {path}: expected {status}, got {got}: {}", String::from_utf8_lossy(&body));
+        let (got, text) = self.api_raw(method.clone(), path, bearer, body.as_ref()).await?;
+        if got != status {
+            bail!("{method} {path}: expected {status}, got {got}: {text}");
         }
-        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// One admin API call: its status and body, whatever they are.
+    async fn api_raw(&self, method: Method, path: &str, bearer: &str, body: Option<&Value>) -> anyhow::Result<(u16, String)> {
+        let mut conn = Conn::new(self.cp);
+        let req = client::json(&conn, method, path, Some(bearer), body);
+        let (got, body) = conn.fetch(req).await?;
+        Ok((got.as_u16(), String::from_utf8_lossy(&body).into_owned()))
     }
 }
 
@@ -206,4 +288,42 @@ pub(crate) fn sid_of(mandate: &str) -> anyhow::Result<String> {
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// `invalid_body: unknown field `health`` from an admin error answer (the full text lists every field).
+fn refusal_summary(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let code = v["error"].as_str().unwrap_or("error");
+    let unknown = body.find("unknown field `").and_then(|i| {
+        let rest = &body[i..];
+        let end = rest["unknown field `".len()..].find('`')? + "unknown field `".len() + 1;
+        Some(&rest[..end])
+    });
+    match unknown {
+        Some(u) => format!("{code}: {u}"),
+        None => code.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unknown_health_or_retry_field_falls_back() {
+        let unknown = r#"{"error":"invalid_body","error_description":"Failed to deserialize the JSON body into the target type: unknown field `health`, expected one of `name`, `identifier`"}"#;
+        assert!(refused_as_unknown(400, unknown));
+        assert!(refused_as_unknown(400, "unknown field `retry`, expected one of `name`"));
+        assert!(!refused_as_unknown(400, r#"{"error":"invalid_resource","error_description":"health.interval_ms must be 100..60000"}"#));
+        assert!(!refused_as_unknown(409, unknown));
+        assert_eq!(refusal_summary(unknown), "invalid_body: unknown field `health`");
+        assert_eq!(refusal_summary("not json"), "error");
+    }
+
+    #[test]
+    fn the_drill_settings_are_the_issues() {
+        assert_eq!(drill_health()["unhealthy_threshold"], 2);
+        assert_eq!(drill_health()["interval_ms"], 500);
+        assert_eq!(drill_retry(), json!({"attempts": 3}));
+    }
 }

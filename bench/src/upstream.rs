@@ -3,13 +3,17 @@
 //! - any path: a small JSON body (≈ 90 bytes);
 //! - `/bytes/N`: N bytes streamed in 64 KiB chunks of one static buffer (nothing allocated per request);
 //! - `/sse?n=1000&interval_ms=0`: `n` Server-Sent Events, each written as its own chunk, with an
-//!   optional pause between them (S6 keeps a stream open this way).
+//!   optional pause between them (S6 keeps a stream open this way);
+//! - `/__bench/stats`: what this process served (JSON, see [`Stats`]), read by the pool scenario (S7)
+//!   for the per-endpoint split and by the failover drill for the time to recover. Requests for `/`
+//!   (readiness checks, health probes) and for `/__bench/*` are not counted: they are not traffic.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -17,15 +21,45 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 const CHUNK_BYTES: usize = 64 * 1024;
 static CHUNK: [u8; CHUNK_BYTES] = [b'x'; CHUNK_BYTES];
 const SMALL_JSON: &str = r#"{"ok":true,"service":"caracal-bench-upstream","items":[{"id":1,"name":"alpha"},{"id":2}]}"#;
+/// The path of [`Stats`].
+pub(crate) const STATS_PATH: &str = "/__bench/stats";
+/// How long a restarted upstream keeps trying to bind its old port.
+const BIND_RETRY: Duration = Duration::from_secs(5);
+
+/// What this process served: one per process (the upstream serves one address).
+static SERVED: AtomicU64 = AtomicU64::new(0);
+/// Unix µs of the first counted request (0: none yet).
+static FIRST_SERVED_US: AtomicU64 = AtomicU64::new(0);
+/// Unix µs when the listener was bound.
+static LISTENING_US: AtomicU64 = AtomicU64::new(0);
+
+/// The answer of [`STATS_PATH`]. Times are this process's wall clock in Unix µs, so the harness
+/// (same machine) can set them against its own kill and restart instants.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Stats {
+    /// Requests served, excluding `/` and `/__bench/*`.
+    pub(crate) served: u64,
+    /// When the first counted request arrived.
+    pub(crate) first_served_unix_us: Option<u64>,
+    /// When the listener was bound.
+    pub(crate) listening_unix_us: u64,
+}
+
+/// Now, in Unix µs.
+pub(crate) fn unix_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
 
 /// Serves on `addr` until killed.
 pub(crate) async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = bind(addr).await?;
+    LISTENING_US.store(unix_us(), Ordering::Relaxed);
     eprintln!("bench upstream listening on {addr}");
     loop {
         let (stream, _) = listener.accept().await?;
@@ -37,9 +71,49 @@ pub(crate) async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// Binds `addr`, retrying for a while: the failover drill restarts a killed upstream on its old port.
+async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + BIND_RETRY;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a request for `path` is traffic (counted in [`Stats::served`]).
+fn is_traffic(path: &str) -> bool {
+    path != "/" && !path.starts_with("/__bench/")
+}
+
+fn count(path: &str) {
+    if is_traffic(path) {
+        SERVED.fetch_add(1, Ordering::Relaxed);
+        if FIRST_SERVED_US.load(Ordering::Relaxed) == 0 {
+            let _ = FIRST_SERVED_US.compare_exchange(0, unix_us(), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+fn stats() -> Stats {
+    let first = FIRST_SERVED_US.load(Ordering::Relaxed);
+    Stats {
+        served: SERVED.load(Ordering::Relaxed),
+        first_served_unix_us: (first != 0).then_some(first),
+        listening_unix_us: LISTENING_US.load(Ordering::Relaxed),
+    }
+}
+
 async fn respond(req: Request<Incoming>) -> Result<Response<UpstreamBody>, Infallible> {
     let path = req.uri().path();
-    let resp = if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<u64>().ok()) {
+    count(path);
+    let resp = if path == STATS_PATH {
+        let body = serde_json::to_vec(&stats()).expect("stats serialize");
+        Response::builder().header("content-type", "application/json").body(UpstreamBody::Small(Some(Bytes::from(body))))
+    } else if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<u64>().ok()) {
         Response::builder().header("content-type", "application/octet-stream").body(UpstreamBody::Repeat { remaining: n })
     } else if path == "/sse" {
         let (n, interval) = sse_params(req.uri().query().unwrap_or(""));
@@ -140,5 +214,20 @@ mod tests {
         assert_eq!(sse_params(""), (1_000, Duration::ZERO));
         assert_eq!(sse_params("n=5&interval_ms=20"), (5, Duration::from_millis(20)));
         assert_eq!(sse_params("n=x&other=1"), (1_000, Duration::ZERO));
+    }
+
+    #[test]
+    fn probes_and_harness_calls_are_not_traffic() {
+        assert!(is_traffic("/v1/items/42"));
+        assert!(is_traffic("/sse"));
+        assert!(!is_traffic("/"), "readiness checks and health probes");
+        assert!(!is_traffic(STATS_PATH));
+    }
+
+    #[test]
+    fn stats_round_trip() {
+        let s = Stats { served: 3, first_served_unix_us: Some(7), listening_unix_us: 5 };
+        let back: Stats = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::load::Mode;
+use crate::load::{Mode, RunSummary};
 use crate::report::Report;
+use crate::scenarios::drill::Drill;
+use crate::scenarios::pool::Pool;
 use crate::scenarios::rate::RateRecord;
 
 /// Processes whose CPU per 1,000 requests the report shows, in column order.
@@ -28,11 +30,17 @@ pub(crate) fn render(r: &Report) -> String {
     );
     headline(&mut s, r);
     targets(&mut s, r);
-    fixed_rate(&mut s, r);
-    saturation(&mut s, r);
-    cpu(&mut s, r);
+    if !r.results.rate.is_empty() {
+        fixed_rate(&mut s, r);
+        saturation(&mut s, r);
+        cpu(&mut s, r);
+    }
     streaming(&mut s, r);
     revocation(&mut s, r);
+    if let Some(p) = &r.results.pool {
+        pool(&mut s, p);
+    }
+    drills(&mut s, r);
     method(&mut s, r);
     s
 }
@@ -63,6 +71,17 @@ fn headline(s: &mut String, r: &Report) {
         ("S6(a) revoke returned → request denied, p99".into(), opt_ms(x.s6a_p99_ms)),
         ("S6(b) revoke returned → open SSE stream cut".into(), x.s6b_streams_cut.clone()),
         ("S6(c) revoke returned → another STS instance refuses to mint, p99".into(), opt_ms(x.s6c_p99_ms)),
+        (
+            format!("S7 gateway CPU per request, pool of 3 / one fixed upstream (S7g / S3), {rate:.0} req/s · saturation"),
+            format!("{} · {}", pct(x.s7_pool_cpu_ratio), pct(x.s7_pool_cpu_ratio_saturation)),
+        ),
+        (
+            "Failover drill through the gateway: client-visible errors, p99".into(),
+            match (x.drill_gateway_errors, x.drill_gateway_p99_ms) {
+                (Some(e), Some(p)) => format!("{e} errors, p99 {p:.2} ms"),
+                _ => "not measured".into(),
+            },
+        ),
         (
             "load generator ceiling (S1 saturation)".into(),
             x.generator_ceiling_rps.map_or("not measured".into(), |v| format!("{v:.0} req/s")),
@@ -164,7 +183,7 @@ fn cpu(s: &mut String, r: &Report) {
 }
 
 fn streaming(s: &mut String, r: &Report) {
-    let st = &r.results.streaming;
+    let Some(st) = &r.results.streaming else { return };
     let _ = writeln!(
         s,
         "## S5 streaming\n\n{} trials per target, fresh connection each, medians.\n\n\
@@ -187,7 +206,7 @@ fn streaming(s: &mut String, r: &Report) {
 }
 
 fn revocation(s: &mut String, r: &Report) {
-    let v = &r.results.revocation;
+    let Some(v) = &r.results.revocation else { return };
     let statuses: Vec<String> = v.denial_statuses.iter().map(|(k, n)| format!("{k} × {n}")).collect();
     let _ = writeln!(
         s,
@@ -212,6 +231,172 @@ fn revocation(s: &mut String, r: &Report) {
     for f in v.failures.iter().take(5) {
         let _ = writeln!(s, "- failure: {f}");
     }
+    s.push('\n');
+}
+
+/// Processes whose CPU per 1,000 requests the S7 table shows; `pool-*` is the three endpoints together.
+const POOL_CPU_COLUMNS: [&str; 7] = ["gateway", "control-plane", "pingora-pool", "nginx-pool", "pool-*", "upstream", "load-generator"];
+
+fn pool(s: &mut String, p: &Pool) {
+    let _ = writeln!(
+        s,
+        "## S7 pool of three endpoints\n\nEndpoints {} (weights {}), each a `caracal-bench upstream` counting what it served. \
+         S7p: Pingora pass-through, round robin (`pingora-load-balancing`); S7n: nginx `upstream` block, keep-alive; S7g: the gateway, \
+         a resource with the three as `endpoints` (round robin); S3: the gateway with one fixed upstream, alternating with S7g as its \
+         reference. Latency in ms (fixed rates: coordinated-omission corrected; saturation: service time).\n\n\
+         | | target | run | req/s | p50 | p99 | errors | requests per endpoint | weights followed |\n|---|---|---|---|---|---|---|---|---|",
+        p.endpoints.join(", "),
+        p.weights.iter().map(u32::to_string).collect::<Vec<_>>().join("/"),
+    );
+    for rec in &p.records {
+        let r = &rec.rate;
+        let split = rec.endpoint_requests.as_ref().map_or("–".into(), |c| split_cell(c));
+        let followed = match rec.weights_followed {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {split} | {followed} |",
+            r.scenario,
+            r.label,
+            mode_cell(&r.run),
+            r.run.achieved_rps,
+            r.run.latency.p50_ms,
+            r.run.latency.p99_ms,
+            errors(r)
+        );
+    }
+    let _ = writeln!(s, "\nCPU seconds per 1,000 requests (user + system, warm-up included):\n");
+    let _ = writeln!(s, "| | run | {} |\n|---|---|{}", POOL_CPU_COLUMNS.join(" | "), "---|".repeat(POOL_CPU_COLUMNS.len()));
+    for rec in &p.records {
+        let cpu = &rec.rate.cpu_s_per_1k;
+        let cells: Vec<String> = POOL_CPU_COLUMNS
+            .iter()
+            .map(|c| match c.strip_suffix('*') {
+                Some(prefix) => {
+                    let sum: f64 = cpu.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum();
+                    format!("{sum:.3}")
+                }
+                None => cpu.get(*c).map_or("".into(), |v| format!("{v:.3}")),
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} | {} |", rec.rate.scenario, mode_cell(&rec.rate.run), cells.join(" | "));
+    }
+    let _ = writeln!(
+        s,
+        "\nGateway CPU per request, pool over one fixed upstream (goal ≤ 105%); S3 and S7g alternate, the ratio is of their means \
+         and each pair's own shows the noise:\n\n| run | S3 s/1k | S7g s/1k | S7g / S3 | pairs |\n|---|---|---|---|---|"
+    );
+    for c in &p.cpu_ratios {
+        let mode = match c.mode {
+            Mode::Fixed { rate } => format!("{rate:.0} req/s"),
+            Mode::Saturation => "saturation".into(),
+        };
+        let pairs: Vec<String> = c.pairs.iter().map(|r| format!("{:.1}%", r * 100.0)).collect();
+        let _ =
+            writeln!(s, "| {mode} | {:.3} | {:.3} | {:.1}% | {} |", c.fixed_s_per_1k, c.pool_s_per_1k, c.ratio * 100.0, pairs.join(", "));
+    }
+    s.push('\n');
+}
+
+/// `n₁ / n₂ / n₃ (a% / b% / c%)`.
+fn split_cell(counts: &[u64]) -> String {
+    let total: u64 = counts.iter().sum();
+    let n: Vec<String> = counts.iter().map(u64::to_string).collect();
+    if total == 0 {
+        return n.join(" / ");
+    }
+    let pc: Vec<String> = counts.iter().map(|c| format!("{:.1}%", *c as f64 * 100.0 / total as f64)).collect();
+    format!("{} ({})", n.join(" / "), pc.join(" / "))
+}
+
+fn mode_cell(run: &RunSummary) -> String {
+    match run.mode {
+        Mode::Fixed { rate } => format!("{rate:.0} req/s"),
+        Mode::Saturation => "saturation".into(),
+    }
+}
+
+fn drills(s: &mut String, r: &Report) {
+    let ds = &r.results.drills;
+    let Some(first) = ds.first() else { return };
+    let p = &r.plan.drill;
+    let _ = writeln!(
+        s,
+        "## Failover drill\n\n{:.0} req/s for {:.0} s ({} connections, after {} s warm-up) through a pool of three endpoints; endpoint \
+         {} is killed (SIGKILL) at {:.1} s and started again on the same port at {:.1} s. Errors are client-visible (non-2xx and \
+         transport). Time to eject: kill → the last client-visible error while the endpoint was down (\"not ejected\" when errors \
+         went on to within {} s of its return). Down: from the kill until the restarted process listens. Time to recover: the returned endpoint listening → the first request it served, by its \
+         own counter.\n\n\
+         | | target | settings | errors (before kill / while down / once back) | p50 | p99 | p99.9 | max | time to eject | \
+         restart → listening | time to recover | served by the returned endpoint |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|",
+        p.rate,
+        p.duration.as_secs_f64(),
+        r.plan.connections,
+        r.plan.warmup.as_secs_f64(),
+        first.killed_endpoint,
+        p.kill_at.as_secs_f64(),
+        p.restart_at.as_secs_f64(),
+        crate::scenarios::drill::STILL_FAILING.as_secs(),
+    );
+    for d in ds {
+        let l = &d.run.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            d.scenario,
+            d.label,
+            d.settings,
+            drill_errors(d),
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            d.eject,
+            opt_ms(d.restart_to_listening_ms),
+            d.recover_ms.map_or("none within the drill".into(), |v| format!("{v:.2} ms")),
+            d.returned_endpoint_served,
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nPer second (by intended send time; kill in second {:.0}, restart in second {:.0}):\n",
+        p.kill_at.as_secs_f64().floor(),
+        p.restart_at.as_secs_f64().floor()
+    );
+    let mut head = String::from("| s |");
+    let mut rule = String::from("|---|");
+    for d in ds {
+        let _ = write!(head, " {0} requests | {0} errors | {0} p99 ms |", d.scenario);
+        rule.push_str("---|---|---|");
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    let seconds = ds.iter().map(|d| d.seconds.len()).max().unwrap_or(0);
+    for i in 0..seconds {
+        let mut row = format!("| {i} |");
+        for d in ds {
+            match d.seconds.get(i) {
+                Some(x) => {
+                    let _ = write!(row, " {} | {} | {} |", x.requests, x.errors, num(x.p99_ms, 2));
+                }
+                None => row.push_str(" | | |"),
+            }
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    s.push('\n');
+}
+
+/// `total (before / while down / after)`, then the statuses when there are errors.
+fn drill_errors(d: &Drill) -> String {
+    let split = format!("{} / {} / {}", d.errors_before_kill, d.errors_while_down, d.errors_after_back);
+    match run_errors(&d.run).split_once(' ') {
+        Some((total, detail)) => format!("{total} ({split}): {}", detail.trim_matches(['(', ')'])),
+        None => format!("0 ({split})"),
+    }
 }
 
 fn method(s: &mut String, r: &Report) {
@@ -225,7 +410,8 @@ fn method(s: &mut String, r: &Report) {
          - S1 direct; S2 Pingora 0.9 pass-through (2 threads, same engine as the gateway); S2n nginx (2 workers, upstream keep-alive, \
          no buffering); S2j Envoy `jwt_authn` with a local ES256 JWKS (concurrency 2); S3 `caracal-gateway` (GATEWAY_THREADS=2) with a \
          fresh pre-minted single-use mandate per request (JTI, verification, signed STS exchange, policy); S4 mint a gateway mandate \
-         at the STS then call the gateway, timed together.\n\
+         at the STS then call the gateway, timed together. S7: three `caracal-bench upstream` endpoints behind a second Pingora \
+         pass-through (round robin), a second nginx (`upstream` block) and the gateway (a resource with three `endpoints`).\n\
          - A request sent on time is timed from when it left (the tokio timer wakes up to 1 ms late: the generator's error); one the \
          system made late is timed from its intended send time.\n\
          - Caracal: dev mode, `GATEWAY_THREADS=2`, the gateway's revocation view on (signed stream consumer + Postgres snapshot), \
@@ -240,20 +426,28 @@ fn method(s: &mut String, r: &Report) {
         r.environment.envoy.as_deref().unwrap_or("not run"),
         r.environment.nginx.as_deref().unwrap_or("not run"),
     );
+    if let Some(only) = &r.plan.only {
+        let _ = writeln!(s, "- Scenarios run (`--only`): {}.", only.join(", "));
+    }
     for skip in &r.skipped {
         let _ = writeln!(s, "- Skipped: {skip}");
     }
 }
 
 fn errors(rec: &RateRecord) -> String {
-    if rec.run.errors == 0 {
+    run_errors(&rec.run)
+}
+
+/// `n (k×status, m×transport)`, or `0`.
+fn run_errors(run: &RunSummary) -> String {
+    if run.errors == 0 {
         return "0".into();
     }
-    let mut parts: Vec<String> = rec.run.error_statuses.iter().map(|(k, n)| format!("{n}×{k}")).collect();
-    if rec.run.transport_errors > 0 {
-        parts.push(format!("{}×transport", rec.run.transport_errors));
+    let mut parts: Vec<String> = run.error_statuses.iter().map(|(k, n)| format!("{n}×{k}")).collect();
+    if run.transport_errors > 0 {
+        parts.push(format!("{}×transport", run.transport_errors));
     }
-    format!("{} ({})", rec.run.errors, parts.join(", "))
+    format!("{} ({})", run.errors, parts.join(", "))
 }
 
 /// `v` with `digits` decimals, or `–`.
@@ -287,5 +481,7 @@ mod tests {
         assert_eq!(pct(Some(0.3456)), "34.6%");
         assert_eq!(num(None, 2), "–");
         assert_eq!(num(Some(2.0 / 3.0), 2), "0.67");
+        assert_eq!(split_cell(&[1, 1, 2]), "1 / 1 / 2 (25.0% / 25.0% / 50.0%)");
+        assert_eq!(split_cell(&[0, 0]), "0 / 0");
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::load::Mode;
 use crate::report::{ORIGINAL_GOVERNED_RPS_PER_VCPU, fixed, saturation};
 use crate::run::Plan;
 use crate::scenarios::Results;
@@ -33,6 +34,13 @@ pub(crate) struct Ratios {
     pub(crate) s6b_streams_cut: String,
     /// Revoke returned → another STS instance refuses to mint, p99.
     pub(crate) s6c_p99_ms: Option<f64>,
+    /// S7: gateway CPU per request with the pool over one fixed upstream (S7g / S3) at `at_rate`.
+    pub(crate) s7_pool_cpu_ratio: Option<f64>,
+    /// The same at saturation.
+    pub(crate) s7_pool_cpu_ratio_saturation: Option<f64>,
+    /// The failover drill through the gateway: client-visible errors and p99.
+    pub(crate) drill_gateway_errors: Option<u64>,
+    pub(crate) drill_gateway_p99_ms: Option<f64>,
 }
 
 /// One target of the issue, checked.
@@ -52,9 +60,11 @@ impl Ratios {
         let diff = |t: Target, p: fn(&crate::hist::Summary) -> f64| Some(p(lat(Target::Gateway)?) - p(lat(t)?));
         let sat = |t: Target| saturation(r, t).map(|x| x.run.achieved_rps).filter(|v| *v > 0.0);
         let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-        let bytes = |t: Target| r.streaming.downloads.iter().find(|d| d.target == t).and_then(|d| d.mib_per_s);
+        let bytes = |t: Target| r.streaming.as_ref()?.downloads.iter().find(|d| d.target == t).and_then(|d| d.mib_per_s);
         let original = ORIGINAL_GOVERNED_RPS_PER_VCPU * cores as f64;
-        let rev = &r.revocation;
+        let rev = r.revocation.as_ref();
+        let pool_ratio = |mode: Mode| r.pool.as_ref()?.cpu_ratios.iter().find(|c| c.mode == mode).map(|c| c.ratio);
+        let drill = r.drills.iter().find(|d| d.scenario == Target::PoolGateway.id());
         Self {
             at_rate,
             s3_minus_s2_p50_ms: diff(Target::Pingora, |s| s.p50_ms),
@@ -72,15 +82,22 @@ impl Ratios {
             s4_over_original: sat(Target::Governed).map(|s| s / original),
             s5_gateway_over_s2_bytes: over(bytes(Target::Gateway), bytes(Target::Pingora)),
             s5_gateway_over_s2n_bytes: over(bytes(Target::Gateway), bytes(Target::Nginx)),
-            s6a_p99_ms: rev.denied_p99_ms,
-            s6c_p99_ms: rev.other_sts_p99_ms,
-            s6b_streams_cut: if rev.streams_watched == 0 {
-                "not measured".into()
-            } else if rev.streams_cut == 0 {
-                format!("not cut within {} s ({} of {} streams stayed open)", rev.cut_wait_s, rev.streams_watched, rev.streams_watched)
-            } else {
-                format!("{} of {} cut, p99 {:.1} ms", rev.streams_cut, rev.streams_watched, rev.cut_p99_ms.unwrap_or(f64::NAN))
+            s6a_p99_ms: rev.and_then(|v| v.denied_p99_ms),
+            s6c_p99_ms: rev.and_then(|v| v.other_sts_p99_ms),
+            s6b_streams_cut: match rev {
+                None => "not measured".into(),
+                Some(rev) if rev.streams_watched == 0 => "not measured".into(),
+                Some(rev) if rev.streams_cut == 0 => {
+                    format!("not cut within {} s ({} of {} streams stayed open)", rev.cut_wait_s, rev.streams_watched, rev.streams_watched)
+                }
+                Some(rev) => {
+                    format!("{} of {} cut, p99 {:.1} ms", rev.streams_cut, rev.streams_watched, rev.cut_p99_ms.unwrap_or(f64::NAN))
+                }
             },
+            s7_pool_cpu_ratio: pool_ratio(Mode::Fixed { rate: at_rate }),
+            s7_pool_cpu_ratio_saturation: pool_ratio(Mode::Saturation),
+            drill_gateway_errors: drill.map(|d| d.run.errors),
+            drill_gateway_p99_ms: drill.map(|d| d.run.latency.p99_ms),
         }
     }
 
@@ -102,6 +119,18 @@ impl Ratios {
             check("S6(c) revoke → every STS instance refuses, p99 < 1 s (seed 002)", self.s6c_p99_ms, &|v| format!("{v:.2} ms"), &|v| {
                 v < 1_000.0
             }),
+            check(
+                "S7 pool costs the gateway ≤ 5% more CPU per request than one fixed upstream (S7g / S3 at 1,000 req/s)",
+                self.s7_pool_cpu_ratio,
+                &|v| format!("{:.1}%", v * 100.0),
+                &|v| v <= 1.05,
+            ),
+            check(
+                "Failover drill: zero client-visible errors through the gateway",
+                self.drill_gateway_errors.map(|e| e as f64),
+                &|v| format!("{v:.0} errors"),
+                &|v| v == 0.0,
+            ),
         ]
     }
 }
@@ -122,9 +151,20 @@ mod tests {
         };
         let t = r.targets();
         let met: Vec<Option<bool>> = t.iter().map(|c| c.met).collect();
-        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false), None]);
+        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false), None, None, None]);
         assert_eq!(t[0].measured, "+0.40 ms");
         assert_eq!(t[1].measured, "20.0%");
         assert_eq!(t[2].measured, "not measured");
+    }
+
+    #[test]
+    fn pool_and_drill_targets() {
+        let r = Ratios { s7_pool_cpu_ratio: Some(1.031), drill_gateway_errors: Some(2_310), ..Default::default() };
+        let t = r.targets();
+        assert_eq!((t[6].measured.as_str(), t[6].met), ("103.1%", Some(true)));
+        assert_eq!((t[7].measured.as_str(), t[7].met), ("2310 errors", Some(false)));
+        let r = Ratios { s7_pool_cpu_ratio: Some(1.08), drill_gateway_errors: Some(0), ..Default::default() };
+        assert_eq!(r.targets()[6].met, Some(false));
+        assert_eq!(r.targets()[7].met, Some(true));
     }
 }

@@ -1,4 +1,5 @@
-//! S1–S4: the same small GET through each target at fixed rates, then at saturation.
+//! S1–S4: the same small GET through each target at fixed rates, then at saturation. [`measure`] is
+//! one such run of any target, shared with the pool scenario (S7).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,10 +36,16 @@ pub(crate) enum Target {
     Gateway,
     /// S4: mint a gateway mandate at the STS, then call the gateway.
     Governed,
+    /// S7p: the Pingora pass-through, round robin over the three pool endpoints.
+    PoolPingora,
+    /// S7n: nginx, an `upstream` block of the three pool endpoints.
+    PoolNginx,
+    /// S7g: the gateway, a resource whose endpoints are the three (weights 1/1/1, round robin).
+    PoolGateway,
 }
 
 impl Target {
-    /// In run order.
+    /// S1–S4, in run order.
     pub(crate) const ALL: [Self; 6] = [Self::Direct, Self::Pingora, Self::Nginx, Self::Envoy, Self::Gateway, Self::Governed];
 
     /// Scenario id in the report.
@@ -50,6 +57,9 @@ impl Target {
             Self::Envoy => "S2j",
             Self::Gateway => "S3",
             Self::Governed => "S4",
+            Self::PoolPingora => "S7p",
+            Self::PoolNginx => "S7n",
+            Self::PoolGateway => "S7g",
         }
     }
 
@@ -62,7 +72,33 @@ impl Target {
             Self::Envoy => "Envoy + jwt_authn (ES256)",
             Self::Gateway => "caracal-gateway",
             Self::Governed => "governed loop (mint + gateway)",
+            Self::PoolPingora => "Pingora pass-through, 3 upstreams",
+            Self::PoolNginx => "nginx upstream block, 3 servers",
+            Self::PoolGateway => "caracal-gateway, pool of 3",
         }
+    }
+
+    /// Whether requests carry a gateway mandate and the resource header.
+    pub(crate) fn governed(self) -> bool {
+        matches!(self, Self::Gateway | Self::Governed | Self::PoolGateway)
+    }
+}
+
+/// Gateway mandate minters: the fixed-upstream resource (S3, S4) and the pool resource (S7g).
+pub(crate) struct Minters {
+    pub(crate) fixed: Arc<Minter>,
+    pub(crate) pool: Arc<Minter>,
+}
+
+impl Minters {
+    /// One session, minters for both resources.
+    pub(crate) async fn new(sys: &Systems) -> anyhow::Result<Self> {
+        let (cp, d) = (sys.caracal.cp, &sys.demo);
+        let session = Minter::session(cp, d).mint(&mut Conn::new(cp)).await?;
+        Ok(Self {
+            fixed: Arc::new(Minter::gateway(cp, d, &session)),
+            pool: Arc::new(Minter::gateway_for(cp, d, &session, &d.pool_resource)),
+        })
     }
 }
 
@@ -86,47 +122,68 @@ pub(crate) struct Premint {
     pub(crate) per_second: f64,
 }
 
-/// Runs every available target at each rate, then at saturation.
+/// Runs every selected target at each rate, then at saturation.
 pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<(Vec<RateRecord>, Vec<Premint>)> {
     let mut records = Vec::new();
     let mut premints = Vec::new();
-    let session = Minter::session(sys.caracal.cp, &sys.demo).mint(&mut Conn::new(sys.caracal.cp)).await?;
-    let governed = Arc::new(Minter::gateway(sys.caracal.cp, &sys.demo, &session));
-    let modes = plan.rates.iter().map(|&rate| Mode::Fixed { rate }).chain([Mode::Saturation]);
-    for target in Target::ALL {
-        for mode in modes.clone() {
-            let connections = if mode == Mode::Saturation { plan.saturation_connections } else { plan.connections };
-            let spec = RunSpec { mode, connections, warmup: plan.warmup, duration: plan.duration };
-            let auth = match target {
-                Target::Direct | Target::Pingora | Target::Nginx => Auth::None,
-                Target::Envoy => Auth::Cycle(sys.envoy_bearers().unwrap_or_default(), AtomicUsize::new(0)),
-                Target::Gateway => {
-                    let n = match mode {
-                        Mode::Fixed { rate } => (rate * (plan.warmup + plan.duration).as_secs_f64()).ceil() as usize + connections,
-                        Mode::Saturation => plan.saturation_pool,
-                    };
-                    let started = Instant::now();
-                    let tokens = governed.mint_many(n, MINT_CONCURRENCY).await?;
-                    let seconds = started.elapsed().as_secs_f64();
-                    premints.push(Premint { mandates: n, seconds, per_second: n as f64 / seconds });
-                    Auth::Consume(Arc::new(MandatePool::new(&tokens)))
-                }
-                Target::Governed => Auth::Mint(governed.clone()),
-            };
-            let Some(addr) = sys.address(target) else { continue };
-            let governed_request = matches!(target, Target::Gateway | Target::Governed);
-            let resource =
-                governed_request.then(|| HeaderValue::from_str(&sys.demo.resource).expect("resource identifiers are header-safe"));
-            let workload = Arc::new(Workload { target: addr, path: PATH.to_owned(), resource, auth });
-            let before = sys.cpu();
-            let result = load::run(workload, spec).await;
-            let cpu = before.per_1k(&sys.cpu(), result.sent);
-            let run = result.summarize(&spec);
-            eprintln!("{}", progress_line(target, &run));
-            records.push(RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu });
+    let minters = Minters::new(sys).await?;
+    for target in Target::ALL.into_iter().filter(|t| plan.selects(t.id())) {
+        for mode in plan.modes() {
+            let Some((record, premint)) = measure(sys, plan, target, mode, &minters).await? else { continue };
+            premints.extend(premint);
+            records.push(record);
         }
     }
     Ok((records, premints))
+}
+
+/// One run of `target` in `mode`, with CPU per 1,000 requests; `None` when the target does not run.
+/// Gateway targets pre-mint their single-use mandates first (reported as a [`Premint`]).
+pub(crate) async fn measure(
+    sys: &Systems,
+    plan: &Plan,
+    target: Target,
+    mode: Mode,
+    minters: &Minters,
+) -> anyhow::Result<Option<(RateRecord, Option<Premint>)>> {
+    let Some(addr) = sys.address(target) else { return Ok(None) };
+    let connections = if mode == Mode::Saturation { plan.saturation_connections } else { plan.connections };
+    let spec = RunSpec { mode, connections, warmup: plan.warmup, duration: plan.duration, timeline: false };
+    let mut premint = None;
+    let auth = match target {
+        Target::Direct | Target::Pingora | Target::Nginx | Target::PoolPingora | Target::PoolNginx => Auth::None,
+        Target::Envoy => Auth::Cycle(sys.envoy_bearers().unwrap_or_default(), AtomicUsize::new(0)),
+        Target::Gateway | Target::PoolGateway => {
+            let n = match mode {
+                Mode::Fixed { rate } => (rate * (plan.warmup + plan.duration).as_secs_f64()).ceil() as usize + connections,
+                Mode::Saturation => plan.saturation_pool,
+            };
+            let minter = if target == Target::Gateway { &minters.fixed } else { &minters.pool };
+            let (pool, p) = premint_pool(minter, n).await?;
+            premint = Some(p);
+            Auth::Consume(pool)
+        }
+        Target::Governed => Auth::Mint(minters.fixed.clone()),
+    };
+    let resource = target.governed().then(|| {
+        let id = if target == Target::PoolGateway { &sys.demo.pool_resource } else { &sys.demo.resource };
+        HeaderValue::from_str(id).expect("resource identifiers are header-safe")
+    });
+    let workload = Arc::new(Workload { target: addr, path: PATH.to_owned(), resource, auth });
+    let before = sys.cpu();
+    let result = load::run(workload, spec).await;
+    let cpu = before.per_1k(&sys.cpu(), result.sent);
+    let run = result.summarize(&spec);
+    eprintln!("{}", progress_line(target, &run));
+    Ok(Some((RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu }, premint)))
+}
+
+/// `n` single-use mandates from `minter`, and how fast they were minted.
+pub(crate) async fn premint_pool(minter: &Arc<Minter>, n: usize) -> anyhow::Result<(Arc<MandatePool>, Premint)> {
+    let started = Instant::now();
+    let tokens = minter.mint_many(n, MINT_CONCURRENCY).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((Arc::new(MandatePool::new(&tokens)), Premint { mandates: n, seconds, per_second: n as f64 / seconds }))
 }
 
 fn progress_line(target: Target, r: &RunSummary) -> String {
@@ -135,7 +192,7 @@ fn progress_line(target: Target, r: &RunSummary) -> String {
         Mode::Saturation => "saturation".to_owned(),
     };
     format!(
-        "bench: {} {:<28} {:>12}: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} requests, {} errors, {} unsent",
+        "bench: {:<3} {:<33} {:>12}: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} requests, {} errors, {} unsent",
         target.id(),
         target.label(),
         mode,

@@ -123,6 +123,8 @@ async fn trial_headers(sys: &Systems, target: Target, minter: &Minter, sts: &mut
             sys.envoy_bearers().and_then(|b| b.first().cloned()).map(|b| vec![(AUTHORIZATION.as_str(), b)]).unwrap_or_default()
         }
         Target::Direct | Target::Pingora | Target::Nginx => vec![],
+        // S5 does not stream through the pool (S7 measures it).
+        Target::PoolPingora | Target::PoolNginx | Target::PoolGateway => vec![],
     })
 }
 

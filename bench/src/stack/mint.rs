@@ -57,6 +57,11 @@ impl Minter {
 
     /// Gateway mandates for the demo resource, from `session`.
     pub(crate) fn gateway(sts: SocketAddr, d: &Demo, session: &str) -> Self {
+        Self::gateway_for(sts, d, session, &d.resource)
+    }
+
+    /// Gateway mandates for `resource` (one of the demo's), from `session`.
+    pub(crate) fn gateway_for(sts: SocketAddr, d: &Demo, session: &str, resource: &str) -> Self {
         Self::new(
             sts,
             &[
@@ -67,7 +72,7 @@ impl Minter {
                 ("subject_token", session),
                 ("subject_token_type", ACCESS_TOKEN),
                 ("requested_token_type", GATEWAY_MANDATE),
-                ("resource", &d.resource),
+                ("resource", resource),
                 ("scope", &d.scope),
             ],
         )
