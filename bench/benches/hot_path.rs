@@ -208,8 +208,8 @@ fn upstream_choice(c: &mut Criterion) {
         endpoints: urls.iter().map(|u| Endpoint { url: (*u).into(), weight: 1, drain: false }).collect(),
         ..single.clone()
     };
-    let pools = Pools::new(Duration::from_secs(300));
-    let refused = prometheus::IntCounter::new("refused", "pool members refused").expect("counter");
+    let metrics = caracal_gateway::phases::pool::metrics::UpstreamMetrics::new(&prometheus::Registry::new(), 8).expect("metrics");
+    let pools = Pools::new(Duration::from_secs(300), Arc::new(metrics));
     let headers = http::HeaderMap::new();
     let key = RequestKey { headers: &headers, path: "/v1/items/42", sid: "s1", request_id: "0190f3a1-rid" };
     let mut g = c.benchmark_group("upstream");
@@ -218,7 +218,7 @@ fn upstream_choice(c: &mut Criterion) {
     g.bench_function("pool_peer_3", |b| {
         b.iter_batched(
             || pooled.clone(),
-            |mut d| rt.block_on(pools.peer(&mut d, &key, &egress, &refused)).expect("picks"),
+            |mut d| rt.block_on(pools.route(&mut d, RESOURCE, &key, &egress)).expect("picks"),
             BatchSize::SmallInput,
         )
     });
