@@ -18,7 +18,7 @@ has_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok 
 # Installs what building and running the stack needs (Debian packages), skipping what is present.
 ensure_packages() {
   local want=() p
-  for p in cmake libclang1-14 libclang-common-14-dev redis-server redis-tools postgresql curl openssl; do
+  for p in cmake libclang1-14 libclang-common-14-dev redis-server redis-tools postgresql curl openssl python3; do
     has_pkg "$p" || want+=("$p")
   done
   if [ ${#want[@]} -gt 0 ]; then
