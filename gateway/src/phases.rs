@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod failure;
 pub mod headers;
 pub mod logging;
+pub mod mcp;
 pub mod pool;
 pub mod replay;
 pub mod retry;
