@@ -102,12 +102,36 @@ impl Refusal {
     }
 }
 
-/// The params key naming a method's target, for the name-bearing methods.
-fn target_key(method: &str) -> Option<(&'static str, fn(String) -> Target)> {
-    match method {
-        "tools/call" | "prompts/get" => Some(("name", Target::Name)),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(("uri", Target::Uri)),
-        _ => None,
+/// What a name-bearing method's target is.
+#[derive(Clone, Copy)]
+enum TargetKind {
+    Name,
+    Uri,
+}
+
+impl TargetKind {
+    /// The kind for a name-bearing method.
+    fn of(method: &str) -> Option<Self> {
+        match method {
+            "tools/call" | "prompts/get" => Some(Self::Name),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(Self::Uri),
+            _ => None,
+        }
+    }
+
+    /// The params key naming it.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Uri => "uri",
+        }
+    }
+
+    fn target(self, text: String) -> Target {
+        match self {
+            Self::Name => Target::Name(text),
+            Self::Uri => Target::Uri(text),
+        }
     }
 }
 
@@ -133,13 +157,14 @@ fn message(v: &Value) -> Result<Message, Refusal> {
         return Err(Refusal::rpc(code::INVALID_REQUEST, "method must be a string", id));
     };
     let Some(id) = id else { return Ok(Message::Notification { method }) };
-    let target = match target_key(&method) {
-        Some((key, make)) => {
+    let target = match TargetKind::of(&method) {
+        Some(kind) => {
+            let key = kind.key();
             let t = obj.get("params").and_then(|p| p.get(key)).and_then(Value::as_str);
             let Some(t) = t else {
                 return Err(Refusal::rpc(code::INVALID_PARAMS, format!("{method} needs a string params.{key}"), Some(id)));
             };
-            Some(make(t.to_owned()))
+            Some(kind.target(t.to_owned()))
         }
         None => None,
     };
