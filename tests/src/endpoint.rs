@@ -24,6 +24,19 @@ pub struct Endpoint {
     child: Option<Child>,
 }
 
+/// A free port *below* the kernel's ephemeral range (32768+): a member that is killed and started
+/// again must find its port free, and while it is down an outgoing connection of another test could
+/// otherwise take that port as its source port.
+fn stable_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 27_000 + (uuid::Uuid::new_v4().as_u128() % 5_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 27000..32000");
+}
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("upstreams/endpoint.py")
 }
@@ -31,14 +44,14 @@ fn script() -> PathBuf {
 impl Endpoint {
     /// Starts a member on a free port.
     pub fn start(name: &str, behaviour: Behaviour) -> Self {
-        let mut e = Self { name: name.to_owned(), port: crate::infra::free_port(), behaviour, child: None };
+        let mut e = Self { name: name.to_owned(), port: stable_port(), behaviour, child: None };
         e.restart();
         e
     }
 
     /// A port nothing listens on, as a member URL (a member that is down from the start).
     pub fn dead_url() -> String {
-        format!("http://127.0.0.1:{}/base", crate::infra::free_port())
+        format!("http://127.0.0.1:{}/base", stable_port())
     }
 
     /// `http://127.0.0.1:<port>/base`.
