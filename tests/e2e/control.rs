@@ -382,6 +382,39 @@ async fn control_records_the_allow_before_anything_changes() {
 }
 
 #[tokio::test]
+async fn control_edits_a_pool_one_endpoint_at_a_time() {
+    let c = control_stack(&[]).await;
+    let (s, d) = (&c.s, &c.d);
+    let r = s
+        .admin_ok(
+            "POST",
+            &format!("/v1/zones/{}/resources", d.zone_id),
+            &d.admin,
+            Some(json!({"identifier": "https://pool-by-control.test", "endpoints": [{"url": "http://a.test:1/"}], "scopes": ["x.read"]})),
+            201,
+        )
+        .await;
+    let id = r["id"].as_str().unwrap();
+    let run = |sub: &'static str, flags: Value| c.run(json!({"command": "resource", "subcommand": sub, "flags": flags}));
+    let added = run("endpoint-add", json!({"id": id, "url": "http://b.test:2/", "weight": 3})).await;
+    assert_eq!(added.status, 200, "{}", added.text);
+    let drained = run("endpoint-patch", json!({"id": id, "n": 1, "drain": true})).await;
+    assert_eq!(drained.status, 200, "{}", drained.text);
+    let listed = run("endpoints", json!({"id": id})).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(
+        listed.body["result"]["endpoints"],
+        json!([{"index": 0, "url": "http://a.test:1/", "weight": 1, "drain": false}, {"index": 1, "url": "http://b.test:2/", "weight": 3, "drain": true}])
+    );
+    let removed = run("endpoint-remove", json!({"id": id, "n": 1})).await;
+    assert_eq!(removed.status, 200, "{}", removed.text);
+    let row = s.admin_ok("GET", &format!("/v1/zones/{}/resources/{id}", d.zone_id), &d.admin, None, 200).await;
+    assert_eq!(row["endpoints"], json!([{"url": "http://a.test:1/", "weight": 1}]), "the admin API really has it");
+    let last = run("endpoint-remove", json!({"id": id, "n": 0})).await;
+    assert_refused(&last, 400, "invalid", "the last endpoint stays");
+}
+
+#[tokio::test]
 async fn control_catalog_routes_all_exist() {
     let c = control_stack(&[]).await;
     let described = c.run(json!({"command": "catalog", "subcommand": "describe"})).await;

@@ -100,6 +100,11 @@ pub static CATALOG: &[Operation] = &[
     op("resource", "create", Write, POST, "/v1/zones/{zone}/resources"),
     op("resource", "patch", Write, PATCH, "/v1/zones/{zone}/resources/{id}"),
     op("resource", "delete", Delete, DEL, "/v1/zones/{zone}/resources/{id}"),
+    // A resource's upstream pool, one endpoint at a time (docs/pools.md §1): flat flags.
+    op("resource", "endpoints", Read, GET, "/v1/zones/{zone}/resources/{id}/endpoints"),
+    op("resource", "endpoint-add", Write, POST, "/v1/zones/{zone}/resources/{id}/endpoints"),
+    op("resource", "endpoint-patch", Write, PATCH, "/v1/zones/{zone}/resources/{id}/endpoints/{n}"),
+    op("resource", "endpoint-remove", Delete, DEL, "/v1/zones/{zone}/resources/{id}/endpoints/{n}"),
     op("policy-set", "list", Read, GET, "/v1/zones/{zone}/policy-sets"),
     op("policy-set", "get", Read, GET, "/v1/zones/{zone}/policy-sets/{id}"),
     op("policy-set", "create", Write, POST, "/v1/zones/{zone}/policy-sets"),
@@ -167,7 +172,7 @@ mod tests {
             let Target::Admin { method, route } = o.target else { continue };
             assert!(route.starts_with("/v1/zones/{zone}/") || route.starts_with("/zones/{zone}/"), "{route} leaves the zone");
             for p in placeholders(route).skip(1) {
-                assert!(matches!(p, "id" | "sid"), "{route}: unexpected placeholder {p}");
+                assert!(matches!(p, "id" | "sid" | "n"), "{route}: unexpected placeholder {p}");
             }
             if o.verb == Verb::Read {
                 assert_eq!(method, Method::Get, "{route}: reads never change anything");

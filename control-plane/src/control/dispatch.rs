@@ -71,11 +71,13 @@ pub fn build(method: Method, route: &str, mut flags: Map<String, Value>, who: &C
     builder.uri(path).body(body).map_err(|e| Refusal::Invalid(format!("cannot build the request: {e}")))
 }
 
-/// A path segment from flag `name`: an id (`[A-Za-z0-9._:-]{1,128}`, not only dots).
+/// A path segment from flag `name`: an id (`[A-Za-z0-9._:-]{1,128}`, not only dots) or a
+/// non-negative integer (an index such as an endpoint's `n`).
 fn path_param(name: &str, value: Option<Value>) -> Result<String, Refusal> {
     match value {
         Some(Value::String(v)) if is_valid_id(&v) && !v.bytes().all(|b| b == b'.') => Ok(v),
-        Some(_) => Err(Refusal::Invalid(format!("flag {name} must be an id ([A-Za-z0-9._:-]{{1,128}})"))),
+        Some(Value::Number(n)) if n.is_u64() => Ok(n.to_string()),
+        Some(_) => Err(Refusal::Invalid(format!("flag {name} must be an id ([A-Za-z0-9._:-]{{1,128}}) or an index"))),
         None => Err(Refusal::Invalid(format!("flag {name} is required"))),
     }
 }
@@ -194,9 +196,19 @@ mod tests {
     #[test]
     fn path_params_are_ids_and_the_zone_is_the_tokens() {
         let route = "/v1/zones/{zone}/resources/{id}";
-        for bad in [json!({}), json!({"id": "../../admin-tokens"}), json!({"id": ".."}), json!({"id": "a/b"}), json!({"id": 7})] {
+        for bad in [
+            json!({}),
+            json!({"id": "../../admin-tokens"}),
+            json!({"id": ".."}),
+            json!({"id": "a/b"}),
+            json!({"id": -1}),
+            json!({"id": 1.5}),
+            json!({"id": true}),
+        ] {
             assert!(matches!(build(Method::Get, route, flags(bad.clone()), &who()), Err(Refusal::Invalid(_))), "{bad}");
         }
+        let index = build(Method::Get, "/v1/zones/{zone}/resources/{id}/endpoints/{n}", flags(json!({"id": "r", "n": 2})), &who()).unwrap();
+        assert_eq!(index.uri(), "/v1/zones/zone-1/resources/r/endpoints/2", "an index may be a number");
         assert!(matches!(build(Method::Get, route, flags(json!({"id": "r", "zone_id": "other"})), &who()), Err(Refusal::ZoneMismatch)));
         let same = build(Method::Get, route, flags(json!({"id": "r", "zone_id": "zone-1"})), &who()).unwrap();
         assert_eq!(same.uri(), "/v1/zones/zone-1/resources/r", "a zone_id flag equal to the token's zone is dropped");
