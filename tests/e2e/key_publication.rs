@@ -62,7 +62,17 @@ async fn unknown_zones_cost_no_key_query_and_new_zones_are_visible_at_once() {
         async move { http.get(format!("{base}/.well-known/jwks.json?zone_id={zone}")).send().await.unwrap().status().as_u16() }
     };
 
+    let applied = "caracal_sts_keys_invalidation_messages_total";
+    let announced = s.control_plane_metric(applied).await;
     let live = s.admin_ok("POST", "/v1/zones", &admin, Some(json!({"name": "live"})), 201).await["id"].as_str().unwrap().to_owned();
+    // The zone's creation is announced on `caracal.keys.invalidate`; once this instance has applied its
+    // own announcement, nothing else invalidates the zone's keys (otherwise the announcement may land
+    // between the two reads below and cost a second, correct, load).
+    let start = Instant::now();
+    while s.control_plane_metric(applied).await < announced + 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the zone's key announcement is applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let found = loads("found").await;
     assert_eq!(jwks_status(s.cp_url.clone(), live.clone()).await, 200);
     assert_eq!(jwks_status(s.cp_url.clone(), live.clone()).await, 200);
