@@ -227,6 +227,46 @@ where
     Ok(Paged { items, next_cursor })
 }
 
+/// A zone's table the admin API lists and reads: rows with `zone_id`, `id`, `created_at` and
+/// `archived_at` (archived rows are never shown).
+pub struct ZoneTable {
+    pub table: &'static str,
+    /// The columns a row is read from.
+    pub columns: &'static str,
+    /// The 404 code of a missing or archived row.
+    pub not_found: &'static str,
+}
+
+impl ZoneTable {
+    /// One page of the zone's live rows, newest first.
+    pub async fn page<T>(&self, db: &sqlx::PgPool, zone_id: &str, page: &Page) -> ApiResult<Paged<T>>
+    where
+        T: Keyed + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let (table, columns) = (self.table, self.columns);
+        let q = sqlx::query_as::<_, T>(sql!(
+            "SELECT {columns} FROM {table} WHERE zone_id = $1 AND archived_at IS NULL \
+             AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
+        ))
+        .bind(zone_id);
+        fetch_page(db, q, page).await
+    }
+
+    /// One live row of the zone, or 404 with [`ZoneTable::not_found`].
+    pub async fn live<T>(&self, db: &sqlx::PgPool, zone_id: &str, id: &str) -> ApiResult<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let (table, columns) = (self.table, self.columns);
+        let row: Option<T> = sqlx::query_as(sql!("SELECT {columns} FROM {table} WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+        row.ok_or_else(|| ApiError::not_found(self.not_found))
+    }
+}
+
 /// Implements [`Keyed`] for a row with `created_at` and an id field.
 macro_rules! keyed {
     ($t:ty, $id:ident) => {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::sessions::{Which, announce, revoke_records};
 use crate::api::{CatalogEntry, announce_catalog, check_name, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
 use crate::state::AppState;
 
 /// Routes.
@@ -45,6 +45,9 @@ struct WithSecret {
 }
 
 const COLUMNS: &str = "id, zone_id, name, traits, created_at, updated_at";
+
+/// How the admin API lists and reads applications.
+const TABLE: ZoneTable = ZoneTable { table: "applications", columns: COLUMNS, not_found: "application_not_found" };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,13 +115,7 @@ async fn list(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paged<ApplicationRow>>> {
     who.require_zone(&zone_id)?;
-    let page = q.page()?;
-    let q = sqlx::query_as::<_, ApplicationRow>(sql!(
-        "SELECT {COLUMNS} FROM applications WHERE zone_id = $1 AND archived_at IS NULL \
-         AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
-    ))
-    .bind(&zone_id);
-    Ok(Json(fetch_page(&state.db, q, &page).await?))
+    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
 }
 
 async fn read(
@@ -127,13 +124,7 @@ async fn read(
     Path((zone_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ApplicationRow>> {
     who.require_zone(&zone_id)?;
-    let row: Option<ApplicationRow> =
-        sqlx::query_as(sql!("SELECT {COLUMNS} FROM applications WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
-            .bind(&zone_id)
-            .bind(&id)
-            .fetch_optional(&state.db)
-            .await?;
-    row.map(Json).ok_or_else(|| ApiError::not_found("application_not_found"))
+    TABLE.live(&state.db, &zone_id, &id).await.map(Json)
 }
 
 async fn rotate_secret(

@@ -32,7 +32,7 @@ use sqlx::types::Json as SqlJson;
 use self::definition::{Body, Definition, control_audience};
 use crate::api::{CatalogEntry, announce_catalog, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
 use crate::state::AppState;
 
 /// Routes.
@@ -81,6 +81,9 @@ const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, endpoints, l
      scopes, operations, operation_enforcement, credential_mode, \
      credential_placement AS credential, credential_secret IS NOT NULL AS credential_secret_set, created_at, updated_at";
 
+/// How the admin API lists and reads resources.
+const TABLE: ZoneTable = ZoneTable { table: "resources", columns: COLUMNS, not_found: "resource_not_found" };
+
 fn conflict_or(e: sqlx::Error) -> ApiError {
     if is_unique_violation(&e) {
         ApiError::conflict("resource_identifier_conflict", "a live resource with this identifier exists in the zone")
@@ -118,23 +121,12 @@ async fn list(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paged<ResourceRow>>> {
     who.require_zone(&zone_id)?;
-    let page = q.page()?;
-    let q = sqlx::query_as::<_, ResourceRow>(sql!(
-        "SELECT {COLUMNS} FROM resources WHERE zone_id = $1 AND archived_at IS NULL \
-         AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
-    ))
-    .bind(&zone_id);
-    Ok(Json(fetch_page(&state.db, q, &page).await?))
+    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
 }
 
+/// A live resource of the zone (404 `resource_not_found` otherwise).
 async fn fetch(state: &AppState, zone_id: &str, id: &str) -> ApiResult<ResourceRow> {
-    let row: Option<ResourceRow> =
-        sqlx::query_as(sql!("SELECT {COLUMNS} FROM resources WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
-            .bind(zone_id)
-            .bind(id)
-            .fetch_optional(&state.db)
-            .await?;
-    row.ok_or_else(|| ApiError::not_found("resource_not_found"))
+    TABLE.live(&state.db, zone_id, id).await
 }
 
 async fn read(

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::require_live_zone;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
+use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
 use crate::state::AppState;
 
 /// Active issuers a zone may have.
@@ -43,6 +43,9 @@ pub struct SubjectIssuerRow {
 crate::extract::keyed!(SubjectIssuerRow, id);
 
 const COLUMNS: &str = "id, zone_id, issuer, jwks_url, audience, created_at, updated_at";
+
+/// How the admin API lists and reads subject_issuers.
+const TABLE: ZoneTable = ZoneTable { table: "subject_issuers", columns: COLUMNS, not_found: "subject_issuer_not_found" };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,13 +130,7 @@ async fn list(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paged<SubjectIssuerRow>>> {
     who.require_zone(&zone_id)?;
-    let page = q.page()?;
-    let q = sqlx::query_as::<_, SubjectIssuerRow>(sql!(
-        "SELECT {COLUMNS} FROM subject_issuers WHERE zone_id = $1 AND archived_at IS NULL \
-         AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) ORDER BY created_at DESC, id DESC LIMIT $4"
-    ))
-    .bind(&zone_id);
-    Ok(Json(fetch_page(&state.db, q, &page).await?))
+    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
 }
 
 async fn read(
@@ -142,13 +139,7 @@ async fn read(
     Path((zone_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<SubjectIssuerRow>> {
     who.require_zone(&zone_id)?;
-    let row: Option<SubjectIssuerRow> =
-        sqlx::query_as(sql!("SELECT {COLUMNS} FROM subject_issuers WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL"))
-            .bind(&zone_id)
-            .bind(&id)
-            .fetch_optional(&state.db)
-            .await?;
-    row.map(Json).ok_or_else(|| ApiError::not_found("subject_issuer_not_found"))
+    TABLE.live(&state.db, &zone_id, &id).await.map(Json)
 }
 
 /// Archives the issuer: no new federation through it; sessions it federated live on.
