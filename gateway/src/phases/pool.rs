@@ -325,10 +325,15 @@ impl Pool {
         self.max_in_flight.is_none_or(|cap| self.slots[slot].state.in_flight.load(Ordering::Relaxed) < cap)
     }
 
-    /// Whether a member may take this request: not draining, not tried, healthy, under its cap.
-    fn takes(&self, slot: usize, tried: u64) -> bool {
+    /// Whether a member is open to this request: not draining, not tried, healthy.
+    fn open_to(&self, slot: usize, tried: u64) -> bool {
         let s = &self.slots[slot];
-        !s.drain && tried & (1 << slot) == 0 && s.state.health.available(|| self.now_ms()) && self.under_cap(slot)
+        !s.drain && tried & (1 << slot) == 0 && s.state.health.available(|| self.now_ms())
+    }
+
+    /// Whether a member may take this request: open to it and under its cap.
+    fn takes(&self, slot: usize, tried: u64) -> bool {
+        self.open_to(slot, tried) && self.under_cap(slot)
     }
 
     /// The bytes a consistent hash is taken over (empty for other policies).
@@ -363,10 +368,8 @@ impl Pool {
             }),
         };
         let Some(slot) = backend.and_then(|b| self.slot_of(&b)) else {
-            let capped = (0..self.slots.len()).any(|i| {
-                let s = &self.slots[i];
-                !s.drain && tried & (1 << i) == 0 && s.state.health.available(|| self.now_ms())
-            });
+            // Someone open to it, so only the caps stood in the way.
+            let capped = (0..self.slots.len()).any(|i| self.open_to(i, tried));
             return Err(if capped { Denial::UpstreamOverloaded } else { Denial::UpstreamUnavailable });
         };
         let before = self.slots[slot].state.in_flight.fetch_add(1, Ordering::Relaxed);
