@@ -70,6 +70,7 @@ fn claims() -> Claims {
         hop_count: None,
         delegation_graph_epoch: None,
         approval_id: None,
+        mcp_calls: vec![],
     }
 }
 

@@ -78,7 +78,7 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
             }))
             .expect("error body serializes")
         } else {
-            WireError { error: err.code.to_owned(), error_description: err.description, request_id: rid.clone() }.to_json()
+            WireError { error: err.code.to_owned(), error_description: err.description, request_id: rid.clone(), scope: None }.to_json()
         };
         let mut r = (err.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         *r.headers_mut() = std::mem::take(resp.headers_mut());

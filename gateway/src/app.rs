@@ -51,6 +51,8 @@ pub struct Deps {
     pub audit: AuditSink,
     /// Deadlines and revocation cuts of forwarded requests' upstream sockets.
     pub watcher: Arc<Watcher>,
+    /// Resources the STS said are MCP servers (`phases::mcp::known`).
+    pub known_mcp: crate::phases::mcp::known::KnownMcp,
 }
 
 impl Deps {
@@ -105,7 +107,8 @@ impl Deps {
         let limits = Deadlines { header: cfg.upstream_header_timeout, body_idle: cfg.upstream_body_idle_timeout };
         let watcher = Watcher::new(limits, revocations.clone());
         let pools = Pools::new(cfg.dns_cache_ttl, metrics.upstream.clone());
-        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, pools, circuits, audit, watcher }, shipper))
+        let known_mcp = Default::default();
+        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, pools, circuits, audit, watcher, known_mcp }, shipper))
     }
 }
 

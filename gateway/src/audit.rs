@@ -114,6 +114,10 @@ pub fn forwarded(sink: &AuditSink, ctx: &crate::ctx::RequestCtx, method: &str, s
     if let Some(s) = ctx.upstream_status {
         meta["upstream_status"] = s.into();
     }
+    if let Some(post) = ctx.mcp.as_ref().and_then(|m| m.post()) {
+        // Which tools, prompts and resources the call used (names and URIs; never arguments).
+        meta["mcp_calls"] = serde_json::to_value(post.calls()).unwrap_or_default();
+    }
     if let Some(route) = &fwd.route {
         // Every attempt on the pool, the retries included: same resource mandate each time.
         meta["upstream_endpoint"] = route.endpoint().into();

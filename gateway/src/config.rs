@@ -92,6 +92,15 @@ pub struct GatewayConfig {
     /// `POOL_METRICS_MAX_RESOURCES` (256): resources with their own label in the per-endpoint
     /// upstream metrics; later ones share `resource="other"` (bounded cardinality).
     pub pool_metrics_max_resources: usize,
+    /// `MCP_MAX_BODY_BYTES` (64 KiB, also the most): the largest MCP POST body the gateway reads
+    /// before the exchange (`docs/mcp.md` §1). Pingora forwards a body read before the upstream is
+    /// chosen from its 64 KiB retry buffer, so a larger one could not be forwarded; an MCP resource
+    /// refuses larger POSTs (413).
+    pub mcp_max_body_bytes: usize,
+    /// `MCP_DENIAL_STATUS` (200, or 400 / 403): the HTTP status of a JSON-RPC error answering an
+    /// MCP operation the policy refused. 200 is what every client turns into an error of that one
+    /// call; `mcp` 1.x and the TypeScript client end the whole session on a 4xx.
+    pub mcp_denial_status: u16,
     /// `STS_CIRCUIT_FAILURES` (5), `STS_CIRCUIT_WINDOW` (10 s), `STS_CIRCUIT_OPEN` (10 s): the
     /// STS circuit breaker.
     pub circuit_failures: u32,
@@ -229,6 +238,14 @@ impl GatewayConfig {
         if pool_metrics_max_resources > 10_000 {
             r.problem("POOL_METRICS_MAX_RESOURCES", "must be at most 10000 (each resource adds label sets per endpoint)");
         }
+        let mcp_max_body_bytes = r.parse("MCP_MAX_BODY_BYTES", crate::phases::mcp::MAX_READABLE_BODY);
+        if !(1..=crate::phases::mcp::MAX_READABLE_BODY).contains(&mcp_max_body_bytes) {
+            r.problem("MCP_MAX_BODY_BYTES", "must be 1..65536 (a body read before the exchange is forwarded from Pingora's 64 KiB buffer)");
+        }
+        let mcp_denial_status = r.parse("MCP_DENIAL_STATUS", 200u16);
+        if !matches!(mcp_denial_status, 200 | 400 | 403) {
+            r.problem("MCP_DENIAL_STATUS", "must be 200, 400 or 403");
+        }
         let audit_key = r.hex_key("AUDIT_HMAC_KEY", 32);
         if production && audit_key.is_none() && !r.has_problems_for("AUDIT_HMAC_KEY") {
             r.problem("AUDIT_HMAC_KEY", "is required in production (signed audit frames)");
@@ -275,6 +292,8 @@ impl GatewayConfig {
             redis,
             sts_timeout,
             sts_http2,
+            mcp_max_body_bytes,
+            mcp_denial_status,
             upstream_timeout,
             upstream_header_timeout,
             upstream_body_idle_timeout,

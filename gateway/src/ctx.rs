@@ -30,6 +30,9 @@ pub struct RequestCtx {
     /// Written by the pipeline once every check passed; read by `upstream_peer`,
     /// `upstream_request_filter` and `response_filter`.
     pub forward: Option<Forward>,
+    /// A POST that looks like MCP, read before the exchange (`phases::mcp::intake`); written by
+    /// `request_filter`, read by the exchange, the denial and the audit event.
+    pub mcp: Option<crate::phases::mcp::intake::Intake>,
     /// Request body bytes seen so far; written and read by `request_body_filter` (size limit).
     pub body_bytes: u64,
     /// The upstream watch (deadlines, idle-stream cut), armed by `connected_to_upstream`; fed by
@@ -80,6 +83,7 @@ impl RequestCtx {
             subject: None,
             upstream_status: None,
             forward: None,
+            mcp: None,
             body_bytes: 0,
             upstream: None,
             stream: None,

@@ -49,8 +49,9 @@ pub enum Denial {
     Replay,
     /// The replay store (Redis) failed: deny rather than risk a replay.
     ReplayCheckUnavailable,
-    /// The STS refused the exchange (4xx); its status, code and description are relayed.
-    StsRefused { status: u16, code: String, description: String },
+    /// The STS refused the exchange (4xx); its status, code and description are relayed (and the
+    /// scope that would allow an MCP operation, when that is the reason).
+    StsRefused { status: u16, code: String, description: String, scope: Option<String> },
     /// The STS failed the exchange (5xx with its error body, e.g. `policy_eval_failed`); relayed
     /// like a refusal, but counted as an STS failure (and by the zone's circuit).
     StsFailed { status: u16, code: String, description: String },
@@ -70,6 +71,11 @@ pub enum Denial {
     UpstreamUnavailable,
     /// Every live member of the resource's pool is at its concurrency cap: shed, never queue.
     UpstreamOverloaded,
+    /// A POST to an MCP resource that is not well-formed JSON-RPC, whose mirrored headers do not
+    /// match its body, or that could not be read (no length, over `MCP_MAX_BODY_BYTES`).
+    McpMalformed(crate::phases::mcp::Refusal),
+    /// The STS refused an MCP operation: answered as JSON-RPC (`phases::mcp::answer`).
+    McpDenied(Box<crate::phases::mcp::answer::McpDenial>),
 }
 
 impl Denial {
@@ -95,7 +101,7 @@ impl Denial {
             Self::KeysUnavailable => (503, StsUnavailable, "signing keys unavailable"),
             Self::Replay => (401, InvalidToken, "token replay detected"),
             Self::ReplayCheckUnavailable => (503, ErrorCode::ReplayCheckUnavailable, "replay protection unavailable"),
-            Self::StsRefused { status, code, description } | Self::StsFailed { status, code, description } => {
+            Self::StsRefused { status, code, description, .. } | Self::StsFailed { status, code, description } => {
                 return (*status, code, description);
             }
             Self::StsUnavailable { status, description } => (*status, StsUnavailable, description),
@@ -106,6 +112,8 @@ impl Denial {
             Self::UpstreamTimeout => (504, ErrorCode::UpstreamTimeout, "upstream timeout"),
             Self::UpstreamUnavailable => (503, ErrorCode::UpstreamUnavailable, "no healthy upstream endpoint"),
             Self::UpstreamOverloaded => (503, ErrorCode::UpstreamOverloaded, "upstream endpoints at capacity"),
+            Self::McpMalformed(r) => (r.status(), InvalidRequest, "malformed MCP request"),
+            Self::McpDenied(d) => return (d.status, &d.code, &d.description),
         };
         (status, code.as_str(), description)
     }
@@ -135,6 +143,8 @@ impl Denial {
             Self::UpstreamNotAddressable | Self::UpstreamUnreachable | Self::UpstreamTimeout => "upstream_errors",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
+            Self::McpMalformed(_) => "mcp_malformed",
+            Self::McpDenied(_) => "mcp_denied",
         }
     }
 
@@ -162,6 +172,8 @@ impl Denial {
         "upstream_errors",
         "upstream_unavailable",
         "upstream_overloaded",
+        "mcp_malformed",
+        "mcp_denied",
     ];
 }
 
@@ -185,10 +197,19 @@ pub async fn respond_json(
     session.write_response_body(Some(body), true).await
 }
 
-/// Writes the denial's wire body.
+/// Writes the denial's wire body: JSON-RPC for MCP refusals, the error body otherwise.
 pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str) -> pingora::Result<()> {
+    match denial {
+        Denial::McpMalformed(r) => return respond_json(session, r.status(), request_id, Bytes::from(r.body().to_string()), &[]).await,
+        Denial::McpDenied(d) => {
+            let challenge = d.challenge.as_deref().map(|c| ("www-authenticate", c));
+            return respond_json(session, d.status, request_id, d.body.clone(), challenge.as_slice()).await;
+        }
+        _ => {}
+    }
     let (status, code, description) = denial.wire();
-    let body = WireError { error: code.to_owned(), error_description: description.to_owned(), request_id: request_id.to_owned() };
+    let body =
+        WireError { error: code.to_owned(), error_description: description.to_owned(), request_id: request_id.to_owned(), scope: None };
     let extra: &[(&str, &str)] = if status == 401 { &[("www-authenticate", "Bearer realm=\"caracal-gateway\"")] } else { &[] };
     respond_json(session, status, request_id, Bytes::from(body.to_json()), extra).await
 }
@@ -218,7 +239,7 @@ mod tests {
             Denial::KeysUnavailable,
             Denial::Replay,
             Denial::ReplayCheckUnavailable,
-            Denial::StsRefused { status: 403, code: "access_denied".into(), description: "policy denied".into() },
+            Denial::StsRefused { status: 403, code: "access_denied".into(), description: "policy denied".into(), scope: None },
             Denial::StsUnavailable { status: 502, description: "sts unavailable" },
             Denial::StsFailed { status: 503, code: "policy_eval_failed".into(), description: "policy evaluation failed".into() },
             Denial::StsCircuitOpen,
@@ -228,6 +249,7 @@ mod tests {
             Denial::UpstreamTimeout,
             Denial::UpstreamUnavailable,
             Denial::UpstreamOverloaded,
+            Denial::McpMalformed(crate::phases::mcp::Refusal::TooLarge),
         ];
         for d in &all {
             assert!(Denial::METRIC_LABELS.contains(&d.metric_label()), "{d:?}");
@@ -239,7 +261,7 @@ mod tests {
 
     #[test]
     fn sts_refusals_are_relayed_verbatim() {
-        let d = Denial::StsRefused { status: 403, code: "operation_not_permitted".into(), description: "GET /x".into() };
+        let d = Denial::StsRefused { status: 403, code: "operation_not_permitted".into(), description: "GET /x".into(), scope: None };
         assert_eq!(d.wire(), (403, "operation_not_permitted", "GET /x"));
     }
 }

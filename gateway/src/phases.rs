@@ -47,7 +47,8 @@ pub async fn request(deps: &Deps, session: &mut Session, ctx: &mut RequestCtx) -
         return Ok(true);
     }
     deps.metrics.requests.inc();
-    match run_request(deps, session.req_header(), &ctx.request_id, &mut ctx.subject).await {
+    ctx.mcp = mcp::intake::take(session, deps.cfg.mcp_max_body_bytes).await?;
+    match run_request(deps, session.req_header(), &ctx.request_id, &mut ctx.subject, ctx.mcp.as_ref()).await {
         Ok(forward) => {
             deps.metrics.allowed.inc();
             ctx.forward = Some(forward);
@@ -81,7 +82,14 @@ pub fn request_body(deps: &Deps, body: Option<&Bytes>, ctx: &mut RequestCtx) -> 
 }
 
 /// Runs every check; on success the request may be forwarded as described by the [`Forward`].
-pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, subject: &mut Option<Subject>) -> Result<Forward, Denial> {
+/// `mcp` is the POST's MCP reading, when it looks like one.
+pub async fn run_request(
+    deps: &Deps,
+    req: &RequestHeader,
+    request_id: &str,
+    subject: &mut Option<Subject>,
+    mcp: Option<&mcp::intake::Intake>,
+) -> Result<Forward, Denial> {
     let now = now_ms();
     // Nothing is allowed while the gateway cannot tell whether a session was revoked.
     revocation::fresh(&deps.revocations)?;
@@ -104,6 +112,8 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     admission::path_traversal(req.uri.path())?;
     // Before the signature, Redis and the STS: an oversized body must not burn the token.
     admission::content_length(req, deps.cfg.max_request_bytes)?;
+    // Likewise a malformed or unreadable POST to a resource known to be MCP.
+    mcp::refuse_known(deps, mcp, &peeked.claims.zone_id, resource)?;
     let mandate = auth::verify(&deps.jwks, peeked).await?;
     // In memory, before the single-use mark and the STS: a revoked mandate costs nothing more.
     let revocation_epoch = deps.revocations.epoch();
@@ -111,14 +121,19 @@ pub async fn run_request(deps: &Deps, req: &RequestHeader, request_id: &str, sub
     let anchors = Arc::new(revocation::anchors(&mandate.claims));
     let mandate_exp = mandate.claims.exp;
     let fresh = deps.jti.consume(mandate, request_id, now).await?;
-    let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id };
+    let zone_id = fresh.0.claims.zone_id.as_str();
+    let mcp_json = mcp.and_then(|m| match m {
+        mcp::intake::Intake::Read { json, .. } => Some(json.as_str()),
+        _ => None,
+    });
+    let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id, mcp: mcp_json };
     // Per zone: one zone's failing policy must not fail every zone fast.
     let ticket = deps.circuits.admit(&fresh.0.claims.zone_id).ok_or(Denial::StsCircuitOpen)?;
     let timer = deps.metrics.sts_exchange_seconds.start_timer();
     let grant = deps.sts.exchange(&fresh, &exchange).await;
     timer.observe_duration();
     ticket.record(exchange::health(&grant));
-    let mut grant = grant?;
+    let mut grant = mcp::after_exchange(deps, mcp, zone_id, resource, grant)?;
     // A plain upstream keeps the single-URL path; a pool picks a member (docs/pools.md).
     // A plain upstream with one address keeps the single-URL path; a pool, or a name with
     // several addresses, picks a member (docs/pools.md).

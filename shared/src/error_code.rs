@@ -37,6 +37,7 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// Every member of the resource's upstream pool is at its concurrency cap.
     UpstreamOverloaded,
+    McpBodyRequired,
 }
 
 impl ErrorCode {
@@ -64,6 +65,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
+            Self::McpBodyRequired => "mcp_body_required",
         }
     }
 }
@@ -79,12 +81,16 @@ pub struct WireError {
     /// The request id echoed in `X-Request-Id`.
     #[serde(rename = "requestId", default)]
     pub request_id: String,
+    /// With `scope_insufficient` on an MCP operation: the scope that would allow it (the gateway
+    /// puts it in its `WWW-Authenticate: Bearer error="insufficient_scope", scope=…` challenge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl WireError {
     /// Builds a body for one of our own codes.
     pub fn new(code: ErrorCode, description: impl Into<String>, request_id: impl Into<String>) -> Self {
-        Self { error: code.as_str().to_owned(), error_description: description.into(), request_id: request_id.into() }
+        Self { error: code.as_str().to_owned(), error_description: description.into(), request_id: request_id.into(), scope: None }
     }
 
     /// Serializes the body to JSON bytes.

@@ -79,6 +79,10 @@ pub struct UpstreamDirective {
     /// Also send the resource mandate as `X-Caracal-Identity` (provider modes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_caracal_identity: bool,
+    /// The resource is an MCP server (`docs/mcp.md`): the gateway refuses its malformed POSTs
+    /// itself from then on, and answers its denials in JSON-RPC.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mcp: bool,
 }
 
 impl UpstreamDirective {

@@ -14,6 +14,7 @@ pub mod exchange;
 pub mod jwks;
 pub mod jws;
 pub mod mandate;
+pub mod mcp;
 pub mod pool;
 pub mod postgres_url;
 pub mod redis_target;

@@ -90,6 +90,10 @@ pub struct Claims {
     /// The step-up approval that authorized this mandate's lineage (inherited when narrowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// Resource mandates for an MCP POST: the calls this credential authorizes, nothing else
+    /// (`docs/mcp.md` §4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_calls: Vec<crate::mcp::Call>,
 }
 
 impl Claims {
@@ -145,6 +149,7 @@ mod tests {
             hop_count: None,
             delegation_graph_epoch: None,
             approval_id: None,
+            mcp_calls: vec![],
         }
     }
 

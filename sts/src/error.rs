@@ -41,6 +41,13 @@ pub enum StsError {
     /// An enforced resource does not declare this operation, or the mandate lacks its scope.
     #[error("operation not permitted: {0}")]
     OperationNotPermitted(String),
+    /// A POST to an MCP resource came without the MCP facts of its body: the gateway did not
+    /// read it as MCP (no JSON body, no `Accept: text/event-stream`, or over its MCP body limit).
+    #[error("mcp body required")]
+    McpBodyRequired,
+    /// An enforced MCP resource declares this MCP operation with a scope the mandate lacks.
+    #[error("mcp operation needs scope {scope}")]
+    McpScopeInsufficient { scope: String, description: String },
     /// The policy engine failed (compile or evaluation error, or a result outside the contract).
     #[error("policy evaluation failed: {0}")]
     PolicyEvalFailed(String),
@@ -96,6 +103,14 @@ impl StsError {
             Self::SessionInactive => (401, ErrorCode::InvalidToken, "session revoked or expired".into()),
             Self::AccessDenied(d) => (403, ErrorCode::AccessDenied, d.clone()),
             Self::OperationNotPermitted(d) => (403, ErrorCode::OperationNotPermitted, d.clone()),
+            Self::McpBodyRequired => (
+                400,
+                ErrorCode::McpBodyRequired,
+                "an MCP resource takes JSON-RPC POSTs with Content-Type application/json, Accept listing text/event-stream \
+                 and a Content-Length within the gateway's MCP body limit"
+                    .into(),
+            ),
+            Self::McpScopeInsufficient { description, .. } => (403, ErrorCode::ScopeInsufficient, description.clone()),
             Self::PolicyEvalFailed(_) => (503, ErrorCode::PolicyEvalFailed, "policy evaluation failed".into()),
             Self::ZoneNotFound => (404, ErrorCode::ResourceNotFound, "zone not found".into()),
             Self::RateLimited { .. } => (429, ErrorCode::ProviderRateLimited, "mint rate limit exceeded".into()),
@@ -123,6 +138,8 @@ impl StsError {
             Self::SessionInactive => "session_inactive",
             Self::AccessDenied(_) => "access_denied",
             Self::OperationNotPermitted(_) => "operation_not_permitted",
+            Self::McpBodyRequired => "mcp_body_required",
+            Self::McpScopeInsufficient { .. } => "scope_insufficient",
             Self::PolicyEvalFailed(_) => "policy_eval_failed",
             Self::ZoneNotFound => "zone_not_found",
             Self::RateLimited { .. } => "rate_limited",

@@ -22,7 +22,7 @@ pub enum SubjectTokenType {
 }
 
 /// Fields a subject federation must not carry: it is the id_token and the caller, nothing more.
-const NOT_WITH_ID_TOKEN: [&str; 10] = [
+const NOT_WITH_ID_TOKEN: [&str; 11] = [
     "resource",
     "scope",
     "session_id",
@@ -33,6 +33,7 @@ const NOT_WITH_ID_TOKEN: [&str; 10] = [
     "request_path",
     "gateway_request_id",
     "requested_token_type",
+    "mcp",
 ];
 
 /// The fields of a token request.
@@ -59,6 +60,8 @@ pub struct TokenForm {
     /// Whether a subject-token exchange asked for a gateway mandate
     /// (`requested_token_type=urn:caracal:token-type:gateway-mandate`).
     pub wants_gateway_mandate: bool,
+    /// The gateway's reading of an MCP POST (JSON; `docs/mcp.md`), on per-request exchanges.
+    pub mcp: Option<caracal_shared::mcp::Post>,
 }
 
 fn invalid(msg: impl Into<String>) -> StsError {
@@ -116,6 +119,12 @@ impl TokenForm {
                 "agent_session_id" => f.agent_session_id = Some(v),
                 "delegation_edge_id" => f.delegation_edge_id = Some(v),
                 "approval_id" => f.approval_id = Some(v),
+                "mcp" => {
+                    let post: caracal_shared::mcp::Post =
+                        serde_json::from_str(&v).map_err(|e| invalid(format!("mcp is malformed: {e}")))?;
+                    post.validate().map_err(invalid)?;
+                    f.mcp = Some(post);
+                }
                 "requested_token_type" => match v.as_str() {
                     TOKEN_TYPE_GATEWAY_MANDATE => f.wants_gateway_mandate = true,
                     TOKEN_TYPE_ACCESS_TOKEN => {}

@@ -35,6 +35,9 @@ pub fn error_response(err: &StsError, request_id: &str) -> Response {
             }
             serde_json::to_vec(&v).expect("error body serializes")
         }
+        StsError::McpScopeInsufficient { scope, .. } => {
+            WireError { scope: Some(scope.clone()), ..WireError::new(code, description, request_id) }.to_json()
+        }
         _ => WireError::new(code, description, request_id).to_json(),
     };
     let mut resp = (

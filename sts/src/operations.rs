@@ -41,6 +41,64 @@ impl Operation {
     }
 }
 
+/// One declared MCP operation of an enforced `protocol: mcp` resource (`docs/mcp.md` §2): a
+/// JSON-RPC method, for name-bearing methods a pattern over the tool / prompt name or resource
+/// URI (`*` matches any run of characters, nothing else is special; absent matches any), and the
+/// scope it needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpOperation {
+    pub mcp_method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub scope: String,
+}
+
+impl McpOperation {
+    /// Checks a declaration on upload; `scopes` are the resource's scopes.
+    pub fn validate(&self, scopes: &[String]) -> Result<(), String> {
+        let m = &self.mcp_method;
+        if m.is_empty() || m.len() > 128 || !m.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.')) {
+            return Err(format!("mcp_method {m:?} must be a JSON-RPC method name such as tools/call"));
+        }
+        if let Some(n) = &self.name
+            && (n.is_empty() || n.len() > 512)
+        {
+            return Err(format!("mcp operation name pattern {n:?} must be 1..512 characters"));
+        }
+        if !scopes.contains(&self.scope) {
+            return Err(format!("mcp operation scope {:?} is not one of the resource's scopes", self.scope));
+        }
+        Ok(())
+    }
+
+    /// Whether this declaration covers `method` with target `target` (a name or URI).
+    pub fn matches(&self, method: &str, target: Option<&str>) -> bool {
+        self.mcp_method == method
+            && match (&self.name, target) {
+                (None, _) => true,
+                (Some(p), Some(t)) => glob_matches(p, t),
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// `*` matches any run of characters (also none); every other character matches itself.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Segment-wise pattern match (see module docs).
 pub fn path_matches(pattern: &str, path: &str) -> bool {
     let mut pat = pattern.split('/');
@@ -111,6 +169,38 @@ mod tests {
         for (pattern, path, want) in cases {
             assert_eq!(path_matches(pattern, path), want, "{pattern} vs {path}");
         }
+    }
+
+    #[test]
+    fn mcp_name_patterns() {
+        let cases = [
+            ("read_*", "read_file", true),
+            ("read_*", "read_", true),
+            ("read_*", "unread_file", false),
+            ("*", "anything", true),
+            ("*_repo", "delete_repo", true),
+            ("*_repo", "delete_repos", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("a*a", "a", false),
+            ("echo", "echo", true),
+            ("echo", "Echo", false),
+            ("docs://*", "docs://readme", true),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(glob_matches(pattern, text), want, "{pattern} vs {text}");
+        }
+        let op = McpOperation { mcp_method: "tools/call".into(), name: Some("read_*".into()), scope: "read".into() };
+        assert!(op.matches("tools/call", Some("read_file")));
+        assert!(!op.matches("tools/call", None), "a pattern needs a target");
+        assert!(!op.matches("prompts/get", Some("read_file")), "methods are exact");
+        let any = McpOperation { name: None, mcp_method: "tools/list".into(), ..op.clone() };
+        assert!(any.matches("tools/list", None));
+        let scopes = vec!["read".to_owned()];
+        assert!(op.validate(&scopes).is_ok());
+        assert!(McpOperation { mcp_method: "tools call".into(), ..op.clone() }.validate(&scopes).is_err());
+        assert!(McpOperation { scope: "write".into(), ..op.clone() }.validate(&scopes).is_err());
+        assert!(McpOperation { name: Some(String::new()), ..op }.validate(&scopes).is_err());
     }
 
     #[test]

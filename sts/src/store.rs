@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::error::StsError;
-use crate::operations::Operation;
+use crate::operations::{McpOperation, Operation};
 
 /// An application (OAuth client).
 #[derive(Debug, sqlx::FromRow)]
@@ -56,6 +56,10 @@ pub struct Resource {
     pub scopes: Vec<String>,
     pub operations: sqlx::types::Json<Vec<Operation>>,
     pub operation_enforcement: String,
+    /// `http` or `mcp` (a POST must come with the MCP facts the gateway read from its body).
+    pub protocol: String,
+    /// Declared MCP operations (enforced resources of `protocol: mcp`).
+    pub mcp_operations: sqlx::types::Json<Vec<McpOperation>>,
     pub credential_mode: String,
     pub credential_placement: sqlx::types::Json<CredentialPlacement>,
     /// The provider key, sealed with `ZONE_KEK` ([`provider_secret_aad`]).
@@ -79,6 +83,11 @@ impl Resource {
     pub fn enforced(&self) -> bool {
         self.operation_enforcement == "enforced"
     }
+
+    /// Whether the resource is an MCP server (streamable HTTP).
+    pub fn mcp(&self) -> bool {
+        self.protocol == "mcp"
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +107,8 @@ impl Resource {
             scopes: vec!["read".into()],
             operations: sqlx::types::Json(vec![]),
             operation_enforcement: "enforced".into(),
+            protocol: "http".into(),
+            mcp_operations: sqlx::types::Json(vec![]),
             credential_mode: "none".into(),
             credential_placement: sqlx::types::Json(Default::default()),
             credential_secret: None,
@@ -122,7 +133,7 @@ pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<
 pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Option<Resource>, StsError> {
     Ok(sqlx::query_as(
         "SELECT id, identifier, upstream_url, endpoints, load_balancing, timeouts, health, retry, connections, scopes, operations, \
-         operation_enforcement, \
+         operation_enforcement, protocol, mcp_operations, \
          credential_mode, credential_placement, credential_secret, credential_kek_id \
          FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
     )

@@ -27,6 +27,9 @@ pub const DENY_POLICY: &str = include_str!("../../docs/policies/freeze-zone.rego
 /// Least privilege by application trait (see `docs/policy.md`).
 pub const TRAITS_POLICY: &str = include_str!("../../docs/policies/agent-labels.rego");
 
+/// MCP tools by name (see `docs/mcp.md`).
+pub const MCP_POLICY: &str = include_str!("../../docs/policies/mcp-tools.rego");
+
 /// The gateway's `CARACAL_ADMIN_TOKEN` in every stack.
 pub const GATEWAY_ADMIN_TOKEN: &str = "gateway-admin-token-for-e2e-tests-0123456789";
 

@@ -23,7 +23,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caracal_shared::pool::{Connections, Endpoint, HealthProbe, LoadBalancing, Retry, Timeouts};
-use caracal_sts::operations::Operation;
+use caracal_sts::operations::{McpOperation, Operation};
 use caracal_sts::store::CredentialPlacement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -66,6 +66,10 @@ pub struct ResourceRow {
     pub scopes: Vec<String>,
     pub operations: SqlJson<Vec<Operation>>,
     pub operation_enforcement: String,
+    /// `http` or `mcp` (docs/mcp.md).
+    pub protocol: String,
+    /// Declared MCP operations `[{mcp_method, name?, scope}]`.
+    pub mcp_operations: SqlJson<Vec<McpOperation>>,
     pub credential_mode: String,
     /// Where a provider key goes; the key itself is write-only.
     pub credential: SqlJson<CredentialPlacement>,
@@ -78,7 +82,7 @@ pub struct ResourceRow {
 crate::extract::keyed!(ResourceRow, id);
 
 const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, endpoints, load_balancing, timeouts, health, retry, connections, \
-     scopes, operations, operation_enforcement, credential_mode, \
+     scopes, operations, operation_enforcement, protocol, mcp_operations, credential_mode, \
      credential_placement AS credential, credential_secret IS NOT NULL AS credential_secret_set, created_at, updated_at";
 
 /// How the admin API lists and reads resources.
@@ -104,8 +108,8 @@ async fn create(
     let def = Definition::create(&state, &zone_id, &id, b)?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
-         credential_placement, credential_secret, credential_kek_id, endpoints, load_balancing, timeouts, health, retry, connections) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING {COLUMNS}"
+         credential_placement, credential_secret, credential_kek_id, endpoints, load_balancing, timeouts, health, retry, connections, protocol, mcp_operations) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);
@@ -177,7 +181,7 @@ async fn rewrite(state: &AppState, zone_id: &str, id: &str, edit: impl FnOnce(&R
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
          operation_enforcement = $8, credential_mode = $9, credential_placement = $10, credential_secret = $11, \
          credential_kek_id = $12, endpoints = $13, load_balancing = $14, timeouts = $15, health = $16, retry = $17, \
-         connections = $18, updated_at = now() WHERE zone_id = $1 AND id = $2 RETURNING {COLUMNS}"
+         connections = $18, protocol = $19, mcp_operations = $20, updated_at = now() WHERE zone_id = $1 AND id = $2 RETURNING {COLUMNS}"
     ))
     .bind(zone_id)
     .bind(id);

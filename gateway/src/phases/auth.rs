@@ -102,6 +102,7 @@ mod tests {
             hop_count: None,
             delegation_graph_epoch: None,
             approval_id: None,
+            mcp_calls: vec![],
         }
     }
 

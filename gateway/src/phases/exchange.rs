@@ -46,6 +46,8 @@ pub struct ExchangeRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub request_id: &'a str,
+    /// The MCP facts of a POST the gateway read (JSON of `caracal_shared::mcp::Post`).
+    pub mcp: Option<&'a str>,
 }
 
 impl StsClient {
@@ -59,11 +61,14 @@ impl StsClient {
     /// The form body, keys in sorted order.
     fn form(m: &FreshJti<'_>, req: &ExchangeRequest<'_>) -> String {
         let c = &m.0.claims;
-        form_urlencoded::Serializer::new(String::with_capacity(m.0.token.len() + 512))
-            .append_pair("application_id", &c.client_id)
+        let mut form = form_urlencoded::Serializer::new(String::with_capacity(m.0.token.len() + 512));
+        form.append_pair("application_id", &c.client_id)
             .append_pair("gateway_request_id", req.request_id)
-            .append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
-            .append_pair("request_method", req.method)
+            .append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE);
+        if let Some(mcp) = req.mcp {
+            form.append_pair("mcp", mcp);
+        }
+        form.append_pair("request_method", req.method)
             .append_pair("request_path", req.path)
             .append_pair("resource", req.resource)
             .append_pair("subject_token", m.0.token)
@@ -110,7 +115,7 @@ impl StsClient {
         if status != 200 {
             return Err(match serde_json::from_slice::<WireError>(&body) {
                 Ok(w) if json && !w.error.is_empty() && (400..500).contains(&status) => {
-                    Denial::StsRefused { status, code: w.error, description: w.error_description }
+                    Denial::StsRefused { status, code: w.error, description: w.error_description, scope: w.scope }
                 }
                 Ok(w) if json && !w.error.is_empty() && (500..600).contains(&status) => {
                     Denial::StsFailed { status, code: w.error, description: w.error_description }
@@ -179,9 +184,9 @@ mod tests {
 
     #[test]
     fn refusals_and_grants_are_a_healthy_sts() {
-        let refused = Err(Denial::StsRefused { status: 403, code: "access_denied".into(), description: "no".into() });
+        let refused = Err(Denial::StsRefused { status: 403, code: "access_denied".into(), description: "no".into(), scope: None });
         assert_eq!(health(&refused), Health::Healthy);
-        let limited = Err(Denial::StsRefused { status: 429, code: "rate_limited".into(), description: "slow down".into() });
+        let limited = Err(Denial::StsRefused { status: 429, code: "rate_limited".into(), description: "slow down".into(), scope: None });
         assert_eq!(health(&limited), Health::Healthy, "a rate limit is the STS protecting itself, not failing");
         assert_eq!(health(&Err(Denial::NoUpstream)), Health::Healthy);
     }

@@ -14,8 +14,19 @@
 //!   must match the body; from protocol 2026-07-28 on they are required. Otherwise 400 with
 //!   `-32020` (header mismatch). The body stays the authority: a header is only ever compared.
 
+pub mod answer;
+pub mod intake;
+pub mod known;
+
 use base64::Engine;
+use caracal_shared::ErrorCode;
+use caracal_shared::mcp::{Kind, Post};
 use serde_json::Value;
+
+use crate::Deps;
+use crate::deny::Denial;
+use crate::phases::exchange::ExchangeGrant;
+use intake::Intake;
 
 /// JSON-RPC and MCP error codes the gateway answers with.
 pub mod code {
@@ -25,6 +36,10 @@ pub mod code {
     /// SEP-2243 (2026-07-28): a mirrored header does not match the body, or is missing.
     pub const HEADER_MISMATCH: i64 = -32020;
 }
+
+/// The largest body read before the exchange: Pingora forwards such a body from its retry
+/// buffer, which holds 64 KiB (`MCP_MAX_BODY_BYTES` is at most this).
+pub const MAX_READABLE_BODY: usize = 64 * 1024;
 
 /// The first protocol revision whose clients must send `Mcp-Method` / `Mcp-Name`.
 pub const HEADERS_REQUIRED_FROM: &str = "2026-07-28";
@@ -50,7 +65,7 @@ impl Target {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     /// A request (has an `id`): what policy decides.
-    Request { id: Value, method: String, target: Option<Target> },
+    Request { id: Value, method: String, target: Option<Target>, args_sha256: Option<String> },
     /// A notification (no `id`): passes under its own rules.
     Notification { method: String },
     /// The client's answer to a server request (`result` or `error`, no `method`).
@@ -76,10 +91,12 @@ pub struct Body {
 }
 
 /// Why a body is refused: the HTTP status and the JSON-RPC error to answer with.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// Over the configured size (413, no JSON-RPC body needed: nothing was read).
+    /// Over the configured size.
     TooLarge,
+    /// Not read at all (no `Content-Length`, or over the limit): an HTTP status, and a message.
+    Status { status: u16, message: String },
     /// A JSON-RPC error: HTTP status, code, message, and the request's `id` when known.
     Rpc { status: u16, code: i64, message: String, id: Option<Value> },
 }
@@ -89,16 +106,22 @@ impl Refusal {
         Self::Rpc { status: 400, code, message: message.into(), id }
     }
 
-    /// The JSON-RPC error body (`id` null when unknown).
-    pub fn body(&self) -> Option<Value> {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
         match self {
-            Self::TooLarge => None,
-            Self::Rpc { code, message, id, .. } => Some(serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": id.clone().unwrap_or(Value::Null),
-                "error": {"code": code, "message": message},
-            })),
+            Self::TooLarge => 413,
+            Self::Status { status, .. } | Self::Rpc { status, .. } => *status,
         }
+    }
+
+    /// The JSON-RPC error body (`id` null when unknown; a body that was not read is an invalid request).
+    pub fn body(&self) -> Value {
+        let (code, message, id) = match self {
+            Self::TooLarge => (code::INVALID_REQUEST, "the request body is too large", None),
+            Self::Status { message, .. } => (code::INVALID_REQUEST, message.as_str(), None),
+            Self::Rpc { code, message, id, .. } => (*code, message.as_str(), id.as_ref()),
+        };
+        serde_json::json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
     }
 }
 
@@ -135,6 +158,52 @@ impl TargetKind {
     }
 }
 
+/// Before the signature, Redis and the STS: a POST to a resource known to be MCP that was not read
+/// cleanly (malformed, mismatching headers, no length, too large) is refused, nothing spent.
+pub fn refuse_known(deps: &Deps, intake: Option<&Intake>, zone_id: &str, resource: &str) -> Result<(), Denial> {
+    match intake.and_then(|i| i.refusal(deps.cfg.mcp_max_body_bytes)) {
+        Some(refusal) if deps.known_mcp.contains(zone_id, resource) => Err(Denial::McpMalformed(refusal)),
+        _ => Ok(()),
+    }
+}
+
+/// After the exchange: learns whether the resource is MCP, and turns the STS's refusal of an MCP
+/// POST into the answer the client's protocol expects — the kept JSON-RPC refusal of a body the
+/// STS required, or the denial of the operation (`answer`). Other outcomes pass unchanged.
+pub fn after_exchange(
+    deps: &Deps,
+    intake: Option<&Intake>,
+    zone_id: &str,
+    resource: &str,
+    outcome: Result<ExchangeGrant, Denial>,
+) -> Result<ExchangeGrant, Denial> {
+    match outcome {
+        Ok(grant) => {
+            if grant.directive.mcp || intake.is_some() {
+                deps.known_mcp.learn(zone_id, resource, grant.directive.mcp);
+            }
+            Ok(grant)
+        }
+        Err(Denial::StsRefused { ref code, .. }) if code == ErrorCode::McpBodyRequired.as_str() => {
+            deps.known_mcp.learn(zone_id, resource, true);
+            match intake.and_then(|i| i.refusal(deps.cfg.mcp_max_body_bytes)) {
+                Some(refusal) => Err(Denial::McpMalformed(refusal)),
+                None => outcome,
+            }
+        }
+        Err(Denial::StsRefused { status, ref code, ref description, ref scope }) => match intake {
+            Some(Intake::Read { body, .. }) => {
+                match answer::denial(body, status, code, description, scope.as_deref(), deps.cfg.mcp_denial_status) {
+                    Some(d) => Err(Denial::McpDenied(Box::new(d))),
+                    None => outcome,
+                }
+            }
+            _ => outcome,
+        },
+        Err(_) => outcome,
+    }
+}
+
 /// Reads one message.
 fn message(v: &Value) -> Result<Message, Refusal> {
     let Some(obj) = v.as_object() else { return Err(Refusal::rpc(code::INVALID_REQUEST, "a JSON-RPC message must be an object", None)) };
@@ -168,7 +237,47 @@ fn message(v: &Value) -> Result<Message, Refusal> {
         }
         None => None,
     };
-    Ok(Message::Request { id, method, target })
+    let args_sha256 = obj.get("params").and_then(|p| p.get("arguments")).map(arguments_hash);
+    Ok(Message::Request { id, method, target, args_sha256 })
+}
+
+/// SHA-256 of the RFC 8785 (JCS) form of `arguments`, base64url: what a resource server recomputes
+/// from the body it received to check the mandate's `mcp_calls` (`docs/mcp.md` §4).
+fn arguments_hash(arguments: &Value) -> String {
+    let canonical = serde_json_canonicalizer::to_vec(arguments).unwrap_or_default();
+    caracal_shared::b64::encode(caracal_shared::sig::sha256(&canonical))
+}
+
+impl Body {
+    /// The ids of the body's requests (what a refusal answers, one error each).
+    pub fn request_ids(&self) -> Vec<Value> {
+        self.messages.iter().filter_map(|m| if let Message::Request { id, .. } = m { Some(id.clone()) } else { None }).collect()
+    }
+
+    /// The facts the exchange carries: each message, and the transport headers around them.
+    pub fn post(&self, headers: &http::HeaderMap) -> Post {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty());
+        let messages = self
+            .messages
+            .iter()
+            .map(|m| {
+                let (kind, method, target, args_sha256) = match m {
+                    Message::Request { method, target, args_sha256, .. } => {
+                        (Kind::Request, Some(method.clone()), target.as_ref(), args_sha256.clone())
+                    }
+                    Message::Notification { method } => (Kind::Notification, Some(method.clone()), None, None),
+                    Message::Response { .. } => (Kind::Response, None, None, None),
+                };
+                let (name, uri) = match target {
+                    Some(Target::Name(n)) => (Some(n.clone()), None),
+                    Some(Target::Uri(u)) => (None, Some(u.clone())),
+                    None => (None, None),
+                };
+                caracal_shared::mcp::Message { kind, method, name, uri, args_sha256 }
+            })
+            .collect();
+        Post { protocol_version: header("mcp-protocol-version"), session_id: header("mcp-session-id"), batch: self.batch, messages }
+    }
 }
 
 /// Reads a POST body of at most `limit` bytes.
@@ -205,7 +314,7 @@ pub fn check_headers(body: &Body, headers: &http::HeaderMap) -> Result<(), Refus
         |what: &str, id: Option<&Value>| Err(Refusal::rpc(code::HEADER_MISMATCH, format!("Header mismatch: {what}"), id.cloned()));
     for m in &body.messages {
         let (id, method, target) = match m {
-            Message::Request { id, method, target } => (Some(id), method.as_str(), target.as_ref()),
+            Message::Request { id, method, target, .. } => (Some(id), method.as_str(), target.as_ref()),
             Message::Notification { method } => (None, method.as_str(), None),
             Message::Response { .. } => continue,
         };
@@ -244,15 +353,60 @@ mod tests {
         assert!(!b.batch);
         assert_eq!(
             b.messages,
-            [Message::Request { id: 7.into(), method: "tools/call".into(), target: Some(Target::Name("delete_repo".into())) }]
+            [Message::Request {
+                id: 7.into(),
+                method: "tools/call".into(),
+                target: Some(Target::Name("delete_repo".into())),
+                args_sha256: Some(arguments_hash(&serde_json::json!({"r": "x"}))),
+            }]
         );
         let r = read(br#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#, 1024).unwrap();
         assert_eq!(
             r.messages[0],
-            Message::Request { id: "a".into(), method: "resources/read".into(), target: Some(Target::Uri("file:///etc/passwd".into())) }
+            Message::Request {
+                id: "a".into(),
+                method: "resources/read".into(),
+                target: Some(Target::Uri("file:///etc/passwd".into())),
+                args_sha256: None
+            }
         );
         let l = read(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, 1024).unwrap();
-        assert_eq!(l.messages[0], Message::Request { id: 1.into(), method: "tools/list".into(), target: None });
+        assert_eq!(l.messages[0], Message::Request { id: 1.into(), method: "tools/list".into(), target: None, args_sha256: None });
+    }
+
+    #[test]
+    fn arguments_are_hashed_in_canonical_form() {
+        let hash = |raw: &str| match &read(raw.as_bytes(), 1024).unwrap().messages[0] {
+            Message::Request { args_sha256, .. } => args_sha256.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let a = hash(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"b":1,"a":"\u00e9"}}}"#);
+        let b = hash(
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"arguments\":{ \"a\":\"\u{e9}\", \"b\":1},\"name\":\"t\"}}",
+        );
+        assert_eq!(a, b, "key order, escapes and white space do not change the hash");
+        // The RFC 8785 form of {"b":1,"a":"é"} is {"a":"é","b":1}.
+        assert_eq!(a, caracal_shared::b64::encode(caracal_shared::sig::sha256("{\"a\":\"\u{e9}\",\"b\":1}".as_bytes())));
+        assert_ne!(a, hash(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t","arguments":{"a":"e","b":1}}}"#));
+    }
+
+    #[test]
+    fn the_exchange_carries_every_message_and_the_transport_headers() {
+        let b = read(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},{"jsonrpc":"2.0","method":"notifications/cancelled"},{"jsonrpc":"2.0","id":"s1","result":{}},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"docs://a"}}]"#,
+            1024,
+        )
+        .unwrap();
+        let post = b.post(&headers(&[("mcp-protocol-version", "2025-11-25"), ("mcp-session-id", "abc")]));
+        post.validate().unwrap();
+        assert_eq!(post.protocol_version.as_deref(), Some("2025-11-25"));
+        assert_eq!(post.session_id.as_deref(), Some("abc"));
+        let kinds: Vec<_> = post.messages.iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, [Kind::Request, Kind::Notification, Kind::Response, Kind::Request]);
+        assert_eq!(post.messages[0].name.as_deref(), Some("echo"));
+        assert!(post.messages[0].args_sha256.is_some());
+        assert_eq!(post.messages[3].uri.as_deref(), Some("docs://a"));
+        assert_eq!(b.request_ids(), [serde_json::json!(1), serde_json::json!(2)]);
     }
 
     #[test]
@@ -285,8 +439,8 @@ mod tests {
         }
         let missing = read(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"arguments":{}}}"#, 1024);
         let Err(r) = missing else { panic!() };
-        assert_eq!(r.body().unwrap()["id"], 9, "the request's id is echoed");
-        assert_eq!(r.body().unwrap()["error"]["code"], code::INVALID_PARAMS);
+        assert_eq!(r.body()["id"], 9, "the request's id is echoed");
+        assert_eq!(r.body()["error"]["code"], code::INVALID_PARAMS);
         let batch_error =
             read(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{}}]"#, 1024);
         assert_eq!(rpc_code(batch_error), code::INVALID_PARAMS, "one bad element refuses the batch");

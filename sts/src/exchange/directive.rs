@@ -48,7 +48,7 @@ impl Sts {
 /// directive is byte-identical to one from an STS that predates pools. Any pool setting sends the
 /// set and every setting, which is what moves the gateway onto its pool path.
 fn upstream(r: &Resource) -> UpstreamDirective {
-    let mut d = UpstreamDirective { url: r.upstream_url.clone(), auth_mode: r.credential_mode.clone(), ..Default::default() };
+    let mut d = UpstreamDirective { url: r.upstream_url.clone(), auth_mode: r.credential_mode.clone(), mcp: r.mcp(), ..Default::default() };
     d.timeouts = r.timeouts.0;
     let set = caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url);
     let upkeep = r.health.is_some() || !r.retry.0.is_default() || !r.connections.0.is_default();

@@ -47,6 +47,10 @@ impl Sts {
             "method": form.request_method,
             "path": form.request_path,
         });
+        if let Some(mcp) = &form.mcp {
+            // Which tool, prompt or resource was refused (names and URIs; never arguments).
+            meta["mcp"] = serde_json::to_value(mcp).unwrap_or_default();
+        }
         let (decision, status) = match out {
             Ok(resp) => {
                 meta["policy_version_id"] = resp.policy_version_id.clone().into();

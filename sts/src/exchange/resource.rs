@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use caracal_shared::exchange::TokenResponse;
 use caracal_shared::mandate::{Claims, Use};
+use caracal_shared::mcp::{Kind, Message, Post};
 use serde_json::json;
 
 use super::grant::input;
@@ -56,13 +57,36 @@ impl Sts {
         // An archived application's mandates stop here even before its sessions' revocation lands.
         let app = self.catalog.application(zone_id, &mandate.client_id).await?.ok_or(StsError::SessionInactive)?;
         let scopes = authorize(&resource, &mandate, method, path)?;
+        let mcp = mcp_post(&resource, method, form.mcp.as_ref())?;
+        if let Some(post) = mcp {
+            authorize_mcp(&resource, &scopes, post)?;
+        }
         let keys = self.keys.zone(zone_id).await?;
         let action = json!({"id": "TokenExchange", "use": "resource", "method": method.to_ascii_uppercase(), "path": path});
-        let granted = self
-            .grant(zone_id, std::slice::from_ref(identifier), |r| {
-                Ok(input(&app, zone_id, r, action.clone(), Some(&mandate), &scopes, request_id))
-            })
-            .await?;
+        // An MCP POST is decided message by message (every element of a batch, never only the
+        // first): each evaluation sees its own `context.mcp`, and any denial refuses the POST.
+        let contexts: Vec<Option<serde_json::Value>> = match mcp {
+            Some(post) => post.messages.iter().map(|m| Some(mcp_context(post, m))).collect(),
+            None => vec![None],
+        };
+        let mut granted: Option<super::grant::Grant> = None;
+        for context in contexts {
+            let g = self
+                .grant(zone_id, std::slice::from_ref(identifier), |r| {
+                    let mut v = input(&app, zone_id, r, action.clone(), Some(&mandate), &scopes, request_id);
+                    if let Some(c) = &context {
+                        v["context"]["mcp"] = c.clone();
+                    }
+                    Ok(v)
+                })
+                .await?;
+            match &mut granted {
+                None => granted = Some(g),
+                Some(first) if first.step_up.is_none() => first.step_up = g.step_up,
+                Some(_) => {}
+            }
+        }
+        let granted = granted.expect("at least one evaluation");
         if let Some(demanded) = &granted.step_up {
             let subject = step_up::Subject {
                 principal: &mandate.sub,
@@ -95,6 +119,7 @@ impl Sts {
             hop_count: mandate.hop_count,
             delegation_graph_epoch: mandate.delegation_graph_epoch,
             approval_id: mandate.approval_id.clone(),
+            mcp_calls: mcp.map(Post::calls).unwrap_or_default(),
             ..self.fresh_claims(zone_id, &mandate.sub, &mandate.client_id, Use::Resource, mandate.sub_type, ttl)
         };
         let token = self.sign(&keys, &claims)?;
@@ -126,6 +151,59 @@ fn authorize(resource: &Resource, mandate: &Claims, method: &str, path: &str) ->
     Ok(scopes)
 }
 
+/// The MCP facts this exchange is decided on: a POST to an MCP resource must carry them (a client
+/// that hides its MCP-ness from the gateway gets nothing); other requests to it (`GET` streams,
+/// `DELETE` of a session) are decided by their method and path. An HTTP resource ignores them.
+fn mcp_post<'a>(resource: &Resource, method: &str, post: Option<&'a Post>) -> Result<Option<&'a Post>, StsError> {
+    match (resource.mcp(), post) {
+        (false, _) => Ok(None),
+        (true, Some(post)) => Ok(Some(post)),
+        (true, None) if method.eq_ignore_ascii_case("POST") => Err(StsError::McpBodyRequired),
+        (true, None) => Ok(None),
+    }
+}
+
+/// On an enforced MCP resource every request of the POST must be a declared MCP operation whose
+/// scope the mandate holds; notifications and responses ask for nothing and go to the policy alone.
+fn authorize_mcp(resource: &Resource, scopes: &[String], post: &Post) -> Result<(), StsError> {
+    if !resource.enforced() {
+        return Ok(());
+    }
+    for m in post.messages.iter().filter(|m| m.kind == Kind::Request) {
+        let method = m.method.as_deref().unwrap_or_default();
+        let target = m.name.as_deref().or(m.uri.as_deref());
+        let declared: Vec<_> = resource.mcp_operations.iter().filter(|op| op.matches(method, target)).collect();
+        if declared.is_empty() {
+            return Err(StsError::OperationNotPermitted(match target {
+                Some(t) => format!("{method} {t:?} is not a declared MCP operation of this resource"),
+                None => format!("{method} is not a declared MCP operation of this resource"),
+            }));
+        }
+        if !declared.iter().any(|op| scopes.contains(&op.scope)) {
+            let scope = declared[0].scope.clone();
+            return Err(StsError::McpScopeInsufficient {
+                description: format!("the mandate lacks the scope {scope:?} this MCP operation requires"),
+                scope,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `input.context.mcp` for one message (`docs/policy.md`).
+fn mcp_context(post: &Post, m: &Message) -> serde_json::Value {
+    json!({
+        "kind": m.kind,
+        "method": m.method,
+        "name": m.name,
+        "uri": m.uri,
+        "args_sha256": m.args_sha256,
+        "protocol_version": post.protocol_version,
+        "session_id": post.session_id,
+        "batch": post.batch,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +233,58 @@ mod tests {
         assert!(matches!(authorize(&r, &m, "DELETE", "/items/1"), Err(StsError::OperationNotPermitted(_))), "undeclared method");
         assert!(matches!(authorize(&r, &m, "GET", "/admin/users"), Err(StsError::OperationNotPermitted(_))), "scope not held");
         assert!(authorize(&resource("audit"), &m, "DELETE", "/anything").is_ok(), "only enforced resources check operations");
+    }
+
+    fn mcp_resource(enforcement: &str) -> Resource {
+        use crate::operations::McpOperation;
+        let op = |m: &str, name: Option<&str>, scope: &str| McpOperation {
+            mcp_method: m.into(),
+            name: name.map(Into::into),
+            scope: scope.into(),
+        };
+        Resource {
+            protocol: "mcp".into(),
+            mcp_operations: sqlx::types::Json(vec![
+                op("tools/list", None, "read"),
+                op("tools/call", Some("read_*"), "read"),
+                op("tools/call", Some("delete_*"), "admin"),
+            ]),
+            ..resource(enforcement)
+        }
+    }
+
+    fn post(messages: Vec<Message>) -> Post {
+        Post { protocol_version: Some("2025-11-25".into()), session_id: None, batch: messages.len() > 1, messages }
+    }
+
+    fn request(method: &str, name: Option<&str>) -> Message {
+        Message { kind: Kind::Request, method: Some(method.into()), name: name.map(Into::into), uri: None, args_sha256: None }
+    }
+
+    #[test]
+    fn a_post_to_an_mcp_resource_needs_the_mcp_facts() {
+        let r = mcp_resource("enforced");
+        assert!(matches!(mcp_post(&r, "POST", None), Err(StsError::McpBodyRequired)), "fail closed");
+        assert!(matches!(mcp_post(&r, "GET", None), Ok(None)), "a GET stream is decided by method and path");
+        let p = post(vec![request("tools/list", None)]);
+        assert!(mcp_post(&r, "POST", Some(&p)).unwrap().is_some());
+        assert!(mcp_post(&resource("enforced"), "POST", Some(&p)).unwrap().is_none(), "an HTTP resource ignores them");
+    }
+
+    #[test]
+    fn declared_mcp_operations_and_their_scopes() {
+        let scopes = vec!["read".to_owned(), "write".to_owned()];
+        let r = mcp_resource("enforced");
+        assert!(authorize_mcp(&r, &scopes, &post(vec![request("tools/call", Some("read_file"))])).is_ok());
+        let undeclared = authorize_mcp(&r, &scopes, &post(vec![request("tools/call", Some("write_file"))]));
+        assert!(matches!(undeclared, Err(StsError::OperationNotPermitted(ref d)) if d.contains("write_file")), "{undeclared:?}");
+        let scoped = authorize_mcp(&r, &scopes, &post(vec![request("tools/call", Some("delete_repo"))]));
+        assert!(matches!(scoped, Err(StsError::McpScopeInsufficient { ref scope, .. }) if scope == "admin"), "{scoped:?}");
+        let batch = post(vec![request("tools/list", None), request("tools/call", Some("delete_repo"))]);
+        assert!(authorize_mcp(&r, &scopes, &batch).is_err(), "one undeclared element refuses the batch");
+        let note = Message { kind: Kind::Notification, ..request("notifications/initialized", None) };
+        assert!(authorize_mcp(&r, &scopes, &post(vec![note])).is_ok(), "a notification goes to the policy alone");
+        assert!(authorize_mcp(&mcp_resource("audit"), &scopes, &post(vec![request("tools/call", Some("x"))])).is_ok());
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl Sts {
             hop_count: None,
             delegation_graph_epoch: None,
             approval_id: None,
+            mcp_calls: vec![],
         }
     }
 
@@ -115,6 +116,7 @@ pub(super) mod tests {
             hop_count: None,
             delegation_graph_epoch: None,
             approval_id: None,
+            mcp_calls: vec![],
         }
     }
 

@@ -4,7 +4,7 @@
 //! the destinations it was given for is enforced.
 
 use caracal_shared::pool::{Endpoint, LoadBalancing, Timeouts};
-use caracal_sts::operations::Operation;
+use caracal_sts::operations::{McpOperation, Operation};
 use caracal_sts::store::{CredentialPlacement, provider_secret_aad};
 use serde::Deserialize;
 use sqlx::types::Json as SqlJson;
@@ -48,6 +48,8 @@ pub(super) struct Body {
     scopes: Option<Vec<String>>,
     operations: Option<Vec<Operation>>,
     operation_enforcement: Option<String>,
+    protocol: Option<String>,
+    mcp_operations: Option<Vec<McpOperation>>,
     credential_mode: Option<String>,
     credential: Option<CredentialBody>,
 }
@@ -80,6 +82,8 @@ pub(super) struct Definition {
     scopes: Vec<String>,
     operations: Vec<Operation>,
     operation_enforcement: String,
+    protocol: String,
+    mcp_operations: Vec<McpOperation>,
     credential_mode: String,
     placement: CredentialPlacement,
     /// The provider key sealed with `ZONE_KEK`, and that KEK's id.
@@ -116,6 +120,8 @@ impl Definition {
             scopes,
             operations: b.operations.unwrap_or_default(),
             operation_enforcement: b.operation_enforcement.unwrap_or_else(|| "enforced".into()),
+            protocol: b.protocol.unwrap_or_else(|| "http".into()),
+            mcp_operations: b.mcp_operations.unwrap_or_default(),
             credential_mode: b.credential_mode.unwrap_or_else(|| "caracal_jwt".into()),
             placement: credential.placement,
             sealed_secret: seal(state, zone_id, id, credential.secret.as_deref())?,
@@ -167,6 +173,8 @@ impl Definition {
             scopes: b.scopes.unwrap_or(cur.scopes),
             operations: b.operations.unwrap_or(cur.operations.0),
             operation_enforcement: b.operation_enforcement.unwrap_or(cur.operation_enforcement),
+            protocol: b.protocol.unwrap_or(cur.protocol),
+            mcp_operations: b.mcp_operations.unwrap_or(cur.mcp_operations.0),
             credential_mode: b.credential_mode.unwrap_or(cur.credential_mode),
             placement,
             sealed_secret,
@@ -184,8 +192,8 @@ impl Definition {
         Ok(def)
     }
 
-    /// Binds the definition's fields as the next sixteen parameters (name … credential_kek_id,
-    /// endpoints, load_balancing, timeouts, health, retry, connections).
+    /// Binds the definition's fields as the next eighteen parameters (name … credential_kek_id,
+    /// endpoints, load_balancing, timeouts, health, retry, connections, protocol, mcp_operations).
     pub(super) fn bind<'q, O>(
         &'q self,
         q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
@@ -207,6 +215,8 @@ impl Definition {
             .bind(self.upkeep.health.as_ref().map(SqlJson))
             .bind(SqlJson(&self.upkeep.retry))
             .bind(SqlJson(&self.upkeep.connections))
+            .bind(&self.protocol)
+            .bind(SqlJson(&self.mcp_operations))
     }
 
     /// Checks every field and reports every problem at once. `control_audience` (when Control is
@@ -260,6 +270,7 @@ impl Definition {
         if !matches!(self.operation_enforcement.as_str(), "enforced" | "transport_uniform") {
             problems.push("operation_enforcement must be enforced or transport_uniform".into());
         }
+        self.mcp_problems(&mut problems);
         if !matches!(self.credential_mode.as_str(), "none" | "caracal_jwt" | "provider_apikey") {
             problems.push("credential_mode must be none, caracal_jwt or provider_apikey".into());
         }
@@ -268,6 +279,29 @@ impl Definition {
             self.sealed_secret = None;
         }
         if problems.is_empty() { Ok(self) } else { Err(ApiError::bad_request("invalid_resource", problems.join("; "))) }
+    }
+}
+
+impl Definition {
+    /// `protocol` and `mcp_operations`: declarations only on an MCP resource, each checked, none twice.
+    fn mcp_problems(&self, problems: &mut Vec<String>) {
+        if !matches!(self.protocol.as_str(), "http" | "mcp") {
+            problems.push("protocol must be http or mcp".into());
+        }
+        if self.protocol != "mcp" && !self.mcp_operations.is_empty() {
+            problems.push("mcp_operations apply to protocol mcp only".into());
+        }
+        if self.mcp_operations.len() > 256 {
+            problems.push("mcp_operations: at most 256".into());
+        }
+        for (i, op) in self.mcp_operations.iter().enumerate() {
+            if let Err(p) = op.validate(&self.scopes) {
+                problems.push(p);
+            }
+            if self.mcp_operations[..i].iter().any(|o| o.mcp_method == op.mcp_method && o.name == op.name) {
+                problems.push(format!("mcp operation {} {:?} is declared twice", op.mcp_method, op.name.as_deref().unwrap_or("*")));
+            }
+        }
     }
 }
 
