@@ -17,6 +17,7 @@ mod governed;
 mod key_publication;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod policy;
 mod pool_health;
 mod pools;
