@@ -145,6 +145,11 @@ async fn a_raw_tools_list_through_the_gateway_comes_back_as_sse_from_server_ever
     // Without its session the same request is the server's to refuse.
     let a = raw.legacy_request(None, 2, "tools/list", json!({})).await;
     assert_eq!(a.status, 400, "{a:#?}");
+    // Its `get-env` tool answers with its environment: nothing of the test's reaches it.
+    let a = raw.legacy_request(Some(&session), 3, "tools/call", json!({"name": "get-env", "arguments": {}})).await;
+    let env: serde_json::Value = serde_json::from_str(a.response(3)["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let names: Vec<&String> = env.as_object().unwrap().keys().collect();
+    assert!(names.iter().all(|n| ["HOME", "PATH", "PORT"].contains(&n.as_str())), "server-everything's environment: {names:?}");
 }
 
 #[tokio::test]
