@@ -39,14 +39,14 @@ sdk_python() {
   return 1
 }
 
-# ensure_sdk_venv: .local/sdk-venv with tests/sdk/requirements.txt installed (again only when that file
-# changed); prints its python.
-ensure_sdk_venv() {
-  local venv="$PWD/.local/sdk-venv" req="$PWD/tests/sdk/requirements.txt" stamp py
+# ensure_venv <dir> <requirements> <what>: a venv in <dir> (Python >= 3.12, see sdk_python) with
+# <requirements> installed, again only when that file changed; prints its python.
+ensure_venv() {
+  local venv="$1" req="$2" what="$3" stamp py
   stamp="$(sha256sum "$req" | cut -c1-16)"
   if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$stamp" ]; then
-    py="$(sdk_python)" || die "the published SDK tests need Python >= 3.12 (python3.12 on PATH, or: pyenv install 3.12)"
-    log "installing the published SDK ($req) into $venv with $py"
+    py="$(sdk_python)" || die "$what needs Python >= 3.12 (python3.12 on PATH, or: pyenv install 3.12)"
+    log "installing $what ($req) into $venv with $py"
     rm -rf "$venv"
     "$py" -m venv "$venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
@@ -55,21 +55,43 @@ ensure_sdk_venv() {
   echo "$venv/bin/python"
 }
 
-# ensure_oidc_provider: .local/oidc-provider with tests/oidc/package-lock.json installed by `npm ci`
-# (again only when that file changed): the real OpenID provider the subject-federation test runs with
-# node (>= 20); prints the directory.
-ensure_oidc_provider() {
-  local dir="$PWD/.local/oidc-provider" lock="$PWD/tests/oidc/package-lock.json" stamp
-  command -v node >/dev/null && command -v npm >/dev/null || die "the subject-federation test needs node >= 20 and npm"
-  stamp="$(sha256sum "$lock" | cut -c1-16)"
-  if [ ! -d "$dir/node_modules/oidc-provider" ] || [ "$(cat "$dir/.lock" 2>/dev/null)" != "$stamp" ]; then
-    log "installing oidc-provider ($lock) into $dir"
+# ensure_sdk_venv: .local/sdk-venv with the published SDK of tests/sdk/requirements.txt; prints its python.
+ensure_sdk_venv() {
+  ensure_venv "$PWD/.local/sdk-venv" "$PWD/tests/sdk/requirements.txt" "the published SDK"
+}
+
+# ensure_mcp_venv: .local/mcp-venv with the official MCP Python SDK of tests/mcp/requirements.txt (the
+# MCP tests' client and Python server); prints its python.
+ensure_mcp_venv() {
+  ensure_venv "$PWD/.local/mcp-venv" "$PWD/tests/mcp/requirements.txt" "the MCP Python SDK"
+}
+
+# ensure_npm <dir> <source dir> <package> <what>: `npm ci` of <source dir>'s package.json and
+# package-lock.json into <dir> (again only when the lock changed; needs node >= 20 and npm); prints <dir>.
+ensure_npm() {
+  local dir="$1" src="$2" pkg="$3" what="$4" stamp
+  command -v node >/dev/null && command -v npm >/dev/null || die "$what needs node >= 20 and npm"
+  stamp="$(sha256sum "$src/package-lock.json" | cut -c1-16)"
+  if [ ! -d "$dir/node_modules/$pkg" ] || [ "$(cat "$dir/.lock" 2>/dev/null)" != "$stamp" ]; then
+    log "installing $what ($src/package-lock.json) into $dir"
     rm -rf "$dir" && mkdir -p "$dir"
-    cp tests/oidc/package.json "$lock" "$dir/"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
     echo "$stamp" > "$dir/.lock"
   fi
   echo "$dir"
+}
+
+# ensure_oidc_provider: .local/oidc-provider with tests/oidc/package-lock.json: the real OpenID
+# provider the subject-federation test runs with node; prints the directory.
+ensure_oidc_provider() {
+  ensure_npm "$PWD/.local/oidc-provider" "$PWD/tests/oidc" oidc-provider "the subject-federation test"
+}
+
+# ensure_mcp_node: .local/mcp-node with tests/mcp/package-lock.json: the reference MCP server
+# (@modelcontextprotocol/server-everything) the MCP tests run with node; prints the directory.
+ensure_mcp_node() {
+  ensure_npm "$PWD/.local/mcp-node" "$PWD/tests/mcp" @modelcontextprotocol/server-everything "the MCP tests"
 }
 
 # run_pg <command...>: runs a PostgreSQL tool as the postgres user when we are root (initdb refuses root).

@@ -3,7 +3,8 @@
 # the real binaries. Uses CARACAL_TEST_DATABASE_URL if set; otherwise starts a private PostgreSQL
 # on 127.0.0.1:${CARACAL_TEST_PG_PORT:-25433} for the run (the e2e harness starts one redis-server
 # per test stack itself). The published Python SDK the tests drive is installed into .local/sdk-venv,
-# the OpenID provider of the federation test into .local/oidc-provider.
+# the OpenID provider of the federation test into .local/oidc-provider, the MCP tests' reference server
+# into .local/mcp-node and the official MCP Python SDK into .local/mcp-venv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
@@ -23,6 +24,10 @@ CARACAL_SDK_PYTHON="$(ensure_sdk_venv)"
 export CARACAL_SDK_PYTHON
 CARACAL_OIDC_PROVIDER_DIR="$(ensure_oidc_provider)"
 export CARACAL_OIDC_PROVIDER_DIR
+CARACAL_MCP_NODE_DIR="$(ensure_mcp_node)"
+export CARACAL_MCP_NODE_DIR
+CARACAL_MCP_PYTHON="$(ensure_mcp_venv)"
+export CARACAL_MCP_PYTHON
 
 log "building"
 cargo build --workspace --bins --locked

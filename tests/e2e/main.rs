@@ -18,6 +18,7 @@ mod key_publication;
 mod lifecycle;
 mod limits;
 mod mcp_authz;
+mod mcp;
 mod policy;
 mod pool_health;
 mod pools;

@@ -27,7 +27,7 @@ pub struct Endpoint {
 /// A free port *below* the kernel's ephemeral range (32768+): a member that is killed and started
 /// again must find its port free, and while it is down an outgoing connection of another test could
 /// otherwise take that port as its source port.
-fn stable_port() -> u16 {
+pub fn stable_port() -> u16 {
     for _ in 0..1000 {
         let port = 27_000 + (uuid::Uuid::new_v4().as_u128() % 5_000) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {

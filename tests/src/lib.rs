@@ -6,9 +6,11 @@
 //! own `redis-server`, so tests never share state and a test may stop "its" Redis.
 //! Binaries: `CARACAL_BIN_DIR`, else the `target/<profile>` the test binary was built into; run
 //! `cargo build --bins` first (the README's test command does).
+//! Real MCP servers and the official MCP client for the MCP tests: [`mcp`].
 
 pub mod endpoint;
 pub mod infra;
+pub mod mcp;
 pub mod oidc;
 pub mod pki;
 pub mod procs;
