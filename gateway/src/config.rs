@@ -101,6 +101,9 @@ pub struct GatewayConfig {
     /// MCP operation the policy refused. 200 is what every client turns into an error of that one
     /// call; `mcp` 1.x and the TypeScript client end the whole session on a 4xx.
     pub mcp_denial_status: u16,
+    /// `MCP_MAX_LIST_BYTES` (4 MiB): the largest answer to an MCP listing the gateway holds to
+    /// filter it (`docs/mcp.md` §3); a larger one is cut.
+    pub mcp_max_list_bytes: usize,
     /// `STS_CIRCUIT_FAILURES` (5), `STS_CIRCUIT_WINDOW` (10 s), `STS_CIRCUIT_OPEN` (10 s): the
     /// STS circuit breaker.
     pub circuit_failures: u32,
@@ -242,6 +245,10 @@ impl GatewayConfig {
         if !(1..=crate::phases::mcp::MAX_READABLE_BODY).contains(&mcp_max_body_bytes) {
             r.problem("MCP_MAX_BODY_BYTES", "must be 1..65536 (a body read before the exchange is forwarded from Pingora's 64 KiB buffer)");
         }
+        let mcp_max_list_bytes = r.parse("MCP_MAX_LIST_BYTES", 4 * 1024 * 1024usize);
+        if mcp_max_list_bytes < 1024 {
+            r.problem("MCP_MAX_LIST_BYTES", "must be at least 1024");
+        }
         let mcp_denial_status = r.parse("MCP_DENIAL_STATUS", 200u16);
         if !matches!(mcp_denial_status, 200 | 400 | 403) {
             r.problem("MCP_DENIAL_STATUS", "must be 200, 400 or 403");
@@ -294,6 +301,7 @@ impl GatewayConfig {
             sts_http2,
             mcp_max_body_bytes,
             mcp_denial_status,
+            mcp_max_list_bytes,
             upstream_timeout,
             upstream_header_timeout,
             upstream_body_idle_timeout,

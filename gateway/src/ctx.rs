@@ -33,6 +33,9 @@ pub struct RequestCtx {
     /// A POST that looks like MCP, read before the exchange (`phases::mcp::intake`); written by
     /// `request_filter`, read by the exchange, the denial and the audit event.
     pub mcp: Option<crate::phases::mcp::intake::Intake>,
+    /// Filters the answer to an MCP listing (`phases::mcp::lists`); written by `response_filter`,
+    /// fed by `response_body_filter`.
+    pub lists: Option<crate::phases::mcp::lists::ListFilter>,
     /// Request body bytes seen so far; written and read by `request_body_filter` (size limit).
     pub body_bytes: u64,
     /// The upstream watch (deadlines, idle-stream cut), armed by `connected_to_upstream`; fed by
@@ -84,6 +87,7 @@ impl RequestCtx {
             upstream_status: None,
             forward: None,
             mcp: None,
+            lists: None,
             body_bytes: 0,
             upstream: None,
             stream: None,

@@ -113,6 +113,80 @@ pub struct Call {
     pub args_sha256: Option<String>,
 }
 
+/// Most names one listing decision covers.
+pub const MAX_LISTED: usize = 1000;
+
+/// What a listing lists (`docs/mcp.md` §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl ListKind {
+    /// The kind a list method asks for.
+    pub fn of(method: &str) -> Option<Self> {
+        match method {
+            "tools/list" => Some(Self::Tools),
+            "prompts/list" => Some(Self::Prompts),
+            "resources/list" => Some(Self::Resources),
+            "resources/templates/list" => Some(Self::ResourceTemplates),
+            _ => None,
+        }
+    }
+
+    /// The list method.
+    pub fn list_method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The method that uses a listed item: what the policy decides for it.
+    pub fn call_method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/call",
+            Self::Prompts => "prompts/get",
+            Self::Resources | Self::ResourceTemplates => "resources/read",
+        }
+    }
+
+    /// The key of the result's array, and the key naming each item.
+    pub fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Tools => ("tools", "name"),
+            Self::Prompts => ("prompts", "name"),
+            Self::Resources => ("resources", "uri"),
+            Self::ResourceTemplates => ("resourceTemplates", "uriTemplate"),
+        }
+    }
+
+    /// Whether items are named by URI (resources) rather than by name.
+    pub fn by_uri(self) -> bool {
+        matches!(self, Self::Resources | Self::ResourceTemplates)
+    }
+}
+
+/// The gateway's question about a listing (form field `mcp_list` of `POST /oauth/2/mcp/visible`):
+/// which of these names may the resource mandate it was issued for use?
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub kind: ListKind,
+    pub names: Vec<String>,
+}
+
+/// The STS's answer: the names that stay visible.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visible {
+    pub visible: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

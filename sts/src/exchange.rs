@@ -7,6 +7,7 @@
 //! | [`delegated`] | client secret | an agent session and a delegation edge | `use=gateway` with the lineage |
 //! | [`federated`] | client secret | an OpenID provider's `id_token` | `use=session`, `sub_type=user`, a user's root session |
 //! | [`resource`] | the gateway's HMAC signature | a gateway mandate | `use=resource` + the upstream directive |
+//! | [`visible`] | the gateway's HMAC signature | a resource mandate for an MCP listing | the listed names it may use |
 //!
 //! Every flow runs the same steps in the same order: authenticate the caller ([`authenticate`]),
 //! verify what it presents ([`subject`]), narrow (the flow's own rules, documented in its module),
@@ -26,6 +27,7 @@ mod session;
 mod sign;
 mod step_up_gate;
 mod subject;
+mod visible;
 
 use caracal_shared::exchange::TokenResponse;
 

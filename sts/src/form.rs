@@ -22,7 +22,7 @@ pub enum SubjectTokenType {
 }
 
 /// Fields a subject federation must not carry: it is the id_token and the caller, nothing more.
-const NOT_WITH_ID_TOKEN: [&str; 11] = [
+const NOT_WITH_ID_TOKEN: [&str; 12] = [
     "resource",
     "scope",
     "session_id",
@@ -34,6 +34,7 @@ const NOT_WITH_ID_TOKEN: [&str; 11] = [
     "gateway_request_id",
     "requested_token_type",
     "mcp",
+    "mcp_list",
 ];
 
 /// The fields of a token request.
@@ -62,6 +63,8 @@ pub struct TokenForm {
     pub wants_gateway_mandate: bool,
     /// The gateway's reading of an MCP POST (JSON; `docs/mcp.md`), on per-request exchanges.
     pub mcp: Option<caracal_shared::mcp::Post>,
+    /// The names of a listing whose visibility the gateway asks for (`POST /oauth/2/mcp/visible`).
+    pub mcp_list: Option<caracal_shared::mcp::Listing>,
 }
 
 fn invalid(msg: impl Into<String>) -> StsError {
@@ -124,6 +127,14 @@ impl TokenForm {
                         serde_json::from_str(&v).map_err(|e| invalid(format!("mcp is malformed: {e}")))?;
                     post.validate().map_err(invalid)?;
                     f.mcp = Some(post);
+                }
+                "mcp_list" => {
+                    let list: caracal_shared::mcp::Listing =
+                        serde_json::from_str(&v).map_err(|e| invalid(format!("mcp_list is malformed: {e}")))?;
+                    if list.names.len() > caracal_shared::mcp::MAX_LISTED || list.names.iter().any(|n| n.is_empty() || n.len() > 2048) {
+                        return Err(invalid("mcp_list: at most 1000 names of 1..2048 characters"));
+                    }
+                    f.mcp_list = Some(list);
                 }
                 "requested_token_type" => match v.as_str() {
                     TOKEN_TYPE_GATEWAY_MANDATE => f.wants_gateway_mandate = true,

@@ -20,7 +20,10 @@ where
     Arc<Sts>: FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
-    Router::new().route("/oauth/2/token", post(token)).route("/.well-known/jwks.json", get(jwks))
+    Router::new()
+        .route("/oauth/2/token", post(token))
+        .route("/oauth/2/mcp/visible", post(mcp_visible))
+        .route("/.well-known/jwks.json", get(jwks))
 }
 
 /// Renders an STS error as the wire body.
@@ -58,7 +61,26 @@ pub fn error_response(err: &StsError, request_id: &str) -> Response {
     resp
 }
 
+/// What a form-encoded STS endpoint does with its request.
+#[derive(Clone, Copy)]
+enum FormCall {
+    /// `POST /oauth/2/token`.
+    Token,
+    /// `POST /oauth/2/mcp/visible` (gateway-signed; `docs/mcp.md` §3).
+    McpVisible,
+}
+
 async fn token(State(sts): State<Arc<Sts>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    form_endpoint(&sts, FormCall::Token, method, uri, headers, body).await
+}
+
+async fn mcp_visible(State(sts): State<Arc<Sts>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    form_endpoint(&sts, FormCall::McpVisible, method, uri, headers, body).await
+}
+
+/// Reads a form-encoded request (body only, bounded, with the gateway's signature headers when
+/// present) and answers with the call's JSON or its error.
+async fn form_endpoint(sts: &Sts, call: FormCall, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let rid = request_id::from_inbound(header_str(request_id::HEADER));
     let result = async {
@@ -78,7 +100,11 @@ async fn token(State(sts): State<Arc<Sts>>, method: Method, uri: Uri, headers: H
             request_id_header: header_str(request_id::HEADER),
         });
         let req = TokenRequest { request_id: &rid, method: method.as_str(), path: uri.path(), gateway, body: &body };
-        sts.token(req).await
+        match call {
+            FormCall::Token => serde_json::to_value(sts.token(req).await?),
+            FormCall::McpVisible => serde_json::to_value(sts.mcp_visible(req).await?),
+        }
+        .map_err(|e| StsError::Internal(e.to_string()))
     }
     .await;
     match result {

@@ -253,3 +253,51 @@ async fn declared_mcp_operations_and_the_step_up_challenge() {
         assert!(bad.text.contains(needle), "{needle}: {}", bad.text);
     }
 }
+
+/// Real MCP software (`caracal_e2e::mcp`): an MCP resource in front of `upstream` (the zone's
+/// policy is [`MCP_POLICY`]).
+async fn add_real(s: &Stack, d: &Demo, identifier: &str, upstream: &caracal_e2e::mcp::McpUpstream) {
+    let mut body = caracal_e2e::mcp::resource_body(identifier, &[upstream]);
+    body["protocol"] = "mcp".into();
+    body["operation_enforcement"] = "transport_uniform".into();
+    caracal_e2e::mcp::add_resource(s, d, body).await;
+}
+
+#[tokio::test]
+async fn listings_show_only_what_the_mandate_may_use_in_json_and_sse() {
+    use caracal_e2e::mcp::{self, ClientScript, McpUpstream, Mode, PythonOptions, Step};
+    if !mcp::available() {
+        return;
+    }
+    let steps = || {
+        vec![
+            Step::ListTools,
+            Step::ListPrompts,
+            Step::ListResources,
+            Step::call_tool("read_file", json!({"path": "/x"})),
+            Step::call_tool("delete_repo", json!({"name": "prod"})),
+        ]
+    };
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    s.activate_policy(&d, MCP_POLICY).await;
+    for (mode, json_response) in [(Mode::Legacy, false), (Mode::Legacy, true), (Mode::V2026, true)] {
+        let upstream = McpUpstream::python_with(PythonOptions { json_response, ..Default::default() }).await;
+        let identifier = format!("mcp://python.{}.{json_response}", if mode == Mode::Legacy { "legacy" } else { "modern" });
+        add_real(&s, &d, &identifier, &upstream).await;
+        let run = mcp::run_client(&ClientScript::new(&s, &d, &identifier, mode, steps())).await;
+        let what = format!("{mode:?}, json {json_response}: {run:#?}\n{}\n{}", s.gateway.log_tail(15), s.control_plane.log_tail(15));
+        assert_eq!(run.names(0), ["echo", "read_file", "get_sum"], "delete_repo is not listed: {what}");
+        assert_eq!(run.names(1), ["greeting"], "{what}");
+        assert_eq!(run.names(2), ["docs://readme"], "{what}");
+        assert!(run.text(3).contains("/x"), "{what}");
+        assert!(run.error(4)["message"].as_str().unwrap().contains("Unknown tool: delete_repo"), "{what}");
+        assert!(upstream.calls().iter().all(|c| !c.contains("delete_repo")), "{:?}", upstream.calls());
+    }
+    // server-everything answers in SSE with its own priming events and ids.
+    let everything = McpUpstream::everything().await;
+    add_real(&s, &d, "mcp://everything", &everything).await;
+    let run = mcp::run_client(&ClientScript::new(&s, &d, "mcp://everything", Mode::Auto, vec![Step::ListTools, Step::ListPrompts])).await;
+    assert_eq!(run.names(0), ["echo", "get-sum"], "{run:#?}");
+    assert!(run.names(1).is_empty(), "no prompt of server-everything is allowed: {run:#?}");
+}

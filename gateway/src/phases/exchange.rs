@@ -14,6 +14,7 @@
 //! upstream directive.
 
 use caracal_shared::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TokenResponse, UpstreamDirective};
+use caracal_shared::mcp::{Listing, Visible};
 use caracal_shared::{WireError, b64, request_id, sig};
 
 use crate::deny::Denial;
@@ -37,6 +38,9 @@ pub struct StsClient {
     token_url: String,
     /// The path the signature covers (`/oauth/2/token` plus any base path of `STS_URL`).
     token_path: String,
+    /// `POST /oauth/2/mcp/visible` (`docs/mcp.md` §3), and the path its signature covers.
+    visible_url: String,
+    visible_path: String,
     key: Vec<u8>,
 }
 
@@ -54,8 +58,58 @@ impl StsClient {
     /// A client for the STS at `sts_url`.
     pub fn new(http: reqwest::Client, sts_url: &str, key: Vec<u8>) -> Self {
         let token_url = format!("{sts_url}/oauth/2/token");
-        let token_path = url::Url::parse(&token_url).map(|u| u.path().to_owned()).unwrap_or_else(|_| "/oauth/2/token".into());
-        Self { http, token_url, token_path, key }
+        let path_of = |u: &str, default: &str| url::Url::parse(u).map(|u| u.path().to_owned()).unwrap_or_else(|_| default.into());
+        let token_path = path_of(&token_url, "/oauth/2/token");
+        let visible_url = format!("{sts_url}/oauth/2/mcp/visible");
+        let visible_path = path_of(&visible_url, "/oauth/2/mcp/visible");
+        Self { http, token_url, token_path, visible_url, visible_path, key }
+    }
+
+    /// A signed form POST to the STS (see the module docs for the signature).
+    async fn signed(&self, url: &str, path: &str, body: String, request_id: &str) -> reqwest::Result<reqwest::Response> {
+        let ts = chrono::Utc::now().timestamp().to_string();
+        let nonce = b64::random_hex(32);
+        let signature = sig::gateway_signature(&self.key, &ts, &nonce, "POST", path, body.as_bytes());
+        self.http
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::ACCEPT, "application/json")
+            .header(request_id::HEADER, request_id)
+            .header(sig::GATEWAY_TIMESTAMP_HEADER, ts)
+            .header(sig::GATEWAY_NONCE_HEADER, nonce)
+            .header(sig::GATEWAY_SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+    }
+
+    /// Which names of an MCP listing the resource mandate `mandate` (issued for that listing) may
+    /// use. Any failure is an error: the caller then shows nothing.
+    pub async fn visible(
+        &self,
+        zone_id: &str,
+        client_id: &str,
+        mandate: &str,
+        request_id: &str,
+        listing: &Listing,
+    ) -> Result<Visible, String> {
+        let list = serde_json::to_string(listing).map_err(|e| e.to_string())?;
+        let body = form_urlencoded::Serializer::new(String::with_capacity(mandate.len() + list.len() + 256))
+            .append_pair("application_id", client_id)
+            .append_pair("gateway_request_id", request_id)
+            .append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
+            .append_pair("mcp_list", &list)
+            .append_pair("subject_token", mandate)
+            .append_pair("subject_token_type", TOKEN_TYPE_ACCESS_TOKEN)
+            .append_pair("zone_id", zone_id)
+            .finish();
+        let resp = self.signed(&self.visible_url, &self.visible_path, body, request_id).await.map_err(|e| without_url(e).to_string())?;
+        let status = resp.status().as_u16();
+        let body = read_capped(resp).await.map_err(|_| "unreadable answer".to_owned())?;
+        if status != 200 {
+            return Err(format!("status {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+        }
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
     }
 
     /// The form body, keys in sorted order.
@@ -80,21 +134,7 @@ impl StsClient {
     /// Exchanges the gateway mandate for a resource mandate and the upstream directive.
     pub async fn exchange(&self, m: &FreshJti<'_>, req: &ExchangeRequest<'_>) -> Result<ExchangeGrant, Denial> {
         let body = Self::form(m, req);
-        let ts = chrono::Utc::now().timestamp().to_string();
-        let nonce = b64::random_hex(32);
-        let signature = sig::gateway_signature(&self.key, &ts, &nonce, "POST", &self.token_path, body.as_bytes());
-        let sent = self
-            .http
-            .post(&self.token_url)
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(http::header::ACCEPT, "application/json")
-            .header(request_id::HEADER, req.request_id)
-            .header(sig::GATEWAY_TIMESTAMP_HEADER, ts)
-            .header(sig::GATEWAY_NONCE_HEADER, nonce)
-            .header(sig::GATEWAY_SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
-            .await;
+        let sent = self.signed(&self.token_url, &self.token_path, body, req.request_id).await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Err(Denial::StsUnavailable { status: 504, description: "sts timeout" }),

@@ -17,6 +17,8 @@
 pub mod answer;
 pub mod intake;
 pub mod known;
+pub mod lists;
+pub mod visibility;
 
 use base64::Engine;
 use caracal_shared::ErrorCode;

@@ -24,7 +24,7 @@ use crate::ctx::RequestCtx;
 use crate::phases::failure::STREAM_CUT;
 use crate::phases::revocation::StreamGuard;
 use crate::phases::watch::{self, Phase, UpstreamWatch};
-use crate::phases::{headers, now_ms};
+use crate::phases::{headers, mcp, now_ms};
 
 /// What follows a response header, as far as watching goes.
 pub fn body_kind(method: &http::Method, resp: &ResponseHeader) -> Phase {
@@ -84,6 +84,7 @@ pub fn response_header(deps: &Deps, method: &http::Method, resp: &mut ResponseHe
     }
     ctx.upstream_status = Some(resp.status.as_u16());
     ctx.stream = Some(StreamGuard::new(deps.revocations.clone(), fwd.anchors.clone(), fwd.revocation_epoch));
+    ctx.lists = mcp::visibility::filter_for(deps, ctx.mcp.as_ref(), resp)?;
     if let Some(w) = ctx.upstream.as_mut() {
         w.header_arrived(next);
     }
@@ -95,6 +96,9 @@ pub fn response_body(deps: &Deps, body: &mut Option<Bytes>, eos: bool, ctx: &mut
     let Some(guard) = ctx.stream.as_mut() else { return Ok(None) };
     if let Some(w) = &ctx.upstream {
         w.progress();
+    }
+    if let Some(filter) = ctx.lists.as_mut() {
+        mcp::visibility::feed(deps, filter, body, eos, ctx.forward.as_ref(), ctx.subject.as_ref(), &ctx.request_id)?;
     }
     if guard.on_body(body.as_ref().map_or(0, Bytes::len)) {
         *body = None;

@@ -33,7 +33,18 @@ impl Sts {
                 claims
             }
         };
-        check_claims(&claims, zone_id, &self.cfg.issuer, expected, super::sign::now().timestamp(), self.cfg.clock_skew.as_secs() as i64)?;
+        let (issuer, now, skew) = (&self.cfg.issuer, super::sign::now().timestamp(), self.cfg.clock_skew.as_secs() as i64);
+        check_claims(&claims, zone_id, issuer, issuer, expected, now, skew)?;
+        Ok(claims)
+    }
+
+    /// A resource mandate this STS issued, presented back by the gateway (MCP list visibility):
+    /// checked like a subject token, except that its audience is its one resource.
+    pub(super) async fn verify_resource_mandate(&self, zone_id: &str, token: &str) -> Result<Claims, StsError> {
+        let claims = self.verify_signature(zone_id, token).await?;
+        let [audience] = claims.aud.as_slice() else { return Err(StsError::InvalidSubjectToken("a resource mandate names one audience")) };
+        let (now, skew) = (super::sign::now().timestamp(), self.cfg.clock_skew.as_secs() as i64);
+        check_claims(&claims, zone_id, &self.cfg.issuer, audience, Use::Resource, now, skew)?;
         Ok(claims)
     }
 
@@ -74,11 +85,11 @@ impl Sts {
 }
 
 /// The claim checks after the signature (pure, so each rule is unit-tested).
-fn check_claims(claims: &Claims, zone_id: &str, issuer: &str, expected: Use, now: i64, skew: i64) -> Result<(), StsError> {
+fn check_claims(claims: &Claims, zone_id: &str, issuer: &str, audience: &str, expected: Use, now: i64, skew: i64) -> Result<(), StsError> {
     if claims.zone_id != zone_id {
         return Err(StsError::InvalidSubjectToken("zone mismatch"));
     }
-    if claims.iss != issuer || !claims.aud.iter().any(|a| a == issuer) {
+    if claims.iss != issuer || !claims.aud.iter().any(|a| a == audience) {
         return Err(StsError::InvalidSubjectToken("issuer or audience mismatch"));
     }
     if claims.exp <= now {
@@ -106,7 +117,7 @@ mod tests {
     fn each_claim_rule_refuses_on_its_own() {
         let ok = claims(Use::Session);
         let now = ok.iat;
-        assert!(check_claims(&ok, "z", "https://iss", Use::Session, now, 60).is_ok());
+        assert!(check_claims(&ok, "z", "https://iss", "https://iss", Use::Session, now, 60).is_ok());
         let cases: [(Claims, &str); 6] = [
             (Claims { zone_id: "other".into(), ..ok.clone() }, "zone mismatch"),
             (Claims { iss: "https://evil".into(), ..ok.clone() }, "issuer or audience mismatch"),
@@ -116,7 +127,7 @@ mod tests {
             (Claims { token_use: Use::Gateway, ..ok.clone() }, "subject_token must be a session mandate"),
         ];
         for (c, why) in cases {
-            let err = check_claims(&c, "z", "https://iss", Use::Session, now, 60).unwrap_err();
+            let err = check_claims(&c, "z", "https://iss", "https://iss", Use::Session, now, 60).unwrap_err();
             assert!(err.to_string().contains(why), "{why}: got {err}");
         }
     }
@@ -124,7 +135,7 @@ mod tests {
     #[test]
     fn a_resource_mandate_is_never_a_gateway_mandate() {
         let c = claims(Use::Resource);
-        let err = check_claims(&c, "z", "https://iss", Use::Gateway, c.iat, 60).unwrap_err();
+        let err = check_claims(&c, "z", "https://iss", "https://iss", Use::Gateway, c.iat, 60).unwrap_err();
         assert!(matches!(err, StsError::WrongTokenUse(_)), "{err}");
     }
 }
