@@ -212,7 +212,7 @@ fn upstream_choice(c: &mut Criterion) {
     let metrics = caracal_gateway::phases::pool::metrics::UpstreamMetrics::new(&prometheus::Registry::new(), 8).expect("metrics");
     let pools = Pools::new(Duration::from_secs(300), Arc::new(metrics));
     let headers = http::HeaderMap::new();
-    let key = RequestKey { headers: &headers, path: "/v1/items/42", sid: "s1", request_id: "0190f3a1-rid" };
+    let key = RequestKey { headers: &headers, path: "/v1/items/42", sid: "s1", root_sid: "r1", request_id: "0190f3a1-rid" };
     let mut g = c.benchmark_group("upstream");
     g.bench_function("single_resolve", |b| b.iter(|| rt.block_on(upstream::resolve(black_box(&single), &egress)).expect("resolves")));
     // The gateway takes the endpoint set out of the directive it just parsed: a fresh copy per call.

@@ -104,6 +104,9 @@ pub struct GatewayConfig {
     /// `MCP_MAX_LIST_BYTES` (4 MiB): the largest answer to an MCP listing the gateway holds to
     /// filter it (`docs/mcp.md` §3); a larger one is cut.
     pub mcp_max_list_bytes: usize,
+    /// `MCP_SESSION_TTL` (24 h): how long an MCP session id stays bound to the root session that
+    /// opened it without being used (`docs/mcp.md` §5); each use renews it.
+    pub mcp_session_ttl: Duration,
     /// `STS_CIRCUIT_FAILURES` (5), `STS_CIRCUIT_WINDOW` (10 s), `STS_CIRCUIT_OPEN` (10 s): the
     /// STS circuit breaker.
     pub circuit_failures: u32,
@@ -249,6 +252,7 @@ impl GatewayConfig {
         if mcp_max_list_bytes < 1024 {
             r.problem("MCP_MAX_LIST_BYTES", "must be at least 1024");
         }
+        let mcp_session_ttl = r.duration("MCP_SESSION_TTL", Duration::from_secs(24 * 3600));
         let mcp_denial_status = r.parse("MCP_DENIAL_STATUS", 200u16);
         if !matches!(mcp_denial_status, 200 | 400 | 403) {
             r.problem("MCP_DENIAL_STATUS", "must be 200, 400 or 403");
@@ -302,6 +306,7 @@ impl GatewayConfig {
             mcp_max_body_bytes,
             mcp_denial_status,
             mcp_max_list_bytes,
+            mcp_session_ttl,
             upstream_timeout,
             upstream_header_timeout,
             upstream_body_idle_timeout,

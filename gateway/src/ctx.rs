@@ -73,6 +73,8 @@ pub struct Forward {
     /// The request's route through its pool (pools only): the member held in flight (released
     /// with the context), the members tried, each attempt.
     pub route: Option<crate::phases::pool::Route>,
+    /// MCP resources only: who may use the resource's sessions (`phases::mcp::sessions`).
+    pub mcp_owner: Option<crate::phases::mcp::sessions::Owner>,
 }
 
 impl RequestCtx {

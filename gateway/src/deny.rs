@@ -76,6 +76,11 @@ pub enum Denial {
     McpMalformed(crate::phases::mcp::Refusal),
     /// The STS refused an MCP operation: answered as JSON-RPC (`phases::mcp::answer`).
     McpDenied(Box<crate::phases::mcp::answer::McpDenial>),
+    /// An `Mcp-Session-Id` this principal's root session does not hold (another's, or never
+    /// issued through the gateway): the transport's 404 for an unknown session.
+    McpSessionUnknown,
+    /// The session store (Redis) failed: deny rather than let a session cross principals.
+    McpSessionUnavailable,
 }
 
 impl Denial {
@@ -114,6 +119,8 @@ impl Denial {
             Self::UpstreamOverloaded => (503, ErrorCode::UpstreamOverloaded, "upstream endpoints at capacity"),
             Self::McpMalformed(r) => (r.status(), InvalidRequest, "malformed MCP request"),
             Self::McpDenied(d) => return (d.status, &d.code, &d.description),
+            Self::McpSessionUnknown => (404, InvalidRequest, "Session not found"),
+            Self::McpSessionUnavailable => (503, ErrorCode::ReplayCheckUnavailable, "session store unavailable"),
         };
         (status, code.as_str(), description)
     }
@@ -145,6 +152,8 @@ impl Denial {
             Self::UpstreamOverloaded => "upstream_overloaded",
             Self::McpMalformed(_) => "mcp_malformed",
             Self::McpDenied(_) => "mcp_denied",
+            Self::McpSessionUnknown => "mcp_session_unknown",
+            Self::McpSessionUnavailable => "jti_unavailable",
         }
     }
 
@@ -174,6 +183,7 @@ impl Denial {
         "upstream_overloaded",
         "mcp_malformed",
         "mcp_denied",
+        "mcp_session_unknown",
     ];
 }
 
@@ -201,6 +211,11 @@ pub async fn respond_json(
 pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str) -> pingora::Result<()> {
     match denial {
         Denial::McpMalformed(r) => return respond_json(session, r.status(), request_id, Bytes::from(r.body().to_string()), &[]).await,
+        Denial::McpSessionUnknown => {
+            // What an MCP server answers for a session it does not know: the client starts anew.
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Session not found"}});
+            return respond_json(session, 404, request_id, Bytes::from(body.to_string()), &[]).await;
+        }
         Denial::McpDenied(d) => {
             let challenge = d.challenge.as_deref().map(|c| ("www-authenticate", c));
             return respond_json(session, d.status, request_id, d.body.clone(), challenge.as_slice()).await;
@@ -250,6 +265,8 @@ mod tests {
             Denial::UpstreamUnavailable,
             Denial::UpstreamOverloaded,
             Denial::McpMalformed(crate::phases::mcp::Refusal::TooLarge),
+            Denial::McpSessionUnknown,
+            Denial::McpSessionUnavailable,
         ];
         for d in &all {
             assert!(Denial::METRIC_LABELS.contains(&d.metric_label()), "{d:?}");

@@ -134,15 +134,17 @@ pub async fn run_request(
     timer.observe_duration();
     ticket.record(exchange::health(&grant));
     let mut grant = mcp::after_exchange(deps, mcp, zone_id, resource, grant)?;
+    let mcp_owner = mcp::session_owner(deps, &grant, &req.headers, zone_id, resource, &fresh.0.claims.root_sid, request_id).await?;
     // A plain upstream keeps the single-URL path; a pool picks a member (docs/pools.md).
     // A plain upstream with one address keeps the single-URL path; a pool, or a name with
     // several addresses, picks a member (docs/pools.md).
     if grant.directive.endpoints.is_empty()
         && let upstream::Resolved::One(peer) = upstream::resolve(&grant.directive, &deps.egress).await?
     {
-        return Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route: None });
+        return Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route: None, mcp_owner });
     }
-    let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &fresh.0.claims.sid, request_id };
+    let claims = &fresh.0.claims;
+    let key = pool::RequestKey { headers: &req.headers, path: req.uri.path(), sid: &claims.sid, root_sid: &claims.root_sid, request_id };
     let (peer, route) = deps.pools.route(&mut grant.directive, resource, &key, &deps.egress).await?;
-    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route: Some(route) })
+    Ok(Forward { grant, peer, mandate_exp, anchors, revocation_epoch, route: Some(route), mcp_owner })
 }

@@ -66,6 +66,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let req = session.req_header();
+        phases::mcp::at_response(&self.deps, &req.method, &req.headers, resp, ctx).await?;
         stream::response_header(&self.deps, &session.req_header().method, resp, ctx)
     }
 

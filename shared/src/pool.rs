@@ -72,6 +72,11 @@ pub enum HashKey {
     Header(String),
     /// The calling mandate's session id (`sid`).
     Sid,
+    /// The root session the calling mandate descends from (`root_sid`): every mandate minted
+    /// from one session mandate shares it, so all of an agent's requests — an MCP session's
+    /// `initialize` (which has no `Mcp-Session-Id` yet) and everything after it — land on one
+    /// endpoint while the set is unchanged.
+    RootSid,
     /// The request path.
     Path,
 }
@@ -82,10 +87,11 @@ impl TryFrom<String> for HashKey {
     fn try_from(s: String) -> Result<Self, String> {
         match s.as_str() {
             "sid" => Ok(Self::Sid),
+            "root_sid" => Ok(Self::RootSid),
             "path" => Ok(Self::Path),
             _ => match s.strip_prefix("header:") {
                 Some(name) if http_token(name) => Ok(Self::Header(name.to_ascii_lowercase())),
-                _ => Err(format!("hash_key must be header:<Name>, sid or path, got {s:?}")),
+                _ => Err(format!("hash_key must be header:<Name>, sid, root_sid or path, got {s:?}")),
             },
         }
     }
@@ -96,6 +102,7 @@ impl From<HashKey> for String {
         match k {
             HashKey::Header(name) => format!("header:{name}"),
             HashKey::Sid => "sid".into(),
+            HashKey::RootSid => "root_sid".into(),
             HashKey::Path => "path".into(),
         }
     }
@@ -343,7 +350,7 @@ mod tests {
     #[test]
     fn hash_keys_round_trip_and_refuse_junk() {
         for (text, key) in
-            [("sid", HashKey::Sid), ("path", HashKey::Path), ("header:Mcp-Session-Id", HashKey::Header("mcp-session-id".into()))]
+            [("sid", HashKey::Sid), ("root_sid", HashKey::RootSid), ("path", HashKey::Path), ("header:Mcp-Session-Id", HashKey::Header("mcp-session-id".into()))]
         {
             assert_eq!(HashKey::try_from(text.to_owned()).unwrap(), key);
         }

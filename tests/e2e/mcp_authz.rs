@@ -301,3 +301,42 @@ async fn listings_show_only_what_the_mandate_may_use_in_json_and_sse() {
     assert_eq!(run.names(0), ["echo", "get-sum"], "{run:#?}");
     assert!(run.names(1).is_empty(), "no prompt of server-everything is allowed: {run:#?}");
 }
+
+#[tokio::test]
+async fn an_mcp_session_belongs_to_the_root_session_that_opened_it() {
+    use caracal_e2e::mcp::{self, McpRaw, McpUpstream};
+    if !mcp::available() {
+        return;
+    }
+    let upstream = McpUpstream::python().await;
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    s.activate_policy(&d, MCP_POLICY).await;
+    add_real(&s, &d, "mcp://sessions", &upstream).await;
+    let alice = McpRaw::new(&s, &d, "mcp://sessions").await;
+    let mallory = McpRaw::new(&s, &d, "mcp://sessions").await;
+    let sid = alice.initialize().await.expect("the server assigns a session id");
+    let echo = |id| (id, "tools/call", json!({"name": "echo", "arguments": {"message": "mine"}}));
+
+    let (id, method, params) = echo(1);
+    let a = alice.legacy_request(Some(&sid), id, method, params).await;
+    assert_eq!(a.status, 200, "{a:#?}");
+    assert_eq!(upstream.calls(), ["tools/call echo"]);
+
+    // Another principal (another root session) presenting the id: the transport's unknown session.
+    let (id, method, params) = echo(2);
+    let a = mallory.legacy_request(Some(&sid), id, method, params).await;
+    assert_eq!(a.status, 404, "{a:#?}");
+    assert_eq!(a.messages[0]["error"]["message"], "Session not found");
+    // An id the gateway never saw issued, and a GET stream on the stolen id, likewise.
+    let (id, method, params) = echo(3);
+    assert_eq!(alice.legacy_request(Some("f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"), id, method, params).await.status, 404);
+    assert_eq!(mallory.end_session(&sid).await, 404, "nor can another principal end it");
+    assert_eq!(upstream.calls(), ["tools/call echo"], "nothing of it reached the server");
+    assert_eq!(s.gateway_metric("caracal_gateway_denials_mcp_session_unknown_total").await, 3.0);
+
+    // The owner ends it; the binding goes with it.
+    assert_eq!(alice.end_session(&sid).await, 200);
+    let (id, method, params) = echo(4);
+    assert_eq!(alice.legacy_request(Some(&sid), id, method, params).await.status, 404);
+}

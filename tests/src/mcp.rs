@@ -531,6 +531,23 @@ impl<'a> McpRaw<'a> {
         session
     }
 
+    /// `DELETE /mcp` ending `session` (with a fresh mandate of this principal); the status.
+    pub async fn end_session(&self, session: &str) -> u16 {
+        let mandate = self.stack.mandate_for(self.demo, &self.session, &self.resource, &self.scope).await;
+        let r = self
+            .stack
+            .http
+            .delete(format!("{}{PATH}", self.stack.gw_url))
+            .bearer_auth(mandate)
+            .header("x-caracal-resource", &self.resource)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+            .await
+            .expect("DELETE through the gateway");
+        r.status().as_u16()
+    }
+
     /// A legacy (2025-11-25) request `method` with id `id`, in session `session`.
     pub async fn legacy_request(&self, session: Option<&str>, id: i64, method: &str, params: Value) -> McpAnswer {
         let mut headers = vec![("mcp-protocol-version", "2025-11-25")];

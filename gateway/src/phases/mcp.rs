@@ -18,6 +18,7 @@ pub mod answer;
 pub mod intake;
 pub mod known;
 pub mod lists;
+pub mod sessions;
 pub mod visibility;
 
 use base64::Engine;
@@ -203,6 +204,50 @@ pub fn after_exchange(
             _ => outcome,
         },
         Err(_) => outcome,
+    }
+}
+
+/// After the grant, for an MCP resource: who may use its sessions, and a presented session id
+/// checked against that (`sessions`).
+pub async fn session_owner(
+    deps: &Deps,
+    grant: &ExchangeGrant,
+    headers: &http::HeaderMap,
+    zone_id: &str,
+    resource: &str,
+    root_sid: &str,
+    request_id: &str,
+) -> Result<Option<sessions::Owner>, Denial> {
+    if !grant.directive.mcp {
+        return Ok(None);
+    }
+    let owner = sessions::Owner::new(zone_id, resource, root_sid);
+    match sessions::session_id(headers) {
+        Err(()) => return Err(Denial::McpSessionUnknown),
+        Ok(Some(id)) => sessions::check(deps, &owner, id, request_id).await?,
+        Ok(None) => {}
+    }
+    Ok(Some(owner))
+}
+
+/// `response_filter`, for an MCP resource: binds a session id the server assigned, and ends the
+/// binding of a session the server deleted.
+pub async fn at_response(deps: &Deps, method: &http::Method, req: &http::HeaderMap, resp: &pingora::http::ResponseHeader, ctx: &crate::ctx::RequestCtx) -> pingora::Result<()> {
+    let Some(owner) = ctx.forward.as_ref().and_then(|f| f.mcp_owner.as_ref()) else { return Ok(()) };
+    if !resp.status.is_success() {
+        return Ok(());
+    }
+    let presented = sessions::session_id(req).ok().flatten();
+    if *method == http::Method::DELETE {
+        if let Some(id) = presented {
+            sessions::end(deps, owner, id, &ctx.request_id).await;
+        }
+        return Ok(());
+    }
+    match sessions::session_id(&resp.headers) {
+        Ok(Some(assigned)) if Some(assigned) != presented => sessions::bind(deps, owner, assigned, &ctx.request_id).await,
+        Ok(_) => Ok(()),
+        Err(()) => pingora::Error::e_explain(pingora::ErrorType::HTTPStatus(502), "the upstream assigned a malformed Mcp-Session-Id"),
     }
 }
 

@@ -115,6 +115,7 @@ pub struct RequestKey<'a> {
     pub headers: &'a http::HeaderMap,
     pub path: &'a str,
     pub sid: &'a str,
+    pub root_sid: &'a str,
     /// Used when the configured key is absent, so keyless requests still spread.
     pub request_id: &'a str,
 }
@@ -344,6 +345,7 @@ impl Pool {
         let k = match &self.hash_key {
             Some(HashKey::Header(name)) => key.headers.get(name.as_str()).map(|v| v.as_bytes()),
             Some(HashKey::Sid) => Some(key.sid.as_bytes()).filter(|s| !s.is_empty()),
+            Some(HashKey::RootSid) => Some(key.root_sid.as_bytes()).filter(|s| !s.is_empty()),
             Some(HashKey::Path) => Some(key.path.as_bytes()),
             None => None,
         };
@@ -581,7 +583,7 @@ mod tests {
     }
 
     fn key<'a>(headers: &'a http::HeaderMap, id: &'a str) -> RequestKey<'a> {
-        RequestKey { headers, path: "/p", sid: "", request_id: id }
+        RequestKey { headers, path: "/p", sid: "", root_sid: "", request_id: id }
     }
 
     #[tokio::test]

@@ -84,7 +84,7 @@ pub fn response_header(deps: &Deps, method: &http::Method, resp: &mut ResponseHe
     }
     ctx.upstream_status = Some(resp.status.as_u16());
     ctx.stream = Some(StreamGuard::new(deps.revocations.clone(), fwd.anchors.clone(), fwd.revocation_epoch));
-    ctx.lists = mcp::visibility::filter_for(deps, ctx.mcp.as_ref(), resp)?;
+    ctx.lists = mcp::visibility::filter_for(deps, ctx.mcp.as_ref(), ctx.forward.as_ref(), resp)?;
     if let Some(w) = ctx.upstream.as_mut() {
         w.header_arrived(next);
     }

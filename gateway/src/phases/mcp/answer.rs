@@ -33,6 +33,11 @@ pub fn denial(body: &Body, status: u16, code: &str, description: &str, scope: Op
             let needs = |_: &Message| (code::INVALID_PARAMS, format!("Insufficient scope: this operation needs {scope}"));
             (403, Some(format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")), errors(body, &needs))
         }
+        // The STS does not say which element of a refused batch it refused: every request gets
+        // the same answer, naming none.
+        (403, "access_denied" | "operation_not_permitted" | "scope_insufficient", _) if body.batch => {
+            (denial_status, None, errors(body, &|_| (code::INVALID_REQUEST, "Batch refused: a request in it is not permitted".into())))
+        }
         (403, "access_denied" | "operation_not_permitted" | "scope_insufficient", _) => (denial_status, None, errors(body, &hidden)),
         _ => return None,
     };
@@ -131,6 +136,7 @@ mod tests {
         let v = json_of(&denial(&batch, 403, "access_denied", "x", None, 200).unwrap());
         let ids: Vec<_> = v.as_array().unwrap().iter().map(|e| e["id"].clone()).collect();
         assert_eq!(ids, [json!(1), json!(2)]);
+        assert_eq!(v[0]["error"]["message"], "Batch refused: a request in it is not permitted", "no element is named");
         let note = parsed(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
         assert_eq!(json_of(&denial(&note, 403, "access_denied", "x", None, 200).unwrap())["id"], Value::Null);
         assert!(denial(&batch, 401, "invalid_token", "x", None, 200).is_none());
