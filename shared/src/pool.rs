@@ -349,9 +349,12 @@ mod tests {
 
     #[test]
     fn hash_keys_round_trip_and_refuse_junk() {
-        for (text, key) in
-            [("sid", HashKey::Sid), ("root_sid", HashKey::RootSid), ("path", HashKey::Path), ("header:Mcp-Session-Id", HashKey::Header("mcp-session-id".into()))]
-        {
+        for (text, key) in [
+            ("sid", HashKey::Sid),
+            ("root_sid", HashKey::RootSid),
+            ("path", HashKey::Path),
+            ("header:Mcp-Session-Id", HashKey::Header("mcp-session-id".into())),
+        ] {
             assert_eq!(HashKey::try_from(text.to_owned()).unwrap(), key);
         }
         assert_eq!(String::from(HashKey::Header("mcp-session-id".into())), "header:mcp-session-id");

@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod mcp;
 mod mcp_authz;
+mod mcp_real;
 mod policy;
 mod pool_health;
 mod pools;

@@ -331,12 +331,12 @@ async fn an_mcp_session_belongs_to_the_root_session_that_opened_it() {
     // An id the gateway never saw issued, and a GET stream on the stolen id, likewise.
     let (id, method, params) = echo(3);
     assert_eq!(alice.legacy_request(Some("f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"), id, method, params).await.status, 404);
-    assert_eq!(mallory.end_session(&sid).await, 404, "nor can another principal end it");
+    assert_eq!(mallory.delete_session(&sid).await.status, 404, "nor can another principal end it");
     assert_eq!(upstream.calls(), ["tools/call echo"], "nothing of it reached the server");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_mcp_session_unknown_total").await, 3.0);
 
     // The owner ends it; the binding goes with it.
-    assert_eq!(alice.end_session(&sid).await, 200);
+    assert_eq!(alice.delete_session(&sid).await.status, 200);
     let (id, method, params) = echo(4);
     assert_eq!(alice.legacy_request(Some(&sid), id, method, params).await.status, 404);
 }

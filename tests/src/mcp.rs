@@ -8,8 +8,8 @@
 //!   sessions and SSE or JSON answers, and the 2026-07-28 path), run by `CARACAL_MCP_PYTHON`.
 //! * [`run_client`]: `tests/mcp/client.py`, the official `mcp` 2.3.0 client minting a fresh gateway
 //!   mandate for every HTTP request, driven by a [`ClientScript`].
-//! * [`McpRaw`]: hand-made MCP POSTs through the gateway, with the answer's JSON-RPC messages read
-//!   from JSON or SSE ([`sse_messages`]).
+//! * [`McpRaw`]: hand-made MCP POSTs (and a session's `GET` stream and `DELETE`) through the
+//!   gateway, with the answer's JSON-RPC messages read from JSON or SSE ([`sse_messages`]).
 //!
 //! `deploy/local/test.sh` installs both into `.local/` and exports the two variables. Tests call
 //! [`available`] first: without the variables they are skipped with a message, except under
@@ -429,6 +429,19 @@ pub struct McpAnswer {
 }
 
 impl McpAnswer {
+    /// Reads `r` whole: the JSON-RPC messages of a JSON (one, or a batch's array) or SSE body.
+    pub async fn read(r: reqwest::Response) -> Self {
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        let text = r.text().await.unwrap_or_default();
+        let sse = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+        let messages = if sse {
+            sse_messages(&text)
+        } else {
+            serde_json::from_str::<Value>(&text).map(|v| if let Value::Array(a) = v { a } else { vec![v] }).unwrap_or_default()
+        };
+        Self { status, headers, text, messages }
+    }
+
     /// The `Content-Type`, without parameters.
     pub fn content_type(&self) -> &str {
         self.headers.get("content-type").and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).unwrap_or("").trim()
@@ -480,32 +493,52 @@ impl<'a> McpRaw<'a> {
         Self { stack, demo, resource: resource.into(), scope: SCOPE.into(), session }
     }
 
-    /// `POST /mcp` with `body` as given (malformed bodies included), `Content-Type:
-    /// application/json`, `Accept: application/json, text/event-stream` and `headers`.
-    pub async fn post_bytes(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> McpAnswer {
+    /// The session mandate every request's gateway mandate is minted from (its `sid` is the root
+    /// a revocation names).
+    pub fn session_mandate(&self) -> &str {
+        &self.session
+    }
+
+    /// `method /mcp` through the gateway with a fresh gateway mandate, `X-Caracal-Resource` and `headers`.
+    async fn request(&self, method: reqwest::Method, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
         let mandate = self.stack.mandate_for(self.demo, &self.session, &self.resource, &self.scope).await;
         let mut req = self
             .stack
             .http
-            .post(format!("{}{PATH}", self.stack.gw_url))
+            .request(method, format!("{}{PATH}", self.stack.gw_url))
             .bearer_auth(mandate)
-            .header("x-caracal-resource", &self.resource)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body);
+            .header("x-caracal-resource", &self.resource);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let r = req.send().await.expect("MCP request through the gateway");
-        let (status, headers) = (r.status().as_u16(), r.headers().clone());
-        let text = r.text().await.unwrap_or_default();
-        let sse = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
-        let messages = if sse {
-            sse_messages(&text)
-        } else {
-            serde_json::from_str::<Value>(&text).map(|v| if let Value::Array(a) = v { a } else { vec![v] }).unwrap_or_default()
-        };
-        McpAnswer { status, headers, text, messages }
+        req
+    }
+
+    /// `POST /mcp` with `body` as given (malformed bodies included), `Content-Type:
+    /// application/json`, `Accept: application/json, text/event-stream` and `headers`.
+    pub async fn post_bytes(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> McpAnswer {
+        McpAnswer::read(self.send(body, headers).await).await
+    }
+
+    /// [`McpRaw::post_bytes`], answered as soon as the header arrives: an SSE answer (progress
+    /// of a long call) is the caller's to read as it streams.
+    pub async fn send(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> reqwest::Response {
+        let defaults = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+        let req = self.request(reqwest::Method::POST, &[&defaults[..], headers].concat()).await.body(body);
+        req.send().await.expect("MCP request through the gateway")
+    }
+
+    /// A 2025-11-25 session's `GET /mcp` (the server's stream), answered as soon as its header
+    /// arrives: the body is the caller's to read (`chunk()`), for as long as the stream stays open.
+    pub async fn open_stream(&self, session: &str) -> reqwest::Response {
+        let headers = [("accept", "text/event-stream"), ("mcp-protocol-version", "2025-11-25"), ("mcp-session-id", session)];
+        self.request(reqwest::Method::GET, &headers).await.send().await.expect("GET /mcp through the gateway")
+    }
+
+    /// A 2025-11-25 session's `DELETE /mcp` (the client ends the session).
+    pub async fn delete_session(&self, session: &str) -> McpAnswer {
+        let headers = [("mcp-protocol-version", "2025-11-25"), ("mcp-session-id", session)];
+        McpAnswer::read(self.request(reqwest::Method::DELETE, &headers).await.send().await.expect("DELETE /mcp through the gateway")).await
     }
 
     /// [`McpRaw::post_bytes`] with a JSON body.
@@ -529,23 +562,6 @@ impl<'a> McpRaw<'a> {
         let note = self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), &headers).await;
         assert_eq!(note.status, 202, "notifications/initialized: {note:#?}");
         session
-    }
-
-    /// `DELETE /mcp` ending `session` (with a fresh mandate of this principal); the status.
-    pub async fn end_session(&self, session: &str) -> u16 {
-        let mandate = self.stack.mandate_for(self.demo, &self.session, &self.resource, &self.scope).await;
-        let r = self
-            .stack
-            .http
-            .delete(format!("{}{PATH}", self.stack.gw_url))
-            .bearer_auth(mandate)
-            .header("x-caracal-resource", &self.resource)
-            .header("mcp-session-id", session)
-            .header("mcp-protocol-version", "2025-11-25")
-            .send()
-            .await
-            .expect("DELETE through the gateway");
-        r.status().as_u16()
     }
 
     /// A legacy (2025-11-25) request `method` with id `id`, in session `session`.

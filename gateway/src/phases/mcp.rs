@@ -232,7 +232,13 @@ pub async fn session_owner(
 
 /// `response_filter`, for an MCP resource: binds a session id the server assigned, and ends the
 /// binding of a session the server deleted.
-pub async fn at_response(deps: &Deps, method: &http::Method, req: &http::HeaderMap, resp: &pingora::http::ResponseHeader, ctx: &crate::ctx::RequestCtx) -> pingora::Result<()> {
+pub async fn at_response(
+    deps: &Deps,
+    method: &http::Method,
+    req: &http::HeaderMap,
+    resp: &pingora::http::ResponseHeader,
+    ctx: &crate::ctx::RequestCtx,
+) -> pingora::Result<()> {
     let Some(owner) = ctx.forward.as_ref().and_then(|f| f.mcp_owner.as_ref()) else { return Ok(()) };
     if !resp.status.is_success() {
         return Ok(());

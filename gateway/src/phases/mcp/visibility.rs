@@ -22,7 +22,12 @@ use crate::phases::failure::STREAM_CUT;
 
 /// `response_filter`: a filter when this answers a POST with listing requests; the body will
 /// change, so its length goes.
-pub fn filter_for(deps: &Deps, intake: Option<&Intake>, forward: Option<&Forward>, resp: &mut ResponseHeader) -> Result<Option<ListFilter>> {
+pub fn filter_for(
+    deps: &Deps,
+    intake: Option<&Intake>,
+    forward: Option<&Forward>,
+    resp: &mut ResponseHeader,
+) -> Result<Option<ListFilter>> {
     let Some(Intake::Read { body, .. }) = intake else { return Ok(None) };
     if !forward.is_some_and(|f| f.grant.directive.mcp) {
         return Ok(None);
