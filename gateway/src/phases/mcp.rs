@@ -223,7 +223,7 @@ pub async fn session_owner(
     }
     let owner = sessions::Owner::new(zone_id, resource, root_sid);
     match sessions::session_id(headers) {
-        Err(()) => return Err(Denial::McpSessionUnknown),
+        Err(sessions::MalformedSessionId) => return Err(Denial::McpSessionUnknown),
         Ok(Some(id)) => sessions::check(deps, &owner, id, request_id).await?,
         Ok(None) => {}
     }
@@ -253,7 +253,9 @@ pub async fn at_response(
     match sessions::session_id(&resp.headers) {
         Ok(Some(assigned)) if Some(assigned) != presented => sessions::bind(deps, owner, assigned, &ctx.request_id).await,
         Ok(_) => Ok(()),
-        Err(()) => pingora::Error::e_explain(pingora::ErrorType::HTTPStatus(502), "the upstream assigned a malformed Mcp-Session-Id"),
+        Err(sessions::MalformedSessionId) => {
+            pingora::Error::e_explain(pingora::ErrorType::HTTPStatus(502), "the upstream assigned a malformed Mcp-Session-Id")
+        }
     }
 }
 

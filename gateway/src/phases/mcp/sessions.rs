@@ -41,13 +41,17 @@ impl Owner {
     }
 }
 
+/// An `Mcp-Session-Id` that is not visible ASCII of at most 1 KiB.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MalformedSessionId;
+
 /// The session id a request or answer carries, if it is one the transport allows.
-pub fn session_id(headers: &http::HeaderMap) -> Result<Option<&str>, ()> {
+pub fn session_id(headers: &http::HeaderMap) -> Result<Option<&str>, MalformedSessionId> {
     match headers.get(HEADER) {
         None => Ok(None),
         Some(v) => match v.to_str() {
             Ok(s) if !s.is_empty() && s.len() <= MAX_ID && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) => Ok(Some(s)),
-            _ => Err(()),
+            _ => Err(MalformedSessionId),
         },
     }
 }
