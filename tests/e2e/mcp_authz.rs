@@ -117,6 +117,29 @@ async fn the_policy_decides_each_tool_and_the_upstream_credential_is_bound_to_th
     let a = post(&s, &mandate(&s, &d, "tools.read").await, &read, &[]).await;
     assert_eq!(a.body["error"]["message"], "Resource not found: docs://secret");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_mcp_denied_total").await, 5.0);
+
+    // The ledger names the tool: the STS's refusal, and the gateway's event of the allowed call.
+    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+    let start = std::time::Instant::now();
+    let (refused, allowed) = loop {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT event_type, event FROM audit_events WHERE zone_id = $1")
+            .bind(&d.zone_id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        let events: Vec<(String, Value)> = rows.into_iter().map(|(t, e)| (t, serde_json::from_str(&e).unwrap())).collect();
+        let refused = events.iter().find(|(t, e)| t == "token_exchange" && e.to_string().contains("delete_repo")).map(|(_, e)| e.clone());
+        let allowed = events.iter().find(|(t, e)| t == "gateway_resource_request" && e.to_string().contains("read_file")).map(|(_, e)| e.clone());
+        if let (Some(r), Some(a)) = (&refused, &allowed) {
+            break (r.clone(), a.clone());
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "no ledger rows naming the tools: {events:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    assert_eq!(refused["metadata_json"]["mcp"]["messages"][0]["name"], "delete_repo", "{refused}");
+    assert!(refused["metadata_json"]["reason"].as_str().unwrap().contains("destructive_tool"), "{refused}");
+    assert_eq!(allowed["metadata_json"]["mcp_calls"][0]["name"], "read_file", "{allowed}");
 }
 
 #[tokio::test]
