@@ -10,6 +10,9 @@ use caracal_shared::{ErrorCode, WireError};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::config::GatewayConfig;
+use crate::discovery;
+
 /// Why a request was not forwarded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
@@ -70,6 +73,8 @@ pub enum Denial {
     UpstreamUnavailable,
     /// Every live member of the resource's pool is at its concurrency cap: shed, never queue.
     UpstreamOverloaded,
+    /// OAuth discovery: the request names no plausible authority to build the public URL from.
+    BadHost,
 }
 
 impl Denial {
@@ -106,6 +111,7 @@ impl Denial {
             Self::UpstreamTimeout => (504, ErrorCode::UpstreamTimeout, "upstream timeout"),
             Self::UpstreamUnavailable => (503, ErrorCode::UpstreamUnavailable, "no healthy upstream endpoint"),
             Self::UpstreamOverloaded => (503, ErrorCode::UpstreamOverloaded, "upstream endpoints at capacity"),
+            Self::BadHost => (400, InvalidRequest, "the Host header is not a valid authority"),
         };
         (status, code.as_str(), description)
     }
@@ -135,6 +141,17 @@ impl Denial {
             Self::UpstreamNotAddressable | Self::UpstreamUnreachable | Self::UpstreamTimeout => "upstream_errors",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
+            Self::BadHost => "bad_host",
+        }
+    }
+
+    /// The RFC 6750 §3.1 `error` of this denial's 401 challenge: none when the request carried no
+    /// token, the STS's own code for a relayed step-up hold, else `invalid_token`.
+    pub fn challenge_error(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingBearer => None,
+            Self::StsRefused { code, .. } if code == "interaction_required" => Some("interaction_required"),
+            _ => Some("invalid_token"),
         }
     }
 
@@ -162,6 +179,7 @@ impl Denial {
         "upstream_errors",
         "upstream_unavailable",
         "upstream_overloaded",
+        "bad_host",
     ];
 }
 
@@ -185,11 +203,22 @@ pub async fn respond_json(
     session.write_response_body(Some(body), true).await
 }
 
-/// Writes the denial's wire body.
-pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str) -> pingora::Result<()> {
+/// Writes the denial's wire body; a 401 carries the challenge that leads to OAuth discovery.
+pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str, cfg: &GatewayConfig) -> pingora::Result<()> {
     let (status, code, description) = denial.wire();
     let body = WireError { error: code.to_owned(), error_description: description.to_owned(), request_id: request_id.to_owned() };
-    let extra: &[(&str, &str)] = if status == 401 { &[("www-authenticate", "Bearer realm=\"caracal-gateway\"")] } else { &[] };
+    let challenge = (status == 401).then(|| {
+        let req = session.req_header();
+        discovery::challenge(discovery::origin(cfg, req).as_deref(), req.uri.path(), denial.challenge_error())
+    });
+    let pair;
+    let extra: &[(&str, &str)] = match &challenge {
+        Some(c) => {
+            pair = [("www-authenticate", c.as_str())];
+            &pair
+        }
+        None => &[],
+    };
     respond_json(session, status, request_id, Bytes::from(body.to_json()), extra).await
 }
 
@@ -228,6 +257,7 @@ mod tests {
             Denial::UpstreamTimeout,
             Denial::UpstreamUnavailable,
             Denial::UpstreamOverloaded,
+            Denial::BadHost,
         ];
         for d in &all {
             assert!(Denial::METRIC_LABELS.contains(&d.metric_label()), "{d:?}");
@@ -235,6 +265,18 @@ mod tests {
             assert!((400..600).contains(&status), "{d:?}");
             assert!(!code.is_empty() && !description.is_empty(), "{d:?}");
         }
+    }
+
+    #[test]
+    fn the_challenge_error_says_invalid_token_only_when_a_token_was_presented() {
+        assert_eq!(Denial::MissingBearer.challenge_error(), None, "RFC 6750 §3.1: no credentials, no error code");
+        for d in [Denial::MalformedBearer, Denial::BearerTooLarge, Denial::Expiring, Denial::Signature, Denial::Replay, Denial::Revoked] {
+            assert_eq!(d.challenge_error(), Some("invalid_token"), "{d:?}");
+        }
+        let refused = |code: &str| Denial::StsRefused { status: 401, code: code.into(), description: "x".into() };
+        assert_eq!(refused("interaction_required").challenge_error(), Some("interaction_required"), "the STS's own challenge");
+        assert_eq!(refused("invalid_token").challenge_error(), Some("invalid_token"));
+        assert_eq!(refused("bad\"code").challenge_error(), Some("invalid_token"), "a relayed code never reaches the header");
     }
 
     #[test]
