@@ -139,10 +139,10 @@ pub fn metadata_url(origin: &str, path: &str) -> String {
     format!("{origin}{WELL_KNOWN}{path}")
 }
 
-/// The RFC 9728 document for `<origin><path>`.
+/// The RFC 9728 document for `<origin><path>` (the path made [`safe_path`], as in the challenge).
 pub fn document(origin: &str, path: &str, issuer: &str) -> serde_json::Value {
     serde_json::json!({
-        "resource": format!("{origin}{path}"),
+        "resource": format!("{origin}{}", safe_path(path)),
         "authorization_servers": [issuer],
         "bearer_methods_supported": ["header"],
         "resource_name": "Caracal gateway",
@@ -172,7 +172,7 @@ pub async fn serve(deps: &Deps, session: &mut Session, request_id: &str) -> ping
         deny::respond(session, &Denial::BadHost, request_id, &deps.cfg).await?;
         return Ok(true);
     };
-    let body = document(&origin, &safe_path(path), &deps.cfg.issuer).to_string();
+    let body = document(&origin, path, &deps.cfg.issuer).to_string();
     respond_json(session, 200, request_id, Bytes::from(body), &[("cache-control", CACHE_CONTROL)]).await?;
     Ok(true)
 }

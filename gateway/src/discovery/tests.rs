@@ -103,6 +103,11 @@ fn the_document_is_for_the_url_it_was_built_from() {
     assert!(d["resource_name"].is_string());
     assert!(d.get("scopes_supported").is_none(), "scopes are per zone: no zone-independent answer");
     assert_eq!(document("https://gw.example", "", "https://sts.example")["resource"], "https://gw.example", "the root form");
+    assert_eq!(
+        document("https://gw.example", "/a\"b", "https://sts.example")["resource"],
+        "https://gw.example/a%22b",
+        "as in the challenge"
+    );
 }
 
 #[test]
