@@ -1,7 +1,9 @@
-//! The gateway's own endpoints: `/health`, `/ready`, `/metrics`, `/metrics.json`.
+//! The gateway's own endpoints: `/health`, `/ready`, `/metrics`, `/metrics.json`, and OAuth
+//! discovery (`/.well-known/oauth-protected-resource…`, [`crate::discovery`]).
 //!
 //! They answer only requests without `X-Caracal-Resource`, so an upstream's own `/health` is still
-//! reachable through the gateway (the original shadowed those paths for every request).
+//! reachable through the gateway (the original shadowed those paths for every request). Discovery
+//! is the exception: its documents are the gateway's whatever the request names.
 
 use std::time::Duration;
 
@@ -18,6 +20,10 @@ use crate::phases::admission::RESOURCE_HEADER;
 
 /// Serves the request if it is for a gateway endpoint; `Ok(true)` if it was answered.
 pub async fn serve(deps: &Deps, session: &mut Session, request_id: &str) -> pingora::Result<bool> {
+    // Before the resource check: the gateway, not the upstream, is the OAuth resource server.
+    if crate::discovery::serve(deps, session, request_id).await? {
+        return Ok(true);
+    }
     let req = session.req_header();
     if req.headers.contains_key(RESOURCE_HEADER) {
         return Ok(false);

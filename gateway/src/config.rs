@@ -78,6 +78,9 @@ pub struct GatewayConfig {
     pub snapshot_interval: Duration,
     /// `REVOCATION_MAX_STALENESS`: a view older than this answers 503 (default 70 s).
     pub revocation_max_staleness: Duration,
+    /// `GATEWAY_PUBLIC_URL`: the origin clients reach the gateway at (`https://host[:port]`), named in
+    /// OAuth discovery (`crate::discovery`); unset, each request's scheme and `Host` are used.
+    pub public_url: Option<String>,
     /// `CARACAL_ADMIN_TOKEN`: authorizes `POST /internal/revocations/reload` (unset: 404).
     pub admin_token: Option<String>,
     /// `ALLOW_PRIVATE_UPSTREAMS`: permit loopback, private, CGNAT and ULA upstreams (metadata,
@@ -222,6 +225,7 @@ impl GatewayConfig {
         if revocation_max_staleness < snapshot_interval {
             r.problem("REVOCATION_MAX_STALENESS", "must be at least REVOCATION_SNAPSHOT_INTERVAL");
         }
+        let public_url = public_url(&mut r, production);
         let admin_token = r.optional("CARACAL_ADMIN_TOKEN");
         if let Some(t) = &admin_token
             && t.len() < 32
@@ -324,6 +328,7 @@ impl GatewayConfig {
             streams_key,
             snapshot_interval,
             revocation_max_staleness,
+            public_url,
             admin_token,
             allow_private_upstreams,
             upstream_allowlist,
@@ -337,6 +342,31 @@ impl GatewayConfig {
             shutdown_grace,
             instance_id,
         })
+    }
+}
+
+/// `GATEWAY_PUBLIC_URL`, normalized to its origin.
+fn public_url(r: &mut Reader<'_>, production: bool) -> Option<String> {
+    let raw = r.optional("GATEWAY_PUBLIC_URL")?;
+    match url::Url::parse(&raw) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.fragment().is_none() =>
+        {
+            if production && u.scheme() != "https" {
+                r.problem("GATEWAY_PUBLIC_URL", "must be https in production (clients send their tokens there)");
+            }
+            Some(u.origin().ascii_serialization())
+        }
+        _ => {
+            r.problem("GATEWAY_PUBLIC_URL", "must be an origin, http(s)://host[:port], without path, query, userinfo or fragment");
+            None
+        }
     }
 }
 
@@ -473,6 +503,32 @@ mod tests {
         let errs = GatewayConfig::from_source(&env).unwrap_err();
         assert!(errs.mentions("STS_CA_FILE") && errs.to_string().contains("https://"), "{errs}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_public_url_is_an_origin() {
+        let mut env = dev();
+        env.insert("GATEWAY_PUBLIC_URL", "https://MCP.Example:443/");
+        assert_eq!(GatewayConfig::from_source(&env).unwrap().public_url.as_deref(), Some("https://mcp.example"), "normalized");
+        env.insert("GATEWAY_PUBLIC_URL", "http://[::1]:8081");
+        assert_eq!(GatewayConfig::from_source(&env).unwrap().public_url.as_deref(), Some("http://[::1]:8081"));
+        assert_eq!(GatewayConfig::from_source(&dev()).unwrap().public_url, None);
+        for bad in [
+            "gw.example",
+            "ftp://gw.example",
+            "https://gw.example/mcp",
+            "https://u:p@gw.example",
+            "https://gw.example/?q",
+            "https://gw.example/#f",
+        ] {
+            env.insert("GATEWAY_PUBLIC_URL", bad);
+            let errs = GatewayConfig::from_source(&env).expect_err(bad);
+            assert!(errs.mentions("GATEWAY_PUBLIC_URL"), "{bad}: {errs}");
+        }
+        let mut env = production();
+        env.insert("GATEWAY_PUBLIC_URL", "http://gw.example");
+        let errs = GatewayConfig::from_source(&env).unwrap_err();
+        assert!(errs.mentions("GATEWAY_PUBLIC_URL") && errs.to_string().contains("https"), "{errs}");
     }
 
     #[test]

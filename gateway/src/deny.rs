@@ -10,6 +10,9 @@ use caracal_shared::{ErrorCode, WireError};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::config::GatewayConfig;
+use crate::discovery;
+
 /// Why a request was not forwarded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
@@ -81,6 +84,8 @@ pub enum Denial {
     McpSessionUnknown,
     /// The session store (Redis) failed: deny rather than let a session cross principals.
     McpSessionUnavailable,
+    /// OAuth discovery: the request names no plausible authority to build the public URL from.
+    BadHost,
 }
 
 impl Denial {
@@ -121,6 +126,7 @@ impl Denial {
             Self::McpDenied(d) => return (d.status, &d.code, &d.description),
             Self::McpSessionUnknown => (404, InvalidRequest, "Session not found"),
             Self::McpSessionUnavailable => (503, ErrorCode::ReplayCheckUnavailable, "session store unavailable"),
+            Self::BadHost => (400, InvalidRequest, "the Host header is not a valid authority"),
         };
         (status, code.as_str(), description)
     }
@@ -154,6 +160,17 @@ impl Denial {
             Self::McpDenied(_) => "mcp_denied",
             Self::McpSessionUnknown => "mcp_session_unknown",
             Self::McpSessionUnavailable => "jti_unavailable",
+            Self::BadHost => "bad_host",
+        }
+    }
+
+    /// The RFC 6750 §3.1 `error` of this denial's 401 challenge: none when the request carried no
+    /// token, the STS's own code for a relayed step-up hold, else `invalid_token`.
+    pub fn challenge_error(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingBearer => None,
+            Self::StsRefused { code, .. } if code == "interaction_required" => Some("interaction_required"),
+            _ => Some("invalid_token"),
         }
     }
 
@@ -184,6 +201,7 @@ impl Denial {
         "mcp_malformed",
         "mcp_denied",
         "mcp_session_unknown",
+        "bad_host",
     ];
 }
 
@@ -207,8 +225,9 @@ pub async fn respond_json(
     session.write_response_body(Some(body), true).await
 }
 
-/// Writes the denial's wire body: JSON-RPC for MCP refusals, the error body otherwise.
-pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str) -> pingora::Result<()> {
+/// Writes the denial's wire body: JSON-RPC for MCP refusals, the error body otherwise; a 401
+/// carries the challenge that leads to OAuth discovery.
+pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str, cfg: &GatewayConfig) -> pingora::Result<()> {
     match denial {
         Denial::McpMalformed(r) => return respond_json(session, r.status(), request_id, Bytes::from(r.body().to_string()), &[]).await,
         Denial::McpSessionUnknown => {
@@ -217,15 +236,34 @@ pub async fn respond(session: &mut Session, denial: &Denial, request_id: &str) -
             return respond_json(session, 404, request_id, Bytes::from(body.to_string()), &[]).await;
         }
         Denial::McpDenied(d) => {
-            let challenge = d.challenge.as_deref().map(|c| ("www-authenticate", c));
-            return respond_json(session, d.status, request_id, d.body.clone(), challenge.as_slice()).await;
+            // The step-up challenge names the resource metadata too, as the MCP spec's 403 does.
+            let challenge = d.challenge.as_deref().map(|c| {
+                let req = session.req_header();
+                match discovery::origin(cfg, req) {
+                    Some(origin) => format!("{c}, resource_metadata=\"{}\"", discovery::metadata_url(&origin, req.uri.path())),
+                    None => c.to_owned(),
+                }
+            });
+            let pair = challenge.as_deref().map(|c| ("www-authenticate", c));
+            return respond_json(session, d.status, request_id, d.body.clone(), pair.as_slice()).await;
         }
         _ => {}
     }
     let (status, code, description) = denial.wire();
     let body =
         WireError { error: code.to_owned(), error_description: description.to_owned(), request_id: request_id.to_owned(), scope: None };
-    let extra: &[(&str, &str)] = if status == 401 { &[("www-authenticate", "Bearer realm=\"caracal-gateway\"")] } else { &[] };
+    let challenge = (status == 401).then(|| {
+        let req = session.req_header();
+        discovery::challenge(discovery::origin(cfg, req).as_deref(), req.uri.path(), denial.challenge_error())
+    });
+    let pair;
+    let extra: &[(&str, &str)] = match &challenge {
+        Some(c) => {
+            pair = [("www-authenticate", c.as_str())];
+            &pair
+        }
+        None => &[],
+    };
     respond_json(session, status, request_id, Bytes::from(body.to_json()), extra).await
 }
 
@@ -267,6 +305,7 @@ mod tests {
             Denial::McpMalformed(crate::phases::mcp::Refusal::TooLarge),
             Denial::McpSessionUnknown,
             Denial::McpSessionUnavailable,
+            Denial::BadHost,
         ];
         for d in &all {
             assert!(Denial::METRIC_LABELS.contains(&d.metric_label()), "{d:?}");
@@ -274,6 +313,18 @@ mod tests {
             assert!((400..600).contains(&status), "{d:?}");
             assert!(!code.is_empty() && !description.is_empty(), "{d:?}");
         }
+    }
+
+    #[test]
+    fn the_challenge_error_says_invalid_token_only_when_a_token_was_presented() {
+        assert_eq!(Denial::MissingBearer.challenge_error(), None, "RFC 6750 §3.1: no credentials, no error code");
+        for d in [Denial::MalformedBearer, Denial::BearerTooLarge, Denial::Expiring, Denial::Signature, Denial::Replay, Denial::Revoked] {
+            assert_eq!(d.challenge_error(), Some("invalid_token"), "{d:?}");
+        }
+        let refused = |code: &str| Denial::StsRefused { status: 401, code: code.into(), description: "x".into(), scope: None };
+        assert_eq!(refused("interaction_required").challenge_error(), Some("interaction_required"), "the STS's own challenge");
+        assert_eq!(refused("invalid_token").challenge_error(), Some("invalid_token"));
+        assert_eq!(refused("bad\"code").challenge_error(), Some("invalid_token"), "a relayed code never reaches the header");
     }
 
     #[test]

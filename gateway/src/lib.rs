@@ -10,6 +10,7 @@ pub mod background;
 pub mod config;
 pub mod ctx;
 pub mod deny;
+pub mod discovery;
 pub mod jwks;
 pub mod metrics;
 pub mod phases;

@@ -67,7 +67,7 @@ pub async fn refuse(deps: &Deps, session: &mut Session, ctx: &mut RequestCtx, de
     if denial == Denial::Replay {
         audit::replay(&deps.audit, ctx);
     }
-    let result = deny::respond(session, &denial, &ctx.request_id).await;
+    let result = deny::respond(session, &denial, &ctx.request_id, &deps.cfg).await;
     ctx.denial = Some(denial);
     result
 }

@@ -1,4 +1,5 @@
-//! The STS's HTTP surface: `POST /oauth/2/token` and `GET /.well-known/jwks.json?zone_id=`.
+//! The STS's HTTP surface: `POST /oauth/2/token`, `GET /.well-known/jwks.json?zone_id=` and the
+//! RFC 8414 metadata `GET /.well-known/oauth-authorization-server[/<issuer path>]` ([`metadata`]).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use caracal_shared::{WireError, request_id, sig};
 
 use crate::exchange::{GatewaySignature, TokenRequest};
 use crate::form::MAX_FORM_BYTES;
-use crate::{Sts, StsError};
+use crate::{Sts, StsError, metadata};
 
 /// The STS routes, for any state that can hand out the [`Sts`].
 pub fn router<S>() -> Router<S>
@@ -21,9 +22,11 @@ where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
-        .route("/oauth/2/token", post(token))
+        .route(metadata::TOKEN_PATH, post(token))
         .route("/oauth/2/mcp/visible", post(mcp_visible))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(metadata::WELL_KNOWN, get(authorization_server_metadata))
+        .route(&format!("{}/{{*issuer_path}}", metadata::WELL_KNOWN), get(authorization_server_metadata))
 }
 
 /// Renders an STS error as the wire body.
@@ -143,4 +146,21 @@ async fn jwks(State(sts): State<Arc<Sts>>, Query(q): Query<JwksQuery>, headers: 
             .into_response(),
         Err(e) => error_response(&e, &rid),
     }
+}
+
+/// RFC 8414 metadata for this STS's issuer; any other path under the prefix is not found.
+async fn authorization_server_metadata(State(sts): State<Arc<Sts>>, uri: Uri) -> Response {
+    if !metadata::is_metadata_path(uri.path(), sts.issuer()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        metadata::document(sts.issuer()).to_string(),
+    )
+        .into_response()
 }

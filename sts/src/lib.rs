@@ -17,6 +17,7 @@ pub mod form;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod metadata;
 pub mod metrics;
 pub mod operations;
 pub mod policy;

@@ -12,6 +12,7 @@ mod coordinator;
 mod credentials;
 mod delegation_limits;
 mod denials;
+mod discovery;
 mod federation;
 mod governed;
 mod key_publication;

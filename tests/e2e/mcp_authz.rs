@@ -122,14 +122,12 @@ async fn the_policy_decides_each_tool_and_the_upstream_credential_is_bound_to_th
     let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
     let start = std::time::Instant::now();
     let (refused, allowed) = loop {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT event_type, event FROM audit_events WHERE zone_id = $1")
-            .bind(&d.zone_id)
-            .fetch_all(&db)
-            .await
-            .unwrap();
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT event_type, event FROM audit_events WHERE zone_id = $1").bind(&d.zone_id).fetch_all(&db).await.unwrap();
         let events: Vec<(String, Value)> = rows.into_iter().map(|(t, e)| (t, serde_json::from_str(&e).unwrap())).collect();
         let refused = events.iter().find(|(t, e)| t == "token_exchange" && e.to_string().contains("delete_repo")).map(|(_, e)| e.clone());
-        let allowed = events.iter().find(|(t, e)| t == "gateway_resource_request" && e.to_string().contains("read_file")).map(|(_, e)| e.clone());
+        let allowed =
+            events.iter().find(|(t, e)| t == "gateway_resource_request" && e.to_string().contains("read_file")).map(|(_, e)| e.clone());
         if let (Some(r), Some(a)) = (&refused, &allowed) {
             break (r.clone(), a.clone());
         }
@@ -251,6 +249,7 @@ async fn declared_mcp_operations_and_the_step_up_challenge() {
     assert_eq!(a.status, 403, "{}", a.text);
     let challenge = a.headers.get("www-authenticate").unwrap().to_str().unwrap();
     assert!(challenge.starts_with("Bearer error=\"insufficient_scope\", scope=\"tools.admin\""), "{challenge}");
+    assert!(challenge.ends_with(&format!("resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"", s.gw_url)), "{challenge}");
     assert_eq!(a.body["id"], 2);
     // An undeclared operation: hidden, at MCP_DENIAL_STATUS.
     let a = post(&s, &mandate(&s, &d, "tools.read").await, &call(3, "write_file", json!({})), &[]).await;
