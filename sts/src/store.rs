@@ -121,7 +121,7 @@ impl Resource {
 pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<Application>, StsError> {
     Ok(sqlx::query_as(
         "SELECT id, name, client_secret_sha256, traits FROM applications \
-         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL",
+         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
     )
     .bind(zone_id)
     .bind(id)

@@ -60,6 +60,7 @@ async fn run_module_with(s: &Stack, d: &Demo, module: &str, extra: &[(&str, Stri
         .env("VERIFY_PORT", verify_port.to_string())
         .env("REDIS_URL", s.redis.url())
         .env("STREAMS_HMAC_KEY", &s.streams_key)
+        .env("ADMIN_TOKEN", &d.admin)
         .envs(extra.iter().map(|(k, v)| (k, v)))
         .env_remove("CARACAL_ENV")
         .kill_on_drop(true)
@@ -75,6 +76,12 @@ async fn run_module_with(s: &Stack, d: &Demo, module: &str, extra: &[(&str, Stri
 #[tokio::test]
 async fn the_published_sdk_mints_lifecycle_and_bootstrap_tokens() {
     run_module(&Stack::start().await, "test_mints.py").await;
+}
+
+/// `caracalai-admin`'s `ensure_application`, then the provisioned application mints (issue 14).
+#[tokio::test]
+async fn the_published_admin_client_provisions_and_rotates_an_application() {
+    run_module(&Stack::start().await, "test_admin.py").await;
 }
 
 #[tokio::test]

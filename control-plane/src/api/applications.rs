@@ -1,5 +1,8 @@
 //! Applications (OAuth clients of the STS). The client secret is generated here (`cs_` + 32 random
-//! bytes), returned once, and stored as its SHA-256 digest.
+//! bytes), returned once, and stored as its SHA-256 digest; an operator may also set one of their
+//! own with `PATCH {client_secret}` (the original's provisioning clients rotate that way). Rows
+//! carry the original's `registration_method` (`managed`; `dcr` applications expire) and
+//! `expires_at`.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,7 +22,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/zones/{zone_id}/applications", post(create).get(list))
-        .route("/v1/zones/{zone_id}/applications/{id}", get(read).delete(archive))
+        .route("/v1/zones/{zone_id}/applications/{id}", get(read).patch(update).delete(archive))
         .route("/v1/zones/{zone_id}/applications/{id}/rotate-secret", post(rotate_secret))
 }
 
@@ -30,6 +33,10 @@ pub struct ApplicationRow {
     pub zone_id: String,
     pub name: String,
     pub traits: Vec<String>,
+    /// `managed` (by an operator) or `dcr` (dynamic client registration).
+    pub registration_method: String,
+    /// When the application stops minting (none: never).
+    pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,7 +51,7 @@ struct WithSecret {
     client_secret: String,
 }
 
-const COLUMNS: &str = "id, zone_id, name, traits, created_at, updated_at";
+const COLUMNS: &str = "id, zone_id, name, traits, registration_method, expires_at, created_at, updated_at";
 
 /// How the admin API lists and reads applications.
 const TABLE: ZoneTable = ZoneTable { table: "applications", columns: COLUMNS, not_found: "application_not_found" };
@@ -55,6 +62,26 @@ struct CreateBody {
     name: String,
     #[serde(default)]
     traits: Vec<String>,
+    /// Only `managed` is created here (the original's clients send it).
+    registration_method: Option<String>,
+}
+
+/// `PATCH`: any of the name, a client secret of the operator's choosing, the traits.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    client_secret: Option<String>,
+    traits: Option<Vec<String>>,
+}
+
+/// A client secret an operator sets: long enough to be a secret, and nothing that could be
+/// mangled on its way through a form or a header.
+fn check_secret(secret: &str) -> ApiResult<()> {
+    if !(32..=512).contains(&secret.len()) || !secret.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ApiError::bad_request("invalid_client_secret", "client_secret must be 32..512 visible ASCII characters"));
+    }
+    Ok(())
 }
 
 fn check_traits(traits: &[String]) -> ApiResult<()> {
@@ -85,6 +112,12 @@ async fn create(
     require_live_zone(&state.db, &zone_id).await?;
     let name = check_name(&body.name, 200, "invalid_application")?;
     check_traits(&body.traits)?;
+    if body.registration_method.as_deref().is_some_and(|m| m != "managed") {
+        return Err(ApiError::bad_request(
+            "invalid_application",
+            "registration_method must be managed (dynamic client registration has its own route)",
+        ));
+    }
     let (client_secret, digest) = new_secret();
     let id = uuid::Uuid::now_v7().to_string();
     let row: ApplicationRow = match sqlx::query_as(sql!(
@@ -152,6 +185,58 @@ async fn rotate_secret(
     forget_catalog(&state, &zone_id, CatalogEntry::Application(&id)).await;
     tracing::info!(zone_id, application_id = %id, by = %who.actor(), "client secret rotated");
     Ok(Json(WithSecret { row, client_secret }))
+}
+
+/// Changes the name, the traits or the client secret (the old secret stops working as the
+/// catalog announcement lands on every STS instance).
+async fn update(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+    AppJson(body): AppJson<UpdateBody>,
+) -> ApiResult<Json<ApplicationRow>> {
+    who.require_zone(&zone_id)?;
+    if body.name.is_none() && body.client_secret.is_none() && body.traits.is_none() {
+        return Err(ApiError::bad_request("no_fields", "send name, client_secret or traits"));
+    }
+    let name = body.name.as_deref().map(|n| check_name(n, 200, "invalid_application")).transpose()?;
+    if let Some(t) = &body.traits {
+        check_traits(t)?;
+    }
+    if let Some(s) = &body.client_secret {
+        check_secret(s)?;
+    }
+    let digest = body.client_secret.as_deref().map(|s| caracal_shared::sig::sha256(s.as_bytes()).to_vec());
+    let mut tx = state.db.begin().await?;
+    let row: Option<ApplicationRow> = match sqlx::query_as(sql!(
+        "UPDATE applications SET name = COALESCE($3, name), client_secret_sha256 = COALESCE($4, client_secret_sha256), \
+         traits = COALESCE($5, traits), updated_at = now() \
+         WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
+    ))
+    .bind(&zone_id)
+    .bind(&id)
+    .bind(&name)
+    .bind(&digest)
+    .bind(&body.traits)
+    .fetch_optional(&mut *tx)
+    .await
+    {
+        Ok(r) => r,
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::conflict("application_name_taken", "an application with this name exists"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let row = row.ok_or_else(|| ApiError::not_found("application_not_found"))?;
+    announce_catalog(&mut tx, &zone_id, CatalogEntry::Application(&id)).await?;
+    tx.commit().await?;
+    forget_catalog(&state, &zone_id, CatalogEntry::Application(&id)).await;
+    let changed: Vec<&str> = [("name", name.is_some()), ("client_secret", digest.is_some()), ("traits", body.traits.is_some())]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect();
+    tracing::info!(zone_id, application_id = %id, ?changed, by = %who.actor(), "application updated");
+    Ok(Json(row))
 }
 
 /// Archives the application and revokes its live sessions in the same transaction: an archived
