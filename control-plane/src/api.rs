@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod audit;
 pub mod keys;
 pub mod policies;
+pub mod providers;
 pub mod resources;
 pub mod sessions;
 pub mod subject_issuers;
@@ -32,6 +33,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(keys::router())
         .merge(sessions::router())
         .merge(subject_issuers::router())
+        .merge(providers::router())
         .merge(approvals::router())
         .merge(audit::router())
         // `route_layer`: an unknown path stays 404 rather than 401.

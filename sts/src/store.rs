@@ -36,6 +36,43 @@ pub struct CredentialPlacement {
     pub forward_caracal_identity: bool,
 }
 
+/// The public configuration of a credential provider (`api_key`): where its key goes, and the
+/// upstream hosts it may be sent to (empty: any the resource names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_param: Option<String>,
+    #[serde(default)]
+    pub forward_caracal_identity: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl ProviderConfig {
+    /// Where the key goes.
+    pub fn placement(&self) -> CredentialPlacement {
+        CredentialPlacement {
+            location: self.location.clone(),
+            header: self.header.clone(),
+            scheme: self.scheme.clone(),
+            query_param: self.query_param.clone(),
+            forward_caracal_identity: self.forward_caracal_identity,
+        }
+    }
+}
+
+/// Associated data binding a provider's sealed secrets to its zone and id.
+pub fn provider_config_aad(zone_id: &str, provider_id: &str) -> String {
+    format!("caracal/provider/{zone_id}/{provider_id}")
+}
+
 /// A protected resource.
 #[derive(Clone, sqlx::FromRow)]
 pub struct Resource {
@@ -65,6 +102,12 @@ pub struct Resource {
     /// The provider key, sealed with `ZONE_KEK` ([`provider_secret_aad`]).
     pub credential_secret: Option<Vec<u8>>,
     pub credential_kek_id: Option<String>,
+    /// `credential_mode = provider`: the provider, its kind, public configuration and sealed secrets.
+    pub credential_provider_id: Option<String>,
+    pub provider_kind: Option<String>,
+    pub provider_config: Option<sqlx::types::Json<ProviderConfig>>,
+    pub provider_secret: Option<Vec<u8>>,
+    pub provider_kek_id: Option<String>,
 }
 
 impl std::fmt::Debug for Resource {
@@ -113,6 +156,11 @@ impl Resource {
             credential_placement: sqlx::types::Json(Default::default()),
             credential_secret: None,
             credential_kek_id: None,
+            credential_provider_id: None,
+            provider_kind: None,
+            provider_config: None,
+            provider_secret: None,
+            provider_kek_id: None,
         }
     }
 }
@@ -132,10 +180,12 @@ pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<
 /// A live resource of the zone by identifier.
 pub async fn resource(db: &PgPool, zone_id: &str, identifier: &str) -> Result<Option<Resource>, StsError> {
     Ok(sqlx::query_as(
-        "SELECT id, identifier, upstream_url, endpoints, load_balancing, timeouts, health, retry, connections, scopes, operations, \
-         operation_enforcement, protocol, mcp_operations, \
-         credential_mode, credential_placement, credential_secret, credential_kek_id \
-         FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
+        "SELECT r.id, r.identifier, r.upstream_url, r.endpoints, r.load_balancing, r.timeouts, r.health, r.retry, r.connections, \
+         r.scopes, r.operations, r.operation_enforcement, r.protocol, r.mcp_operations, \
+         r.credential_mode, r.credential_placement, r.credential_secret, r.credential_kek_id, r.credential_provider_id, \
+         p.kind AS provider_kind, p.config_json AS provider_config, p.secret_config AS provider_secret, p.secret_kek_id AS provider_kek_id \
+         FROM resources r LEFT JOIN providers p ON p.zone_id = r.zone_id AND p.id = r.credential_provider_id AND p.archived_at IS NULL \
+         WHERE r.zone_id = $1 AND r.identifier = $2 AND r.archived_at IS NULL",
     )
     .bind(zone_id)
     .bind(identifier)

@@ -105,3 +105,63 @@ async fn key_rotation_publishes_before_signing_and_jwks_serves_two_keys() {
     let unknown = s.http.get(format!("{}/.well-known/jwks.json?zone_id=nope", s.cp_url)).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+/// Credential providers (issue 14): a zone token cannot reach another zone's, the key is sealed in
+/// the database (never in the clear, never shown), and every change is in the zone's audit chain.
+#[tokio::test]
+async fn providers_are_zone_scoped_sealed_and_audited() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let other = s.another_zone(&d, "other", caracal_e2e::stack::ALLOW_POLICY).await;
+    let zone_token = s
+        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": d.zone_id})), 201)
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"name": "k", "kind": "api_key", "config_json": {"header": "X-Api-Key", "api_key": "sealed-secret-xyz"}});
+    let created = s.admin_ok("POST", &format!("/v1/zones/{}/providers", other.zone_id), &d.admin, Some(body.clone()), 201).await;
+    assert_eq!(created["secret_config_keys"], json!(["api_key"]));
+    assert!(!created.to_string().contains("sealed-secret-xyz"), "{created}");
+    let id = created["id"].as_str().unwrap();
+    let base = format!("/v1/zones/{}/providers", other.zone_id);
+    for (method, path, body) in [
+        ("GET", base.clone(), None),
+        ("GET", format!("{base}/{id}"), None),
+        ("POST", base.clone(), Some(body.clone())),
+        ("PATCH", format!("{base}/{id}"), Some(json!({"name": "mine"}))),
+        ("DELETE", format!("{base}/{id}"), None),
+    ] {
+        let a = s.admin(method, &path, &zone_token, body).await;
+        assert_eq!((a.status, a.error()), (403, "admin_token_zone_mismatch"), "{method} {path}");
+    }
+    // Its own zone's providers are the zone token's to manage.
+    let own = s.admin_ok("POST", &format!("/v1/zones/{}/providers", d.zone_id), &zone_token, Some(body), 201).await;
+    assert_eq!(
+        s.admin_ok("GET", &format!("/v1/zones/{}/providers", d.zone_id), &zone_token, None, 200).await["items"].as_array().unwrap().len(),
+        1
+    );
+    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+    let (config, sealed): (String, Vec<u8>) = sqlx::query_as("SELECT config_json::text, secret_config FROM providers WHERE id = $1")
+        .bind(own["id"].as_str().unwrap())
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(!config.contains("sealed-secret") && !String::from_utf8_lossy(&sealed).contains("sealed-secret"), "{config}");
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_events WHERE zone_id = $1 AND event_type = 'admin_action' \
+             AND (event::jsonb)->'metadata_json'->>'route' = '/v1/zones/{zone_id}/providers'",
+        )
+        .bind(&other.zone_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if n >= 1 {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the provider's creation was audited");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

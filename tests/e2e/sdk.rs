@@ -78,9 +78,10 @@ async fn the_published_sdk_mints_lifecycle_and_bootstrap_tokens() {
     run_module(&Stack::start().await, "test_mints.py").await;
 }
 
-/// `caracalai-admin`'s `ensure_application`, then the provisioned application mints (issue 14).
+/// `caracalai-admin`'s `ensure_application`, `ensure_api_key_provider` and `ensure_resource`, then governed
+/// requests through the gateway that use what they provisioned (issue 14).
 #[tokio::test]
-async fn the_published_admin_client_provisions_and_rotates_an_application() {
+async fn the_published_admin_client_provisions_applications_providers_and_resources() {
     run_module(&Stack::start().await, "test_admin.py").await;
 }
 

@@ -31,7 +31,17 @@ async fn without_a_zone_context_the_control_plane_role_sees_no_rows() {
     assert!(s.control_plane.log().contains(r#""db_role":"caracal_control""#), "the control plane serves as caracal_control");
 
     let mut c = as_role(&s, "caracal_control").await;
-    for table in ["zones", "applications", "resources", "signing_keys", "authority_records", "policy_sets", "admin_tokens"] {
+    for table in [
+        "zones",
+        "applications",
+        "resources",
+        "signing_keys",
+        "authority_records",
+        "policy_sets",
+        "admin_tokens",
+        "providers",
+        "subject_issuers",
+    ] {
         assert_eq!(count(&mut c, table).await, 0, "{table}: no zone context, no rows");
     }
     set_zone(&mut c, &d.zone_id).await;
@@ -64,7 +74,7 @@ async fn the_gateway_role_reads_revocations_and_nothing_else() {
     assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200, "the gateway's snapshot works under its role");
     let mut c = as_role(&s, "caracal_gateway").await;
     count(&mut c, "revocations").await;
-    for table in ["applications", "resources", "signing_keys", "zones", "admin_tokens", "outbox", "audit_events"] {
+    for table in ["applications", "resources", "signing_keys", "zones", "admin_tokens", "outbox", "audit_events", "providers"] {
         let err = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 FROM {table} LIMIT 1"))).execute(&mut c).await.unwrap_err();
         assert!(err.to_string().contains("permission denied"), "{table}: {err}");
     }

@@ -1,7 +1,9 @@
-"""The published admin client (`caracalai-admin`) provisioning an application the way operators'
-reconcilers do: `ensure_application` creates a managed application with the traits asked for and
-seals a client secret of the caller's choosing; run again, it converges the traits and rotates the
-secret (the old one stops minting at once). The application then mints through the published SDK."""
+"""The published admin client (`caracalai-admin`) provisioning the way operators' reconcilers do:
+`ensure_application` creates a managed application with the traits asked for and seals a client
+secret of the caller's choosing; run again, it converges the traits and rotates the secret (the old
+one stops minting at once). `ensure_api_key_provider` seals an API key in a credential provider and
+`ensure_resource` binds a resource to it; a governed request through the gateway then carries that
+key to the upstream, and a rotation or a placement edit applies to the next request."""
 
 import os
 import secrets
@@ -10,7 +12,8 @@ import harness
 from caracalai import AccessDenied
 from caracalai_admin import AdminApiError, AdminClient, ensure_application
 from caracalai_oauth import decode_jwt_payload
-from harness import CP, ZONE, client
+from caracalai_admin import ensure_api_key_provider, ensure_resource
+from harness import CP, GW, VERIFY_PORT, ZONE, client
 
 ADMIN = AdminClient(api_url=CP, admin_token=os.environ["ADMIN_TOKEN"])
 NAME = "provisioned-agent"
@@ -75,6 +78,70 @@ def test_patch_refuses_what_the_original_refuses():
     else:
         raise AssertionError("a dcr application was created on the managed route")
     assert mints(app_id, SECOND)["client_id"] == app_id, "refused patches changed nothing"
+
+
+WEATHER = "https://weather.e2e.test"
+
+
+async def governed_get(path: str) -> dict:
+    """One request through the gateway with the published SDK's transport; the headers the upstream saw."""
+    seen: list = []
+    with harness.recording_upstream(VERIFY_PORT, seen):
+        async with client(resources=[WEATHER]).application_transport(WEATHER, scopes=["tools.read"]) as http:
+            r = await http.get(f"{GW}{path}")
+            assert r.status_code == 200, (r.status_code, r.text)
+    assert len(seen) == 1, seen
+    return seen[0]
+
+
+async def test_an_api_key_provider_is_sealed_bound_and_injected_by_the_gateway():
+    placement = {"header": "X-Api-Key", "allowed_hosts": ["127.0.0.1"]}
+    pid = ensure_api_key_provider(ADMIN, ZONE, name="weather", identifier="provider://weather", public_config=placement, api_key="wk-first-0001")
+    row = ADMIN.providers.get(ZONE, pid)
+    assert row["kind"] == "api_key" and row["secret_config_keys"] == ["api_key"], row
+    assert "api_key" not in row["config_json"] and "wk-first" not in str(row), "the key is never shown"
+    ops = [{"method": "GET", "path": "/**", "scope": "tools.read"}]
+    upstream = f"http://127.0.0.1:{VERIFY_PORT}"
+    res = ensure_resource(ADMIN, ZONE, name="weather", identifier=WEATHER, scopes=["tools.read"], upstream_url=upstream, credential_provider_id=pid, operations=ops)
+    assert res["credential_provider_id"] == pid and res["credential_mode"] == "provider", res
+    again = ensure_resource(ADMIN, ZONE, name="weather", identifier=WEATHER, scopes=["tools.read"], upstream_url=upstream, credential_provider_id=pid, operations=ops)
+    assert again["updated_at"] == res["updated_at"], "no drift, no patch"
+    seen = await governed_get("/forecast")
+    assert seen.get("x-api-key") == "wk-first-0001", seen
+    assert "authorization" not in seen, "only the provider's key reaches the upstream"
+
+    # A new key: re-sealed, and the next request carries it.
+    assert ensure_api_key_provider(ADMIN, ZONE, name="weather", identifier="provider://weather", public_config=placement, api_key="wk-second-0002") == pid
+    assert (await governed_get("/forecast"))["x-api-key"] == "wk-second-0002"
+    # A placement edit without the key keeps the sealed key.
+    moved = {"header": "X-Weather-Key", "allowed_hosts": ["127.0.0.1"]}
+    assert ensure_api_key_provider(ADMIN, ZONE, name="weather", identifier="provider://weather", public_config=moved) == pid
+    seen = await governed_get("/forecast")
+    assert seen.get("x-weather-key") == "wk-second-0002" and "x-api-key" not in seen, seen
+
+
+def test_a_provider_is_bound_to_its_hosts_and_cannot_be_archived_while_in_use():
+    pid = ensure_api_key_provider(ADMIN, ZONE, name="pinned", identifier="provider://pinned", public_config={"header": "X-Api-Key", "allowed_hosts": ["api.example.com"]}, api_key="pk-0001")
+    try:
+        ensure_resource(ADMIN, ZONE, name="elsewhere", identifier="https://elsewhere.e2e.test", scopes=["tools.read"], upstream_url=f"http://127.0.0.1:{VERIFY_PORT}", credential_provider_id=pid)
+    except AdminApiError as e:
+        assert e.status == 400 and "127.0.0.1" in str(e.body), (e.status, e.body)
+    else:
+        raise AssertionError("a provider's key was bound to a host it does not allow")
+    used = next(p for p in ADMIN.providers.list(ZONE) if p["identifier"] == "provider://weather")
+    try:
+        ADMIN.providers.delete(ZONE, used["id"])
+    except AdminApiError as e:
+        assert e.status == 409 and e.code == "provider_in_use", (e.status, e.code)
+    else:
+        raise AssertionError("a provider in use was archived")
+    for bad in [{"kind": "api_key", "config_json": {"header": "X-Api-Key"}}, {"kind": "warp", "config_json": {}}]:
+        try:
+            ADMIN.providers.create(ZONE, {"name": "bad", **bad})
+        except AdminApiError as e:
+            assert e.status == 400, (bad, e.status)
+        else:
+            raise AssertionError(f"{bad} was accepted")
 
 
 harness.main(globals())

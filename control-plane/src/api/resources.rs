@@ -71,6 +71,8 @@ pub struct ResourceRow {
     /// Declared MCP operations `[{mcp_method, name?, scope}]`.
     pub mcp_operations: SqlJson<Vec<McpOperation>>,
     pub credential_mode: String,
+    /// The credential provider (`credential_mode = provider`).
+    pub credential_provider_id: Option<String>,
     /// Where a provider key goes; the key itself is write-only.
     pub credential: SqlJson<CredentialPlacement>,
     /// Whether a provider key is stored.
@@ -82,11 +84,28 @@ pub struct ResourceRow {
 crate::extract::keyed!(ResourceRow, id);
 
 const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, endpoints, load_balancing, timeouts, health, retry, connections, \
-     scopes, operations, operation_enforcement, protocol, mcp_operations, credential_mode, \
+     scopes, operations, operation_enforcement, protocol, mcp_operations, credential_mode, credential_provider_id, \
      credential_placement AS credential, credential_secret IS NOT NULL AS credential_secret_set, created_at, updated_at";
 
 /// How the admin API lists and reads resources.
 const TABLE: ZoneTable = ZoneTable { table: "resources", columns: COLUMNS, not_found: "resource_not_found" };
+
+/// A referenced credential provider must be live in the zone, and allowed for every upstream host.
+async fn check_provider<'e>(db: impl sqlx::PgExecutor<'e>, zone_id: &str, def: &Definition) -> ApiResult<()> {
+    let Some(provider_id) = &def.credential_provider_id else { return Ok(()) };
+    let config: Option<(SqlJson<caracal_sts::store::ProviderConfig>, String)> =
+        sqlx::query_as("SELECT config_json, kind FROM providers WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
+            .bind(zone_id)
+            .bind(provider_id)
+            .fetch_optional(db)
+            .await?;
+    let (config, _kind) = config.ok_or_else(|| ApiError::not_found("provider_not_found"))?;
+    let allowed = &config.0.allowed_hosts;
+    if let Some(h) = def.hosts().into_iter().find(|h| !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(h))) {
+        return Err(ApiError::bad_request("invalid_resource", format!("the credential provider is not allowed for upstream host {h}")));
+    }
+    Ok(())
+}
 
 fn conflict_or(e: sqlx::Error) -> ApiError {
     if is_unique_violation(&e) {
@@ -106,10 +125,11 @@ async fn create(
     require_live_zone(&state.db, &zone_id).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let def = Definition::create(&state, &zone_id, &id, b)?;
+    check_provider(&state.db, &zone_id, &def).await?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
-         credential_placement, credential_secret, credential_kek_id, endpoints, load_balancing, timeouts, health, retry, connections, protocol, mcp_operations) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING {COLUMNS}"
+         credential_placement, credential_secret, credential_kek_id, endpoints, load_balancing, timeouts, health, retry, connections, protocol, mcp_operations, credential_provider_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) RETURNING {COLUMNS}"
     ))
     .bind(&zone_id)
     .bind(&id);
@@ -177,11 +197,12 @@ async fn rewrite(state: &AppState, zone_id: &str, id: &str, edit: impl FnOnce(&R
     let body = edit(&cur)?;
     let cur_identifier = cur.identifier.clone();
     let def = Definition::update(state, zone_id, cur, stored.0.zip(stored.1), body)?;
+    check_provider(&mut *tx, zone_id, &def).await?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
          operation_enforcement = $8, credential_mode = $9, credential_placement = $10, credential_secret = $11, \
          credential_kek_id = $12, endpoints = $13, load_balancing = $14, timeouts = $15, health = $16, retry = $17, \
-         connections = $18, protocol = $19, mcp_operations = $20, updated_at = now() WHERE zone_id = $1 AND id = $2 RETURNING {COLUMNS}"
+         connections = $18, protocol = $19, mcp_operations = $20, credential_provider_id = $21, updated_at = now() WHERE zone_id = $1 AND id = $2 RETURNING {COLUMNS}"
     ))
     .bind(zone_id)
     .bind(id);

@@ -37,9 +37,54 @@ impl Sts {
                 d.provider_token = Some(key);
                 d.forward_caracal_identity = p.forward_caracal_identity;
             }
+            "provider" => self.provider_credential(zone_id, r, &mut d)?,
             _ => {}
         }
         Ok(d)
+    }
+
+    /// `credential_mode = provider`: what the referenced provider yields (`docs/providers.md`).
+    /// Fails closed: a provider gone, of an unknown kind, whose key does not open, or not allowed
+    /// for one of the resource's upstream hosts answers no directive at all.
+    fn provider_credential(&self, zone_id: &str, r: &Resource, d: &mut UpstreamDirective) -> Result<(), StsError> {
+        let missing = || StsError::Internal(format!("resource {} names a provider that is not live", r.id));
+        let (Some(provider_id), Some(kind)) = (&r.credential_provider_id, &r.provider_kind) else { return Err(missing()) };
+        let config = r.provider_config.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+        match kind.as_str() {
+            "none" => d.auth_mode = "none".into(),
+            "api_key" => {
+                let hosts_ok = config.allowed_hosts.is_empty()
+                    || caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url).iter().all(|e| {
+                        url::Url::parse(&e.url)
+                            .ok()
+                            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                            .is_some_and(|h| config.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(&h)))
+                    });
+                if !hosts_ok {
+                    return Err(StsError::AccessDenied("the resource's credential provider is not allowed for its upstream host".into()));
+                }
+                let (Some(sealed), Some(kek_id)) = (&r.provider_secret, &r.provider_kek_id) else { return Err(missing()) };
+                let kek = self.keys.kek();
+                if kek_id != kek.id() {
+                    return Err(StsError::Internal(format!("provider {provider_id} is sealed under another ZONE_KEK")));
+                }
+                let secrets: std::collections::BTreeMap<String, String> = kek
+                    .open(&crate::store::provider_config_aad(zone_id, provider_id), sealed)
+                    .and_then(|p| serde_json::from_slice(&p).ok())
+                    .ok_or_else(|| StsError::Internal(format!("provider {provider_id} does not decrypt")))?;
+                let key = secrets.get("api_key").cloned().ok_or_else(missing)?;
+                let p = config.placement();
+                d.auth_mode = "provider_apikey".into();
+                d.auth_location = Some(p.location.unwrap_or_else(|| "header".into()));
+                d.auth_header = p.header;
+                d.auth_scheme = p.scheme;
+                d.query_param_name = p.query_param;
+                d.provider_token = Some(key);
+                d.forward_caracal_identity = p.forward_caracal_identity;
+            }
+            other => return Err(StsError::Internal(format!("provider {provider_id} is of kind {other}, which the STS cannot use"))),
+        }
+        Ok(())
     }
 }
 

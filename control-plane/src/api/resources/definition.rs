@@ -52,6 +52,9 @@ pub(super) struct Body {
     mcp_operations: Option<Vec<McpOperation>>,
     credential_mode: Option<String>,
     credential: Option<CredentialBody>,
+    /// The credential provider (`docs/providers.md`); `null` detaches it.
+    #[serde(default, deserialize_with = "present")]
+    credential_provider_id: Option<Option<String>>,
 }
 
 impl Body {
@@ -85,6 +88,8 @@ pub(super) struct Definition {
     protocol: String,
     mcp_operations: Vec<McpOperation>,
     credential_mode: String,
+    /// With `credential_mode = provider`.
+    pub(super) credential_provider_id: Option<String>,
     placement: CredentialPlacement,
     /// The provider key sealed with `ZONE_KEK`, and that KEK's id.
     sealed_secret: Option<(Vec<u8>, String)>,
@@ -122,7 +127,10 @@ impl Definition {
             operation_enforcement: b.operation_enforcement.unwrap_or_else(|| "enforced".into()),
             protocol: b.protocol.unwrap_or_else(|| "http".into()),
             mcp_operations: b.mcp_operations.unwrap_or_default(),
-            credential_mode: b.credential_mode.unwrap_or_else(|| "caracal_jwt".into()),
+            credential_mode: b.credential_mode.unwrap_or_else(|| {
+                if b.credential_provider_id.as_ref().is_some_and(Option::is_some) { "provider" } else { "caracal_jwt" }.into()
+            }),
+            credential_provider_id: b.credential_provider_id.flatten(),
             placement: credential.placement,
             sealed_secret: seal(state, zone_id, id, credential.secret.as_deref())?,
             problems,
@@ -175,7 +183,17 @@ impl Definition {
             operation_enforcement: b.operation_enforcement.unwrap_or(cur.operation_enforcement),
             protocol: b.protocol.unwrap_or(cur.protocol),
             mcp_operations: b.mcp_operations.unwrap_or(cur.mcp_operations.0),
-            credential_mode: b.credential_mode.unwrap_or(cur.credential_mode),
+            credential_mode: match (b.credential_mode, &b.credential_provider_id) {
+                (Some(m), _) => m,
+                (None, Some(Some(_))) => "provider".into(),
+                // Detached from its provider: the resource mandate again, unless told otherwise.
+                (None, Some(None)) if cur.credential_mode == "provider" => "caracal_jwt".into(),
+                (None, _) => cur.credential_mode,
+            },
+            credential_provider_id: match b.credential_provider_id {
+                Some(v) => v,
+                None => cur.credential_provider_id,
+            },
             placement,
             sealed_secret,
             problems,
@@ -190,6 +208,11 @@ impl Definition {
             ));
         }
         Ok(def)
+    }
+
+    /// The upstream hosts of the endpoint set (lower-case).
+    pub(super) fn hosts(&self) -> Vec<String> {
+        self.endpoints.iter().filter_map(|e| url::Url::parse(&e.url).ok()?.host_str().map(str::to_ascii_lowercase)).collect()
     }
 
     /// Binds the definition's fields as the next eighteen parameters (name … credential_kek_id,
@@ -217,6 +240,7 @@ impl Definition {
             .bind(SqlJson(&self.upkeep.connections))
             .bind(&self.protocol)
             .bind(SqlJson(&self.mcp_operations))
+            .bind(&self.credential_provider_id)
     }
 
     /// Checks every field and reports every problem at once. `control_audience` (when Control is
@@ -271,8 +295,11 @@ impl Definition {
             problems.push("operation_enforcement must be enforced or transport_uniform".into());
         }
         self.mcp_problems(&mut problems);
-        if !matches!(self.credential_mode.as_str(), "none" | "caracal_jwt" | "provider_apikey") {
-            problems.push("credential_mode must be none, caracal_jwt or provider_apikey".into());
+        if !matches!(self.credential_mode.as_str(), "none" | "caracal_jwt" | "provider_apikey" | "provider") {
+            problems.push("credential_mode must be none, caracal_jwt, provider_apikey or provider".into());
+        }
+        if (self.credential_mode == "provider") != self.credential_provider_id.is_some() {
+            problems.push("credential_mode provider and credential_provider_id go together".into());
         }
         placement_problems(&self.credential_mode, &self.placement, self.sealed_secret.is_some(), &mut problems);
         if self.credential_mode != "provider_apikey" {
