@@ -48,6 +48,10 @@ pub struct StsConfig {
     /// `SUBJECT_ISSUER_CA_FILE`: PEM CA certificates trusted for JWKS fetches in addition to the
     /// public roots (an IdP behind a private CA).
     pub subject_issuer_ca: Option<Vec<u8>>,
+    /// `PROVIDER_PRIVATE_HOSTS` / `PROVIDER_CA_FILE`: the same, for the token endpoints of
+    /// `oauth2_client_credentials` credential providers (`docs/providers.md`).
+    pub provider_private_hosts: Vec<String>,
+    pub provider_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for StsConfig {
@@ -123,6 +127,11 @@ impl StsConfig {
             .map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
             .unwrap_or_default();
         let subject_issuer_ca = r.ca_file("SUBJECT_ISSUER_CA_FILE");
+        let provider_private_hosts = r
+            .optional("PROVIDER_PRIVATE_HOSTS")
+            .map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+            .unwrap_or_default();
+        let provider_ca = r.ca_file("PROVIDER_CA_FILE");
         let zone_kek: [u8; 32] = kek.filter(|k| k.len() == 32)?.try_into().ok()?;
         Some(Self {
             issuer: issuer?,
@@ -141,6 +150,8 @@ impl StsConfig {
             policy_eval_timeout,
             subject_issuer_private_hosts,
             subject_issuer_ca,
+            provider_private_hosts,
+            provider_ca,
         })
     }
 }

@@ -48,6 +48,9 @@ pub enum StsError {
     /// An enforced MCP resource declares this MCP operation with a scope the mandate lacks.
     #[error("mcp operation needs scope {scope}")]
     McpScopeInsufficient { scope: String, description: String },
+    /// The resource's credential provider could not yield a credential (its token endpoint failed).
+    #[error("credential provider unavailable: {0}")]
+    ProviderUnavailable(String),
     /// The policy engine failed (compile or evaluation error, or a result outside the contract).
     #[error("policy evaluation failed: {0}")]
     PolicyEvalFailed(String),
@@ -111,6 +114,7 @@ impl StsError {
                     .into(),
             ),
             Self::McpScopeInsufficient { description, .. } => (403, ErrorCode::ScopeInsufficient, description.clone()),
+            Self::ProviderUnavailable(_) => (502, ErrorCode::HttpRequestFailed, "the resource's credential provider is unavailable".into()),
             Self::PolicyEvalFailed(_) => (503, ErrorCode::PolicyEvalFailed, "policy evaluation failed".into()),
             Self::ZoneNotFound => (404, ErrorCode::ResourceNotFound, "zone not found".into()),
             Self::RateLimited { .. } => (429, ErrorCode::ProviderRateLimited, "mint rate limit exceeded".into()),
@@ -140,6 +144,7 @@ impl StsError {
             Self::OperationNotPermitted(_) => "operation_not_permitted",
             Self::McpBodyRequired => "mcp_body_required",
             Self::McpScopeInsufficient { .. } => "scope_insufficient",
+            Self::ProviderUnavailable(_) => "provider_unavailable",
             Self::PolicyEvalFailed(_) => "policy_eval_failed",
             Self::ZoneNotFound => "zone_not_found",
             Self::RateLimited { .. } => "rate_limited",

@@ -96,7 +96,10 @@ impl Sts {
         if let Err(e) = &out {
             self.metrics.denials.with_label_values(&[e.metric_label()]).inc();
             match e {
-                StsError::Unavailable(cause) | StsError::Internal(cause) | StsError::PolicyEvalFailed(cause) => {
+                StsError::Unavailable(cause)
+                | StsError::Internal(cause)
+                | StsError::PolicyEvalFailed(cause)
+                | StsError::ProviderUnavailable(cause) => {
                     tracing::error!(request_id = req.request_id, error = %cause, "token exchange failed")
                 }
                 _ => tracing::info!(request_id = req.request_id, error = %e, "token exchange denied"),

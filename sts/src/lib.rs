@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod operations;
 pub mod policy;
+pub mod provider_tokens;
 pub mod revoked;
 pub mod step_up;
 pub mod store;
@@ -54,6 +55,8 @@ pub struct Sts {
     metrics: metrics::StsMetrics,
     /// Subject issuers' key sets (subject federation).
     federation: federation::jwks::JwksFetcher,
+    /// Access tokens of client-credentials credential providers.
+    provider_tokens: provider_tokens::ProviderTokens,
     /// Where token-exchange evidence goes (set by the binary; unset in unit tests).
     evidence: std::sync::OnceLock<tokio::sync::mpsc::Sender<caracal_shared::audit::AuditEvent>>,
 }
@@ -75,6 +78,8 @@ impl Sts {
         let metrics = metrics::StsMetrics::new(registry)?;
         let federation = federation::jwks::JwksFetcher::new(cfg.subject_issuer_private_hosts.clone(), cfg.subject_issuer_ca.as_deref())
             .map_err(|e| prometheus::Error::Msg(format!("subject issuer JWKS client: {e}")))?;
+        let provider_tokens = provider_tokens::ProviderTokens::new(cfg.provider_private_hosts.clone(), cfg.provider_ca.as_deref())
+            .map_err(|e| prometheus::Error::Msg(format!("credential provider token client: {e}")))?;
         // Bounded by count and by the longest session lifetime; entries are only a memo of a check.
         let verified_sessions = moka::sync::Cache::builder()
             .max_capacity(100_000)
@@ -92,6 +97,7 @@ impl Sts {
             verified_sessions,
             metrics,
             federation,
+            provider_tokens,
             evidence: std::sync::OnceLock::new(),
         }))
     }

@@ -105,7 +105,7 @@ pub struct Resource {
     /// `credential_mode = provider`: the provider, its kind, public configuration and sealed secrets.
     pub credential_provider_id: Option<String>,
     pub provider_kind: Option<String>,
-    pub provider_config: Option<sqlx::types::Json<ProviderConfig>>,
+    pub provider_config: Option<sqlx::types::Json<serde_json::Value>>,
     pub provider_secret: Option<Vec<u8>>,
     pub provider_kek_id: Option<String>,
 }

@@ -24,6 +24,7 @@ mod mcp_real;
 mod policy;
 mod pool_health;
 mod pools;
+mod providers;
 mod revocation;
 mod sdk;
 mod step_up;

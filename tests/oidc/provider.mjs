@@ -44,20 +44,36 @@ const client = (client_id) => ({
   backchannel_token_delivery_mode: 'poll',
 });
 
+// A service client for the credential-provider test: client credentials, Basic authentication.
+const service = {
+  client_id: 'upstream-api',
+  client_secret: secret,
+  grant_types: ['client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  token_endpoint_auth_method: 'client_secret_basic',
+  scope: 'weather.read',
+};
+
 let provider;
 provider = new Provider(issuer, {
   jwks,
-  clients: [client('caracal-e2e'), client('other-audience')],
+  clients: [client('caracal-e2e'), client('other-audience'), service],
+  scopes: ['openid', 'weather.read'],
   findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   ttl: {
     IdToken: (_ctx, token) => (String(token?.available?.sub ?? '').startsWith('expired-') ? 1 : 3600),
     AccessToken: 600,
+    // Short, so the STS's early refresh (30 s before expiry) shows within seconds.
+    ClientCredentials: 36,
     Grant: 600,
     BackchannelAuthenticationRequest: 600,
   },
   features: {
     devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
     ciba: {
       enabled: true,
       deliveryModes: ['poll'],

@@ -23,7 +23,7 @@ pub struct OpenIdProvider {
     pub issuer: String,
     /// Its JWKS document.
     pub jwks_url: String,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
 }
 
 impl OpenIdProvider {
@@ -53,6 +53,11 @@ impl OpenIdProvider {
             .unwrap_or_else(|| panic!("oidc-provider exited; see {}", log_dir.join("oidc-provider.log").display()));
         let ready: serde_json::Value = serde_json::from_str(&first).expect("oidc-provider ready line");
         let issuer = ready["issuer"].as_str().expect("issuer").to_owned();
-        Self { jwks_url: format!("{issuer}/jwks"), issuer, _child: child }
+        Self { jwks_url: format!("{issuer}/jwks"), issuer, child }
+    }
+
+    /// Stops the provider (an outage).
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
     }
 }

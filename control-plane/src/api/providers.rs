@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use caracal_sts::provider_tokens::ClientCredentials;
 use caracal_sts::store::{CredentialPlacement, ProviderConfig, provider_config_aad};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ use crate::state::AppState;
 const CODE: &str = "invalid_provider_config";
 
 /// Keys of `config_json` that are secrets: sealed, never stored or shown in the clear.
-pub const SECRET_KEYS: [&str; 1] = ["api_key"];
+pub const SECRET_KEYS: [&str; 3] = ["api_key", "client_secret", "private_key"];
 
 /// Routes.
 pub fn router() -> Router<AppState> {
@@ -109,8 +110,23 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
             public.insert(k, v);
         }
     }
-    let has_key = secrets.contains_key("api_key") || stored.iter().any(|s| s == "api_key");
+    let has = |k: &str| secrets.contains_key(k) || stored.iter().any(|s| s == k);
+    let has_key = has("api_key");
     match kind {
+        "oauth2_client_credentials" => {
+            let typed: ClientCredentials =
+                serde_json::from_value(serde_json::to_value(&public).unwrap_or_default()).map_err(|e| bad(format!("config_json: {e}")))?;
+            let mut problems = typed.problems();
+            if secrets.contains_key("private_key") {
+                problems.push("private_key (private_key_jwt) is not supported yet".into());
+            }
+            if !has("client_secret") {
+                problems.push("an oauth2_client_credentials provider needs config_json.client_secret".into());
+            }
+            if !problems.is_empty() {
+                return Err(bad(problems.join("; ")));
+            }
+        }
         "api_key" => {
             let typed: ProviderConfig =
                 serde_json::from_value(serde_json::to_value(&public).unwrap_or_default()).map_err(|e| bad(format!("config_json: {e}")))?;
@@ -129,8 +145,11 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
                 return Err(bad("a none provider takes no configuration"));
             }
         }
-        "oauth2_client_credentials" | "oauth2_authorization_code" | "bearer_token" | "http_basic" | "caracal_mandate" => {
-            return Err(ApiError::bad_request("invalid_provider", format!("provider kind {kind} is not supported yet (api_key, none)")));
+        "oauth2_authorization_code" | "bearer_token" | "http_basic" | "caracal_mandate" => {
+            return Err(ApiError::bad_request(
+                "invalid_provider",
+                format!("provider kind {kind} is not supported yet (api_key, oauth2_client_credentials, none)"),
+            ));
         }
         other => return Err(ApiError::bad_request("invalid_provider", format!("unknown provider kind {other:?}"))),
     }

@@ -93,14 +93,14 @@ const TABLE: ZoneTable = ZoneTable { table: "resources", columns: COLUMNS, not_f
 /// A referenced credential provider must be live in the zone, and allowed for every upstream host.
 async fn check_provider<'e>(db: impl sqlx::PgExecutor<'e>, zone_id: &str, def: &Definition) -> ApiResult<()> {
     let Some(provider_id) = &def.credential_provider_id else { return Ok(()) };
-    let config: Option<(SqlJson<caracal_sts::store::ProviderConfig>, String)> =
-        sqlx::query_as("SELECT config_json, kind FROM providers WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
+    let config: Option<(SqlJson<serde_json::Value>,)> =
+        sqlx::query_as("SELECT config_json FROM providers WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
             .bind(zone_id)
             .bind(provider_id)
             .fetch_optional(db)
             .await?;
-    let (config, _kind) = config.ok_or_else(|| ApiError::not_found("provider_not_found"))?;
-    let allowed = &config.0.allowed_hosts;
+    let (config,) = config.ok_or_else(|| ApiError::not_found("provider_not_found"))?;
+    let allowed: Vec<String> = config.0.get("allowed_hosts").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     if let Some(h) = def.hosts().into_iter().find(|h| !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(h))) {
         return Err(ApiError::bad_request("invalid_resource", format!("the credential provider is not allowed for upstream host {h}")));
     }

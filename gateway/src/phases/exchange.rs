@@ -178,6 +178,8 @@ impl StsClient {
 /// contract concern every zone.
 pub fn health(outcome: &Result<ExchangeGrant, Denial>) -> Health {
     match outcome {
+        // A resource's credential provider failing is that provider's outage, not the STS's.
+        Err(Denial::StsFailed { code, .. }) if code == caracal_shared::ErrorCode::HttpRequestFailed.as_str() => Health::Healthy,
         Err(Denial::StsFailed { .. } | Denial::StsUnavailable { status: 504, .. }) => Health::ZoneFailing,
         Err(Denial::StsUnavailable { .. }) => Health::StsDown,
         _ => Health::Healthy,
@@ -229,5 +231,7 @@ mod tests {
         let limited = Err(Denial::StsRefused { status: 429, code: "rate_limited".into(), description: "slow down".into(), scope: None });
         assert_eq!(health(&limited), Health::Healthy, "a rate limit is the STS protecting itself, not failing");
         assert_eq!(health(&Err(Denial::NoUpstream)), Health::Healthy);
+        let provider_down = Err(Denial::StsFailed { status: 502, code: "http_request_failed".into(), description: "x".into() });
+        assert_eq!(health(&provider_down), Health::Healthy, "a credential provider's outage does not open the zone's circuit");
     }
 }

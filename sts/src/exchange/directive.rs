@@ -10,7 +10,7 @@ use crate::store::Resource;
 
 impl Sts {
     /// How the gateway must reach and authenticate to the resource's upstream.
-    pub(super) fn directive(&self, zone_id: &str, r: &Resource) -> Result<UpstreamDirective, StsError> {
+    pub(super) async fn directive(&self, zone_id: &str, r: &Resource) -> Result<UpstreamDirective, StsError> {
         let p = &r.credential_placement.0;
         let mut d = upstream(r);
         match r.credential_mode.as_str() {
@@ -37,7 +37,7 @@ impl Sts {
                 d.provider_token = Some(key);
                 d.forward_caracal_identity = p.forward_caracal_identity;
             }
-            "provider" => self.provider_credential(zone_id, r, &mut d)?,
+            "provider" => self.provider_credential(zone_id, r, &mut d).await?,
             _ => {}
         }
         Ok(d)
@@ -46,33 +46,58 @@ impl Sts {
     /// `credential_mode = provider`: what the referenced provider yields (`docs/providers.md`).
     /// Fails closed: a provider gone, of an unknown kind, whose key does not open, or not allowed
     /// for one of the resource's upstream hosts answers no directive at all.
-    fn provider_credential(&self, zone_id: &str, r: &Resource, d: &mut UpstreamDirective) -> Result<(), StsError> {
+    async fn provider_credential(&self, zone_id: &str, r: &Resource, d: &mut UpstreamDirective) -> Result<(), StsError> {
         let missing = || StsError::Internal(format!("resource {} names a provider that is not live", r.id));
         let (Some(provider_id), Some(kind)) = (&r.credential_provider_id, &r.provider_kind) else { return Err(missing()) };
-        let config = r.provider_config.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+        let raw = r.provider_config.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+        let malformed = |e: serde_json::Error| StsError::Internal(format!("provider {provider_id} config: {e}"));
+        let secrets = || -> Result<std::collections::BTreeMap<String, String>, StsError> {
+            let (Some(sealed), Some(kek_id)) = (&r.provider_secret, &r.provider_kek_id) else { return Err(missing()) };
+            let kek = self.keys.kek();
+            if kek_id != kek.id() {
+                return Err(StsError::Internal(format!("provider {provider_id} is sealed under another ZONE_KEK")));
+            }
+            kek.open(&crate::store::provider_config_aad(zone_id, provider_id), sealed)
+                .and_then(|p| serde_json::from_slice(&p).ok())
+                .ok_or_else(|| StsError::Internal(format!("provider {provider_id} does not decrypt")))
+        };
+        let hosts_ok = |allowed: &[String]| {
+            allowed.is_empty()
+                || caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url).iter().all(|e| {
+                    url::Url::parse(&e.url)
+                        .ok()
+                        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                        .is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)))
+                })
+        };
+        let not_allowed = || StsError::AccessDenied("the resource's credential provider is not allowed for its upstream host".into());
         match kind.as_str() {
             "none" => d.auth_mode = "none".into(),
+            "oauth2_client_credentials" => {
+                // A changed configuration or secret is another token.
+                let version =
+                    caracal_shared::sig::sha256(&[r.provider_secret.as_deref().unwrap_or_default(), raw.to_string().as_bytes()].concat());
+                let cfg: crate::provider_tokens::ClientCredentials = serde_json::from_value(raw).map_err(malformed)?;
+                if !hosts_ok(&cfg.allowed_hosts) {
+                    return Err(not_allowed());
+                }
+                let secret = secrets()?.remove("client_secret").ok_or_else(missing)?;
+                let token = self.provider_tokens.token(zone_id, provider_id, version, &cfg, &secret).await.map_err(|e| {
+                    tracing::warn!(zone_id, provider_id, error = %e, "credential provider token request failed");
+                    StsError::ProviderUnavailable(e.to_string())
+                })?;
+                d.auth_mode = "provider_apikey".into();
+                d.auth_location = Some("header".into());
+                d.auth_header = Some(cfg.header.clone().unwrap_or_else(|| "Authorization".into()));
+                d.auth_scheme = Some(cfg.scheme.clone().unwrap_or_else(|| "Bearer".into()));
+                d.provider_token = Some(token.to_string());
+            }
             "api_key" => {
-                let hosts_ok = config.allowed_hosts.is_empty()
-                    || caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url).iter().all(|e| {
-                        url::Url::parse(&e.url)
-                            .ok()
-                            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-                            .is_some_and(|h| config.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(&h)))
-                    });
-                if !hosts_ok {
-                    return Err(StsError::AccessDenied("the resource's credential provider is not allowed for its upstream host".into()));
+                let config: crate::store::ProviderConfig = serde_json::from_value(raw).map_err(malformed)?;
+                if !hosts_ok(&config.allowed_hosts) {
+                    return Err(not_allowed());
                 }
-                let (Some(sealed), Some(kek_id)) = (&r.provider_secret, &r.provider_kek_id) else { return Err(missing()) };
-                let kek = self.keys.kek();
-                if kek_id != kek.id() {
-                    return Err(StsError::Internal(format!("provider {provider_id} is sealed under another ZONE_KEK")));
-                }
-                let secrets: std::collections::BTreeMap<String, String> = kek
-                    .open(&crate::store::provider_config_aad(zone_id, provider_id), sealed)
-                    .and_then(|p| serde_json::from_slice(&p).ok())
-                    .ok_or_else(|| StsError::Internal(format!("provider {provider_id} does not decrypt")))?;
-                let key = secrets.get("api_key").cloned().ok_or_else(missing)?;
+                let key = secrets()?.remove("api_key").ok_or_else(missing)?;
                 let p = config.placement();
                 d.auth_mode = "provider_apikey".into();
                 d.auth_location = Some(p.location.unwrap_or_else(|| "header".into()));

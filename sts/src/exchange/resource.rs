@@ -123,7 +123,7 @@ impl Sts {
             ..self.fresh_claims(zone_id, &mandate.sub, &mandate.client_id, Use::Resource, mandate.sub_type, ttl)
         };
         let token = self.sign(&keys, &claims)?;
-        let directive = self.directive(zone_id, &resource)?;
+        let directive = self.directive(zone_id, &resource).await?;
         self.metrics.exchanges.with_label_values(&[Use::Resource.as_str()]).inc();
         let upstreams = BTreeMap::from([(resource.identifier.clone(), directive)]);
         Ok(response(token, ttl, &claims.scope, vec![resource.identifier.clone()], Some(upstreams), granted.policy_version_id.clone()))

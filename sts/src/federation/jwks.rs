@@ -54,19 +54,8 @@ impl JwksFetcher {
     /// Builds the client; `ca_pem` adds private CA roots to the public ones.
     pub fn new(private_hosts: Vec<String>, ca_pem: Option<&[u8]>) -> Result<Self, reqwest::Error> {
         let private_hosts = Arc::new(private_hosts);
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(FETCH_TIMEOUT)
-            .https_only(true)
-            .no_proxy()
-            .tls_version_min(reqwest::tls::Version::TLS_1_2)
-            .dns_resolver(Arc::new(GuardedResolver { private_hosts: private_hosts.clone() }));
-        if let Some(pem) = ca_pem {
-            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
-        }
         Ok(Self {
-            http: builder.build()?,
+            http: guarded_client(&private_hosts, ca_pem, FETCH_TIMEOUT)?,
             private_hosts,
             cache: moka::future::Cache::builder().max_capacity(10_000).time_to_live(CACHE_TTL).build(),
             refetched: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(REFETCH_INTERVAL).build(),
@@ -96,13 +85,7 @@ impl JwksFetcher {
         if url.scheme() != "https" {
             return Err(FetchError::NotHttps);
         }
-        // An IP literal never reaches the resolver: check it here.
-        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        if let Ok(ip) = host.parse::<IpAddr>()
-            && !allowed(&host, ip, &self.private_hosts)
-        {
-            return Err(FetchError::PrivateHost(host));
-        }
+        literal_host_allowed(&url, &self.private_hosts).map_err(FetchError::PrivateHost)?;
         let mut resp = self.http.get(url).header("accept", "application/json").send().await.map_err(|e| FetchError::Http(chain(&e)))?;
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
@@ -121,8 +104,39 @@ impl JwksFetcher {
     }
 }
 
+/// An HTTPS client for URLs an admin typed (SSRF): no redirects, no proxy, TLS ≥ 1.2, `timeout`,
+/// and only addresses [`allowed`] for the host, checked by the client's own resolver so a name
+/// cannot be re-pointed between a check and the connection; `ca_pem` adds private CA roots.
+pub(crate) fn guarded_client(
+    private_hosts: &Arc<Vec<String>>,
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .https_only(true)
+        .no_proxy()
+        .tls_version_min(reqwest::tls::Version::TLS_1_2)
+        .dns_resolver(Arc::new(GuardedResolver { private_hosts: private_hosts.clone() }));
+    if let Some(pem) = ca_pem {
+        builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+    }
+    builder.build()
+}
+
+/// An IP literal never reaches the resolver: checked here; `Err(host)` when it is not allowed.
+pub(crate) fn literal_host_allowed(url: &url::Url, private_hosts: &[String]) -> Result<(), String> {
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    match host.parse::<IpAddr>() {
+        Ok(ip) if !allowed(&host, ip, private_hosts) => Err(host),
+        _ => Ok(()),
+    }
+}
+
 /// The error and its causes on one line (reqwest hides the interesting part in `source`).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -1,0 +1,106 @@
+//! Credential providers against a real OAuth server (`oidc-provider`, client credentials grant;
+//! `tests/oidc/provider.mjs`): the STS fetches the provider's access token with the sealed client
+//! secret, the gateway injects it, the token is held and replaced before it expires, and an
+//! outage of the provider refuses the request (fail closed) without opening the zone's circuit.
+//! The API-key providers and the published admin client's reconcilers are in `sdk.rs`.
+
+use std::time::Duration;
+
+use caracal_e2e::oidc::{CLIENT_SECRET, OpenIdProvider};
+use caracal_e2e::pki::TestPki;
+use caracal_e2e::{Stack, StackOptions};
+use serde_json::{Value, json};
+
+const RESOURCE: &str = "https://weather.oauth.e2e";
+
+/// The bearer the upstream saw on its last request.
+fn last_bearer(s: &Stack) -> String {
+    let seen = s.upstream.requests();
+    seen.last().and_then(|r| r.header("authorization")).and_then(|v| v.strip_prefix("Bearer ")).expect("a bearer upstream").to_owned()
+}
+
+#[tokio::test]
+async fn a_client_credentials_provider_yields_held_refreshed_tokens_and_fails_closed() {
+    let dir = caracal_e2e::infra::scratch_dir("provider-oauth");
+    let pki = TestPki::generate(&dir.join("pki"));
+    let mut op = OpenIdProvider::start(&pki, &dir).await;
+    let opts = StackOptions {
+        control_plane_env: vec![
+            ("PROVIDER_CA_FILE".into(), pki.ca.display().to_string()),
+            ("PROVIDER_PRIVATE_HOSTS".into(), "localhost".into()),
+        ],
+        ..Default::default()
+    };
+    let s = Stack::start_with(opts).await;
+    let d = s.demo(true).await;
+    let z = &d.zone_id;
+    let provider = s
+        .admin_ok(
+            "POST",
+            &format!("/v1/zones/{z}/providers"),
+            &d.admin,
+            Some(json!({"name": "weather-oauth", "kind": "oauth2_client_credentials", "config_json": {
+                "token_url": format!("{}/token", op.issuer), "client_id": "upstream-api", "client_secret": CLIENT_SECRET,
+                "scope": "weather.read"}})),
+            201,
+        )
+        .await;
+    assert_eq!(provider["secret_config_keys"], json!(["client_secret"]));
+    assert!(!provider.to_string().contains(CLIENT_SECRET), "{provider}");
+    s.admin_ok(
+        "POST",
+        &format!("/v1/zones/{z}/resources"),
+        &d.admin,
+        Some(json!({"identifier": RESOURCE, "upstream_url": s.upstream.url(), "scopes": ["tools.read"],
+            "operations": [{"method": "GET", "path": "/**", "scope": "tools.read"}], "credential_provider_id": provider["id"]})),
+        201,
+    )
+    .await;
+    let session = s.session(&d).await;
+    let call = || async { s.governed("GET", "/forecast", &s.mandate_for(&d, &session, RESOURCE, "tools.read").await, RESOURCE).await };
+
+    let a = call().await;
+    assert_eq!(a.status, 200, "{}\n{}", a.text, s.control_plane.log_tail(20));
+    let first = last_bearer(&s);
+    // A real token of the provider, for the client and scope configured.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let introspected: Value = http
+        .post(format!("{}/token/introspection", op.issuer))
+        .basic_auth("upstream-api", Some(CLIENT_SECRET))
+        .form(&[("token", first.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true, "{introspected}");
+    assert_eq!(introspected["client_id"], "upstream-api");
+    assert_eq!(introspected["scope"], "weather.read");
+
+    // Held: the next request carries the same token.
+    assert_eq!(call().await.status, 200);
+    assert_eq!(last_bearer(&s), first, "the token is held, not fetched per request");
+    // It lives 36 s and is replaced 30 s before it expires.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(call().await.status, 200);
+    let second = last_bearer(&s);
+    assert_ne!(second, first, "replaced before expiry");
+
+    // An outage: once the held token is due, the request is refused and reaches nothing.
+    op.stop().await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let seen = s.upstream.requests().len();
+    for _ in 0..6 {
+        let a = call().await;
+        assert_eq!((a.status, a.error()), (502, "http_request_failed"), "{}", a.text);
+    }
+    assert_eq!(s.upstream.requests().len(), seen, "nothing reached the upstream without its credential");
+    assert_eq!(s.control_plane_metric("caracal_sts_denials_total{reason=\"provider_unavailable\"}").await, 6.0);
+    assert_eq!(s.gateway_metric("caracal_gateway_sts_circuit_opened_total").await, 0.0, "a provider outage is not an STS outage");
+    assert!(!s.control_plane.log().contains(CLIENT_SECRET), "the client secret is never logged");
+    assert!(!s.control_plane.log().contains(&second), "nor a token");
+}
