@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod audit;
 pub mod keys;
 pub mod policies;
+pub mod policy_library;
 pub mod providers;
 pub mod resources;
 pub mod sessions;
@@ -30,6 +31,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(applications::router())
         .merge(resources::router())
         .merge(policies::router())
+        .merge(policy_library::router())
         .merge(keys::router())
         .merge(sessions::router())
         .merge(subject_issuers::router())

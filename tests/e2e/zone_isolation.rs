@@ -41,6 +41,8 @@ async fn without_a_zone_context_the_control_plane_role_sees_no_rows() {
         "admin_tokens",
         "providers",
         "subject_issuers",
+        "policies",
+        "policy_versions",
     ] {
         assert_eq!(count(&mut c, table).await, 0, "{table}: no zone context, no rows");
     }

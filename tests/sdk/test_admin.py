@@ -12,7 +12,7 @@ import harness
 from caracalai import AccessDenied
 from caracalai_admin import AdminApiError, AdminClient, ensure_application
 from caracalai_oauth import decode_jwt_payload
-from caracalai_admin import ensure_api_key_provider, ensure_resource
+from caracalai_admin import ensure_active_policy_set, ensure_api_key_provider, ensure_resource
 from harness import CP, GW, VERIFY_PORT, ZONE, client
 
 ADMIN = AdminClient(api_url=CP, admin_token=os.environ["ADMIN_TOKEN"])
@@ -142,6 +142,32 @@ def test_a_provider_is_bound_to_its_hosts_and_cannot_be_archived_while_in_use():
             assert e.status == 400, (bad, e.status)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+ALLOW = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "policies", "allow-applications.rego")).read()
+
+
+def active_version(set_name: str):
+    return next(p for p in ADMIN.policy_sets.list(ZONE) if p["name"] == set_name).get("active_version_id")
+
+
+def test_ensure_active_policy_set_adds_a_version_only_when_the_content_changes():
+    ensure_active_policy_set(ADMIN, ZONE, policy_name="provisioned", set_name="provisioned", content=ALLOW)
+    first = active_version("provisioned")
+    assert first, "the set is active"
+    policy = next(p for p in ADMIN.policies.list(ZONE) if p["name"] == "provisioned")
+    assert len(ADMIN.policies.get(ZONE, policy["id"])["versions"]) == 1
+    # The same content: nothing new, the same version stays active.
+    ensure_active_policy_set(ADMIN, ZONE, policy_name="provisioned", set_name="provisioned", content=ALLOW)
+    assert active_version("provisioned") == first
+    assert len(ADMIN.policies.get(ZONE, policy["id"])["versions"]) == 1
+    # Changed content: a new policy version, a new set version, activated — and it decides mints.
+    ensure_active_policy_set(ADMIN, ZONE, policy_name="provisioned", set_name="provisioned", content=ALLOW + "\n# v2\n")
+    assert active_version("provisioned") not in (None, first)
+    assert len(ADMIN.policies.get(ZONE, policy["id"])["versions"]) == 2
+    assert mints(STATE["id"], SECOND)["client_id"] == STATE["id"], "the provisioned policy allows"
+    assert ADMIN.policies.validate(ALLOW)["valid"] is True
+    assert ADMIN.policies.validate("package nope\nthis is not rego")["valid"] is False
 
 
 harness.main(globals())

@@ -170,12 +170,24 @@ async fn archive_set(
 /// How long an upload's sample evaluation may take.
 const UPLOAD_EVAL_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A version is Rego, or a manifest of policy versions (`/policies`) whose Rego it takes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateVersion {
     /// The Rego source (`content` is accepted as the original's name for it).
     #[serde(alias = "content")]
-    rego: String,
+    rego: Option<String>,
+    manifest: Option<Vec<super::policy_library::ManifestEntry>>,
+}
+
+/// A created version, with `version_id` as the original's clients read it.
+#[derive(Serialize)]
+struct CreatedVersion {
+    #[serde(flatten)]
+    row: VersionRow,
+    version_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest: Option<Vec<super::policy_library::ManifestEntry>>,
 }
 
 async fn create_version(
@@ -185,12 +197,17 @@ async fn create_version(
     AppJson(b): AppJson<CreateVersion>,
 ) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
+    let mut tx = state.db.begin().await?;
+    let rego = match (b.rego, &b.manifest) {
+        (Some(rego), None) => rego,
+        (None, Some(manifest)) => super::policy_library::manifest_rego(&mut tx, &zone_id, manifest).await?,
+        _ => return Err(ApiError::bad_request("invalid_policy_version", "send rego (content) or a manifest, not both")),
+    };
     // Compile and evaluate once on sample inputs before anything is stored: a version that cannot
     // evaluate, or exceeds an evaluation bound, is never activatable.
-    caracal_sts::policy::check_upload(b.rego.clone(), UPLOAD_EVAL_BUDGET)
+    caracal_sts::policy::check_upload(rego.clone(), UPLOAD_EVAL_BUDGET)
         .await
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rego", e))?;
-    let mut tx = state.db.begin().await?;
     let set: Option<(String,)> =
         sqlx::query_as("SELECT id FROM policy_sets WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL FOR UPDATE")
             .bind(&zone_id)
@@ -201,22 +218,23 @@ async fn create_version(
         return Err(ApiError::not_found("policy_set_not_found"));
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let sha = caracal_shared::sig::sha256_hex(b.rego.as_bytes());
+    let sha = caracal_shared::sig::sha256_hex(rego.as_bytes());
     let row: VersionRow = sqlx::query_as(
-        "INSERT INTO policy_set_versions (zone_id, id, policy_set_id, version, rego, rego_sha256) \
-         VALUES ($1, $2, $3, (SELECT coalesce(max(version), 0) + 1 FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $3), $4, $5) \
+        "INSERT INTO policy_set_versions (zone_id, id, policy_set_id, version, rego, rego_sha256, manifest) \
+         VALUES ($1, $2, $3, (SELECT coalesce(max(version), 0) + 1 FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $3), $4, $5, $6) \
          RETURNING id, policy_set_id, version, rego_sha256, created_at, NULL::text AS rego",
     )
     .bind(&zone_id)
     .bind(&id)
     .bind(&set_id)
-    .bind(&b.rego)
+    .bind(&rego)
     .bind(&sha)
+    .bind(b.manifest.as_ref().map(sqlx::types::Json))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     tracing::info!(zone_id, policy_set_id = %set_id, version_id = %id, version = row.version, by = %who.actor(), "policy version created");
-    Ok((StatusCode::CREATED, Json(row)))
+    Ok((StatusCode::CREATED, Json(CreatedVersion { version_id: row.id.clone(), row, manifest: b.manifest })))
 }
 
 async fn list_versions(
