@@ -64,6 +64,12 @@ impl Decision {
     }
 }
 
+/// The first line of a grant data document (the published admin client's `ensure_grants`).
+pub const DATA_DOCUMENT: &str = "# caracal:data-document";
+
+/// The decision contract a data document is evaluated with.
+const GRANTS_CONTRACT: &str = include_str!("policy/grants_contract.rego");
+
 /// Compiles `source`, checking package and entry point. The error is a message for the uploader.
 pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
     if source.len() > MAX_SOURCE_BYTES {
@@ -76,7 +82,14 @@ pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
     if package != PACKAGE {
         return Err(format!("policy must declare `package caracal.authz`, found `{}`", package.trim_start_matches("data.")));
     }
-    if !engine.has_declared_rule_rooted_at("policy.rego", "result").map_err(|e| e.to_string())? {
+    let defines_result = engine.has_declared_rule_rooted_at("policy.rego", "result").map_err(|e| e.to_string())?;
+    if source.starts_with(DATA_DOCUMENT) {
+        // A grant data document: data only, decided by the built-in contract.
+        if defines_result {
+            return Err("a data document declares data only (app_ids, grants); the built-in contract defines `result`".into());
+        }
+        engine.add_policy("grants_contract.rego".into(), GRANTS_CONTRACT.into()).map_err(|e| e.to_string())?;
+    } else if !defines_result {
         return Err("policy must define the rule `result` (data.caracal.authz.result)".into());
     }
     engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(|e| e.to_string())
@@ -237,6 +250,34 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
         let deny = evaluate(Some(&p), &serde_json::json!({"context": {"requested_scopes": ["write"]}})).unwrap();
         assert!(!deny.allow);
         assert_eq!(deny.reason(), Some("no_rule_matched"));
+    }
+
+    /// A document as the published `author_grants_document` renders it.
+    const GRANTS: &str = "# caracal:data-document\npackage caracal.authz\nimport rego.v1\n\
+        app_ids := {\"app-1\":\"app-1\"}\n\
+        grants := {\"https://api\":{\"application\":\"app-1\",\"roles\":{\"app-1\":[\"read\"],\"writer\":[\"write\"]}}}\n";
+
+    #[test]
+    fn a_grant_data_document_is_decided_by_the_built_in_contract() {
+        let p = active(GRANTS);
+        let ask = |app: &str, traits: &[&str], resource: Option<&str>, scopes: &[&str]| {
+            let input = serde_json::json!({
+                "principal": {"id": app, "traits": traits},
+                "resource": resource.map(|r| serde_json::json!({"identifier": r})),
+                "context": {"requested_scopes": scopes},
+            });
+            evaluate(Some(&p), &input).unwrap().allow
+        };
+        assert!(ask("app-1", &[], Some("https://api"), &["read"]));
+        assert!(ask("app-1", &[], Some("https://api"), &["agent:lifecycle"]), "the owner bootstraps");
+        assert!(!ask("app-1", &[], Some("https://api"), &["read", "write"]), "write is the writer role's");
+        assert!(ask("app-1", &["writer"], Some("https://api"), &["read", "write"]), "a trait is a role");
+        assert!(!ask("app-2", &[], Some("https://api"), &["read"]), "an application the document does not bind");
+        assert!(!ask("app-1", &[], Some("https://other"), &["read"]), "a resource without grants");
+        assert!(ask("app-1", &[], None, &[]), "a session mint by a bound application");
+        assert!(!ask("app-2", &[], None, &[]));
+        let with_result = format!("{GRANTS}result := {{\"decision\": \"allow\"}}\n");
+        assert!(compile(&with_result).unwrap_err().contains("data only"));
     }
 
     #[test]

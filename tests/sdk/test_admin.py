@@ -12,7 +12,17 @@ import harness
 from caracalai import AccessDenied
 from caracalai_admin import AdminApiError, AdminClient, ensure_application
 from caracalai_oauth import decode_jwt_payload
-from caracalai_admin import ensure_active_policy_set, ensure_api_key_provider, ensure_resource
+from caracalai_admin import (
+    GovernedUpstream,
+    GovernedUpstreamGrant,
+    GovernedUpstreamProvider,
+    GovernedUpstreamResource,
+    ensure_active_policy_set,
+    ensure_api_key_provider,
+    ensure_governed_upstreams,
+    ensure_grants,
+    ensure_resource,
+)
 from harness import CP, GW, VERIFY_PORT, ZONE, client
 
 ADMIN = AdminClient(api_url=CP, admin_token=os.environ["ADMIN_TOKEN"])
@@ -83,11 +93,12 @@ def test_patch_refuses_what_the_original_refuses():
 WEATHER = "https://weather.e2e.test"
 
 
-async def governed_get(path: str) -> dict:
-    """One request through the gateway with the published SDK's transport; the headers the upstream saw."""
+async def governed_get(path: str, resource: str = WEATHER, scopes: list | None = None, **who) -> dict:
+    """One request through the gateway with the published SDK's transport (as `who`: app, secret);
+    the headers the upstream saw."""
     seen: list = []
     with harness.recording_upstream(VERIFY_PORT, seen):
-        async with client(resources=[WEATHER]).application_transport(WEATHER, scopes=["tools.read"]) as http:
+        async with client(resources=[resource], **who).application_transport(resource, scopes=scopes or ["tools.read"]) as http:
             r = await http.get(f"{GW}{path}")
             assert r.status_code == 200, (r.status_code, r.text)
     assert len(seen) == 1, seen
@@ -168,6 +179,37 @@ def test_ensure_active_policy_set_adds_a_version_only_when_the_content_changes()
     assert mints(STATE["id"], SECOND)["client_id"] == STATE["id"], "the provisioned policy allows"
     assert ADMIN.policies.validate(ALLOW)["valid"] is True
     assert ADMIN.policies.validate("package nope\nthis is not rego")["valid"] is False
+
+
+MAPS = "https://maps.e2e.test"
+
+
+def mint_refused(resource: str, **who) -> bool:
+    try:
+        client(resources=[resource], **who).config.subject_token
+    except AccessDenied as e:
+        assert e.http_status == 403, e.http_status
+        return True
+    return False
+
+
+async def test_ensure_governed_upstreams_declares_provider_resource_and_grants_in_one_call():
+    app_id = STATE["id"]
+    upstream = GovernedUpstream(
+        provider=GovernedUpstreamProvider(name="maps", identifier="provider://maps", public_config={"header": "X-Maps-Key", "allowed_hosts": ["127.0.0.1"]}, api_key="mk-0001"),
+        resource=GovernedUpstreamResource(name="maps", identifier=MAPS, scopes=["maps.read"], upstream_url=f"http://127.0.0.1:{VERIFY_PORT}", operation_enforcement="transport_uniform"),
+        grants=[GovernedUpstreamGrant(application_id=app_id, scopes=["maps.read"])],
+    )
+    [result] = ensure_governed_upstreams(ADMIN, ZONE, upstreams=[upstream])
+    assert result.resource["credential_provider_id"] == result.provider_id
+    # The grant document is now the zone's policy: the granted application reaches the upstream with
+    # the provider's key; one the document does not name gets no mandate.
+    seen = await governed_get("/tiles", resource=MAPS, scopes=["maps.read"], app=app_id, secret=SECOND)
+    assert seen.get("x-maps-key") == "mk-0001", seen
+    assert mint_refused(MAPS), "the demo application holds no grant"
+    # Converging to no grants revokes what is no longer granted.
+    ensure_grants(ADMIN, ZONE, grants=[])
+    assert mint_refused(MAPS, app=app_id, secret=SECOND)
 
 
 harness.main(globals())
