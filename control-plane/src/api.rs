@@ -10,6 +10,7 @@ pub mod audit;
 pub mod keys;
 pub mod policies;
 pub mod policy_library;
+pub mod policy_tools;
 pub mod providers;
 pub mod resources;
 pub mod sessions;
@@ -32,6 +33,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(resources::router())
         .merge(policies::router())
         .merge(policy_library::router())
+        .merge(policy_tools::router())
         .merge(keys::router())
         .merge(sessions::router())
         .merge(subject_issuers::router())

@@ -241,3 +241,81 @@ async fn approvals_do_not_outlive_the_policy_and_the_gateway_never_waives_a_step
     let r = s.admin("GET", &format!("/v1/zones/{}/approvals/{id}", d.zone_id), &token, None).await;
     assert_eq!(r.status, 403, "{}", r.text);
 }
+
+/// The original's `approve` / `reject` (the published admin client's `approvals.approve/reject`):
+/// no binding needed, one given must match; a rejected hold refuses the retry.
+#[tokio::test]
+async fn the_originals_approve_and_reject_routes_decide_holds() {
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    s.activate_policy(&d, STEP_UP_POLICY).await;
+    let session = s.session(&d).await;
+    let base = format!("/v1/zones/{}/approvals", d.zone_id);
+    let (id, binding) = held(&mint(&s, &d, &session, "tools.write", None).await);
+    let wrong = s.admin("POST", &format!("{base}/{id}/approve"), &d.admin, Some(json!({"binding": "0".repeat(64)}))).await;
+    assert_eq!((wrong.status, wrong.error()), (409, "binding_mismatch"), "{}", wrong.text);
+    let ok = s.admin("POST", &format!("{base}/{id}/approve"), &d.admin, Some(json!({}))).await;
+    assert_eq!((ok.status, ok.body["state"].as_str()), (200, Some("approved")), "{}", ok.text);
+    assert_eq!(mint(&s, &d, &session, "tools.write", Some(&id)).await.status, 200);
+    let again = s.admin("POST", &format!("{base}/{id}/reject"), &d.admin, None).await;
+    assert_eq!((again.status, again.error()), (409, "approval_not_pending"), "{}", again.text);
+
+    let session = s.session(&d).await;
+    let (id, _) = held(&mint(&s, &d, &session, "tools.write", None).await);
+    let no = s.admin("POST", &format!("{base}/{id}/reject"), &d.admin, Some(json!({"reason": "not today", "binding": binding}))).await;
+    assert_eq!((no.status, no.error()), (409, "binding_mismatch"), "another hold's binding: {}", no.text);
+    let no = s.admin("POST", &format!("{base}/{id}/reject"), &d.admin, Some(json!({"reason": "not today"}))).await;
+    assert_eq!((no.status, no.body["state"].as_str()), (200, Some("rejected")), "{}", no.text);
+    let refused = mint(&s, &d, &session, "tools.write", Some(&id)).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+}
+
+/// A stored version is simulated against an input without being activated; the activation status
+/// tells which version is active and loaded.
+#[tokio::test]
+async fn a_policy_version_is_simulated_without_activation() {
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    let z = &d.zone_id;
+    let set = &d.policy_set_id;
+    let v = s
+        .admin_ok("POST", &format!("/v1/zones/{z}/policy-sets/{set}/versions"), &d.admin, Some(json!({"rego": STEP_UP_POLICY})), 201)
+        .await;
+    let version = v["version_id"].as_str().unwrap();
+    let input = |scope: &str| {
+        json!({"principal": {"type": "Application", "id": d.app_id, "zone_id": z, "traits": []},
+               "resource": {"identifier": d.resource, "scopes": ["tools.read", "tools.write"]}, "action": {"id": "TokenExchange", "use": "gateway"},
+               "context": {"requested_scopes": [scope]}})
+    };
+    let sim_path = format!("/v1/zones/{z}/policy-sets/{set}/simulate");
+    let sim = |body: Value| s.admin_ok("POST", &sim_path, &d.admin, Some(body), 200);
+    let read = sim(json!({"version_id": version, "input": input("tools.read")})).await;
+    assert_eq!(read["result"]["decision"], "allow", "{read}");
+    let write = sim(json!({"version_id": version, "input": input("tools.write")})).await;
+    assert!(write["result"]["diagnostics"].to_string().contains("step_up_required"), "{write}");
+    let status =
+        s.admin_ok("GET", &format!("/v1/zones/{z}/policy-sets/{set}/activation-status?version_id={version}"), &d.admin, None, 200).await;
+    assert_eq!(
+        (status["active"].as_bool(), status["version_active"].as_bool()),
+        (Some(false), Some(false)),
+        "simulating activates nothing: {status}"
+    );
+    let session = s.token(&[("grant_type", GRANT), ("zone_id", z), ("application_id", &d.app_id), ("client_secret", &d.secret)]).await;
+    assert_eq!(session.status, 403, "the zone still has no active policy: {}", session.text);
+    s.admin_ok("POST", &format!("/v1/zones/{z}/policy-sets/{set}/activate"), &d.admin, Some(json!({"version_id": version})), 202).await;
+    let status =
+        s.admin_ok("GET", &format!("/v1/zones/{z}/policy-sets/{set}/activation-status?version_id={version}"), &d.admin, None, 200).await;
+    assert_eq!((status["version_active"].as_bool(), status["loaded"].as_bool()), (Some(true), Some(true)), "{status}");
+    let missing = s
+        .admin("POST", &format!("/v1/zones/{z}/policy-sets/{set}/simulate"), &d.admin, Some(json!({"version_id": "nope", "input": {}})))
+        .await;
+    assert_eq!((missing.status, missing.error()), (404, "policy_version_not_found"));
+    let templates = s.admin_ok("GET", "/v1/policy-templates", &d.admin, None, 200).await;
+    assert!(
+        templates
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "writes-need-approval" && t["content"].as_str().unwrap().contains("package caracal.authz"))
+    );
+}

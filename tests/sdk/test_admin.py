@@ -181,6 +181,14 @@ def test_ensure_active_policy_set_adds_a_version_only_when_the_content_changes()
     assert ADMIN.policies.validate("package nope\nthis is not rego")["valid"] is False
 
 
+def test_the_rest_of_the_clients_reads_answer():
+    assert ADMIN.zones.dcr_status(ZONE) == {"id": ZONE, "dcr_enabled": False, "live_dcr_applications": 0}
+    template = ADMIN.policy_templates.get("mcp-tools")
+    assert "package caracal.authz" in template["content"], template
+    audit = ADMIN.admin_audit.list(ZONE)
+    assert audit and all(e["event"]["event_type"] == "admin_action" for e in audit), audit
+
+
 MAPS = "https://maps.e2e.test"
 
 

@@ -35,6 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/zones/{zone_id}/approvals", get(list))
         .route("/v1/zones/{zone_id}/approvals/{id}", get(show))
         .route("/v1/zones/{zone_id}/approvals/{id}/decision", post(decide))
+        .route("/v1/zones/{zone_id}/approvals/{id}/approve", post(approve))
+        .route("/v1/zones/{zone_id}/approvals/{id}/reject", post(reject))
 }
 
 /// `GET /approvals/{id}`: public, the random id is the capability.
@@ -138,18 +140,61 @@ struct DecisionBody {
     reason: Option<String>,
 }
 
+/// The original's `approve` / `reject` body: a reason, and (ours) the binding the operator saw.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VerdictBody {
+    reason: Option<String>,
+    binding: Option<String>,
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ApprovalRow>> {
+    let b: VerdictBody = crate::extract::optional_json(&body)?;
+    settle(&state, &who, &zone_id, &id, "approved", b.binding.as_deref(), b.reason).await
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ApprovalRow>> {
+    let b: VerdictBody = crate::extract::optional_json(&body)?;
+    settle(&state, &who, &zone_id, &id, "rejected", b.binding.as_deref(), b.reason).await
+}
+
 async fn decide(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path((zone_id, id)): Path<(String, String)>,
     AppJson(body): AppJson<DecisionBody>,
 ) -> ApiResult<Json<ApprovalRow>> {
-    who.require_zone(&zone_id)?;
     let decision = match body.decision.as_str() {
-        "approved" | "rejected" => body.decision.as_str(),
+        "approved" => "approved",
+        "rejected" => "rejected",
         _ => return Err(ApiError::bad_request("invalid_body", "decision must be approved or rejected")),
     };
-    if let Some(r) = &body.reason
+    settle(&state, &who, &zone_id, &id, decision, Some(&body.binding), body.reason).await
+}
+
+/// Decides a pending hold. `binding`, when given, must be the held request's (the operator decides
+/// what they were shown); the original's `approve` / `reject` send none.
+async fn settle(
+    state: &AppState,
+    who: &AdminPrincipal,
+    zone_id: &str,
+    id: &str,
+    decision: &'static str,
+    binding: Option<&str>,
+    reason: Option<String>,
+) -> ApiResult<Json<ApprovalRow>> {
+    who.require_zone(zone_id)?;
+    if let Some(r) = &reason
         && (r.chars().count() > 500 || r.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request("invalid_body", "reason must be at most 500 printable characters"));
@@ -157,32 +202,34 @@ async fn decide(
     let mut tx = state.db.begin().await?;
     let current: Option<(String, String)> =
         sqlx::query_as(sql!("SELECT {STATE} AS state, binding FROM step_up_approvals WHERE zone_id = $1 AND id = $2 FOR UPDATE"))
-            .bind(&zone_id)
-            .bind(&id)
+            .bind(zone_id)
+            .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-    let (current, binding) = current.ok_or_else(|| ApiError::not_found("approval_not_found"))?;
+    let (current, held) = current.ok_or_else(|| ApiError::not_found("approval_not_found"))?;
     if current != "pending" {
         return Err(ApiError::conflict("approval_not_pending", format!("the approval is {current}")));
     }
-    if !caracal_shared::sig::ct_eq(binding.as_bytes(), body.binding.as_bytes()) {
+    if let Some(seen) = binding
+        && !caracal_shared::sig::ct_eq(held.as_bytes(), seen.as_bytes())
+    {
         return Err(ApiError::conflict("binding_mismatch", "binding does not match the held request"));
     }
     sqlx::query(
         "UPDATE step_up_approvals SET state = $3, decided_at = now(), decided_by = $4, decision_reason = $5 \
          WHERE zone_id = $1 AND id = $2",
     )
-    .bind(&zone_id)
-    .bind(&id)
+    .bind(zone_id)
+    .bind(id)
     .bind(decision)
     .bind(who.actor())
-    .bind(&body.reason)
+    .bind(&reason)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&id).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     tracing::info!(zone_id, approval_id = %id, decision, by = %who.actor(), "step-up approval decided");
-    Ok(Json(load(&state.db, &zone_id, &id).await?))
+    Ok(Json(load(&state.db, zone_id, id).await?))
 }
 
 #[derive(Deserialize)]

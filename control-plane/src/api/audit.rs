@@ -38,6 +38,7 @@ const EXPORT_PAGE: i64 = 1000;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/zones/{zone_id}/audit", get(search))
+        .route("/v1/zones/{zone_id}/admin-audit", get(admin_search))
         .route("/v1/zones/{zone_id}/audit/export", get(export))
         .route("/v1/zones/{zone_id}/audit/verify", get(verify))
         .route("/v1/audit/sweep", post(sweep))
@@ -145,6 +146,20 @@ async fn search(
     }
     body.push(b'}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The original's admin audit: the zone's `admin_action` events, searched like the ledger.
+async fn admin_search(
+    state: State<AppState>,
+    who: AdminPrincipal,
+    zone: Path<String>,
+    q: Result<Query<SearchQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = q.map(|Query(mut q)| {
+        q.event_type = Some("admin_action".into());
+        Query(q)
+    });
+    search(state, who, zone, q).await
 }
 
 async fn export(

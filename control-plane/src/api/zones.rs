@@ -25,7 +25,10 @@ use crate::state::AppState;
 
 /// Routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/zones", post(create).get(list)).route("/v1/zones/{zone_id}", get(read).patch(update).delete(archive))
+    Router::new()
+        .route("/v1/zones", post(create).get(list))
+        .route("/v1/zones/{zone_id}", get(read).patch(update).delete(archive))
+        .route("/v1/zones/{zone_id}/dcr-status", get(dcr_status))
 }
 
 /// A zone.
@@ -155,6 +158,13 @@ async fn update(
             .fetch_optional(&state.db)
             .await?;
     row.map(Json).ok_or_else(|| ApiError::not_found("zone_not_found"))
+}
+
+/// Dynamic client registration is not offered (yet): every zone answers disabled, with none live.
+async fn dcr_status(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    who.require_zone(&zone_id)?;
+    crate::api::require_live_zone(&state.db, &zone_id).await?;
+    Ok(Json(serde_json::json!({"id": zone_id, "dcr_enabled": false, "live_dcr_applications": 0})))
 }
 
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<StatusCode> {
