@@ -75,7 +75,11 @@ impl Sts {
     /// Handles one token request and records its outcome in the metrics.
     pub async fn token(&self, req: TokenRequest<'_>) -> Result<TokenResponse, StsError> {
         let timer = self.metrics.exchange_seconds.start_timer();
-        let out = match TokenForm::parse(req.body) {
+        let parsed = match TokenForm::parse(req.body) {
+            Ok(form) if form.zone_derived => self.derive_zone(form).await,
+            other => other,
+        };
+        let out = match parsed {
             Ok(form) => {
                 let mut caller = Caller::Unauthenticated;
                 // Every query of the exchange sees the form's zone only (row-level security).
@@ -106,6 +110,37 @@ impl Sts {
             }
         }
         out
+    }
+
+    /// The zone of a zone-less mint: only a control key (an application with the trait
+    /// `control:invoke`) may omit it, as in the original, and only with its own secret; anything
+    /// else is the same `invalid_client` as a wrong secret (no oracle of which ids exist where).
+    async fn derive_zone(&self, mut form: TokenForm) -> Result<TokenForm, StsError> {
+        let (Some(app_id), Some(secret)) = (form.application_id.as_deref(), form.client_secret.as_deref()) else {
+            return Err(StsError::InvalidClient);
+        };
+        let presented = caracal_shared::sig::sha256(secret.as_bytes());
+        let keys: Vec<(String, Vec<u8>)> = caracal_shared::zone_context::all_zones(
+            sqlx::query_as(
+                "SELECT a.zone_id, a.client_secret_sha256 FROM applications a JOIN zones z ON z.id = a.zone_id \
+                 WHERE a.id = $1 AND 'control:invoke' = ANY(a.traits) AND a.archived_at IS NULL AND z.archived_at IS NULL \
+                 AND (a.expires_at IS NULL OR a.expires_at > now())",
+            )
+            .bind(app_id)
+            .fetch_all(&self.db),
+        )
+        .await?;
+        let zone = keys.into_iter().find(|(_, s)| caracal_shared::sig::ct_eq(s, &presented)).map(|(z, _)| z);
+        match zone {
+            Some(z) => {
+                form.zone_id = z;
+                Ok(form)
+            }
+            None => {
+                self.metrics.unauthenticated.inc();
+                Err(StsError::InvalidClient)
+            }
+        }
     }
 
     /// Authenticates the caller, then hands over to the flow the form asks for.

@@ -63,6 +63,9 @@ pub struct TokenForm {
     pub wants_gateway_mandate: bool,
     /// The gateway's reading of an MCP POST (JSON; `docs/mcp.md`), on per-request exchanges.
     pub mcp: Option<caracal_shared::mcp::Post>,
+    /// No `zone_id` was sent: a control key's client-credentials mint, whose zone is its
+    /// application's (the original's zone-less `ControlClient`); `zone_id` is empty until derived.
+    pub zone_derived: bool,
     /// The names of a listing whose visibility the gateway asks for (`POST /oauth/2/mcp/visible`).
     pub mcp_list: Option<caracal_shared::mcp::Listing>,
 }
@@ -168,7 +171,11 @@ impl TokenForm {
             (Some(_), None) | (None, Some(_)) => return Err(invalid("subject_token and subject_token_type go together")),
             _ => return Err(invalid(format!("subject_token_type must be {TOKEN_TYPE_ACCESS_TOKEN} or {TOKEN_TYPE_ID_TOKEN}"))),
         }
-        f.zone_id = zone_id.filter(|z| is_valid_id(z)).ok_or_else(|| invalid("zone_id is required ([A-Za-z0-9._:-]{1,128})"))?;
+        let control_key_mint = f.subject_token.is_none() && f.application_id.is_some() && f.client_secret.is_some();
+        match zone_id {
+            None if control_key_mint => f.zone_derived = true,
+            z => f.zone_id = z.filter(|z| is_valid_id(z)).ok_or_else(|| invalid("zone_id is required ([A-Za-z0-9._:-]{1,128})"))?,
+        }
         for (name, value) in [
             ("application_id", &f.application_id),
             ("session_id", &f.session_id),
@@ -236,6 +243,15 @@ mod tests {
         assert!(TokenForm::parse(&body("").into_iter().chain(std::iter::repeat_n(b'a', MAX_FORM_BYTES)).collect::<Vec<_>>()).is_err());
         let no_zone = format!("grant_type={}", form_urlencoded::byte_serialize(GRANT_TYPE_TOKEN_EXCHANGE.as_bytes()).collect::<String>());
         assert!(TokenForm::parse(no_zone.as_bytes()).is_err());
+        let control_key = format!("{no_zone}&application_id=k&client_secret=s");
+        let f = TokenForm::parse(control_key.as_bytes()).unwrap();
+        assert!(f.zone_derived && f.zone_id.is_empty(), "a client-credentials mint may leave its zone to be derived");
+        assert!(
+            TokenForm::parse(
+                format!("{control_key}&subject_token=t&subject_token_type=urn:ietf:params:oauth:token-type:access_token").as_bytes()
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -555,3 +555,65 @@ async fn control_files_no_evidence_for_callers_it_could_not_authenticate() {
     assert_eq!(global, 0, "unauthenticated invokes wrote no rows");
     assert_eq!(s.control_plane_metric("caracal_unauthenticated_requests_total{surface=\"control\"}").await, 15.0);
 }
+
+/// The published `ControlClient` (`caracalai-admin`) mints without a `zone_id`, as the original
+/// allowed a control key (an application with the trait `control:invoke`) to: the STS derives the
+/// zone from the application. Any other zone-less mint is `invalid_client`, like a wrong secret.
+#[tokio::test]
+async fn the_published_control_client_mints_without_a_zone_and_invokes() {
+    let c = control_stack(&[]).await;
+    let (s, d) = (&c.s, &c.d);
+    let key = s
+        .admin_ok(
+            "POST",
+            &format!("/v1/zones/{}/applications", d.zone_id),
+            &d.admin,
+            Some(json!({"name": "control-key", "traits": ["control:invoke"]})),
+            201,
+        )
+        .await;
+    let (key_id, key_secret) = (key["id"].as_str().unwrap(), key["client_secret"].as_str().unwrap());
+    let zoneless = |app: &str, secret: &str| {
+        vec![
+            ("grant_type".to_owned(), GRANT.to_owned()),
+            ("application_id".to_owned(), app.to_owned()),
+            ("client_secret".to_owned(), secret.to_owned()),
+            ("resource".to_owned(), AUDIENCE.to_owned()),
+            ("scope".to_owned(), "control:resource:read".to_owned()),
+        ]
+    };
+    let mint = |form: Vec<(String, String)>| async move {
+        Answer::read(s.http.post(format!("{}/oauth/2/token", s.cp_url)).form(&form).send().await.unwrap()).await
+    };
+    let ok = mint(zoneless(key_id, key_secret)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(ok.body["access_token"].as_str().unwrap()).unwrap().claims;
+    assert_eq!(claims["zone_id"], d.zone_id.as_str(), "the zone is the control key's");
+    for (app, secret, what) in
+        [(key_id, "cs_wrong", "a wrong secret"), (d.app_id.as_str(), d.secret.as_str(), "an application without control:invoke")]
+    {
+        let a = mint(zoneless(app, secret)).await;
+        assert_eq!((a.status, a.error()), (401, "access_denied"), "{what}: {}", a.text);
+    }
+
+    let python = std::env::var("CARACAL_SDK_PYTHON").expect("CARACAL_SDK_PYTHON (deploy/local/test.sh installs the published clients)");
+    let script = r#"
+import json, os
+from caracalai_admin import ControlClient
+c = ControlClient(sts_url=os.environ["CP"], control_url=os.environ["CP"], audience=os.environ["AUD"],
+                  application_id=os.environ["APP"], client_secret=os.environ["SECRET"])
+print(json.dumps(c.invoke("resource", "list", {}, ["control:resource:read"])))
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script])
+        .env("CP", &s.cp_url)
+        .env("AUD", AUDIENCE)
+        .env("APP", key_id)
+        .env("SECRET", key_secret)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the published ControlClient failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(&d.resource), "the zone's resources, listed through Control: {stdout}");
+}
