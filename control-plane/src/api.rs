@@ -13,6 +13,7 @@ pub mod policy_library;
 pub mod policy_tools;
 pub mod providers;
 pub mod resources;
+pub mod session_list;
 pub mod sessions;
 pub mod subject_issuers;
 pub mod zones;
@@ -36,6 +37,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(policy_tools::router())
         .merge(keys::router())
         .merge(sessions::router())
+        .merge(session_list::router())
         .merge(subject_issuers::router())
         .merge(providers::router())
         .merge(approvals::router())

@@ -189,6 +189,16 @@ def test_the_rest_of_the_clients_reads_answer():
     assert audit and all(e["event"]["event_type"] == "admin_action" for e in audit), audit
 
 
+async def test_sessions_list_shows_governed_sessions_with_their_subject():
+    started = await client().start_session(heartbeat_interval=0)
+    listed = ADMIN.sessions.list(ZONE)
+    mine = [x for x in listed if x["agent_session_id"] == started.session_id]
+    assert len(mine) == 1, listed
+    assert mine[0]["application_id"] == harness.APP and mine[0]["status"] == "active", mine
+    assert mine[0]["subject_id"] == harness.APP and mine[0]["federated_user_id"] is None, mine
+    assert not [x for x in ADMIN.sessions.list(ZONE, {"application_id": harness.APP2}) if x["agent_session_id"] == started.session_id]
+
+
 MAPS = "https://maps.e2e.test"
 
 
