@@ -25,6 +25,8 @@ pub enum Approver {
     Operator,
     /// Anyone entitled to decide: today, an operator.
     Any,
+    /// The federated user the request acts for, with their own session mandate; nobody else.
+    Subject,
 }
 
 impl Approver {
@@ -33,6 +35,7 @@ impl Approver {
         match self {
             Self::Operator => "operator",
             Self::Any => "any",
+            Self::Subject => "subject",
         }
     }
 
@@ -40,7 +43,7 @@ impl Approver {
     fn ttl_bounds(self) -> (Duration, Duration) {
         match self {
             Self::Operator => (Duration::from_secs(4 * 3600), Duration::from_secs(7 * 86400)),
-            Self::Any => (Duration::from_secs(15 * 60), Duration::from_secs(86400)),
+            Self::Any | Self::Subject => (Duration::from_secs(15 * 60), Duration::from_secs(86400)),
         }
     }
 }
@@ -104,10 +107,11 @@ pub fn requirement<'a>(diagnostics: impl IntoIterator<Item = &'a Value>) -> Resu
     if operator && subject {
         return Err(StsError::AccessDenied("approval requires separate operator and subject decisions".into()));
     }
-    if subject {
-        return Err(StsError::AccessDenied("step-up by the subject needs a user session, which this STS does not issue".into()));
-    }
-    let approver = if operator || !any_decl { Approver::Operator } else { Approver::Any };
+    let approver = match (subject, operator || !any_decl) {
+        (true, _) => Approver::Subject,
+        (false, true) => Approver::Operator,
+        (false, false) => Approver::Any,
+    };
     let (default, max) = approver.ttl_bounds();
     let ttl = ttl.map_or(default, Duration::from_secs).clamp(MIN_TTL, max);
     tiers.sort_unstable();
@@ -227,6 +231,8 @@ mod tests {
         assert_eq!(r, Requirement { tier: "audit,finance".into(), approver: Approver::Operator, ttl: Duration::from_secs(600) });
         let any = req(json!([{"step_up_required": {"type": "human_approval", "tier": "t", "approver": "any"}}])).unwrap().unwrap();
         assert_eq!((any.approver, any.ttl), (Approver::Any, Duration::from_secs(900)));
+        let own = req(json!([{"step_up_required": {"type": "human_approval", "tier": "t", "approver": "subject"}}])).unwrap().unwrap();
+        assert_eq!(own.approver, Approver::Subject, "reserved for the user the request acts for");
         let clamped = req(json!([{"step_up_required": {"type": "human_approval", "tier": "t", "ttl_seconds": 1}}])).unwrap().unwrap();
         assert_eq!(clamped.ttl, MIN_TTL);
         let capped = req(json!([{"step_up_required": {"type": "human_approval", "tier": "t", "approver": "any", "ttl_seconds": 999_999}}]))
@@ -244,7 +250,6 @@ mod tests {
             json!([{"step_up_required": {"type": "human_approval", "tier": "a b"}}]),
             json!([{"step_up_required": {"type": "human_approval", "tier": "t", "approver": "root"}}]),
             json!([{"step_up_required": {"type": "human_approval", "tier": "t", "ttl_seconds": -5}}]),
-            json!([{"step_up_required": {"type": "human_approval", "tier": "t", "approver": "subject"}}]),
             json!([
                 {"step_up_required": {"type": "human_approval", "tier": "t", "approver": "subject"}},
                 {"step_up_required": {"type": "human_approval", "tier": "u", "approver": "operator"}},

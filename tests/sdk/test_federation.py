@@ -16,8 +16,9 @@ import urllib.parse
 import urllib.request
 
 import harness
-from caracalai_oauth import decode_jwt_payload
-from harness import APP, CP, SECRET, ZONE, client
+from caracalai_oauth import AccessDenied as OAuthAccessDenied
+from caracalai_oauth import OAuthClient, decode_jwt_payload
+from harness import APP, CP, RES, SECRET, ZONE, client
 
 ISSUER = os.environ["OIDC_ISSUER"]
 AUDIENCE = os.environ["OIDC_CLIENT_ID"]
@@ -125,6 +126,81 @@ def test_a_tampered_id_token_is_refused():
     claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))) | {"sub": "root"}
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     assert_refused(federate_raw(f"{head}.{forged}.{sig}"), 401, "invalid_token", "signature")
+
+
+# Writes need the approval of the user the request acts for (`approver: subject`); reads pass.
+SUBJECT_STEP_UP = """package caracal.authz
+import rego.v1
+
+default result := {"decision": "deny", "evaluation_status": "complete", "determining_policies": [], "diagnostics": [{"reason": "no_rule_matched"}]}
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["sessions"], "diagnostics": []} if input.action.use == "session"
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["reads"], "diagnostics": []} if {
+	input.action.use != "session"
+	not "tools.write" in input.context.requested_scopes
+}
+
+result := {"decision": "allow", "evaluation_status": "complete", "determining_policies": ["user-approves-writes"],
+	"diagnostics": [{"step_up_required": {"type": "human_approval", "tiers": [{"tier": "writes", "approver": "subject", "ttl_seconds": 600}]}}]} if {
+	input.action.use != "session"
+	"tools.write" in input.context.requested_scopes
+}
+"""
+
+
+def admin(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{CP}{path}", method=method, data=json.dumps(body or {}).encode(),
+                                 headers={"authorization": f"Bearer {ADMIN}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def gateway_mint(session: str, scope: str, **extra) -> tuple[int, dict]:
+    return post_form(f"{CP}/oauth/2/token", {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "zone_id": ZONE, "application_id": APP,
+        "client_secret": SECRET, "subject_token": session, "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "requested_token_type": "urn:caracal:token-type:gateway-mandate", "resource": RES, "scope": scope} | extra)
+
+
+async def test_a_hold_reserved_for_the_subject_is_decided_by_that_user_with_decide_approval():
+    status, ps = admin("POST", f"/v1/zones/{ZONE}/policy-sets", {"name": "user-approves-writes"})
+    assert status == 201, ps
+    status, v = admin("POST", f"/v1/zones/{ZONE}/policy-sets/{ps['id']}/versions", {"rego": SUBJECT_STEP_UP})
+    assert status == 201, v
+    assert admin("POST", f"/v1/zones/{ZONE}/policy-sets/{ps['id']}/activate", {"version_id": v["id"]})[0] == 202
+    c = client()
+    ivan = c.federate_subject(id_token("ivan")).token
+    status, held = gateway_mint(ivan, "tools.write")
+    assert status == 401 and held["error"] == "interaction_required", held
+    approval, binding = held["approval_id"], held["binding"]
+    # An operator cannot decide it; another user cannot; a wrong binding cannot.
+    status, body = admin("POST", f"/v1/zones/{ZONE}/approvals/{approval}/approve", {})
+    assert (status, body.get("error")) == (409, "approval_reserved_for_subject"), (status, body)
+    oc = OAuthClient(CP, ZONE, APP)
+    judy = c.federate_subject(id_token("judy")).token
+    for token, bind, what in [(judy, binding, "another user"), (ivan, "0" * 64, "a wrong binding")]:
+        try:
+            await oc.decide_approval(subject_token=token, approval_id=approval, binding=bind, decision="approved")
+        except OAuthAccessDenied:
+            pass
+        except Exception as e:  # noqa: BLE001 - the SDK maps 409 to its own type
+            assert "binding" in str(e) or "409" in str(e), (what, e)
+        else:
+            raise AssertionError(f"{what} decided ivan's approval")
+    # Ivan decides with his own session mandate; the held mint then goes through, once.
+    await oc.decide_approval(subject_token=ivan, approval_id=approval, binding=binding, decision="approved", reason="yes, me")
+    status, minted = gateway_mint(ivan, "tools.write", approval_id=approval)
+    assert status == 200, minted
+    assert decode_jwt_payload(minted["access_token"])["approval_id"] == approval
+    # A mint acting for no user cannot open such a hold at all.
+    app_session = c.config.subject_token
+    status, body = gateway_mint(app_session, "tools.write")
+    assert status == 403 and "acts for no user" in body.get("error_description", ""), body
+    await oc.aclose()
 
 
 def test_an_unknown_issuer_is_refused_once_the_issuer_is_deleted():

@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
 
 /// `GET /approvals/{id}`: public, the random id is the capability.
 pub fn public_router() -> Router<AppState> {
-    Router::new().route("/approvals/{id}", get(status))
+    Router::new().route("/approvals/{id}", get(status)).route("/approvals/{id}/decision", post(subject_decides))
 }
 
 /// A hold, as operators see it.
@@ -194,19 +194,90 @@ async fn settle(
     reason: Option<String>,
 ) -> ApiResult<Json<ApprovalRow>> {
     who.require_zone(zone_id)?;
+    record(state, zone_id, id, decision, binding, reason, Decider::Operator(&who.actor())).await
+}
+
+/// Who decides a hold.
+enum Decider<'a> {
+    /// An admin (operator) of the zone: any hold not reserved for its subject.
+    Operator(&'a str),
+    /// The federated user a `subject` hold was opened for (the hold's principal).
+    Subject { sub: &'a str, session: &'a str },
+}
+
+/// `POST /approvals/{id}/decision` with the user's own session mandate as bearer (the SDK's
+/// `decide_approval`): only the federated user a `subject` hold acts for decides it, and only with
+/// the hold's binding (a prompt that did not show the held request cannot decide it).
+async fn subject_decides(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ApprovalRow>> {
+    let unauthorized = || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_token", "a user's session mandate is required");
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .filter(|t| !t.is_empty() && t.len() <= 4096)
+        .ok_or_else(unauthorized)?;
+    let b: DecisionBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let decision = match b.decision.as_str() {
+        "approved" | "approve" => "approved",
+        "rejected" | "reject" => "rejected",
+        _ => return Err(ApiError::bad_request("invalid_body", "decision must be approved or rejected")),
+    };
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::not_found("approval_not_found"));
+    }
+    let zone: Option<(String,)> =
+        sqlx::query_as("SELECT zone_id FROM step_up_approvals WHERE id = $1").bind(&id).fetch_optional(&state.db).await?;
+    let (zone_id,) = zone.ok_or_else(|| ApiError::not_found("approval_not_found"))?;
+    let claims = state.sts.verify_runtime_mandate(&zone_id, token).await.map_err(|_| unauthorized())?;
+    if claims.sub_type != caracal_shared::SubType::User {
+        return Err(unauthorized());
+    }
+    record(&state, &zone_id, &id, decision, Some(&b.binding), b.reason, Decider::Subject { sub: &claims.sub, session: &claims.sid }).await
+}
+
+/// Records a decision on a pending hold (see [`Decider`] for who may).
+async fn record(
+    state: &AppState,
+    zone_id: &str,
+    id: &str,
+    decision: &'static str,
+    binding: Option<&str>,
+    reason: Option<String>,
+    decider: Decider<'_>,
+) -> ApiResult<Json<ApprovalRow>> {
     if let Some(r) = &reason
         && (r.chars().count() > 500 || r.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request("invalid_body", "reason must be at most 500 printable characters"));
     }
     let mut tx = state.db.begin().await?;
-    let current: Option<(String, String)> =
-        sqlx::query_as(sql!("SELECT {STATE} AS state, binding FROM step_up_approvals WHERE zone_id = $1 AND id = $2 FOR UPDATE"))
-            .bind(zone_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (current, held) = current.ok_or_else(|| ApiError::not_found("approval_not_found"))?;
+    let current: Option<(String, String, String, String)> = sqlx::query_as(sql!(
+        "SELECT {STATE} AS state, binding, approver, principal FROM step_up_approvals WHERE zone_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(zone_id)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (current, held, approver, principal) = current.ok_or_else(|| ApiError::not_found("approval_not_found"))?;
+    let decided_by = match (&decider, approver.as_str()) {
+        (Decider::Operator(actor), "operator" | "any") => (*actor).to_owned(),
+        (Decider::Operator(_), _) => {
+            return Err(ApiError::conflict("approval_reserved_for_subject", "the policy reserves this approval for the user it acts for"));
+        }
+        (Decider::Subject { sub, session }, "subject") if *sub == principal => format!("subject:{session}"),
+        (Decider::Subject { .. }, _) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "access_denied",
+                "only the user this approval acts for decides it",
+            ));
+        }
+    };
     if current != "pending" {
         return Err(ApiError::conflict("approval_not_pending", format!("the approval is {current}")));
     }
@@ -222,13 +293,13 @@ async fn settle(
     .bind(zone_id)
     .bind(id)
     .bind(decision)
-    .bind(who.actor())
+    .bind(&decided_by)
     .bind(&reason)
     .execute(&mut *tx)
     .await?;
     sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
-    tracing::info!(zone_id, approval_id = %id, decision, by = %who.actor(), "step-up approval decided");
+    tracing::info!(zone_id, approval_id = %id, decision, by = %decided_by, "step-up approval decided");
     Ok(Json(load(&state.db, zone_id, id).await?))
 }
 

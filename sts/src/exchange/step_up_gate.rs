@@ -34,6 +34,9 @@ impl Sts {
             return Ok(Some(id.to_owned()));
         }
         let (zone_id, client_id) = (subject.zone_id, subject.application_id);
+        if requirement.approver == step_up::Approver::Subject {
+            self.require_user_subject(&subject).await?;
+        }
         self.limits.step_up_admit(zone_id, client_id).await?;
         let binding = step_up::binding(&subject);
         let hold = match form.approval_id.as_deref() {
@@ -52,6 +55,24 @@ impl Sts {
             "rejected" => Err(self.step_up_failed(zone_id, client_id, StsError::ApprovalRejected).await),
             "expired" => Err(self.step_up_failed(zone_id, client_id, StsError::ApprovalExpired).await),
             _ => Err(StsError::InteractionRequired(Box::new(hold.challenge()))),
+        }
+    }
+
+    /// A hold reserved for the subject needs a subject to decide it: the request must act for a
+    /// federated user (its root authority record is a user's, and the principal is that user).
+    async fn require_user_subject(&self, subject: &step_up::Subject<'_>) -> Result<(), StsError> {
+        let refuse =
+            || StsError::AccessDenied("the policy reserves this approval for the subject, and the request acts for no user".into());
+        let Some(root) = subject.authority_record_id else { return Err(refuse()) };
+        let user: Option<(String, String)> =
+            sqlx::query_as("SELECT session_type, subject_id FROM authority_records WHERE zone_id = $1 AND id = $2")
+                .bind(subject.zone_id)
+                .bind(root)
+                .fetch_optional(&self.db)
+                .await?;
+        match user {
+            Some((kind, sub)) if kind == "user" && sub == subject.principal => Ok(()),
+            _ => Err(refuse()),
         }
     }
 
