@@ -13,6 +13,15 @@ pub struct Application {
     pub name: String,
     pub client_secret_sha256: Vec<u8>,
     pub traits: Vec<String>,
+    /// When a DCR application stops minting (the catalog may hold it past that: checked per use).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Application {
+    /// Whether the application may still act.
+    pub fn live(&self) -> bool {
+        self.expires_at.is_none_or(|e| e > Utc::now())
+    }
 }
 
 /// Where a provider credential goes (non-secret part; the key itself is sealed apart).
@@ -168,7 +177,7 @@ impl Resource {
 /// A live application of the zone.
 pub async fn application(db: &PgPool, zone_id: &str, id: &str) -> Result<Option<Application>, StsError> {
     Ok(sqlx::query_as(
-        "SELECT id, name, client_secret_sha256, traits FROM applications \
+        "SELECT id, name, client_secret_sha256, traits, expires_at FROM applications \
          WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
     )
     .bind(zone_id)

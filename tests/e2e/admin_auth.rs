@@ -13,7 +13,9 @@ use sqlx::PgPool;
 
 /// Routes that are public on purpose: the bootstrap (its own token) and the approval status (the
 /// random id is the capability, as in the original).
-const PUBLIC: &[(&str, &str)] = &[("POST", "/v1/bootstrap"), ("GET", "/approvals/{id}")];
+/// `POST /approvals/{id}/decision` is the subject's own decision: authenticated by the user's session
+/// mandate, not an admin token (checked below and in `tests/sdk/test_federation.py`).
+const PUBLIC: &[(&str, &str)] = &[("POST", "/v1/bootstrap"), ("GET", "/approvals/{id}"), ("POST", "/approvals/{id}/decision")];
 
 /// `(METHOD, path template)` of every `.route("…", method(handler)…)` in the `.rs` files of `dir`.
 fn routes_in(dir: &str) -> Vec<(String, String)> {
@@ -105,6 +107,11 @@ async fn every_admin_route_refuses_a_caller_without_an_admin_token() {
         walked += 1;
     }
     eprintln!("{walked} admin routes refuse unauthenticated callers");
+    let subject_decision = format!("/approvals/{}/decision", uuid::Uuid::new_v4());
+    for bearer in [None, Some("cat_bogus"), Some(s.bootstrap_token.as_str())] {
+        let a = unauthenticated(&s, "POST", &subject_decision, bearer).await;
+        assert_eq!((a.status, a.error()), (401, "invalid_token"), "a subject's decision needs their session mandate: {}", a.text);
+    }
 
     let coordinator = routes_in("control-plane/src/coordinator");
     assert!(coordinator.len() >= 10, "the Coordinator routes were found: {coordinator:?}");

@@ -7,6 +7,7 @@ key to the upstream, and a rotation or a placement edit applies to the next requ
 
 import os
 import secrets
+import time
 
 import harness
 from caracalai import AccessDenied
@@ -187,6 +188,39 @@ def test_the_rest_of_the_clients_reads_answer():
     assert "package caracal.authz" in template["content"], template
     audit = ADMIN.admin_audit.list(ZONE)
     assert audit and all(e["event"]["event_type"] == "admin_action" for e in audit), audit
+
+
+def test_dcr_registers_short_lived_applications_only_while_enabled():
+    try:
+        ADMIN.applications.dcr(ZONE, {"name": "dcr-agent", "expires_in": 3})
+    except AdminApiError as e:
+        assert (e.status, e.code) == (403, "dcr_disabled"), (e.status, e.code)
+    else:
+        raise AssertionError("a DCR application was registered while DCR is off")
+    assert ADMIN.zones.patch(ZONE, {"dcr_enabled": True})["dcr_enabled"] is True
+    reg = ADMIN.applications.dcr(ZONE, {"name": "dcr-agent", "expires_in": 3})
+    assert reg["registration_method"] == "dcr" and reg["expires_at"], reg
+    assert mints(reg["id"], reg["client_secret"])["client_id"] == reg["id"]
+    assert ADMIN.zones.dcr_status(ZONE)["live_dcr_applications"] == 1
+    try:
+        ensure_application(ADMIN, ZONE, name="dcr-agent", traits=[], client_secret=new_secret())
+    except RuntimeError as e:
+        assert "not a usable managed credential" in str(e), e
+    else:
+        raise AssertionError("ensure_application bound a DCR application")
+    # Off again with a live one: the operator must say what happens to it.
+    try:
+        ADMIN.zones.patch(ZONE, {"dcr_enabled": False})
+    except AdminApiError as e:
+        assert (e.status, e.code) == (409, "dcr_shutdown_required"), (e.status, e.code)
+    else:
+        raise AssertionError("DCR was switched off over a live application without a choice")
+    second = ADMIN.applications.dcr(ZONE, {"name": "dcr-briefly", "expires_in": 2})
+    time.sleep(3)
+    assert refused(second["id"], second["client_secret"]), "an expired DCR application mints nothing"
+    ADMIN.zones.patch(ZONE, {"dcr_enabled": False, "dcr_shutdown": "revoke_live"})
+    assert refused(reg["id"], reg["client_secret"]), "revoke_live archived it"
+    assert ADMIN.zones.dcr_status(ZONE) == {"id": ZONE, "dcr_enabled": False, "live_dcr_applications": 0}
 
 
 async def test_sessions_list_shows_governed_sessions_with_their_subject():

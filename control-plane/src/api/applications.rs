@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/zones/{zone_id}/applications", post(create).get(list))
         .route("/v1/zones/{zone_id}/applications/{id}", get(read).patch(update).delete(archive))
         .route("/v1/zones/{zone_id}/applications/{id}/rotate-secret", post(rotate_secret))
+        .route("/v1/zones/{zone_id}/applications/dcr", post(register))
 }
 
 /// An application, without its secret.
@@ -187,6 +188,119 @@ async fn rotate_secret(
     Ok(Json(WithSecret { row, client_secret }))
 }
 
+/// Most live DCR applications a zone may have.
+const MAX_LIVE_DCR: i64 = 1000;
+
+/// `POST …/applications/dcr`: a short-lived application (the original's admin-gated dynamic client
+/// registration): only while the zone's `dcr_enabled`; `expires_in` 1..3600 s (default 3600); no
+/// traits; its secret is shown once and cannot be set or rotated (it expires instead).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    name: String,
+    expires_in: Option<i64>,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path(zone_id): Path<String>,
+    AppJson(body): AppJson<RegisterBody>,
+) -> ApiResult<impl IntoResponse> {
+    who.require_zone(&zone_id)?;
+    let name = check_name(&body.name, 200, "invalid_application")?;
+    let expires_in = body.expires_in.unwrap_or(3600);
+    if !(1..=3600).contains(&expires_in) {
+        return Err(ApiError::bad_request("invalid_application", "expires_in must be 1..3600 seconds"));
+    }
+    let mut tx = state.db.begin().await?;
+    // Locks the zone row: concurrent registrations count one after the other.
+    let zone: Option<(bool,)> = sqlx::query_as("SELECT dcr_enabled FROM zones WHERE id = $1 AND archived_at IS NULL FOR UPDATE")
+        .bind(&zone_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match zone {
+        None => return Err(ApiError::not_found("zone_not_found")),
+        Some((false,)) => {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "dcr_disabled", "dynamic client registration is off for this zone"));
+        }
+        Some((true,)) => {}
+    }
+    if live_dcr(&mut tx, &zone_id).await?.len() as i64 >= MAX_LIVE_DCR {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "dcr_limit_exceeded",
+            format!("at most {MAX_LIVE_DCR} live DCR applications"),
+        ));
+    }
+    let (client_secret, digest) = new_secret();
+    let id = uuid::Uuid::now_v7().to_string();
+    let row: ApplicationRow = sqlx::query_as(sql!(
+        "INSERT INTO applications (zone_id, id, name, client_secret_sha256, traits, registration_method, expires_at) \
+         VALUES ($1, $2, $3, $4, '{{}}', 'dcr', now() + make_interval(secs => $5)) RETURNING {COLUMNS}"
+    ))
+    .bind(&zone_id)
+    .bind(&id)
+    .bind(&name)
+    .bind(&digest[..])
+    .bind(expires_in as f64)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            ApiError::conflict("application_name_taken", "an application with this name exists")
+        } else {
+            e.into()
+        }
+    })?;
+    tx.commit().await?;
+    tracing::info!(zone_id, application_id = %id, expires_in, by = %who.actor(), "application registered (dcr)");
+    Ok((StatusCode::CREATED, Json(WithSecret { row, client_secret })))
+}
+
+/// The zone's live (unexpired, unarchived) DCR applications.
+pub(crate) async fn live_dcr(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str) -> ApiResult<Vec<String>> {
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM applications WHERE zone_id = $1 AND registration_method = 'dcr' AND archived_at IS NULL AND expires_at > now()",
+    )
+    .bind(zone_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(ids.into_iter().map(|(i,)| i).collect())
+}
+
+/// Applications archived in a transaction: their ids, and the sessions revoked with them.
+#[derive(Default)]
+pub(crate) struct Archived {
+    ids: Vec<String>,
+    revoked: Vec<(String, String)>,
+}
+
+/// Archives `ids` and revokes their sessions inside `tx` (announced by [`after_archive`]).
+pub(crate) async fn archive_all(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str, ids: &[String]) -> ApiResult<Archived> {
+    crate::coordinator::cascade::lock_graph(tx, zone_id).await?;
+    let mut out = Archived::default();
+    for id in ids {
+        sqlx::query("UPDATE applications SET archived_at = now() WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")
+            .bind(zone_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        out.revoked.extend(revoke_records(tx, zone_id, Which::Application(id), "application_archived").await?);
+        announce_catalog(tx, zone_id, CatalogEntry::Application(id)).await?;
+        out.ids.push(id.clone());
+    }
+    Ok(out)
+}
+
+/// After commit: this instance forgets the archived applications and the revocations go out.
+pub(crate) async fn after_archive(state: &AppState, zone_id: &str, archived: &Archived) {
+    for id in &archived.ids {
+        forget_catalog(state, zone_id, CatalogEntry::Application(id)).await;
+    }
+    announce(state, zone_id, &archived.revoked);
+}
+
 /// Changes the name, the traits or the client secret (the old secret stops working as the
 /// catalog announcement lands on every STS instance).
 async fn update(
@@ -205,6 +319,14 @@ async fn update(
     }
     if let Some(s) = &body.client_secret {
         check_secret(s)?;
+        let method: Option<(String,)> = sqlx::query_as("SELECT registration_method FROM applications WHERE zone_id = $1 AND id = $2")
+            .bind(&zone_id)
+            .bind(&id)
+            .fetch_optional(&state.db)
+            .await?;
+        if method.is_some_and(|(m,)| m == "dcr") {
+            return Err(ApiError::bad_request("client_secret_not_configured", "a DCR application's secret expires with it; it is not set"));
+        }
     }
     let digest = body.client_secret.as_deref().map(|s| caracal_shared::sig::sha256(s.as_bytes()).to_vec());
     let mut tx = state.db.begin().await?;

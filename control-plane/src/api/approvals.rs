@@ -221,6 +221,17 @@ async fn subject_decides(
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .filter(|t| !t.is_empty() && t.len() <= 4096)
         .ok_or_else(unauthorized)?;
+    // Authenticated first: the mandate names its zone, and must verify there as a live user session.
+    let zone_id = caracal_shared::jws::Compact::parse(token)
+        .ok()
+        .and_then(|c| c.claims::<caracal_shared::Claims>().ok())
+        .map(|c| c.zone_id)
+        .filter(|z| caracal_shared::mandate::is_valid_id(z))
+        .ok_or_else(unauthorized)?;
+    let claims = state.sts.verify_runtime_mandate(&zone_id, token).await.map_err(|_| unauthorized())?;
+    if claims.sub_type != caracal_shared::SubType::User {
+        return Err(unauthorized());
+    }
     let b: DecisionBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     let decision = match b.decision.as_str() {
         "approved" | "approve" => "approved",
@@ -229,13 +240,6 @@ async fn subject_decides(
     };
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::not_found("approval_not_found"));
-    }
-    let zone: Option<(String,)> =
-        sqlx::query_as("SELECT zone_id FROM step_up_approvals WHERE id = $1").bind(&id).fetch_optional(&state.db).await?;
-    let (zone_id,) = zone.ok_or_else(|| ApiError::not_found("approval_not_found"))?;
-    let claims = state.sts.verify_runtime_mandate(&zone_id, token).await.map_err(|_| unauthorized())?;
-    if claims.sub_type != caracal_shared::SubType::User {
-        return Err(unauthorized());
     }
     record(&state, &zone_id, &id, decision, Some(&b.binding), b.reason, Decider::Subject { sub: &claims.sub, session: &claims.sid }).await
 }

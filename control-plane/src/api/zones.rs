@@ -37,13 +37,15 @@ pub struct ZoneRow {
     pub id: String,
     pub name: String,
     pub slug: String,
+    /// Whether admins may register short-lived applications (`…/applications/dcr`).
+    pub dcr_enabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 crate::extract::keyed!(ZoneRow, id);
 
-const COLUMNS: &str = "id, name, slug, created_at, updated_at";
+const COLUMNS: &str = "id, name, slug, dcr_enabled, created_at, updated_at";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +142,9 @@ async fn read(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id):
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
+    dcr_enabled: Option<bool>,
+    /// With `dcr_enabled: false` while DCR applications are live: `keep_live` or `revoke_live`.
+    dcr_shutdown: Option<String>,
 }
 
 async fn update(
@@ -149,22 +154,58 @@ async fn update(
     AppJson(body): AppJson<UpdateBody>,
 ) -> ApiResult<Json<ZoneRow>> {
     who.require_zone(&zone_id)?;
-    let Some(name) = body.name else { return Err(ApiError::bad_request("no_fields", "nothing to update")) };
-    let name = check_name(&name, 120, "invalid_zone")?;
-    let row: Option<ZoneRow> =
-        sqlx::query_as(sql!("UPDATE zones SET name = $2, updated_at = now() WHERE id = $1 AND archived_at IS NULL RETURNING {COLUMNS}"))
-            .bind(&zone_id)
-            .bind(&name)
-            .fetch_optional(&state.db)
-            .await?;
-    row.map(Json).ok_or_else(|| ApiError::not_found("zone_not_found"))
+    if body.name.is_none() && body.dcr_enabled.is_none() {
+        return Err(ApiError::bad_request("no_fields", "nothing to update"));
+    }
+    let name = body.name.as_deref().map(|n| check_name(n, 120, "invalid_zone")).transpose()?;
+    match (body.dcr_enabled, body.dcr_shutdown.as_deref()) {
+        (_, None) | (Some(false), Some("keep_live" | "revoke_live")) => {}
+        (Some(false), Some(_)) => return Err(ApiError::bad_request("invalid_zone", "dcr_shutdown must be keep_live or revoke_live")),
+        (_, Some(_)) => return Err(ApiError::bad_request("dcr_shutdown_not_applicable", "dcr_shutdown goes with dcr_enabled: false")),
+    }
+    let mut tx = state.db.begin().await?;
+    let mut revoked = crate::api::applications::Archived::default();
+    if body.dcr_enabled == Some(false) {
+        let live = crate::api::applications::live_dcr(&mut tx, &zone_id).await?;
+        match body.dcr_shutdown.as_deref() {
+            _ if live.is_empty() => {}
+            None => {
+                return Err(ApiError::conflict(
+                    "dcr_shutdown_required",
+                    format!("{} DCR applications are live: send dcr_shutdown keep_live or revoke_live", live.len()),
+                ));
+            }
+            Some("revoke_live") => revoked = crate::api::applications::archive_all(&mut tx, &zone_id, &live).await?,
+            Some(_) => {}
+        }
+    }
+    let row: Option<ZoneRow> = sqlx::query_as(sql!(
+        "UPDATE zones SET name = COALESCE($2, name), dcr_enabled = COALESCE($3, dcr_enabled), updated_at = now() \
+         WHERE id = $1 AND archived_at IS NULL RETURNING {COLUMNS}"
+    ))
+    .bind(&zone_id)
+    .bind(&name)
+    .bind(body.dcr_enabled)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row = row.ok_or_else(|| ApiError::not_found("zone_not_found"))?;
+    tx.commit().await?;
+    crate::api::applications::after_archive(&state, &zone_id, &revoked).await;
+    Ok(Json(row))
 }
 
-/// Dynamic client registration is not offered (yet): every zone answers disabled, with none live.
+/// Whether the zone registers DCR applications, and how many are live (not archived or expired).
 async fn dcr_status(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     who.require_zone(&zone_id)?;
-    crate::api::require_live_zone(&state.db, &zone_id).await?;
-    Ok(Json(serde_json::json!({"id": zone_id, "dcr_enabled": false, "live_dcr_applications": 0})))
+    let (enabled, live): (bool, i64) = sqlx::query_as(
+        "SELECT z.dcr_enabled, (SELECT count(*) FROM applications a WHERE a.zone_id = z.id AND a.registration_method = 'dcr' \
+         AND a.archived_at IS NULL AND a.expires_at > now()) FROM zones z WHERE z.id = $1 AND z.archived_at IS NULL",
+    )
+    .bind(&zone_id)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found("zone_not_found"))?;
+    Ok(Json(serde_json::json!({"id": zone_id, "dcr_enabled": enabled, "live_dcr_applications": live})))
 }
 
 async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path(zone_id): Path<String>) -> ApiResult<StatusCode> {

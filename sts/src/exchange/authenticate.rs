@@ -32,7 +32,7 @@ impl Sts {
         let app = self.catalog.application(&form.zone_id, app_id).await?;
         let presented = sig::sha256(secret.as_bytes());
         match app {
-            Some(app) if sig::ct_eq(&app.client_secret_sha256, &presented) => {
+            Some(app) if app.live() && sig::ct_eq(&app.client_secret_sha256, &presented) => {
                 self.limits.admit(&form.zone_id, app_id).await?;
                 Ok(app)
             }

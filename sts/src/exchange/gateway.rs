@@ -91,7 +91,7 @@ mod tests {
     use crate::exchange::sign::tests::claims;
 
     fn app(id: &str) -> Application {
-        Application { id: id.into(), name: String::new(), client_secret_sha256: vec![], traits: vec![] }
+        Application { id: id.into(), name: String::new(), client_secret_sha256: vec![], traits: vec![], expires_at: None }
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Sts {
             .await?
             .ok_or_else(|| StsError::AccessDenied("policy denied (resource_not_found)".into()))?;
         // An archived application's mandates stop here even before its sessions' revocation lands.
-        let app = self.catalog.application(zone_id, &mandate.client_id).await?.ok_or(StsError::SessionInactive)?;
+        let app = self.catalog.application(zone_id, &mandate.client_id).await?.filter(|a| a.live()).ok_or(StsError::SessionInactive)?;
         let scopes = authorize(&resource, &mandate, method, path)?;
         let mcp = mcp_post(&resource, method, form.mcp.as_ref())?;
         if let Some(post) = mcp {
