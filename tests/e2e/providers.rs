@@ -2,7 +2,8 @@
 //! `tests/oidc/provider.mjs`): the STS fetches the provider's access token with the sealed client
 //! secret, the gateway injects it, the token is held and replaced before it expires, and an
 //! outage of the provider refuses the request (fail closed) without opening the zone's circuit.
-//! The API-key providers and the published admin client's reconcilers are in `sdk.rs`.
+//! The provider is provisioned by the published `ensure_client_credentials_provider`; the API-key
+//! providers and the other reconcilers are in `sdk.rs`.
 
 use std::time::Duration;
 
@@ -17,6 +18,33 @@ const RESOURCE: &str = "https://weather.oauth.e2e";
 fn last_bearer(s: &Stack) -> String {
     let seen = s.upstream.requests();
     seen.last().and_then(|r| r.header("authorization")).and_then(|v| v.strip_prefix("Bearer ")).expect("a bearer upstream").to_owned()
+}
+
+/// Runs the published `caracalai_admin.ensure_client_credentials_provider` for the provider's
+/// `upstream-api` client; the provider id.
+async fn ensure_client_credentials_provider(s: &Stack, d: &caracal_e2e::stack::Demo, issuer: &str) -> String {
+    let python = std::env::var("CARACAL_SDK_PYTHON").expect("CARACAL_SDK_PYTHON (deploy/local/test.sh installs the published clients)");
+    let script = r#"
+import os
+from caracalai_admin import AdminClient, ensure_client_credentials_provider
+admin = AdminClient(api_url=os.environ["CP"], admin_token=os.environ["ADMIN_TOKEN"])
+print(ensure_client_credentials_provider(admin, os.environ["ZONE"], name="weather-oauth", identifier="provider://weather-oauth",
+      public_config={"token_url": os.environ["ISSUER"] + "/token", "client_id": "upstream-api", "scope": "weather.read"},
+      client_secret=os.environ["OP_SECRET"]))
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script])
+        .env("CP", &s.cp_url)
+        .env("ADMIN_TOKEN", &d.admin)
+        .env("ZONE", &d.zone_id)
+        .env("ISSUER", issuer)
+        .env("OP_SECRET", CLIENT_SECRET)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ensure_client_credentials_provider failed:\n{stdout}\n{stderr}");
+    stdout.trim().to_owned()
 }
 
 #[tokio::test]
@@ -34,17 +62,10 @@ async fn a_client_credentials_provider_yields_held_refreshed_tokens_and_fails_cl
     let s = Stack::start_with(opts).await;
     let d = s.demo(true).await;
     let z = &d.zone_id;
-    let provider = s
-        .admin_ok(
-            "POST",
-            &format!("/v1/zones/{z}/providers"),
-            &d.admin,
-            Some(json!({"name": "weather-oauth", "kind": "oauth2_client_credentials", "config_json": {
-                "token_url": format!("{}/token", op.issuer), "client_id": "upstream-api", "client_secret": CLIENT_SECRET,
-                "scope": "weather.read"}})),
-            201,
-        )
-        .await;
+    // Provisioned by the published reconciler, `ensure_client_credentials_provider`.
+    let id = ensure_client_credentials_provider(&s, &d, &op.issuer).await;
+    assert_eq!(ensure_client_credentials_provider(&s, &d, &op.issuer).await, id, "converges: the same provider");
+    let provider = s.admin_ok("GET", &format!("/v1/zones/{z}/providers/{id}"), &d.admin, None, 200).await;
     assert_eq!(provider["secret_config_keys"], json!(["client_secret"]));
     assert!(!provider.to_string().contains(CLIENT_SECRET), "{provider}");
     s.admin_ok(
