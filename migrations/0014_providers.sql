@@ -9,7 +9,7 @@ CREATE TABLE providers (
     id                 text NOT NULL,
     name               text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     identifier         text NOT NULL CHECK (length(identifier) BETWEEN 1 AND 512),
-    kind               text NOT NULL CHECK (kind IN ('none', 'api_key', 'oauth2_client_credentials')),
+    kind               text NOT NULL CHECK (kind IN ('none', 'api_key', 'bearer_token', 'http_basic', 'oauth2_client_credentials')),
     config_json        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config_json) = 'object'),
     secret_config_keys text[] NOT NULL DEFAULT '{}',
     secret_config      bytea NULL,

@@ -77,6 +77,43 @@ impl ProviderConfig {
     }
 }
 
+/// The public configuration of a `bearer_token` or `http_basic` provider: the header (default
+/// `Authorization`), the scheme of a bearer (default `Bearer`), the basic user name, and the
+/// upstream hosts the credential may go to (empty: any the resource names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCredential {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl StaticCredential {
+    /// Every problem of the configuration; `basic` for `http_basic`.
+    pub fn problems(&self, basic: bool) -> Vec<String> {
+        let mut p = Vec::new();
+        let header = self.header.as_deref().unwrap_or("authorization");
+        if !caracal_shared::exchange::is_writable_credential_header(header) {
+            p.push(format!("header {header:?} is not a usable credential header"));
+        }
+        match (basic, &self.username) {
+            (true, Some(u)) if !u.is_empty() && u.len() <= 256 && !u.contains(':') && u.bytes().all(|b| (0x20..0x7f).contains(&b)) => {}
+            (true, _) => p.push("http_basic needs a username (1..256 printable ASCII, no colon)".into()),
+            (false, Some(_)) => p.push("username is for http_basic".into()),
+            (false, None) => {}
+        }
+        if basic && self.scheme.is_some() {
+            p.push("scheme is Basic for http_basic".into());
+        }
+        p
+    }
+}
+
 /// Associated data binding a provider's sealed secrets to its zone and id.
 pub fn provider_config_aad(zone_id: &str, provider_id: &str) -> String {
     format!("caracal/provider/{zone_id}/{provider_id}")

@@ -125,3 +125,52 @@ async fn a_client_credentials_provider_yields_held_refreshed_tokens_and_fails_cl
     assert!(!s.control_plane.log().contains(CLIENT_SECRET), "the client secret is never logged");
     assert!(!s.control_plane.log().contains(&second), "nor a token");
 }
+
+/// `bearer_token` and `http_basic` providers: the sealed secret becomes the header the upstream
+/// sees (never shown by the API), and a malformed configuration is refused with every problem.
+#[tokio::test]
+async fn static_credential_providers_are_injected_as_configured() {
+    use base64::Engine;
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let z = &d.zone_id;
+    let session = s.session(&d).await;
+    let cases = [
+        ("bearer", json!({"kind": "bearer_token", "config_json": {"token": "tok-123"}}), "Bearer tok-123".to_owned()),
+        (
+            "basic",
+            json!({"kind": "http_basic", "config_json": {"username": "svc", "password": "pw-456"}}),
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("svc:pw-456")),
+        ),
+    ];
+    for (name, mut body, expected) in cases {
+        body["name"] = name.into();
+        let p = s.admin_ok("POST", &format!("/v1/zones/{z}/providers"), &d.admin, Some(body), 201).await;
+        assert!(!p.to_string().contains("tok-123") && !p.to_string().contains("pw-456"), "{p}");
+        let identifier = format!("https://{name}.static.e2e");
+        s.admin_ok(
+            "POST",
+            &format!("/v1/zones/{z}/resources"),
+            &d.admin,
+            Some(json!({"identifier": identifier, "upstream_url": s.upstream.url(), "scopes": ["tools.read"],
+                "operation_enforcement": "transport_uniform", "credential_provider_id": p["id"]})),
+            201,
+        )
+        .await;
+        let a = s.governed("GET", "/x", &s.mandate_for(&d, &session, &identifier, "tools.read").await, &identifier).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(s.upstream.requests().last().unwrap().header("authorization"), Some(expected.as_str()), "{name}");
+    }
+    let bad = s
+        .admin(
+            "POST",
+            &format!("/v1/zones/{z}/providers"),
+            &d.admin,
+            Some(json!({"name": "bad", "kind": "http_basic", "config_json": {"username": "a:b", "header": "Host"}})),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    for needle in ["username", "Host", "password"] {
+        assert!(bad.text.contains(needle), "{needle}: {}", bad.text);
+    }
+}

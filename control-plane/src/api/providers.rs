@@ -19,7 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caracal_sts::provider_tokens::ClientCredentials;
-use caracal_sts::store::{CredentialPlacement, ProviderConfig, provider_config_aad};
+use caracal_sts::store::{CredentialPlacement, ProviderConfig, StaticCredential, provider_config_aad};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,7 +33,7 @@ use crate::state::AppState;
 const CODE: &str = "invalid_provider_config";
 
 /// Keys of `config_json` that are secrets: sealed, never stored or shown in the clear.
-pub const SECRET_KEYS: [&str; 3] = ["api_key", "client_secret", "private_key"];
+pub const SECRET_KEYS: [&str; 5] = ["api_key", "token", "password", "client_secret", "private_key"];
 
 /// Routes.
 pub fn router() -> Router<AppState> {
@@ -140,15 +140,27 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
                 return Err(bad("an api_key provider needs config_json.api_key"));
             }
         }
+        "bearer_token" | "http_basic" => {
+            let typed: StaticCredential =
+                serde_json::from_value(serde_json::to_value(&public).unwrap_or_default()).map_err(|e| bad(format!("config_json: {e}")))?;
+            let (secret, basic) = if kind == "bearer_token" { ("token", false) } else { ("password", true) };
+            let mut problems = typed.problems(basic);
+            if !has(secret) {
+                problems.push(format!("a {kind} provider needs config_json.{secret}"));
+            }
+            if !problems.is_empty() {
+                return Err(bad(problems.join("; ")));
+            }
+        }
         "none" => {
             if !public.is_empty() || !secrets.is_empty() {
                 return Err(bad("a none provider takes no configuration"));
             }
         }
-        "oauth2_authorization_code" | "bearer_token" | "http_basic" | "caracal_mandate" => {
+        "oauth2_authorization_code" | "caracal_mandate" => {
             return Err(ApiError::bad_request(
                 "invalid_provider",
-                format!("provider kind {kind} is not supported yet (api_key, oauth2_client_credentials, none)"),
+                format!("provider kind {kind} is not supported yet (api_key, bearer_token, http_basic, oauth2_client_credentials, none)"),
             ));
         }
         other => return Err(ApiError::bad_request("invalid_provider", format!("unknown provider kind {other:?}"))),

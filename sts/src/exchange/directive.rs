@@ -2,6 +2,7 @@
 //! resource exchange returns beside the resource mandate. A provider key is opened here, from its
 //! seal under `ZONE_KEK` bound to the zone and resource, and leaves the STS only in the directive.
 
+use base64::Engine;
 use caracal_shared::exchange::UpstreamDirective;
 
 use crate::Sts;
@@ -91,6 +92,25 @@ impl Sts {
                 d.auth_header = Some(cfg.header.clone().unwrap_or_else(|| "Authorization".into()));
                 d.auth_scheme = Some(cfg.scheme.clone().unwrap_or_else(|| "Bearer".into()));
                 d.provider_token = Some(token.to_string());
+            }
+            "bearer_token" | "http_basic" => {
+                let cfg: crate::store::StaticCredential = serde_json::from_value(raw).map_err(malformed)?;
+                if !hosts_ok(&cfg.allowed_hosts) {
+                    return Err(not_allowed());
+                }
+                let mut secrets = secrets()?;
+                let (scheme, credential) = if kind == "bearer_token" {
+                    (cfg.scheme.clone().unwrap_or_else(|| "Bearer".into()), secrets.remove("token").ok_or_else(missing)?)
+                } else {
+                    let password = secrets.remove("password").ok_or_else(missing)?;
+                    let user = cfg.username.clone().ok_or_else(missing)?;
+                    ("Basic".into(), base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+                };
+                d.auth_mode = "provider_apikey".into();
+                d.auth_location = Some("header".into());
+                d.auth_header = Some(cfg.header.clone().unwrap_or_else(|| "Authorization".into()));
+                d.auth_scheme = Some(scheme);
+                d.provider_token = Some(credential);
             }
             "api_key" => {
                 let config: crate::store::ProviderConfig = serde_json::from_value(raw).map_err(malformed)?;
