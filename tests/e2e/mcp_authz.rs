@@ -85,6 +85,7 @@ async fn the_policy_decides_each_tool_and_the_upstream_credential_is_bound_to_th
     assert!(!a.text.contains("destructive_tool"), "the policy's reason stays in the ledger, not in the answer");
     assert_eq!(s.upstream.requests().len(), 1, "a denied call never reaches the upstream");
     assert_eq!(s.gateway_metric("caracal_gateway_denials_mcp_denied_total").await, 1.0);
+    let denied_request = a.headers.get("x-request-id").unwrap().to_str().unwrap().to_owned();
 
     // A tool the policy does not name is refused the same way (default deny).
     let a = post(&s, &mandate(&s, &d, "tools.read").await, &call(9, "write_file", json!({})), &[]).await;
@@ -138,6 +139,13 @@ async fn the_policy_decides_each_tool_and_the_upstream_credential_is_bound_to_th
     assert_eq!(refused["metadata_json"]["mcp"]["messages"][0]["name"], "delete_repo", "{refused}");
     assert!(refused["metadata_json"]["reason"].as_str().unwrap().contains("destructive_tool"), "{refused}");
     assert_eq!(allowed["metadata_json"]["mcp_calls"][0]["name"], "read_file", "{allowed}");
+    // The admin API explains the refused call by its request id (the original client's `audit.explain`).
+    let explained =
+        s.admin_ok("GET", &format!("/v1/zones/{}/audit/by-request/{denied_request}/explain", d.zone_id), &d.admin, None, 200).await;
+    assert_eq!(explained["decision"], "deny", "{explained}");
+    assert!(explained["reason"].as_str().unwrap_or_default().contains("destructive_tool"), "{explained}");
+    let events = s.admin_ok("GET", &format!("/v1/zones/{}/audit/by-request/{denied_request}", d.zone_id), &d.admin, None, 200).await;
+    assert!(!events["items"].as_array().unwrap().is_empty(), "{events}");
 }
 
 #[tokio::test]

@@ -39,6 +39,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/zones/{zone_id}/audit", get(search))
         .route("/v1/zones/{zone_id}/admin-audit", get(admin_search))
+        .route("/v1/zones/{zone_id}/audit/by-request/{request_id}", get(by_request))
+        .route("/v1/zones/{zone_id}/audit/by-request/{request_id}/explain", get(explain))
         .route("/v1/zones/{zone_id}/audit/export", get(export))
         .route("/v1/zones/{zone_id}/audit/verify", get(verify))
         .route("/v1/audit/sweep", post(sweep))
@@ -160,6 +162,88 @@ async fn admin_search(
         Query(q)
     });
     search(state, who, zone, q).await
+}
+
+/// The events of one request (every stage of one governed call shares its request id), in chain order.
+async fn request_events(
+    state: &AppState,
+    who: &AdminPrincipal,
+    zone_id: &str,
+    request_id: &str,
+) -> ApiResult<Vec<caracal_audit::chain::StoredRow>> {
+    who.require_zone(zone_id)?;
+    if request_id.is_empty() || request_id.len() > 256 {
+        return Err(ApiError::bad_request("invalid_query", "request_id must be 1..256 characters"));
+    }
+    let filter = Filter {
+        zone_id: zone_id.to_owned(),
+        since: None,
+        until: None,
+        event_type: None,
+        decision: None,
+        request_id: Some(request_id.to_owned()),
+        session_id: None,
+        after_seq: 0,
+    };
+    Ok(query::page(&state.db, &filter, MAX_LIMIT).await?)
+}
+
+/// `GET …/audit/by-request/{request_id}` (the original client's `audit.by_request`).
+async fn by_request(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, request_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let rows = request_events(&state, &who, &zone_id, &request_id).await?;
+    let mut body = Vec::with_capacity(rows.len() * 600 + 32);
+    body.extend_from_slice(b"{\"items\":[");
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        query::json_line(r, &mut body);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET …/audit/by-request/{request_id}/explain` (`audit.explain`): what was decided for the request,
+/// stage by stage — the STS's evidence and the gateway's event — with each denial's reason.
+async fn explain(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    Path((zone_id, request_id)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let rows = request_events(&state, &who, &zone_id, &request_id).await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found("request_not_found"));
+    }
+    let steps: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let event: serde_json::Value = serde_json::from_str(&r.event).unwrap_or_default();
+            let meta = &event["metadata_json"];
+            serde_json::json!({
+                "seq": r.seq,
+                "event_type": r.event_type,
+                "decision": r.decision,
+                "status": event["status"],
+                "occurred_at": r.occurred_at,
+                "reason": meta["reason"],
+                "determining_policy": meta["determining_policy"],
+                "policy_version_id": meta["policy_version_id"],
+                "resource": meta["resource"].as_str().map(str::to_owned).or_else(|| meta["resources"][0].as_str().map(str::to_owned)),
+            })
+        })
+        .collect();
+    let denied = rows.iter().find(|r| r.decision == "deny");
+    Ok(Json(serde_json::json!({
+        "zone_id": zone_id,
+        "request_id": request_id,
+        "decision": if denied.is_some() { "deny" } else { "allow" },
+        "reason": denied.and_then(|r| serde_json::from_str::<serde_json::Value>(&r.event).ok()).map(|e| e["metadata_json"]["reason"].clone()),
+        "steps": steps,
+    })))
 }
 
 async fn export(
