@@ -267,6 +267,33 @@ impl ZoneTable {
     }
 }
 
+/// A row type the admin API lists and reads from its [`ZoneTable`]: the generic handlers
+/// [`list_rows`] and [`read_row`] serve it (the caller must be allowed the zone).
+pub trait ZoneRows: Keyed + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Serialize + Send + Unpin + 'static {
+    const TABLE: ZoneTable;
+}
+
+/// `GET /v1/zones/{zone_id}/<rows>`: one page of the zone's live rows, newest first.
+pub async fn list_rows<T: ZoneRows>(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    axum::extract::Path(zone_id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> ApiResult<axum::Json<Paged<T>>> {
+    who.require_zone(&zone_id)?;
+    Ok(axum::Json(T::TABLE.page(&state.db, &zone_id, &q.page()?).await?))
+}
+
+/// `GET /v1/zones/{zone_id}/<rows>/{id}`: one live row, or 404 with the table's code.
+pub async fn read_row<T: ZoneRows>(
+    State(state): State<AppState>,
+    who: AdminPrincipal,
+    axum::extract::Path((zone_id, id)): axum::extract::Path<(String, String)>,
+) -> ApiResult<axum::Json<T>> {
+    who.require_zone(&zone_id)?;
+    T::TABLE.live(&state.db, &zone_id, &id).await.map(axum::Json)
+}
+
 /// Implements [`Keyed`] for a row with `created_at` and an id field.
 macro_rules! keyed {
     ($t:ty, $id:ident) => {

@@ -4,7 +4,7 @@
 //! carry the original's `registration_method` (`managed`; `dcr` applications expire) and
 //! `expires_at`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::api::sessions::{Which, announce, revoke_records};
 use crate::api::{CatalogEntry, announce_catalog, check_name, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
+use crate::extract::{AdminPrincipal, AppJson, ZoneRows, ZoneTable, list_rows, read_row};
 use crate::state::AppState;
 
 /// Routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/zones/{zone_id}/applications", post(create).get(list))
-        .route("/v1/zones/{zone_id}/applications/{id}", get(read).patch(update).delete(archive))
+        .route("/v1/zones/{zone_id}/applications", post(create).get(list_rows::<ApplicationRow>))
+        .route("/v1/zones/{zone_id}/applications/{id}", get(read_row::<ApplicationRow>).patch(update).delete(archive))
         .route("/v1/zones/{zone_id}/applications/{id}/rotate-secret", post(rotate_secret))
         .route("/v1/zones/{zone_id}/applications/dcr", post(register))
 }
@@ -43,6 +43,10 @@ pub struct ApplicationRow {
 }
 
 crate::extract::keyed!(ApplicationRow, id);
+
+impl ZoneRows for ApplicationRow {
+    const TABLE: ZoneTable = TABLE;
+}
 
 #[derive(Serialize)]
 struct WithSecret {
@@ -140,25 +144,6 @@ async fn create(
     };
     tracing::info!(zone_id, application_id = %id, by = %who.actor(), "application created");
     Ok((StatusCode::CREATED, Json(WithSecret { row, client_secret })))
-}
-
-async fn list(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path(zone_id): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> ApiResult<Json<Paged<ApplicationRow>>> {
-    who.require_zone(&zone_id)?;
-    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
-}
-
-async fn read(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path((zone_id, id)): Path<(String, String)>,
-) -> ApiResult<Json<ApplicationRow>> {
-    who.require_zone(&zone_id)?;
-    TABLE.live(&state.db, &zone_id, &id).await.map(Json)
 }
 
 async fn rotate_secret(

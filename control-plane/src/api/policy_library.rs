@@ -4,7 +4,7 @@
 //! Every version's Rego is compiled and evaluated on sample inputs before it is stored, exactly as a
 //! policy-set version's is; `POST /v1/policies/validate` runs that check without storing anything.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::api::{check_name, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
+use crate::extract::{AdminPrincipal, AppJson, ZoneRows, ZoneTable, list_rows};
 use crate::state::AppState;
 
 /// How long an upload's sample evaluation may take.
@@ -25,7 +25,7 @@ const UPLOAD_EVAL_BUDGET: std::time::Duration = std::time::Duration::from_secs(1
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/policies/validate", post(validate))
-        .route("/v1/zones/{zone_id}/policies", post(create).get(list))
+        .route("/v1/zones/{zone_id}/policies", post(create).get(list_rows::<PolicyRow>))
         .route("/v1/zones/{zone_id}/policies/{id}", get(read).delete(archive))
         .route("/v1/zones/{zone_id}/policies/{id}/versions", post(add_version))
 }
@@ -42,6 +42,10 @@ pub struct PolicyRow {
 }
 
 crate::extract::keyed!(PolicyRow, id);
+
+impl ZoneRows for PolicyRow {
+    const TABLE: ZoneTable = TABLE;
+}
 
 const COLUMNS: &str = "id, zone_id, name, description, created_at, updated_at";
 
@@ -146,16 +150,6 @@ async fn create(
     tx.commit().await?;
     tracing::info!(zone_id, policy_id = %id, by = %who.actor(), "policy created");
     Ok((StatusCode::CREATED, Json(created(Some(&row), &v))))
-}
-
-async fn list(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path(zone_id): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> ApiResult<Json<Paged<PolicyRow>>> {
-    who.require_zone(&zone_id)?;
-    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
 }
 
 /// The policy with every version (newest last).

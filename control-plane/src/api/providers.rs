@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -27,7 +27,7 @@ use sqlx::types::Json as SqlJson;
 
 use crate::api::{CatalogEntry, announce_catalog, check_name, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
+use crate::extract::{AdminPrincipal, AppJson, ZoneRows, ZoneTable, list_rows, read_row};
 use crate::state::AppState;
 
 const CODE: &str = "invalid_provider_config";
@@ -38,8 +38,8 @@ pub const SECRET_KEYS: [&str; 5] = ["api_key", "token", "password", "client_secr
 /// Routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/zones/{zone_id}/providers", post(create).get(list))
-        .route("/v1/zones/{zone_id}/providers/{id}", get(read).patch(update).delete(archive))
+        .route("/v1/zones/{zone_id}/providers", post(create).get(list_rows::<ProviderRow>))
+        .route("/v1/zones/{zone_id}/providers/{id}", get(read_row::<ProviderRow>).patch(update).delete(archive))
 }
 
 /// A provider, without its secrets.
@@ -57,6 +57,10 @@ pub struct ProviderRow {
 }
 
 crate::extract::keyed!(ProviderRow, id);
+
+impl ZoneRows for ProviderRow {
+    const TABLE: ZoneTable = TABLE;
+}
 
 const COLUMNS: &str = "id, zone_id, name, identifier, kind, config_json, secret_config_keys, created_at, updated_at";
 
@@ -258,25 +262,6 @@ fn conflict_or(e: sqlx::Error) -> ApiError {
     } else {
         e.into()
     }
-}
-
-async fn list(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path(zone_id): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> ApiResult<Json<Paged<ProviderRow>>> {
-    who.require_zone(&zone_id)?;
-    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
-}
-
-async fn read(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path((zone_id, id)): Path<(String, String)>,
-) -> ApiResult<Json<ProviderRow>> {
-    who.require_zone(&zone_id)?;
-    TABLE.live(&state.db, &zone_id, &id).await.map(Json)
 }
 
 async fn update(

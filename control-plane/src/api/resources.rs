@@ -17,7 +17,7 @@ mod definition;
 mod endpoints;
 mod pool_body;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -32,13 +32,13 @@ use sqlx::types::Json as SqlJson;
 use self::definition::{Body, Definition, control_audience};
 use crate::api::{CatalogEntry, announce_catalog, forget_catalog, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
+use crate::extract::{AdminPrincipal, AppJson, ZoneRows, ZoneTable, list_rows};
 use crate::state::AppState;
 
 /// Routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/zones/{zone_id}/resources", post(create).get(list))
+        .route("/v1/zones/{zone_id}/resources", post(create).get(list_rows::<ResourceRow>))
         .route("/v1/zones/{zone_id}/resources/{id}", get(read).patch(update).delete(archive))
         .merge(endpoints::router())
 }
@@ -82,6 +82,10 @@ pub struct ResourceRow {
 }
 
 crate::extract::keyed!(ResourceRow, id);
+
+impl ZoneRows for ResourceRow {
+    const TABLE: ZoneTable = TABLE;
+}
 
 const COLUMNS: &str = "id, zone_id, name, identifier, upstream_url, endpoints, load_balancing, timeouts, health, retry, connections, \
      scopes, operations, operation_enforcement, protocol, mcp_operations, credential_mode, credential_provider_id, \
@@ -136,16 +140,6 @@ async fn create(
     let row = def.bind(q).fetch_one(&state.db).await.map_err(conflict_or)?;
     tracing::info!(zone_id, resource_id = %id, identifier = %def.identifier, by = %who.actor(), "resource created");
     Ok((StatusCode::CREATED, Json(row)))
-}
-
-async fn list(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path(zone_id): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> ApiResult<Json<Paged<ResourceRow>>> {
-    who.require_zone(&zone_id)?;
-    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
 }
 
 /// A live resource of the zone (404 `resource_not_found` otherwise).

@@ -4,7 +4,7 @@
 //! At most [`MAX_ACTIVE`] per zone, one active row per issuer; deleting archives the row, and the
 //! sessions it federated live on.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::require_live_zone;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, ZoneTable};
+use crate::extract::{AdminPrincipal, AppJson, ZoneRows, ZoneTable, list_rows, read_row};
 use crate::state::AppState;
 
 /// Active issuers a zone may have.
@@ -24,8 +24,8 @@ const CODE: &str = "invalid_subject_issuer";
 /// Routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/zones/{zone_id}/subject-issuers", post(create).get(list))
-        .route("/v1/zones/{zone_id}/subject-issuers/{id}", get(read).delete(archive))
+        .route("/v1/zones/{zone_id}/subject-issuers", post(create).get(list_rows::<SubjectIssuerRow>))
+        .route("/v1/zones/{zone_id}/subject-issuers/{id}", get(read_row::<SubjectIssuerRow>).delete(archive))
 }
 
 /// A subject issuer.
@@ -41,6 +41,10 @@ pub struct SubjectIssuerRow {
 }
 
 crate::extract::keyed!(SubjectIssuerRow, id);
+
+impl ZoneRows for SubjectIssuerRow {
+    const TABLE: ZoneTable = TABLE;
+}
 
 const COLUMNS: &str = "id, zone_id, issuer, jwks_url, audience, created_at, updated_at";
 
@@ -121,25 +125,6 @@ async fn create(
     tx.commit().await?;
     tracing::info!(zone_id, subject_issuer_id = %id, issuer = %row.issuer, by = %who.actor(), "subject issuer registered");
     Ok((StatusCode::CREATED, Json(row)))
-}
-
-async fn list(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path(zone_id): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> ApiResult<Json<Paged<SubjectIssuerRow>>> {
-    who.require_zone(&zone_id)?;
-    Ok(Json(TABLE.page(&state.db, &zone_id, &q.page()?).await?))
-}
-
-async fn read(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path((zone_id, id)): Path<(String, String)>,
-) -> ApiResult<Json<SubjectIssuerRow>> {
-    who.require_zone(&zone_id)?;
-    TABLE.live(&state.db, &zone_id, &id).await.map(Json)
 }
 
 /// Archives the issuer: no new federation through it; sessions it federated live on.
