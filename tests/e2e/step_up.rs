@@ -306,6 +306,31 @@ async fn a_policy_version_is_simulated_without_activation() {
     let status =
         s.admin_ok("GET", &format!("/v1/zones/{z}/policy-sets/{set}/activation-status?version_id={version}"), &d.admin, None, 200).await;
     assert_eq!((status["version_active"].as_bool(), status["loaded"].as_bool()), (Some(true), Some(true)), "{status}");
+    // Replaying recorded traffic: a session mint and a read are recorded allows; against a version
+    // that freezes the zone each would now be denied.
+    let session = s.session(&d).await;
+    assert_eq!(mint(&s, &d, &session, "tools.read", None).await.status, 200);
+    let frozen = s
+        .admin_ok(
+            "POST",
+            &format!("/v1/zones/{z}/policy-sets/{set}/versions"),
+            &d.admin,
+            Some(json!({"rego": caracal_e2e::stack::DENY_POLICY})),
+            201,
+        )
+        .await;
+    let start = Instant::now();
+    let replayed = loop {
+        let r = sim(json!({"version_id": frozen["version_id"], "recent_requests": 50})).await;
+        if r["summary"]["changed"].as_u64().unwrap_or(0) >= 2 || start.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(replayed["summary"]["changed"].as_u64().unwrap() >= 2, "the recorded allows would now be denied: {replayed}");
+    assert_eq!(replayed["summary"]["allow"], 0, "{replayed}");
+    let status = s.admin_ok("GET", &format!("/v1/zones/{z}/policy-sets/{set}/activation-status"), &d.admin, None, 200).await;
+    assert_eq!(status["active_version_id"], version, "replaying activates nothing: {status}");
     let missing = s
         .admin("POST", &format!("/v1/zones/{z}/policy-sets/{set}/simulate"), &d.admin, Some(json!({"version_id": "nope", "input": {}})))
         .await;

@@ -64,7 +64,12 @@ async fn templates(_who: AdminPrincipal) -> Json<Value> {
 struct SimulateBody {
     version_id: String,
     input: Option<Value>,
+    /// Replay the zone's last `n` recorded exchanges (1..200) instead of one input.
+    recent_requests: Option<i64>,
 }
+
+/// Most recorded exchanges one simulation replays.
+const MAX_RECENT: i64 = 200;
 
 async fn simulate(
     State(state): State<AppState>,
@@ -81,6 +86,12 @@ async fn simulate(
             .fetch_optional(&state.db)
             .await?;
     let (rego,) = rego.ok_or_else(|| ApiError::not_found("policy_version_not_found"))?;
+    if let Some(n) = b.recent_requests {
+        if !(1..=MAX_RECENT).contains(&n) || b.input.is_some() {
+            return Err(ApiError::bad_request("invalid_body", format!("recent_requests is 1..{MAX_RECENT}, without input")));
+        }
+        return replay(&state, &zone_id, &set_id, &b.version_id, rego, n).await;
+    }
     let input = b.input.unwrap_or_else(|| json!({}));
     let (set, version) = (set_id.clone(), b.version_id.clone());
     let run = tokio::task::spawn_blocking(move || {
@@ -103,6 +114,95 @@ async fn simulate(
             "determining_policies": decision.determining_policies,
             "diagnostics": decision.diagnostics,
         },
+    })))
+}
+
+/// Replays the zone's last `n` recorded token exchanges (the STS's `token_exchange` evidence:
+/// every client mint, and refused per-request exchanges) against the version: each input is rebuilt
+/// from the record (application with its current traits, resources with their current scopes, the
+/// flow's `use`, method, path, requested scopes) and the decision compared with the recorded one.
+async fn replay(state: &AppState, zone_id: &str, set_id: &str, version_id: &str, rego: String, n: i64) -> ApiResult<Json<Value>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT request_id, decision, event FROM audit_events WHERE zone_id = $1 AND event_type = 'token_exchange' ORDER BY seq DESC LIMIT $2",
+    )
+    .bind(zone_id)
+    .bind(n)
+    .fetch_all(&state.db)
+    .await?;
+    let mut inputs = Vec::with_capacity(rows.len());
+    for (request_id, recorded, event) in &rows {
+        let meta = serde_json::from_str::<Value>(event).unwrap_or_default()["metadata_json"].clone();
+        let app_id = meta["application_id"].as_str().unwrap_or_default().to_owned();
+        let traits: Vec<String> = sqlx::query_scalar("SELECT traits FROM applications WHERE zone_id = $1 AND id = $2")
+            .bind(zone_id)
+            .bind(&app_id)
+            .fetch_optional(&state.db)
+            .await?
+            .unwrap_or_default();
+        let resources: Vec<String> = serde_json::from_value(meta["resources"].clone()).unwrap_or_default();
+        let use_ = match meta["class"].as_str() {
+            Some("session_mint" | "subject_federation") => "session",
+            Some("resource_exchange") => "resource",
+            _ => "gateway",
+        };
+        // One evaluation per resource, as the STS does (once with none for a session mint without).
+        let mut per_resource = Vec::new();
+        for identifier in resources.iter().map(Some).chain(resources.is_empty().then_some(None)) {
+            let resource = match identifier {
+                Some(i) => sqlx::query_as::<_, (String, Vec<String>)>(
+                    "SELECT id, scopes FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
+                )
+                .bind(zone_id)
+                .bind(i)
+                .fetch_optional(&state.db)
+                .await?
+                .map(|(id, scopes)| json!({"type": "Resource", "id": id, "identifier": i, "scopes": scopes})),
+                None => None,
+            };
+            per_resource.push(json!({
+                "schema_version": caracal_sts::policy::INPUT_SCHEMA_VERSION,
+                "principal": {"type": "Application", "id": app_id, "zone_id": zone_id, "traits": traits},
+                "resource": resource,
+                "action": {"id": "TokenExchange", "use": use_, "method": meta["method"], "path": meta["path"]},
+                "context": {"requested_scopes": meta["requested_scopes"], "request_id": request_id, "replayed": true},
+            }));
+        }
+        inputs.push((request_id.clone(), recorded.clone(), per_resource));
+    }
+    let (set, version) = (set_id.to_owned(), version_id.to_owned());
+    let run = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, String> {
+        let policy = caracal_sts::policy::ActivePolicy::new(set, version, caracal_sts::policy::compile(&rego)?);
+        inputs
+            .into_iter()
+            .map(|(request_id, recorded, per_resource)| {
+                // A mint is allowed when some requested resource is (the STS grants the allowed ones).
+                let mut allow = false;
+                for input in &per_resource {
+                    allow |= caracal_sts::policy::evaluate(Some(&policy), input).map_err(|e| e.to_string())?.allow;
+                }
+                let decision = if allow { "allow" } else { "deny" };
+                Ok(json!({"request_id": request_id, "recorded": recorded, "decision": decision, "changed": decision != recorded}))
+            })
+            .collect()
+    });
+    let failed = |e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_eval_failed", e);
+    let results = tokio::time::timeout(SIMULATE_BUDGET * 5, run)
+        .await
+        .map_err(|_| failed("the replay took too long".into()))?
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)?;
+    let count = |f: &dyn Fn(&Value) -> bool| results.iter().filter(|r| f(r)).count();
+    Ok(Json(json!({
+        "zone_id": zone_id,
+        "policy_set_id": set_id,
+        "version_id": version_id,
+        "summary": {
+            "replayed": results.len(),
+            "allow": count(&|r| r["decision"] == "allow"),
+            "deny": count(&|r| r["decision"] == "deny"),
+            "changed": count(&|r| r["changed"] == true),
+        },
+        "results": results,
     })))
 }
 
