@@ -46,9 +46,10 @@ impl OpenIdProvider {
             .spawn()
             .expect("node must be installed (deploy/local/lib.sh)");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        // Importing oidc-provider and generating its RSA key takes seconds on a loaded 2-core runner.
+        let first = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
             .await
-            .expect("oidc-provider did not start within 30 s")
+            .expect("oidc-provider did not start within 90 s")
             .expect("read oidc-provider stdout")
             .unwrap_or_else(|| panic!("oidc-provider exited; see {}", log_dir.join("oidc-provider.log").display()));
         let ready: serde_json::Value = serde_json::from_str(&first).expect("oidc-provider ready line");
