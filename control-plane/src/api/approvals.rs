@@ -35,8 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/zones/{zone_id}/approvals", get(list))
         .route("/v1/zones/{zone_id}/approvals/{id}", get(show))
         .route("/v1/zones/{zone_id}/approvals/{id}/decision", post(decide))
-        .route("/v1/zones/{zone_id}/approvals/{id}/approve", post(approve))
-        .route("/v1/zones/{zone_id}/approvals/{id}/reject", post(reject))
+        .route("/v1/zones/{zone_id}/approvals/{id}/{verdict}", post(verdict))
 }
 
 /// `GET /approvals/{id}`: public, the random id is the capability.
@@ -148,24 +147,20 @@ struct VerdictBody {
     binding: Option<String>,
 }
 
-async fn approve(
+/// `POST …/approvals/{id}/approve` or `…/reject` (`…/decision` is its own, static, route).
+async fn verdict(
     State(state): State<AppState>,
     who: AdminPrincipal,
-    Path((zone_id, id)): Path<(String, String)>,
+    Path((zone_id, id, verdict)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<ApprovalRow>> {
+    let decision = match verdict.as_str() {
+        "approve" => "approved",
+        "reject" => "rejected",
+        _ => return Err(ApiError::not_found("route_not_found")),
+    };
     let b: VerdictBody = crate::extract::optional_json(&body)?;
-    settle(&state, &who, &zone_id, &id, "approved", b.binding.as_deref(), b.reason).await
-}
-
-async fn reject(
-    State(state): State<AppState>,
-    who: AdminPrincipal,
-    Path((zone_id, id)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> ApiResult<Json<ApprovalRow>> {
-    let b: VerdictBody = crate::extract::optional_json(&body)?;
-    settle(&state, &who, &zone_id, &id, "rejected", b.binding.as_deref(), b.reason).await
+    settle(&state, &who, &zone_id, &id, decision, b.binding.as_deref(), b.reason).await
 }
 
 async fn decide(
