@@ -45,6 +45,43 @@ pub struct CredentialPlacement {
     pub forward_caracal_identity: bool,
 }
 
+impl CredentialPlacement {
+    /// Every problem of the placement, each named with `prefix` (where the caller's body holds it):
+    /// a header must be writable (never a routing or forwarding header), a query parameter plain,
+    /// and each location takes only its own fields.
+    pub fn problems(&self, prefix: &str, problems: &mut Vec<String>) {
+        match self.location.as_deref().unwrap_or("header") {
+            "header" => {
+                let h = self.header.as_deref().unwrap_or("authorization");
+                if !caracal_shared::exchange::is_writable_credential_header(h) {
+                    problems.push(format!("{prefix}header {h:?} is not a usable header name"));
+                }
+                if self.query_param.is_some() {
+                    problems.push(format!("{prefix}query_param applies to location query only"));
+                }
+            }
+            "query" => {
+                let ok = self
+                    .query_param
+                    .as_deref()
+                    .is_some_and(|q| (1..=64).contains(&q.len()) && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+                if !ok {
+                    problems.push(format!("{prefix}query_param must match ^[A-Za-z0-9_.-]{{1,64}}$ for location query"));
+                }
+                if self.header.is_some() || self.scheme.is_some() {
+                    problems.push(format!("{prefix}header and {prefix}scheme apply to location header only"));
+                }
+            }
+            other => problems.push(format!("{prefix}location must be header or query, got {other:?}")),
+        }
+        if let Some(sc) = &self.scheme
+            && !(1..=32).contains(&sc.len())
+        {
+            problems.push(format!("{prefix}scheme must be 1..32 characters"));
+        }
+    }
+}
+
 /// The public configuration of a credential provider (`api_key`): where its key goes, and the
 /// upstream hosts it may be sent to (empty: any the resource names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

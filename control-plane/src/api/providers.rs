@@ -19,7 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caracal_sts::provider_tokens::ClientCredentials;
-use caracal_sts::store::{CredentialPlacement, ProviderConfig, StaticCredential, provider_config_aad};
+use caracal_sts::store::{ProviderConfig, StaticCredential, provider_config_aad};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -134,7 +134,11 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
         "api_key" => {
             let typed: ProviderConfig =
                 serde_json::from_value(serde_json::to_value(&public).unwrap_or_default()).map_err(|e| bad(format!("config_json: {e}")))?;
-            placement_problems(&typed.placement())?;
+            let mut problems = Vec::new();
+            typed.placement().problems("config_json.", &mut problems);
+            if !problems.is_empty() {
+                return Err(bad(problems.join("; ")));
+            }
             for h in &typed.allowed_hosts {
                 if h.is_empty() || h.len() > 253 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
                     return Err(bad(format!("allowed_hosts: {h:?} is not a host name")));
@@ -170,28 +174,6 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
         other => return Err(ApiError::bad_request("invalid_provider", format!("unknown provider kind {other:?}"))),
     }
     Ok(Split { public, secrets })
-}
-
-fn placement_problems(p: &CredentialPlacement) -> ApiResult<()> {
-    match p.location.as_deref().unwrap_or("header") {
-        "header" => {
-            let h = p.header.as_deref().unwrap_or("authorization");
-            if !caracal_shared::exchange::is_writable_credential_header(h) || p.query_param.is_some() {
-                return Err(bad(format!("header {h:?} is not a usable credential header (and query_param is for location query)")));
-            }
-        }
-        "query" => {
-            let ok = p
-                .query_param
-                .as_deref()
-                .is_some_and(|q| (1..=64).contains(&q.len()) && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
-            if !ok || p.header.is_some() || p.scheme.is_some() {
-                return Err(bad("location query needs query_param ^[A-Za-z0-9_.-]{1,64}$ and takes no header or scheme"));
-            }
-        }
-        other => return Err(bad(format!("location must be header or query, got {other:?}"))),
-    }
-    Ok(())
 }
 
 /// `provider://` plus a slug of the name, as the original defaults it.

@@ -342,35 +342,7 @@ fn placement_problems(mode: &str, p: &CredentialPlacement, has_secret: bool, pro
     if !has_secret {
         problems.push("provider_apikey needs credential.secret".into());
     }
-    match p.location.as_deref().unwrap_or("header") {
-        "header" => {
-            let h = p.header.as_deref().unwrap_or("authorization");
-            if !caracal_shared::exchange::is_writable_credential_header(h) {
-                problems.push(format!("credential.header {h:?} is not a usable header name"));
-            }
-            if p.query_param.is_some() {
-                problems.push("credential.query_param applies to location query only".into());
-            }
-        }
-        "query" => {
-            let ok = p
-                .query_param
-                .as_deref()
-                .is_some_and(|q| (1..=64).contains(&q.len()) && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
-            if !ok {
-                problems.push("credential.query_param must match ^[A-Za-z0-9_.-]{1,64}$ for location query".into());
-            }
-            if p.header.is_some() || p.scheme.is_some() {
-                problems.push("credential.header and credential.scheme apply to location header only".into());
-            }
-        }
-        other => problems.push(format!("credential.location must be header or query, got {other:?}")),
-    }
-    if let Some(sc) = &p.scheme
-        && !(1..=32).contains(&sc.len())
-    {
-        problems.push("credential.scheme must be 1..32 characters".into());
-    }
+    p.problems("credential.", problems);
 }
 
 /// A provider key must fit in a header or a query parameter without smuggling anything.
