@@ -10,6 +10,8 @@
 //!   whether it is this set's (and the version asked about), and the version this instance's STS
 //!   has loaded.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -130,15 +132,21 @@ async fn replay(state: &AppState, zone_id: &str, set_id: &str, version_id: &str,
     .fetch_all(&state.db)
     .await?;
     let mut inputs = Vec::with_capacity(rows.len());
+    // Records repeat applications and resources: each is read once per replay.
+    let mut traits_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut resource_of: HashMap<String, Option<Value>> = HashMap::new();
     for (request_id, recorded, event) in &rows {
         let meta = serde_json::from_str::<Value>(event).unwrap_or_default()["metadata_json"].clone();
         let app_id = meta["application_id"].as_str().unwrap_or_default().to_owned();
-        let traits: Vec<String> = sqlx::query_scalar("SELECT traits FROM applications WHERE zone_id = $1 AND id = $2")
-            .bind(zone_id)
-            .bind(&app_id)
-            .fetch_optional(&state.db)
-            .await?
-            .unwrap_or_default();
+        if !traits_of.contains_key(&app_id) {
+            let traits: Option<Vec<String>> = sqlx::query_scalar("SELECT traits FROM applications WHERE zone_id = $1 AND id = $2")
+                .bind(zone_id)
+                .bind(&app_id)
+                .fetch_optional(&state.db)
+                .await?;
+            traits_of.insert(app_id.clone(), traits.unwrap_or_default());
+        }
+        let traits = &traits_of[&app_id];
         let resources: Vec<String> = serde_json::from_value(meta["resources"].clone()).unwrap_or_default();
         let use_ = match meta["class"].as_str() {
             Some("session_mint" | "subject_federation") => "session",
@@ -149,14 +157,20 @@ async fn replay(state: &AppState, zone_id: &str, set_id: &str, version_id: &str,
         let mut per_resource = Vec::new();
         for identifier in resources.iter().map(Some).chain(resources.is_empty().then_some(None)) {
             let resource = match identifier {
-                Some(i) => sqlx::query_as::<_, (String, Vec<String>)>(
-                    "SELECT id, scopes FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
-                )
-                .bind(zone_id)
-                .bind(i)
-                .fetch_optional(&state.db)
-                .await?
-                .map(|(id, scopes)| json!({"type": "Resource", "id": id, "identifier": i, "scopes": scopes})),
+                Some(i) => {
+                    if !resource_of.contains_key(i) {
+                        let row: Option<(String, Vec<String>)> = sqlx::query_as(
+                            "SELECT id, scopes FROM resources WHERE zone_id = $1 AND identifier = $2 AND archived_at IS NULL",
+                        )
+                        .bind(zone_id)
+                        .bind(i)
+                        .fetch_optional(&state.db)
+                        .await?;
+                        let described = row.map(|(id, scopes)| json!({"type": "Resource", "id": id, "identifier": i, "scopes": scopes}));
+                        resource_of.insert(i.clone(), described);
+                    }
+                    resource_of[i].clone()
+                }
                 None => None,
             };
             per_resource.push(json!({
