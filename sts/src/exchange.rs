@@ -120,18 +120,7 @@ impl Sts {
             return Err(StsError::InvalidClient);
         };
         let presented = caracal_shared::sig::sha256(secret.as_bytes());
-        let keys: Vec<(String, Vec<u8>)> = caracal_shared::zone_context::all_zones(
-            sqlx::query_as(
-                "SELECT a.zone_id, a.client_secret_sha256 FROM applications a JOIN zones z ON z.id = a.zone_id \
-                 WHERE a.id = $1 AND 'control:invoke' = ANY(a.traits) AND a.archived_at IS NULL AND z.archived_at IS NULL \
-                 AND (a.expires_at IS NULL OR a.expires_at > now())",
-            )
-            .bind(app_id)
-            .fetch_all(&self.db),
-        )
-        .await?;
-        let zone = keys.into_iter().find(|(_, s)| caracal_shared::sig::ct_eq(s, &presented)).map(|(z, _)| z);
-        match zone {
+        match self.zone_holding(app_id, &presented, None, true).await? {
             Some(z) => {
                 form.zone_id = z;
                 Ok(form)

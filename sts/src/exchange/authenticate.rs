@@ -36,24 +36,33 @@ impl Sts {
                 self.limits.admit(&form.zone_id, app_id).await?;
                 Ok(app)
             }
-            None if self.lives_in_another_zone(&form.zone_id, app_id, &presented).await? => Err(StsError::ZoneInvalid),
+            None if self.zone_holding(app_id, &presented, Some(&form.zone_id), false).await?.is_some() => Err(StsError::ZoneInvalid),
             _ => Err(self.limits.record_failure(&form.zone_id, app_id).await.err().unwrap_or(StsError::InvalidClient)),
         }
     }
 
-    /// Whether `app_id` is a live application of another live zone whose secret is `presented`.
-    async fn lives_in_another_zone(&self, zone_id: &str, app_id: &str, presented: &[u8]) -> Result<bool, StsError> {
-        let secrets: Vec<(Vec<u8>,)> = caracal_shared::zone_context::all_zones(
+    /// The live zone (other than `except`) where `app_id` is a live application whose secret is
+    /// `presented` — with `control_key`, only an unexpired control key (trait `control:invoke`).
+    pub(super) async fn zone_holding(
+        &self,
+        app_id: &str,
+        presented: &[u8],
+        except: Option<&str>,
+        control_key: bool,
+    ) -> Result<Option<String>, StsError> {
+        let held: Vec<(String, Vec<u8>)> = caracal_shared::zone_context::all_zones(
             sqlx::query_as(
-                "SELECT a.client_secret_sha256 FROM applications a JOIN zones z ON z.id = a.zone_id \
-                 WHERE a.id = $1 AND a.zone_id <> $2 AND a.archived_at IS NULL AND z.archived_at IS NULL",
+                "SELECT a.zone_id, a.client_secret_sha256 FROM applications a JOIN zones z ON z.id = a.zone_id \
+                 WHERE a.id = $1 AND ($2::text IS NULL OR a.zone_id <> $2) AND a.archived_at IS NULL AND z.archived_at IS NULL \
+                 AND (NOT $3 OR ('control:invoke' = ANY(a.traits) AND (a.expires_at IS NULL OR a.expires_at > now())))",
             )
             .bind(app_id)
-            .bind(zone_id)
+            .bind(except)
+            .bind(control_key)
             .fetch_all(&self.db),
         )
         .await?;
-        Ok(secrets.iter().any(|(s,)| sig::ct_eq(s, presented)))
+        Ok(held.into_iter().find(|(_, s)| sig::ct_eq(s, presented)).map(|(z, _)| z))
     }
 
     pub(super) async fn verify_gateway_signature(
