@@ -19,13 +19,7 @@ use crate::state::AppState;
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    // Admin and Coordinator changes are evidenced by one middleware; the token endpoint (the hot
-    // path) does not pass through it: the STS records its own decisions.
-    let managed = Router::new()
-        .merge(crate::api::router(&state))
-        .merge(crate::coordinator::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), crate::evidence::actions));
-    let mut routes = Router::new().merge(managed).merge(caracal_sts::http::router());
+    let mut routes = Router::new().merge(managed(&state)).merge(caracal_sts::http::router());
     // Absent (404) unless enabled: a disabled Control has no surface at all.
     if let Some(control) = crate::control::router(&state) {
         routes = routes.merge(control);
@@ -45,9 +39,19 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The admin API and Coordinator routes. Their changes are evidenced by one middleware; the token
+/// endpoint (the hot path) does not pass through it: the STS records its own decisions. Control
+/// dispatches to the same router, so what it changes is evidenced the same way.
+pub fn managed(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .merge(crate::api::router(state))
+        .merge(crate::coordinator::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::evidence::actions))
+}
+
 /// The zone the request acts for, from its path; routes without one (global admin routes, the
 /// token endpoint, JWKS) run for every zone, and the STS narrows to the form's zone itself.
-async fn zone_context(req: Request, next: Next) -> Response {
+pub async fn zone_context(req: Request, next: Next) -> Response {
     let ctx = match caracal_shared::zone_context::zone_of_path(req.uri().path()) {
         Some(z) => caracal_shared::zone_context::ZoneContext::Zone(z.to_owned()),
         None => caracal_shared::zone_context::ZoneContext::AllZones,

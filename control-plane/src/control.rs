@@ -55,7 +55,7 @@ pub const ROUTE: &str = "/v1/control/invoke";
 pub struct Control {
     state: AppState,
     cfg: ControlConfig,
-    /// The admin API and Coordinator routes, without the outer layers: dispatch target.
+    /// The admin API and Coordinator routes with their evidence and zone layers: dispatch target.
     admin: Router,
     buckets: ratelimit::Buckets,
     recorder: Delivery,
@@ -75,7 +75,9 @@ enum Stage {
 /// The Control route when enabled, else `None`.
 pub fn router(state: &AppState) -> Option<Router<AppState>> {
     let cfg = state.cfg.control.clone()?;
-    let admin = crate::api::router(state).merge(crate::coordinator::router()).with_state(state.clone());
+    // The same routes and layers as on the wire: evidence of each change, and row-level security
+    // in the zone the path names.
+    let admin = crate::app::managed(state).layer(axum::middleware::from_fn(crate::app::zone_context)).with_state(state.clone());
     let buckets = ratelimit::Buckets::new(cfg.rate_capacity, cfg.rate_window, ratelimit::MAX_SUBJECTS);
     let recorder = Delivery {
         redis: state.redis.clone(),
@@ -138,7 +140,7 @@ impl Control {
                     request_id: &trail.request_id,
                     authorized_by: invoke.authorized_by.as_deref(),
                 };
-                Some(dispatch::build(method, route, flags, &caller)?)
+                Some(dispatch::build(method, route, dispatch::decode_documents(op.json_flags, flags)?, &caller)?)
             }
             Target::Describe => None,
         };

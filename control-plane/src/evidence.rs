@@ -152,6 +152,7 @@ pub async fn actions(State(state): State<AppState>, mut req: Request, next: Next
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let zone = zone_of(&path).unwrap_or_default();
     let coordinator = path.starts_with("/zones/");
+    let via_control = req.extensions().get::<crate::extract::ViaControl>().is_some();
     let rid = req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let resp = next.run(req).await;
     let Some(who) = actor.who.get() else {
@@ -162,12 +163,16 @@ pub async fn actions(State(state): State<AppState>, mut req: Request, next: Next
     let status = resp.status().as_u16();
     let event_type = if coordinator { "coordinator_action" } else { "admin_action" };
     let decision = if status < 400 { "allow" } else { "deny" };
-    let meta = json!({
+    let mut meta = json!({
         "actor": who,
         "method": method,
         "route": route,
         "status": status,
     });
+    if via_control {
+        // The `control.invoke` allow with the same request id names the control key.
+        meta["via"] = "control".into();
+    }
     // A caller bound to one zone that names another is filed in its own chain: it cannot open
     // chains under zone ids of its choosing.
     let zone = match actor.home_zone.get() {

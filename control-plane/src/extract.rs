@@ -35,7 +35,15 @@ pub enum Scope {
 pub struct AdminPrincipal {
     pub token_id: String,
     pub scope: Scope,
+    /// The request was dispatched by Control on behalf of a control key ([`ViaControl`]).
+    pub via_control: bool,
 }
+
+/// Marks a request Control dispatched in process (`control::dispatch`). A request extension, so
+/// no caller on the wire can claim or shed it: admin handlers use it to keep a control key from
+/// widening its own authority (docs/control.md, "What a control key cannot touch").
+#[derive(Clone, Copy, Debug)]
+pub struct ViaControl;
 
 impl AdminPrincipal {
     /// Refuses a zone-scoped token.
@@ -57,6 +65,14 @@ impl AdminPrincipal {
                 Err(ApiError::new(StatusCode::FORBIDDEN, "admin_token_zone_mismatch", "the admin token is scoped to another zone"))
             }
         }
+    }
+
+    /// Refuses what Control may not do on a control key's behalf (403 `code`).
+    pub fn refuse_via_control(&self, refused: bool, code: &'static str, why: &'static str) -> ApiResult<()> {
+        if self.via_control && refused {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, code, why));
+        }
+        Ok(())
     }
 
     /// Who did it, for `created_by` columns and audit.
@@ -99,7 +115,7 @@ impl AdminPrincipal {
             ("zone", Some(z)) => Scope::Zone(z),
             _ => return Err(invalid_admin_token()),
         };
-        Ok(Self { token_id, scope })
+        Ok(Self { token_id, scope, via_control: false })
     }
 }
 
@@ -108,7 +124,8 @@ impl AdminPrincipal {
 /// hands the principal to the handler.
 pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match AdminPrincipal::authenticate(&state, req.headers()).await {
-        Ok(principal) => {
+        Ok(mut principal) => {
+            principal.via_control = req.extensions().get::<ViaControl>().is_some();
             match &principal.scope {
                 Scope::Global => crate::evidence::Actor::record(req.extensions(), || principal.actor()),
                 Scope::Zone(z) => crate::evidence::Actor::record_in_zone(req.extensions(), || principal.actor(), z),

@@ -15,7 +15,21 @@ const AUDIENCE: &str = "caracal-control";
 
 /// Every scope the catalog can ask for.
 fn all_scopes() -> String {
-    let commands = ["app", "resource", "policy-set", "authority-record", "session", "delegation", "keys", "catalog"];
+    let commands = [
+        "app",
+        "resource",
+        "identity-provider",
+        "subject-issuer",
+        "policy",
+        "policy-set",
+        "authority-record",
+        "audit",
+        "zone",
+        "session",
+        "delegation",
+        "keys",
+        "catalog",
+    ];
     let mut out = Vec::new();
     for c in commands {
         for v in ["read", "write", "delete"] {
@@ -435,6 +449,145 @@ async fn control_catalog_routes_all_exist() {
         );
         assert_ne!(code(&a), "unsupported", "{op}");
     }
+}
+
+/// The management surface through Control (issue 14 item 5): documents travel as JSON text in a
+/// flat flag, and a control key cannot widen its own authority — no `control:` traits given, no
+/// control key changed, rotated or archived, the Control resource not reshaped — while an
+/// administrator still can.
+#[tokio::test]
+async fn control_covers_the_management_surface_and_keeps_control_keys_out_of_reach() {
+    let c = control_stack(&[]).await;
+    let (s, d) = (&c.s, &c.d);
+    let z = &d.zone_id;
+    let run =
+        |command: &'static str, sub: &'static str, flags: Value| c.run(json!({"command": command, "subcommand": sub, "flags": flags}));
+    let ok = |a: &Answer, what: &str| {
+        assert_eq!(a.status, 200, "{what}: {}", a.text);
+        a.body["result"].clone()
+    };
+
+    let provider = ok(
+        &run(
+            "identity-provider",
+            "create",
+            json!({"name": "via-control", "kind": "api_key", "config_json": r#"{"header": "X-Api-Key", "api_key": "secret-from-control"}"#}),
+        )
+        .await,
+        "provider create with config_json as JSON text",
+    );
+    assert_eq!(provider["secret_config_keys"], json!(["api_key"]), "{provider}");
+    assert!(!provider.to_string().contains("secret-from-control"), "{provider}");
+    let pid = provider["id"].as_str().unwrap();
+    let listed = ok(&run("identity-provider", "list", json!({})).await, "provider list");
+    assert!(listed.to_string().contains(pid), "{listed}");
+    let resource = ok(
+        &run(
+            "resource",
+            "create",
+            json!({"identifier": "https://provided.test", "upstream_url": "http://127.0.0.1:9/", "scopes": ["x.read"],
+                   "credential_provider_id": pid, "operations": r#"[{"method": "GET", "path": "/x", "scope": "x.read"}]"#}),
+        )
+        .await,
+        "resource create with operations as JSON text",
+    );
+    assert_eq!((resource["credential_provider_id"].as_str(), resource["operations"][0]["path"].as_str()), (Some(pid), Some("/x")));
+    assert_refused(
+        &run("identity-provider", "create", json!({"kind": "api_key", "config_json": "{oops"})).await,
+        400,
+        "invalid",
+        "a document flag that is not JSON",
+    );
+
+    let policy =
+        ok(&run("policy", "create", json!({"name": "from-control", "content": caracal_e2e::stack::ALLOW_POLICY})).await, "policy create");
+    assert!(policy["id"].is_string(), "{policy}");
+    let valid = ok(&run("policy", "validate", json!({"content": "package other"})).await, "validate");
+    assert_eq!(valid["valid"], false, "validate finds a policy outside the contract: {valid}");
+    let set = &d.policy_set_id;
+    let version = s
+        .admin_ok(
+            "POST",
+            &format!("/v1/zones/{z}/policy-sets/{set}/versions"),
+            &d.admin,
+            Some(json!({"rego": caracal_e2e::stack::DENY_POLICY})),
+            201,
+        )
+        .await;
+    let input = json!({"principal": {"type": "Application", "id": d.app_id, "zone_id": z, "traits": []},
+                       "resource": {"identifier": d.resource, "scopes": ["tools.read"]}, "action": {"id": "TokenExchange", "use": "gateway"},
+                       "context": {"requested_scopes": ["tools.read"]}});
+    let simulated = ok(
+        &run("policy-set", "simulate", json!({"id": set, "version_id": version["version_id"], "input": input.to_string()})).await,
+        "simulate with input as JSON text",
+    );
+    assert_eq!(simulated["result"]["decision"], "deny", "{simulated}");
+    let status = ok(&run("policy-set", "activation-status", json!({"id": set})).await, "activation status");
+    assert_eq!(status["active"], true, "the demo set stays active: {status}");
+    let dcr = ok(&run("zone", "dcr-status", json!({})).await, "dcr status");
+    assert_eq!(dcr["dcr_enabled"], false, "{dcr}");
+    // What Control changed is evidenced as any admin change, marked as Control's (filed by the
+    // ledger shortly after).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let admin_audit = ok(&run("audit", "admin", json!({})).await, "admin audit");
+        let filed = admin_audit["items"].as_array().unwrap().iter().any(|i| {
+            let m = &i["event"]["metadata_json"];
+            m["route"] == "/v1/zones/{zone_id}/providers" && m["via"] == "control" && m["status"] == 201
+        });
+        if filed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the provider created through Control is in the admin audit: {admin_audit}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ok(&run("session", "list", json!({})).await, "session list");
+
+    // A control key cannot widen its own authority through Control.
+    let key = s
+        .admin_ok("POST", &format!("/v1/zones/{z}/applications"), &d.admin, Some(json!({"name": "ck", "traits": ["control:invoke"]})), 201)
+        .await;
+    let key_id = key["id"].as_str().unwrap();
+    let plain = ok(&run("app", "create", json!({"name": "plain"})).await, "a plain application");
+    let plain_id = plain["id"].as_str().unwrap();
+    let refusals = [
+        ("app", "create", json!({"name": "escalate", "traits": ["control:invoke"]}), "control_trait_forbidden"),
+        ("app", "patch", json!({"id": plain_id, "traits": ["control:scope:control:keys:write"]}), "control_trait_forbidden"),
+        ("app", "patch", json!({"id": key_id, "name": "renamed"}), "control_key_protected"),
+        ("app", "rotate-secret", json!({"id": key_id}), "control_key_protected"),
+        ("app", "delete", json!({"id": key_id}), "control_key_protected"),
+    ];
+    for (command, sub, flags, expected) in refusals {
+        let a = run(command, sub, flags.clone()).await;
+        assert_refused(&a, 403, "denied", &format!("{command} {sub} {flags}"));
+        assert!(a.text.contains(expected), "{command} {sub}: {expected} expected: {}", a.text);
+    }
+    let control_resource = s.admin_ok("GET", &format!("/v1/zones/{z}/resources"), &d.admin, None, 200).await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["identifier"] == AUDIENCE)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (sub, flags) in [
+        ("patch", json!({"id": control_resource, "scopes": ["control:keys:write"]})),
+        ("endpoint-add", json!({"id": control_resource, "url": "http://127.0.0.1:10/"})),
+        ("delete", json!({"id": control_resource})),
+    ] {
+        let a = run("resource", sub, flags).await;
+        assert_refused(&a, 403, "denied", &format!("resource {sub} on the Control resource"));
+        assert!(a.text.contains("protected_resource"), "{}", a.text);
+    }
+    let renamed = ok(&run("app", "rotate-secret", json!({"id": plain_id})).await, "a plain application's secret rotates");
+    assert!(renamed["client_secret"].is_string());
+    let row = s.admin_ok("GET", &format!("/v1/zones/{z}/applications/{key_id}"), &d.admin, None, 200).await;
+    assert_eq!((row["name"].as_str(), row["archived_at"].is_null()), (Some("ck"), true), "the control key is untouched");
+    // The administrator still can.
+    s.admin_ok("PATCH", &format!("/v1/zones/{z}/applications/{plain_id}"), &d.admin, Some(json!({"traits": ["control:invoke"]})), 200)
+        .await;
+    s.admin_ok("PATCH", &format!("/v1/zones/{z}/applications/{key_id}"), &d.admin, Some(json!({"name": "renamed"})), 200).await;
 }
 
 // --- helpers ---

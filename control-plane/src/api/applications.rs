@@ -101,6 +101,42 @@ fn check_traits(traits: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
+/// A trait of the `control` namespace: what makes an application a control key and says what it
+/// may do through Control.
+fn is_control_trait(t: &str) -> bool {
+    t.starts_with("control:")
+}
+
+/// Control acts for a control key, which must not widen its own authority: through Control no
+/// application gets `control:` traits (403 `control_trait_forbidden`), and no control key is
+/// changed, rotated or archived (403 `control_key_protected`). Reads the row `FOR UPDATE` in `tx`,
+/// so a concurrent trait change cannot slip between the check and the write.
+async fn refuse_control_key_via_control(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    who: &AdminPrincipal,
+    zone_id: &str,
+    id: &str,
+) -> ApiResult<()> {
+    if !who.via_control {
+        return Ok(());
+    }
+    let traits: Option<(Vec<String>,)> = sqlx::query_as("SELECT traits FROM applications WHERE zone_id = $1 AND id = $2 FOR UPDATE")
+        .bind(zone_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let control_key = traits.is_some_and(|(t,)| t.iter().any(|t| is_control_trait(t)));
+    who.refuse_via_control(control_key, "control_key_protected", "Control cannot change, rotate or archive a control key")
+}
+
+fn refuse_control_traits_via_control(who: &AdminPrincipal, traits: &[String]) -> ApiResult<()> {
+    who.refuse_via_control(
+        traits.iter().any(|t| is_control_trait(t)),
+        "control_trait_forbidden",
+        "control: traits are given by an administrator, not through Control",
+    )
+}
+
 fn new_secret() -> (String, [u8; 32]) {
     let secret = caracal_shared::b64::random_secret("cs_", 32);
     let digest = caracal_shared::sig::sha256(secret.as_bytes());
@@ -117,6 +153,7 @@ async fn create(
     require_live_zone(&state.db, &zone_id).await?;
     let name = check_name(&body.name, 200, "invalid_application")?;
     check_traits(&body.traits)?;
+    refuse_control_traits_via_control(&who, &body.traits)?;
     if body.registration_method.as_deref().is_some_and(|m| m != "managed") {
         return Err(ApiError::bad_request(
             "invalid_application",
@@ -154,6 +191,7 @@ async fn rotate_secret(
     who.require_zone(&zone_id)?;
     let (client_secret, digest) = new_secret();
     let mut tx = state.db.begin().await?;
+    refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
     let row: Option<ApplicationRow> = sqlx::query_as(sql!(
         "UPDATE applications SET client_secret_sha256 = $3, updated_at = now() \
          WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
@@ -301,6 +339,7 @@ async fn update(
     let name = body.name.as_deref().map(|n| check_name(n, 200, "invalid_application")).transpose()?;
     if let Some(t) = &body.traits {
         check_traits(t)?;
+        refuse_control_traits_via_control(&who, t)?;
     }
     if let Some(s) = &body.client_secret {
         check_secret(s)?;
@@ -315,6 +354,7 @@ async fn update(
     }
     let digest = body.client_secret.as_deref().map(|s| caracal_shared::sig::sha256(s.as_bytes()).to_vec());
     let mut tx = state.db.begin().await?;
+    refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
     let row: Option<ApplicationRow> = match sqlx::query_as(sql!(
         "UPDATE applications SET name = COALESCE($3, name), client_secret_sha256 = COALESCE($4, client_secret_sha256), \
          traits = COALESCE($5, traits), updated_at = now() \
@@ -352,6 +392,7 @@ async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_
     who.require_zone(&zone_id)?;
     let mut tx = state.db.begin().await?;
     crate::coordinator::cascade::lock_graph(&mut tx, &zone_id).await?;
+    refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
     // `FOR UPDATE` before the change: a session mint writing its authority record key-share locks
     // this row, so it either commits first (and is revoked below) or sees the archive and refuses.
     let live: Option<(String,)> =

@@ -165,10 +165,17 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
                 return Err(bad("a none provider takes no configuration"));
             }
         }
-        "oauth2_authorization_code" | "caracal_mandate" => {
+        "caracal_mandate" => {
             return Err(ApiError::bad_request(
                 "invalid_provider",
-                format!("provider kind {kind} is not supported yet (api_key, bearer_token, http_basic, oauth2_client_credentials, none)"),
+                "a caracal_mandate provider is a resource without one: credential_mode caracal_jwt sends the upstream the resource mandate",
+            ));
+        }
+        "oauth2_authorization_code" => {
+            return Err(ApiError::bad_request(
+                "invalid_provider",
+                "oauth2_authorization_code providers (per-user connections) are not offered (docs/providers.md, \"What is not here\"); \
+                 kinds: api_key, bearer_token, http_basic, oauth2_client_credentials, none",
             ));
         }
         other => return Err(ApiError::bad_request("invalid_provider", format!("unknown provider kind {other:?}"))),

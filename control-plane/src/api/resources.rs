@@ -111,6 +111,17 @@ async fn check_provider<'e>(db: impl sqlx::PgExecutor<'e>, zone_id: &str, def: &
     Ok(())
 }
 
+/// Control acts for a control key, which must not reshape the resource its own tokens are minted
+/// for (its scopes bound what Control may be asked): through Control the Control resource is not
+/// created, changed or archived (403 `protected_resource`); an administrator does that.
+pub(super) fn refuse_control_resource_via_control(state: &AppState, who: &AdminPrincipal, identifier: &str) -> ApiResult<()> {
+    who.refuse_via_control(
+        control_audience(state) == Some(identifier),
+        "protected_resource",
+        "the Control resource is changed by an administrator, not through Control",
+    )
+}
+
 fn conflict_or(e: sqlx::Error) -> ApiError {
     if is_unique_violation(&e) {
         ApiError::conflict("resource_identifier_conflict", "a live resource with this identifier exists in the zone")
@@ -129,6 +140,7 @@ async fn create(
     require_live_zone(&state.db, &zone_id).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let def = Definition::create(&state, &zone_id, &id, b)?;
+    refuse_control_resource_via_control(&state, &who, &def.identifier)?;
     check_provider(&state.db, &zone_id, &def).await?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "INSERT INTO resources (zone_id, id, name, identifier, upstream_url, scopes, operations, operation_enforcement, credential_mode, \
@@ -163,7 +175,7 @@ async fn update(
     AppJson(b): AppJson<Body>,
 ) -> ApiResult<Json<ResourceRow>> {
     who.require_zone(&zone_id)?;
-    let row = rewrite(&state, &zone_id, &id, |_| Ok(b)).await?;
+    let row = rewrite(&state, &who, &zone_id, &id, |_| Ok(b)).await?;
     tracing::info!(zone_id, resource_id = %id, by = %who.actor(), "resource updated");
     Ok(Json(row))
 }
@@ -173,7 +185,13 @@ async fn update(
 /// key's binding) and written in one transaction, and the change is announced on
 /// `caracal.catalog.invalidate` with the write (under the old identifier and, when renamed, the
 /// new one), so every STS forgets its cached copy as soon as it commits.
-async fn rewrite(state: &AppState, zone_id: &str, id: &str, edit: impl FnOnce(&ResourceRow) -> ApiResult<Body>) -> ApiResult<ResourceRow> {
+async fn rewrite(
+    state: &AppState,
+    who: &AdminPrincipal,
+    zone_id: &str,
+    id: &str,
+    edit: impl FnOnce(&ResourceRow) -> ApiResult<Body>,
+) -> ApiResult<ResourceRow> {
     let mut tx = state.db.begin().await?;
     let cur: ResourceRow =
         sqlx::query_as(sql!("SELECT {COLUMNS} FROM resources WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL FOR UPDATE"))
@@ -182,6 +200,7 @@ async fn rewrite(state: &AppState, zone_id: &str, id: &str, edit: impl FnOnce(&R
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| ApiError::not_found("resource_not_found"))?;
+    refuse_control_resource_via_control(state, who, &cur.identifier)?;
     let stored: (Option<Vec<u8>>, Option<String>) =
         sqlx::query_as("SELECT credential_secret, credential_kek_id FROM resources WHERE zone_id = $1 AND id = $2")
             .bind(zone_id)
@@ -191,6 +210,7 @@ async fn rewrite(state: &AppState, zone_id: &str, id: &str, edit: impl FnOnce(&R
     let body = edit(&cur)?;
     let cur_identifier = cur.identifier.clone();
     let def = Definition::update(state, zone_id, cur, stored.0.zip(stored.1), body)?;
+    refuse_control_resource_via_control(state, who, &def.identifier)?;
     check_provider(&mut *tx, zone_id, &def).await?;
     let q = sqlx::query_as::<_, ResourceRow>(sql!(
         "UPDATE resources SET name = $3, identifier = $4, upstream_url = $5, scopes = $6, operations = $7, \
@@ -215,9 +235,9 @@ async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_
     who.require_zone(&zone_id)?;
     // Archiving the Control resource would lock Control out of the zone (including through
     // Control itself); disable Control first.
-    if let Some(audience) = control_audience(&state)
-        && fetch(&state, &zone_id, &id).await?.identifier == audience
-    {
+    let identifier = fetch(&state, &zone_id, &id).await?.identifier;
+    refuse_control_resource_via_control(&state, &who, &identifier)?;
+    if control_audience(&state) == Some(identifier.as_str()) {
         return Err(ApiError::conflict("protected_resource", "the Control resource cannot be archived while Control is enabled"));
     }
     let mut tx = state.db.begin().await?;

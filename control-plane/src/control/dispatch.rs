@@ -4,8 +4,10 @@
 //! Never a shell, a subprocess or a loopback socket: the request is built from the catalog's
 //! route template, path segments come only from named flags that look like ids, the zone only
 //! from the token, and every other flag is the JSON body (POST, PATCH) or the query string (GET,
-//! DELETE). The admin API then applies its own validation and authorization as for any admin
-//! caller. Its refusals map to Control codes: 400/422 → `invalid`, 403 → `denied`, 404 →
+//! DELETE); a flag the operation names as a document is JSON text, decoded here. The request
+//! carries the [`ViaControl`] extension, which the admin API reads to keep a control key from
+//! widening its own authority; otherwise it applies its own validation and authorization as for
+//! any admin caller. Its refusals map to Control codes: 400/422 → `invalid`, 403 → `denied`, 404 →
 //! `not_found`, 409 → `conflict`, anything else → 502 `upstream`.
 
 use std::convert::Infallible;
@@ -21,6 +23,7 @@ use tower::ServiceExt as _;
 use crate::control::Refusal;
 use crate::control::catalog::{CATALOG, Method, Target, placeholders};
 use crate::error::ApiError;
+use crate::extract::ViaControl;
 
 /// Largest admin answer relayed (a full page of the largest rows is far below this).
 const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
@@ -31,6 +34,18 @@ pub struct Caller<'a> {
     pub api_token: &'a str,
     pub request_id: &'a str,
     pub authorized_by: Option<&'a str>,
+}
+
+/// Decodes the flags named in `documents` (an operation's `json_flags`) from JSON text; a value
+/// that is not a string is passed on as it is.
+pub fn decode_documents(documents: &[&str], mut flags: Map<String, Value>) -> Result<Map<String, Value>, Refusal> {
+    for name in documents {
+        if let Some(Value::String(text)) = flags.get(*name) {
+            let doc = serde_json::from_str(text).map_err(|e| Refusal::Invalid(format!("flag {name} must be JSON text: {e}")))?;
+            flags.insert((*name).to_owned(), doc);
+        }
+    }
+    Ok(flags)
 }
 
 /// Builds the admin request for `method route` from the flags.
@@ -51,6 +66,7 @@ pub fn build(method: Method, route: &str, mut flags: Map<String, Value>, who: &C
         }
     }
     let mut builder = Request::builder()
+        .extension(ViaControl)
         .method(method.http())
         .header(header::AUTHORIZATION, format!("Bearer {}", who.api_token))
         .header(request_id::HEADER, who.request_id);
@@ -184,6 +200,21 @@ mod tests {
         assert_eq!(req.headers()[request_id::HEADER], "rid-1");
         let body = axum::body::to_bytes(req.into_body(), 1024).await.unwrap();
         assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"name": "x"}), "path flags leave the body");
+    }
+
+    #[test]
+    fn document_flags_are_decoded_and_others_kept() {
+        let f =
+            decode_documents(&["config_json", "input"], flags(json!({"config_json": "{\"a\":[1]}", "input": 5, "name": "{}"}))).unwrap();
+        assert_eq!(Value::Object(f), json!({"config_json": {"a": [1]}, "input": 5, "name": "{}"}), "only named flags are decoded");
+        let bad = decode_documents(&["config_json"], flags(json!({"config_json": "{not json"})));
+        assert!(matches!(bad, Err(Refusal::Invalid(_))));
+    }
+
+    #[test]
+    fn the_request_is_marked_as_controls() {
+        let req = build(Method::Get, "/v1/zones/{zone}/resources", Map::new(), &who()).unwrap();
+        assert!(req.extensions().get::<ViaControl>().is_some());
     }
 
     #[test]

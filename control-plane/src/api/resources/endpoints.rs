@@ -83,7 +83,7 @@ async fn add(
     AppJson(e): AppJson<EndpointBody>,
 ) -> ApiResult<(StatusCode, Json<EndpointSet>)> {
     who.require_zone(&zone_id)?;
-    let row = edit_set(&state, &zone_id, &id, |set| {
+    let row = edit_set(&state, &who, &zone_id, &id, |set| {
         set.push(e);
         Ok(())
     })
@@ -99,7 +99,7 @@ async fn change(
     AppJson(c): AppJson<MemberChange>,
 ) -> ApiResult<Json<EndpointSet>> {
     who.require_zone(&zone_id)?;
-    let row = edit_set(&state, &zone_id, &id, |set| {
+    let row = edit_set(&state, &who, &zone_id, &id, |set| {
         let i = index(set, &n)?;
         let e = &mut set[i];
         e.weight = c.weight.or(e.weight);
@@ -117,7 +117,7 @@ async fn remove(
     Path((zone_id, id, n)): Path<(String, String, String)>,
 ) -> ApiResult<Json<EndpointSet>> {
     who.require_zone(&zone_id)?;
-    let row = edit_set(&state, &zone_id, &id, |set| {
+    let row = edit_set(&state, &who, &zone_id, &id, |set| {
         let i = index(set, &n)?;
         if set.len() == 1 {
             return Err(ApiError::bad_request(
@@ -136,11 +136,12 @@ async fn remove(
 /// A resource update whose only change is `edit` applied to the stored set.
 async fn edit_set(
     state: &AppState,
+    who: &AdminPrincipal,
     zone_id: &str,
     id: &str,
     edit: impl FnOnce(&mut Vec<EndpointBody>) -> ApiResult<()>,
 ) -> ApiResult<ResourceRow> {
-    rewrite(state, zone_id, id, |cur| {
+    rewrite(state, who, zone_id, id, |cur| {
         let stored = caracal_shared::pool::endpoints_or_single(&cur.endpoints.0, &cur.upstream_url);
         let mut set: Vec<EndpointBody> = stored.into_iter().map(EndpointBody::from).collect();
         edit(&mut set)?;
