@@ -70,27 +70,79 @@ pub const DATA_DOCUMENT: &str = "# caracal:data-document";
 /// The decision contract a data document is evaluated with.
 const GRANTS_CONTRACT: &str = include_str!("policy/grants_contract.rego");
 
+/// Most modules in one policy-set version (the original's manifest bound).
+pub const MAX_MODULES: usize = 256;
+/// Largest total source of one version's modules.
+pub const MAX_TOTAL_SOURCE_BYTES: usize = 4 * MAX_SOURCE_BYTES;
+
+/// The rules the built-in contract reads: one module of a version may declare each.
+const CONTRACT_DATA: [&str; 2] = ["app_ids", "grants"];
+
 /// Compiles `source`, checking package and entry point. The error is a message for the uploader.
 pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
-    if source.len() > MAX_SOURCE_BYTES {
-        return Err(format!("policy source exceeds {MAX_SOURCE_BYTES} bytes"));
+    compile_modules(&[source])
+}
+
+/// Compiles the modules of one version (a manifest's policy versions, in order) as one policy in
+/// `package caracal.authz`. Each module is a data document (`# caracal:data-document`: rules and
+/// data, no `result`) or defines `result`; at most one defines it, and with none the built-in grants
+/// contract decides from the documents. The error is a message for the uploader.
+pub fn compile_modules<S: AsRef<str>>(modules: &[S]) -> Result<CompiledPolicy, String> {
+    if modules.is_empty() || modules.len() > MAX_MODULES {
+        return Err(format!("a policy has 1..{MAX_MODULES} modules"));
     }
+    let total: usize = modules.iter().map(|m| m.as_ref().len()).sum();
+    if total > MAX_TOTAL_SOURCE_BYTES {
+        return Err(format!("the modules exceed {MAX_TOTAL_SOURCE_BYTES} bytes together"));
+    }
+    let several = modules.len() > 1;
     let mut engine = regorus::Engine::new();
     engine.set_rego_v0(false);
     bounds::register(&mut engine).map_err(|e| e.to_string())?;
-    let package = engine.add_policy("policy.rego".into(), source.into()).map_err(|e| e.to_string())?;
-    if package != PACKAGE {
-        return Err(format!("policy must declare `package caracal.authz`, found `{}`", package.trim_start_matches("data.")));
-    }
-    let defines_result = engine.has_declared_rule_rooted_at("policy.rego", "result").map_err(|e| e.to_string())?;
-    if source.starts_with(DATA_DOCUMENT) {
-        // A grant data document: data only, decided by the built-in contract.
-        if defines_result {
-            return Err("a data document declares data only (app_ids, grants); the built-in contract defines `result`".into());
+    let mut decider: Option<usize> = None;
+    let mut has_documents = false;
+    let mut declares: [Option<usize>; CONTRACT_DATA.len()] = [None; CONTRACT_DATA.len()];
+    for (i, source) in modules.iter().map(AsRef::as_ref).enumerate() {
+        let at = |why: String| if several { format!("module {} of {}: {why}", i + 1, modules.len()) } else { why };
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(at(format!("policy source exceeds {MAX_SOURCE_BYTES} bytes")));
         }
-        engine.add_policy("grants_contract.rego".into(), GRANTS_CONTRACT.into()).map_err(|e| e.to_string())?;
-    } else if !defines_result {
-        return Err("policy must define the rule `result` (data.caracal.authz.result)".into());
+        let name = if several { format!("module-{}.rego", i + 1) } else { "policy.rego".to_owned() };
+        let package = engine.add_policy(name.clone(), source.into()).map_err(|e| at(e.to_string()))?;
+        if package != PACKAGE {
+            return Err(at(format!("policy must declare `package caracal.authz`, found `{}`", package.trim_start_matches("data."))));
+        }
+        let defines_result = engine.has_declared_rule_rooted_at(&name, "result").map_err(|e| e.to_string())?;
+        if source.starts_with(DATA_DOCUMENT) {
+            if defines_result {
+                return Err(at("a data document declares data only (app_ids, grants); the built-in contract defines `result`".into()));
+            }
+            has_documents = true;
+            for (rule, first) in CONTRACT_DATA.iter().zip(declares.iter_mut()) {
+                if engine.has_declared_rule_rooted_at(&name, rule).map_err(|e| e.to_string())? {
+                    if let Some(j) = first {
+                        return Err(at(format!("`{rule}` is declared by module {} too: one document per rule", *j + 1)));
+                    }
+                    *first = Some(i);
+                }
+            }
+        } else if defines_result {
+            if let Some(j) = decider {
+                return Err(at(format!("`result` is defined by module {} too: one module decides", j + 1)));
+            }
+            decider = Some(i);
+        } else if !several {
+            return Err("policy must define the rule `result` (data.caracal.authz.result)".into());
+        } else {
+            return Err(at("a module defines `result` or begins with `# caracal:data-document`".into()));
+        }
+    }
+    match (decider, has_documents) {
+        (Some(_), _) => {}
+        (None, true) => {
+            engine.add_policy("grants_contract.rego".into(), GRANTS_CONTRACT.into()).map_err(|e| e.to_string())?;
+        }
+        (None, false) => return Err("policy must define the rule `result` (data.caracal.authz.result)".into()),
     }
     engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(|e| e.to_string())
 }
@@ -98,8 +150,25 @@ pub fn compile(source: &str) -> Result<CompiledPolicy, String> {
 /// Compiles an upload and evaluates it once on sample inputs within `budget`, off the async
 /// workers: what fails a bound there is refused before it can be activated ([`bounds::dry_run`]).
 pub async fn check_upload(source: String, budget: std::time::Duration) -> Result<(), String> {
-    let compiled = tokio::task::spawn_blocking(move || compile(&source)).await.map_err(|e| format!("compiling failed: {e}"))??;
+    check_upload_modules(vec![source], budget).await
+}
+
+/// [`check_upload`] for the modules of one version ([`compile_modules`]).
+pub async fn check_upload_modules(modules: Vec<String>, budget: std::time::Duration) -> Result<(), String> {
+    let compiled = tokio::task::spawn_blocking(move || compile_modules(&modules)).await.map_err(|e| format!("compiling failed: {e}"))??;
     tokio::task::spawn_blocking(move || bounds::dry_run(compiled, budget)).await.map_err(|e| format!("dry run failed: {e}"))?
+}
+
+/// The modules of a stored policy-set version: `rego`, then `extra_modules` (a manifest's further
+/// policy versions, in order).
+async fn version_modules(db: &PgPool, zone_id: &str, version_id: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let row: Option<(String, Vec<String>)> =
+        sqlx::query_as("SELECT rego, extra_modules FROM policy_set_versions WHERE zone_id = $1 AND id = $2")
+            .bind(zone_id)
+            .bind(version_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(first, rest)| std::iter::once(first).chain(rest).collect()))
 }
 
 /// Evaluates `policy` (or the deny-all fallback) against `input` on the calling thread: for
@@ -202,13 +271,11 @@ impl PolicyCache {
         let active = self
             .compiled
             .try_get_with(key, async {
-                let (rego,): (String,) = sqlx::query_as("SELECT rego FROM policy_set_versions WHERE zone_id = $1 AND id = $2")
-                    .bind(zone_id)
-                    .bind(&version_id)
-                    .fetch_one(&self.db)
-                    .await?;
-                let compiled =
-                    compile(&rego).map_err(|e| StsError::PolicyEvalFailed(format!("active version {version_id} does not compile: {e}")))?;
+                let modules = version_modules(&self.db, zone_id, &version_id)
+                    .await?
+                    .ok_or_else(|| StsError::PolicyEvalFailed(format!("active version {version_id} is missing")))?;
+                let compiled = compile_modules(&modules)
+                    .map_err(|e| StsError::PolicyEvalFailed(format!("active version {version_id} does not compile: {e}")))?;
                 self.compilations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(zone_id, version_id, "compiled policy version");
                 Ok::<_, StsError>(Arc::new(ActivePolicy { policy_set_id, version_id: version_id.clone(), compiled }))
@@ -278,6 +345,32 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
         assert!(!ask("app-2", &[], None, &[]));
         let with_result = format!("{GRANTS}result := {{\"decision\": \"allow\"}}\n");
         assert!(compile(&with_result).unwrap_err().contains("data only"));
+    }
+
+    /// A manifest's modules: documents and at most one decider, checked as one policy.
+    #[test]
+    fn several_modules_compile_as_one_policy() {
+        let frozen = "# caracal:data-document\npackage caracal.authz\nimport rego.v1\nfrozen_apps := {\"app-2\"}\n";
+        let decider = "package caracal.authz\nimport rego.v1\n\
+            default result := {\"decision\": \"deny\", \"evaluation_status\": \"complete\", \"diagnostics\": [{\"reason\": \"frozen\"}]}\n\
+            result := {\"decision\": \"allow\", \"evaluation_status\": \"complete\"} if { not input.principal.id in frozen_apps; app_ids[input.principal.id] }\n";
+        let p = ActivePolicy::new("ps", "v", compile_modules(&[GRANTS, frozen, decider]).unwrap());
+        let ask = |app: &str| evaluate(Some(&p), &serde_json::json!({"principal": {"id": app, "traits": []}})).unwrap();
+        assert!(ask("app-1").allow, "the decider reads both documents");
+        let other = format!("{}app_ids := {{\"app-2\": \"app-2\"}}\n", frozen.replace("frozen_apps := {\"app-2\"}\n", ""));
+        assert!(compile_modules(&[GRANTS, &other]).unwrap_err().contains("`app_ids` is declared by module 1 too"));
+        // Two documents with the contract deciding: each may declare what the other does not.
+        let p = ActivePolicy::new("ps", "v", compile_modules(&[GRANTS, frozen]).unwrap());
+        assert!(evaluate(Some(&p), &serde_json::json!({"principal": {"id": "app-1", "traits": []}, "resource": null})).unwrap().allow);
+        for (modules, expected) in [
+            (vec![decider, decider], "`result` is defined by module 1 too"),
+            (vec![frozen, "package caracal.authz\nimport rego.v1\nx := 1\n"], "module 2 of 2: a module defines `result`"),
+            (vec![frozen, "package other\nimport rego.v1\nresult := 1\n"], "module 2 of 2: policy must declare"),
+            (vec![], "1..256 modules"),
+        ] {
+            let err = compile_modules(&modules).err().unwrap_or_else(|| panic!("{modules:?} must be refused"));
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

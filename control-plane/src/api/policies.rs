@@ -198,14 +198,14 @@ async fn create_version(
 ) -> ApiResult<impl IntoResponse> {
     who.require_zone(&zone_id)?;
     let mut tx = state.db.begin().await?;
-    let rego = match (b.rego, &b.manifest) {
-        (Some(rego), None) => rego,
-        (None, Some(manifest)) => super::policy_library::manifest_rego(&mut tx, &zone_id, manifest).await?,
+    let modules = match (b.rego, &b.manifest) {
+        (Some(rego), None) => vec![rego],
+        (None, Some(manifest)) => super::policy_library::manifest_modules(&mut tx, &zone_id, manifest).await?,
         _ => return Err(ApiError::bad_request("invalid_policy_version", "send rego (content) or a manifest, not both")),
     };
     // Compile and evaluate once on sample inputs before anything is stored: a version that cannot
     // evaluate, or exceeds an evaluation bound, is never activatable.
-    caracal_sts::policy::check_upload(rego.clone(), UPLOAD_EVAL_BUDGET)
+    caracal_sts::policy::check_upload_modules(modules.clone(), UPLOAD_EVAL_BUDGET)
         .await
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rego", e))?;
     let set: Option<(String,)> =
@@ -218,18 +218,22 @@ async fn create_version(
         return Err(ApiError::not_found("policy_set_not_found"));
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let sha = caracal_shared::sig::sha256_hex(rego.as_bytes());
+    // One module: its digest, as before manifests had several. Several: the digest of them joined
+    // by NUL, which no module contains.
+    let sha = caracal_shared::sig::sha256_hex(modules.join("\0").as_bytes());
+    let (rego, extra_modules) = modules.split_first().expect("one module at least");
     let row: VersionRow = sqlx::query_as(
-        "INSERT INTO policy_set_versions (zone_id, id, policy_set_id, version, rego, rego_sha256, manifest) \
-         VALUES ($1, $2, $3, (SELECT coalesce(max(version), 0) + 1 FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $3), $4, $5, $6) \
+        "INSERT INTO policy_set_versions (zone_id, id, policy_set_id, version, rego, rego_sha256, manifest, extra_modules) \
+         VALUES ($1, $2, $3, (SELECT coalesce(max(version), 0) + 1 FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $3), $4, $5, $6, $7) \
          RETURNING id, policy_set_id, version, rego_sha256, created_at, NULL::text AS rego",
     )
     .bind(&zone_id)
     .bind(&id)
     .bind(&set_id)
-    .bind(&rego)
+    .bind(rego)
     .bind(&sha)
     .bind(b.manifest.as_ref().map(sqlx::types::Json))
+    .bind(extra_modules)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

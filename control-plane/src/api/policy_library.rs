@@ -212,18 +212,33 @@ async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The Rego of a manifest (`[{policy_version_id}]`) of the zone: one version today (several
-/// policies in one evaluation would each define `result`).
-pub async fn manifest_rego(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str, manifest: &[ManifestEntry]) -> ApiResult<String> {
-    let [entry] = manifest else {
-        return Err(ApiError::bad_request("invalid_manifest", "a manifest of exactly one policy version is supported"));
-    };
-    let content: Option<(String,)> = sqlx::query_as("SELECT content FROM policy_versions WHERE zone_id = $1 AND id = $2")
+/// The modules of a manifest (`[{policy_version_id}]`, 1..256 distinct versions of the zone's
+/// policies), in manifest order; compiled together by the STS ([`caracal_sts::policy::compile_modules`]).
+pub async fn manifest_modules(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    zone_id: &str,
+    manifest: &[ManifestEntry],
+) -> ApiResult<Vec<String>> {
+    let max = caracal_sts::policy::MAX_MODULES;
+    if manifest.is_empty() || manifest.len() > max {
+        return Err(ApiError::bad_request("invalid_manifest", format!("a manifest has 1..{max} policy versions")));
+    }
+    let ids: Vec<&str> = manifest.iter().map(|e| e.policy_version_id.as_str()).collect();
+    if let Some((i, id)) = ids.iter().enumerate().find(|(i, id)| ids[..*i].contains(id)) {
+        return Err(ApiError::bad_request("invalid_manifest", format!("entry {} repeats policy version {id}", i + 1)));
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, content FROM policy_versions WHERE zone_id = $1 AND id = ANY($2)")
         .bind(zone_id)
-        .bind(&entry.policy_version_id)
-        .fetch_optional(&mut **tx)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
         .await?;
-    content.map(|(c,)| c).ok_or_else(|| ApiError::not_found("policy_version_not_found"))
+    ids.iter()
+        .map(|id| {
+            rows.iter().find(|(r, _)| r == id).map(|(_, c)| c.clone()).ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "policy_version_not_found", format!("policy version {id} is not in this zone"))
+            })
+        })
+        .collect()
 }
 
 /// One entry of a policy-set version's manifest.

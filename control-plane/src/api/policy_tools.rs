@@ -80,24 +80,25 @@ async fn simulate(
     AppJson(b): AppJson<SimulateBody>,
 ) -> ApiResult<Json<Value>> {
     who.require_zone(&zone_id)?;
-    let rego: Option<(String,)> =
-        sqlx::query_as("SELECT rego FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $2 AND id = $3")
+    let stored: Option<(String, Vec<String>)> =
+        sqlx::query_as("SELECT rego, extra_modules FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $2 AND id = $3")
             .bind(&zone_id)
             .bind(&set_id)
             .bind(&b.version_id)
             .fetch_optional(&state.db)
             .await?;
-    let (rego,) = rego.ok_or_else(|| ApiError::not_found("policy_version_not_found"))?;
+    let (first, rest) = stored.ok_or_else(|| ApiError::not_found("policy_version_not_found"))?;
+    let modules: Vec<String> = std::iter::once(first).chain(rest).collect();
     if let Some(n) = b.recent_requests {
         if !(1..=MAX_RECENT).contains(&n) || b.input.is_some() {
             return Err(ApiError::bad_request("invalid_body", format!("recent_requests is 1..{MAX_RECENT}, without input")));
         }
-        return replay(&state, &zone_id, &set_id, &b.version_id, rego, n).await;
+        return replay(&state, &zone_id, &set_id, &b.version_id, modules, n).await;
     }
     let input = b.input.unwrap_or_else(|| json!({}));
     let (set, version) = (set_id.clone(), b.version_id.clone());
     let run = tokio::task::spawn_blocking(move || {
-        let compiled = caracal_sts::policy::compile(&rego)?;
+        let compiled = caracal_sts::policy::compile_modules(&modules)?;
         let policy = caracal_sts::policy::ActivePolicy::new(set, version, compiled);
         caracal_sts::policy::evaluate(Some(&policy), &input).map_err(|e| e.to_string())
     });
@@ -123,7 +124,7 @@ async fn simulate(
 /// every client mint, and refused per-request exchanges) against the version: each input is rebuilt
 /// from the record (application with its current traits, resources with their current scopes, the
 /// flow's `use`, method, path, requested scopes) and the decision compared with the recorded one.
-async fn replay(state: &AppState, zone_id: &str, set_id: &str, version_id: &str, rego: String, n: i64) -> ApiResult<Json<Value>> {
+async fn replay(state: &AppState, zone_id: &str, set_id: &str, version_id: &str, modules: Vec<String>, n: i64) -> ApiResult<Json<Value>> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT request_id, decision, event FROM audit_events WHERE zone_id = $1 AND event_type = 'token_exchange' ORDER BY seq DESC LIMIT $2",
     )
@@ -185,7 +186,7 @@ async fn replay(state: &AppState, zone_id: &str, set_id: &str, version_id: &str,
     }
     let (set, version) = (set_id.to_owned(), version_id.to_owned());
     let run = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, String> {
-        let policy = caracal_sts::policy::ActivePolicy::new(set, version, caracal_sts::policy::compile(&rego)?);
+        let policy = caracal_sts::policy::ActivePolicy::new(set, version, caracal_sts::policy::compile_modules(&modules)?);
         inputs
             .into_iter()
             .map(|(request_id, recorded, per_resource)| {
