@@ -1,7 +1,9 @@
 //! Access tokens of `oauth2_client_credentials` credential providers (`docs/providers.md`): the
-//! STS asks the provider's token endpoint with the sealed client secret (RFC 6749 §4.4), keeps
+//! STS asks the provider's token endpoint (RFC 6749 §4.4), authenticated with the sealed client
+//! secret or, for `private_key_jwt`, a client assertion signed with the sealed private key (RFC 7523
+//! §2.2, a fresh one per request), keeps
 //! the token until [`REFRESH_BEFORE`] its expiry, and hands it to the gateway in the directive —
-//! the client secret never leaves the STS. One fetch at a time per provider configuration (the
+//! neither the client secret nor the key leaves the STS. One fetch at a time per provider configuration (the
 //! others wait for it); a failed fetch is never cached, and then the exchange is refused (502
 //! `http_request_failed`): fail closed. Tokens and secrets are never logged.
 
@@ -26,9 +28,12 @@ pub struct ClientCredentials {
     /// The provider's token endpoint (https).
     pub token_url: String,
     pub client_id: String,
-    /// `client_secret_basic` (default) or `client_secret_post`.
+    /// `client_secret_basic` (default), `client_secret_post` or `private_key_jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth_method: Option<String>,
+    /// The `kid` of the assertion's key (`private_key_jwt`), as the provider registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// `client_credentials` (the only one supported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<String>,
@@ -58,15 +63,67 @@ impl ClientCredentials {
         if self.client_id.is_empty() || self.client_id.len() > 512 {
             p.push("client_id must be 1..512 characters".into());
         }
-        if !matches!(self.client_auth_method.as_deref().unwrap_or("client_secret_basic"), "client_secret_basic" | "client_secret_post") {
-            p.push("client_auth_method must be client_secret_basic or client_secret_post".into());
+        if !matches!(self.client_auth_method.as_deref().unwrap_or("client_secret_basic"), "client_secret_basic" | "client_secret_post")
+            && !self.signs_assertions()
+        {
+            p.push("client_auth_method must be client_secret_basic, client_secret_post or private_key_jwt".into());
+        }
+        if self.key_id.as_ref().is_some_and(|k| k.is_empty() || k.len() > 256 || !k.bytes().all(|b| (0x21..=0x7e).contains(&b))) {
+            p.push("key_id must be 1..256 visible ASCII characters".into());
         }
         if self.grant_type.as_deref().unwrap_or("client_credentials") != "client_credentials" {
             p.push("grant_type: only client_credentials is supported (jwt_bearer is not yet)".into());
         }
         p
     }
+
+    /// Whether the client authenticates with a signed assertion (`private_key_jwt`).
+    pub fn signs_assertions(&self) -> bool {
+        self.client_auth_method.as_deref() == Some("private_key_jwt")
+    }
+
+    /// The sealed secret this configuration authenticates with: `private_key` or `client_secret`.
+    pub fn secret_name(&self) -> &'static str {
+        if self.signs_assertions() { "private_key" } else { "client_secret" }
+    }
 }
+
+/// The signing key of `private_key_jwt` assertions: a PKCS#8 PEM EC P-256 key (ES256) or an RSA
+/// key (RS256, PKCS#1 or PKCS#8). The error says which forms are accepted, never the key.
+pub fn assertion_key(pem: &str) -> Result<(jsonwebtoken::EncodingKey, jsonwebtoken::Algorithm), String> {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    if let Ok(k) = EncodingKey::from_ec_pem(pem.as_bytes()) {
+        return Ok((k, Algorithm::ES256));
+    }
+    if let Ok(k) = EncodingKey::from_rsa_pem(pem.as_bytes()) {
+        return Ok((k, Algorithm::RS256));
+    }
+    Err("private_key must be a PEM EC P-256 key (PKCS#8) or an RSA key".into())
+}
+
+/// How long a client assertion is valid (one request).
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// A `private_key_jwt` client assertion for `cfg` (RFC 7523 §3): issued by and about the client,
+/// for the token endpoint, single use.
+fn client_assertion(cfg: &ClientCredentials, pem: &str) -> Result<String, TokenError> {
+    let (key, alg) = assertion_key(pem).map_err(TokenError::Key)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let claims = serde_json::json!({
+        "iss": cfg.client_id,
+        "sub": cfg.client_id,
+        "aud": cfg.token_url,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME.as_secs(),
+    });
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid.clone_from(&cfg.key_id);
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| TokenError::Key(e.to_string()))
+}
+
+/// `client_assertion_type` of RFC 7523 §2.2.
+const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 #[derive(Deserialize)]
 struct TokenAnswer {
@@ -86,6 +143,8 @@ pub enum TokenError {
     Status(u16),
     #[error("not a token response: {0}")]
     Malformed(String),
+    #[error("the client assertion could not be signed: {0}")]
+    Key(String),
 }
 
 /// A token and when to stop using it.
@@ -113,7 +172,8 @@ impl ProviderTokens {
         })
     }
 
-    /// A live token of the provider: the held one, or a new one.
+    /// A live token of the provider: the held one, or a new one. `secret` is the sealed secret
+    /// the configuration names ([`ClientCredentials::secret_name`]).
     pub async fn token(
         &self,
         zone_id: &str,
@@ -144,7 +204,13 @@ impl ProviderTokens {
             form.push(("resource", a));
         }
         let mut req = self.http.post(url).header("accept", "application/json");
-        if cfg.client_auth_method.as_deref() == Some("client_secret_post") {
+        let assertion;
+        if cfg.signs_assertions() {
+            assertion = client_assertion(cfg, secret)?;
+            form.push(("client_id", &cfg.client_id));
+            form.push(("client_assertion_type", JWT_BEARER_ASSERTION));
+            form.push(("client_assertion", &assertion));
+        } else if cfg.client_auth_method.as_deref() == Some("client_secret_post") {
             form.push(("client_id", &cfg.client_id));
             form.push(("client_secret", secret));
         } else {
@@ -185,10 +251,43 @@ mod tests {
         let bad = ClientCredentials {
             token_url: "http://idp.example/token".into(),
             client_id: String::new(),
-            client_auth_method: Some("private_key_jwt".into()),
+            client_auth_method: Some("tls_client_auth".into()),
             grant_type: Some("jwt_bearer".into()),
+            key_id: Some(String::new()),
             ..Default::default()
         };
-        assert_eq!(bad.problems().len(), 4, "{:?}", bad.problems());
+        assert_eq!(bad.problems().len(), 5, "{:?}", bad.problems());
+        let jwt = ClientCredentials { client_auth_method: Some("private_key_jwt".into()), ..ok };
+        assert!(jwt.problems().is_empty());
+        assert_eq!(jwt.secret_name(), "private_key");
+    }
+
+    /// A P-256 key in PKCS#8 PEM (generated for this test only).
+    const EC_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgTZBaLQLVG6g5Uatn\n\
++cqAnmRPZyMAt8q15wGrxagmagChRANCAAThR/NDtwRh4aRrs6POzeZD+ZNkkGo5\n\
+znhOWJRdvJYFVs3q3mh3KNxGf6jo2mkUIMfXjZ8LFLLviQnVgXp2juEy\n\
+-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn assertions_are_signed_for_the_token_endpoint() {
+        let cfg = ClientCredentials {
+            token_url: "https://idp.example/token".into(),
+            client_id: "svc".into(),
+            client_auth_method: Some("private_key_jwt".into()),
+            key_id: Some("k1".into()),
+            ..Default::default()
+        };
+        let jwt = client_assertion(&cfg, EC_KEY).unwrap();
+        let header = jsonwebtoken::decode_header(&jwt).unwrap();
+        assert_eq!((header.alg, header.kid.as_deref()), (jsonwebtoken::Algorithm::ES256, Some("k1")));
+        let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&jwt).unwrap().claims;
+        assert_eq!(
+            (claims["iss"].as_str(), claims["sub"].as_str(), claims["aud"].as_str()),
+            (Some("svc"), Some("svc"), Some("https://idp.example/token"))
+        );
+        assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 60);
+        assert_ne!(client_assertion(&cfg, EC_KEY).unwrap(), jwt, "a fresh jti each time");
+        assert!(assertion_key("not a key").unwrap_err().contains("PEM"));
     }
 }

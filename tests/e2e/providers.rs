@@ -174,3 +174,114 @@ async fn static_credential_providers_are_injected_as_configured() {
         assert!(bad.text.contains(needle), "{needle}: {}", bad.text);
     }
 }
+
+/// `private_key_jwt` (RFC 7523 §2.2): the STS authenticates to the real provider with a client
+/// assertion signed by the sealed private key, never shown or logged; a key the provider does not
+/// know is refused there, and the request fails closed; a key that is not a key is refused on upload.
+#[tokio::test]
+async fn a_private_key_jwt_provider_authenticates_with_a_signed_assertion() {
+    let dir = caracal_e2e::infra::scratch_dir("provider-jwt");
+    let pki = TestPki::generate(&dir.join("pki"));
+    let op = OpenIdProvider::start(&pki, &dir).await;
+    let opts = StackOptions {
+        control_plane_env: vec![
+            ("PROVIDER_CA_FILE".into(), pki.ca.display().to_string()),
+            ("PROVIDER_PRIVATE_HOSTS".into(), "localhost".into()),
+        ],
+        ..Default::default()
+    };
+    let s = Stack::start_with(opts).await;
+    let d = s.demo(true).await;
+    let z = &d.zone_id;
+    let pem = std::fs::read_to_string(&op.jwt_client_key).unwrap();
+    let key_body = pem.lines().nth(1).unwrap().to_owned();
+    let config = |key: &str| {
+        json!({"token_url": format!("{}/token", op.issuer), "client_id": "upstream-api-jwt", "client_auth_method": "private_key_jwt",
+               "key_id": "svc-1", "scope": "weather.read", "private_key": key})
+    };
+    let providers = format!("/v1/zones/{z}/providers");
+    let p = s
+        .admin_ok(
+            "POST",
+            &providers,
+            &d.admin,
+            Some(json!({"name": "jwt", "kind": "oauth2_client_credentials", "config_json": config(&pem)})),
+            201,
+        )
+        .await;
+    assert_eq!(p["secret_config_keys"], json!(["private_key"]));
+    assert!(!p.to_string().contains(&key_body), "the key is never shown: {p}");
+    let id = p["id"].as_str().unwrap();
+    s.admin_ok(
+        "POST",
+        &format!("/v1/zones/{z}/resources"),
+        &d.admin,
+        Some(json!({"identifier": RESOURCE, "upstream_url": s.upstream.url(), "scopes": ["tools.read"],
+            "operation_enforcement": "transport_uniform", "credential_provider_id": id})),
+        201,
+    )
+    .await;
+    let session = s.session(&d).await;
+    let call = || async { s.governed("GET", "/forecast", &s.mandate_for(&d, &session, RESOURCE, "tools.read").await, RESOURCE).await };
+    let a = call().await;
+    assert_eq!(a.status, 200, "{}\n{}", a.text, s.control_plane.log_tail(20));
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let introspected: Value = http
+        .post(format!("{}/token/introspection", op.issuer))
+        .basic_auth("upstream-api", Some(CLIENT_SECRET))
+        .form(&[("token", last_bearer(&s).as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (introspected["active"].as_bool(), introspected["client_id"].as_str()),
+        (Some(true), Some("upstream-api-jwt")),
+        "{introspected}"
+    );
+
+    // Another key, unknown to the provider: its assertion is refused there; nothing goes upstream.
+    let other = dir.join("other.key");
+    let out = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let other_pem = std::fs::read_to_string(&other).unwrap();
+    s.admin_ok("PATCH", &format!("{providers}/{id}"), &d.admin, Some(json!({"config_json": config(&other_pem)})), 200).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = call().await;
+        if a.status == 502 {
+            assert_eq!(a.error(), "http_request_failed", "{}", a.text);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the changed key applies: {} {}", a.status, a.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = s.upstream.requests().len();
+    assert_eq!(call().await.status, 502);
+    assert_eq!(s.upstream.requests().len(), after, "refused requests reach nothing");
+
+    for (body, needle) in [
+        (
+            json!({"name": "no-key", "kind": "oauth2_client_credentials", "config_json": {"token_url": "https://idp.e2e/token", "client_id": "c", "client_auth_method": "private_key_jwt"}}),
+            "private_key",
+        ),
+        (
+            json!({"name": "bad-key", "kind": "oauth2_client_credentials", "config_json": config("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")}),
+            "PEM",
+        ),
+    ] {
+        let a = s.admin("POST", &providers, &d.admin, Some(body)).await;
+        assert_eq!((a.status, a.error()), (400, "invalid_provider_config"), "{}", a.text);
+        assert!(a.text.contains(needle), "{needle}: {}", a.text);
+    }
+    let log = s.control_plane.log();
+    assert!(!log.contains(&key_body) && !log.contains(other_pem.lines().nth(1).unwrap()), "no key in the log");
+}

@@ -5,7 +5,8 @@
 // gets an id_token with `sub` = login_hint by POST /backchannel then POST /token.
 //
 // Environment: OIDC_PROVIDER_DIR (where package.json's dependencies are installed), PORT,
-// TLS_CERT_FILE, TLS_KEY_FILE, CLIENT_SECRET. Clients: `caracal-e2e` (the audience the zone
+// TLS_CERT_FILE, TLS_KEY_FILE, CLIENT_SECRET, JWT_CLIENT_PUBLIC_KEY_FILE (the PEM public key of
+// `upstream-api-jwt`, which authenticates with private_key_jwt). Clients: `caracal-e2e` (the audience the zone
 // registers), `other-audience` (same provider, another audience). An
 // id_token for a login_hint starting with `expired-` lives 1 s. Prints one JSON line {"issuer": ...} to stdout once it listens.
 
@@ -55,10 +56,24 @@ const service = {
   scope: 'weather.read',
 };
 
+// The same service, authenticated with a client assertion signed by the key whose public half the
+// operator registered here (private_key_jwt, RFC 7523).
+const jwtClientKey = crypto.createPublicKey(fs.readFileSync(env('JWT_CLIENT_PUBLIC_KEY_FILE'))).export({ format: 'jwk' });
+const jwtService = {
+  client_id: 'upstream-api-jwt',
+  grant_types: ['client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  token_endpoint_auth_method: 'private_key_jwt',
+  token_endpoint_auth_signing_alg: 'ES256',
+  jwks: { keys: [{ ...jwtClientKey, kid: 'svc-1', alg: 'ES256', use: 'sig' }] },
+  scope: 'weather.read',
+};
+
 let provider;
 provider = new Provider(issuer, {
   jwks,
-  clients: [client('caracal-e2e'), client('other-audience'), service],
+  clients: [client('caracal-e2e'), client('other-audience'), service, jwtService],
   scopes: ['openid', 'weather.read'],
   findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },

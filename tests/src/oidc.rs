@@ -23,7 +23,14 @@ pub struct OpenIdProvider {
     pub issuer: String,
     /// Its JWKS document.
     pub jwks_url: String,
+    /// The private key (PKCS#8 PEM, EC P-256) of `upstream-api-jwt`, the client that authenticates
+    /// with `private_key_jwt`; the provider knows its public half.
+    pub jwt_client_key: std::path::PathBuf,
     child: tokio::process::Child,
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("scratch paths are UTF-8")
 }
 
 impl OpenIdProvider {
@@ -33,6 +40,15 @@ impl OpenIdProvider {
             .expect("CARACAL_OIDC_PROVIDER_DIR is unset: run the suite with deploy/local/test.sh, which installs oidc-provider");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc").join("provider.mjs");
         let log = std::fs::File::create(log_dir.join("oidc-provider.log")).expect("create oidc-provider.log");
+        let jwt_client_key = log_dir.join("jwt-client.key");
+        let jwt_client_public = log_dir.join("jwt-client.pub");
+        for args in [
+            vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path_str(&jwt_client_key)],
+            vec!["pkey", "-in", path_str(&jwt_client_key), "-pubout", "-out", path_str(&jwt_client_public)],
+        ] {
+            let out = std::process::Command::new("openssl").args(&args).output().expect("openssl must be installed");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let mut child = tokio::process::Command::new("node")
             .arg(script)
             .env("OIDC_PROVIDER_DIR", dir)
@@ -40,6 +56,7 @@ impl OpenIdProvider {
             .env("TLS_CERT_FILE", &pki.cert)
             .env("TLS_KEY_FILE", &pki.key)
             .env("CLIENT_SECRET", CLIENT_SECRET)
+            .env("JWT_CLIENT_PUBLIC_KEY_FILE", &jwt_client_public)
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
@@ -54,7 +71,7 @@ impl OpenIdProvider {
             .unwrap_or_else(|| panic!("oidc-provider exited; see {}", log_dir.join("oidc-provider.log").display()));
         let ready: serde_json::Value = serde_json::from_str(&first).expect("oidc-provider ready line");
         let issuer = ready["issuer"].as_str().expect("issuer").to_owned();
-        Self { jwks_url: format!("{issuer}/jwks"), issuer, child }
+        Self { jwks_url: format!("{issuer}/jwks"), issuer, jwt_client_key, child }
     }
 
     /// Stops the provider (an outage).

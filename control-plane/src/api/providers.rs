@@ -106,7 +106,12 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
     for (k, v) in config {
         if SECRET_KEYS.contains(&k.as_str()) {
             let s = v.as_str().ok_or_else(|| bad(format!("{k} must be a string")))?;
-            if s.is_empty() || s.len() > 4096 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            if k == "private_key" {
+                // A PEM: lines of visible ASCII and spaces.
+                if s.is_empty() || s.len() > 16384 || !s.bytes().all(|b| (0x20..=0x7e).contains(&b) || b == b'\n' || b == b'\r') {
+                    return Err(bad("private_key must be a PEM of at most 16384 characters"));
+                }
+            } else if s.is_empty() || s.len() > 4096 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
                 return Err(bad(format!("{k} must be 1..4096 visible ASCII characters")));
             }
             secrets.insert(k, s.to_owned());
@@ -121,11 +126,12 @@ fn split(kind: &str, config: BTreeMap<String, Value>, stored: &[String]) -> ApiR
             let typed: ClientCredentials =
                 serde_json::from_value(serde_json::to_value(&public).unwrap_or_default()).map_err(|e| bad(format!("config_json: {e}")))?;
             let mut problems = typed.problems();
-            if secrets.contains_key("private_key") {
-                problems.push("private_key (private_key_jwt) is not supported yet".into());
+            let needed = typed.secret_name();
+            if !has(needed) {
+                problems.push(format!("an oauth2_client_credentials provider with this client_auth_method needs config_json.{needed}"));
             }
-            if !has("client_secret") {
-                problems.push("an oauth2_client_credentials provider needs config_json.client_secret".into());
+            if let Some(Err(e)) = secrets.get("private_key").map(|pem| caracal_sts::provider_tokens::assertion_key(pem)) {
+                problems.push(e);
             }
             if !problems.is_empty() {
                 return Err(bad(problems.join("; ")));

@@ -82,7 +82,7 @@ impl Sts {
                 if !hosts_ok(&cfg.allowed_hosts) {
                     return Err(not_allowed());
                 }
-                let secret = secrets()?.remove("client_secret").ok_or_else(missing)?;
+                let secret = secrets()?.remove(cfg.secret_name()).ok_or_else(missing)?;
                 let token = self.provider_tokens.token(zone_id, provider_id, version, &cfg, &secret).await.map_err(|e| {
                     tracing::warn!(zone_id, provider_id, error = %e, "credential provider token request failed");
                     StsError::ProviderUnavailable(e.to_string())
