@@ -39,6 +39,20 @@ pub fn endpoints_or_single(endpoints: &[Endpoint], upstream_url: &str) -> Vec<En
     if endpoints.is_empty() { vec![Endpoint::single(upstream_url)] } else { endpoints.to_vec() }
 }
 
+/// A credential provider's `allowed_hosts` binding against an endpoint set: the first endpoint
+/// whose host is not listed (compared without case; a URL without a host is never allowed), or
+/// `None` when every one is — or when `allowed` is empty, which binds nothing. The admin API checks
+/// it when a resource is bound, and the STS again before it sends the credential.
+pub fn endpoint_outside<'a>(allowed: &[String], endpoints: &'a [Endpoint]) -> Option<&'a Endpoint> {
+    if allowed.is_empty() {
+        return None;
+    }
+    endpoints.iter().find(|e| {
+        let host = url::Url::parse(&e.url).ok().and_then(|u| u.host_str().map(str::to_owned));
+        !host.is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)))
+    })
+}
+
 /// How the gateway picks an endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -346,6 +360,16 @@ pub fn endpoint_problems(endpoints: &[Endpoint], problems: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allowed_hosts_binding_covers_every_endpoint() {
+        let set = [Endpoint::single("https://API.example:8443/v1"), Endpoint::single("https://b.example/")];
+        let allowed = |hosts: &[&str]| hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+        assert!(endpoint_outside(&[], &set).is_none(), "no binding");
+        assert!(endpoint_outside(&allowed(&["api.example", "B.EXAMPLE"]), &set).is_none(), "case does not matter");
+        assert_eq!(endpoint_outside(&allowed(&["api.example"]), &set).map(|e| e.url.as_str()), Some("https://b.example/"));
+        assert!(endpoint_outside(&allowed(&["api.example"]), &[Endpoint::single("not a url")]).is_some(), "no host, not allowed");
+    }
 
     #[test]
     fn hash_keys_round_trip_and_refuse_junk() {

@@ -105,8 +105,8 @@ async fn check_provider<'e>(db: impl sqlx::PgExecutor<'e>, zone_id: &str, def: &
             .await?;
     let (config,) = config.ok_or_else(|| ApiError::not_found("provider_not_found"))?;
     let allowed: Vec<String> = config.0.get("allowed_hosts").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
-    if let Some(h) = def.hosts().into_iter().find(|h| !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(h))) {
-        return Err(ApiError::bad_request("invalid_resource", format!("the credential provider is not allowed for upstream host {h}")));
+    if let Some(e) = caracal_shared::pool::endpoint_outside(&allowed, def.endpoints()) {
+        return Err(ApiError::bad_request("invalid_resource", format!("the credential provider is not allowed for upstream {}", e.url)));
     }
     Ok(())
 }

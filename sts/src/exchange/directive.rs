@@ -62,15 +62,8 @@ impl Sts {
                 .and_then(|p| serde_json::from_slice(&p).ok())
                 .ok_or_else(|| StsError::Internal(format!("provider {provider_id} does not decrypt")))
         };
-        let hosts_ok = |allowed: &[String]| {
-            allowed.is_empty()
-                || caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url).iter().all(|e| {
-                    url::Url::parse(&e.url)
-                        .ok()
-                        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-                        .is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)))
-                })
-        };
+        let endpoints = caracal_shared::pool::endpoints_or_single(&r.endpoints.0, &r.upstream_url);
+        let hosts_ok = |allowed: &[String]| caracal_shared::pool::endpoint_outside(allowed, &endpoints).is_none();
         let not_allowed = || StsError::AccessDenied("the resource's credential provider is not allowed for its upstream host".into());
         match kind.as_str() {
             "none" => d.auth_mode = "none".into(),

@@ -210,9 +210,9 @@ impl Definition {
         Ok(def)
     }
 
-    /// The upstream hosts of the endpoint set (lower-case).
-    pub(super) fn hosts(&self) -> Vec<String> {
-        self.endpoints.iter().filter_map(|e| url::Url::parse(&e.url).ok()?.host_str().map(str::to_ascii_lowercase)).collect()
+    /// The endpoint set.
+    pub(super) fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
     /// Binds the definition's fields as the next eighteen parameters (name … credential_kek_id,
