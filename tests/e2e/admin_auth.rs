@@ -1,12 +1,13 @@
 //! Who may call the admin API and the Coordinator, and what unauthenticated traffic costs.
 //!
 //! The route lists are read from the routers' source (`control-plane/src/api/*.rs`,
-//! `control-plane/src/coordinator/*.rs`), so a route added later is walked too; a route meant to
-//! be public must be named in [`PUBLIC`].
+//! `control-plane/src/coordinator/*.rs`, by [`caracal_e2e::routes`]), so a route added later is
+//! walked too; a route meant to be public must be named in [`PUBLIC`].
 
 use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
+use caracal_e2e::routes::routes_in;
 use caracal_e2e::stack::Answer;
 use serde_json::json;
 use sqlx::PgPool;
@@ -16,47 +17,6 @@ use sqlx::PgPool;
 /// `POST /approvals/{id}/decision` is the subject's own decision: authenticated by the user's session
 /// mandate, not an admin token (checked below and in `tests/sdk/test_federation.py`).
 const PUBLIC: &[(&str, &str)] = &[("POST", "/v1/bootstrap"), ("GET", "/approvals/{id}"), ("POST", "/approvals/{id}/decision")];
-
-/// `(METHOD, path template)` of every `.route("…", method(handler)…)` in the `.rs` files of `dir`.
-fn routes_in(dir: &str) -> Vec<(String, String)> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    let mut files: Vec<_> =
-        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let src = std::fs::read_to_string(&f).unwrap();
-        let mut rest = src.as_str();
-        while let Some(at) = rest.find(".route(\"") {
-            rest = &rest[at + 8..];
-            let end = rest.find('"').unwrap();
-            let path = rest[..end].to_owned();
-            // The method router runs to the `)` closing `.route(`.
-            let mut depth = 1;
-            let mut len = 0;
-            for (i, c) in rest[end..].char_indices() {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth -= 1,
-                    _ => {}
-                }
-                if depth == 0 {
-                    len = end + i;
-                    break;
-                }
-            }
-            let chain = &rest[end..len];
-            for m in ["get", "post", "put", "patch", "delete"] {
-                let bare =
-                    chain.starts_with(&format!("\", {m}(")) || chain.contains(&format!(" {m}(")) || chain.contains(&format!(".{m}("));
-                if bare {
-                    out.push((m.to_ascii_uppercase(), path.clone()));
-                }
-            }
-        }
-    }
-    out
-}
 
 fn fill(template: &str, zone: &str) -> String {
     template

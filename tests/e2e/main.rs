@@ -26,6 +26,7 @@ mod pool_health;
 mod pools;
 mod providers;
 mod revocation;
+mod route_docs;
 mod sdk;
 mod step_up;
 mod sts_and_keys;
