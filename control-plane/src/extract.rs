@@ -120,8 +120,11 @@ impl AdminPrincipal {
 }
 
 /// The admin router's authentication layer: refuses the request (401 `invalid_admin_token`)
-/// before any handler, body or query is looked at, else records the actor for the evidence and
-/// hands the principal to the handler.
+/// before any handler, body or query is looked at, else records the actor for the evidence; a zone
+/// token naming another zone in the path is refused here too (403 `admin_token_zone_mismatch`), so
+/// no route depends on its handler remembering to check — handlers still call
+/// [`AdminPrincipal::require_zone`] — and the refusal comes before the body is read. Then the
+/// principal goes to the handler.
 pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match AdminPrincipal::authenticate(&state, req.headers()).await {
         Ok(mut principal) => {
@@ -129,6 +132,11 @@ pub async fn require_admin(State(state): State<AppState>, mut req: Request, next
             match &principal.scope {
                 Scope::Global => crate::evidence::Actor::record(req.extensions(), || principal.actor()),
                 Scope::Zone(z) => crate::evidence::Actor::record_in_zone(req.extensions(), || principal.actor(), z),
+            }
+            if let Some(named) = caracal_shared::zone_context::zone_of_path(req.uri().path())
+                && let Err(e) = principal.require_zone(named)
+            {
+                return e.into_response();
             }
             req.extensions_mut().insert(principal);
             next.run(req).await

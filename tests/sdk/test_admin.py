@@ -201,6 +201,13 @@ def test_dcr_registers_short_lived_applications_only_while_enabled():
     reg = ADMIN.applications.dcr(ZONE, {"name": "dcr-agent", "expires_in": 3})
     assert reg["registration_method"] == "dcr" and reg["expires_at"], reg
     assert mints(reg["id"], reg["client_secret"])["client_id"] == reg["id"]
+    try:
+        ADMIN.applications.rotate_secret(ZONE, reg["id"])
+    except AdminApiError as e:
+        assert (e.status, e.code) == (400, "client_secret_not_configured"), (e.status, e.code)
+    else:
+        raise AssertionError("a DCR application's secret was rotated; it expires instead")
+    assert mints(reg["id"], reg["client_secret"])["client_id"] == reg["id"], "the secret it was given still works"
     assert ADMIN.zones.dcr_status(ZONE)["live_dcr_applications"] == 1
     try:
         ensure_application(ADMIN, ZONE, name="dcr-agent", traits=[], client_secret=new_secret())

@@ -129,6 +129,20 @@ async fn refuse_control_key_via_control(
     who.refuse_via_control(control_key, "control_key_protected", "Control cannot change, rotate or archive a control key")
 }
 
+/// A DCR application's secret is the one it was registered with and expires with it: it is neither
+/// set nor rotated (400 `client_secret_not_configured`), as in the original.
+async fn refuse_dcr_secret(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str, id: &str) -> ApiResult<()> {
+    let method: Option<(String,)> = sqlx::query_as("SELECT registration_method FROM applications WHERE zone_id = $1 AND id = $2")
+        .bind(zone_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if method.is_some_and(|(m,)| m == "dcr") {
+        return Err(ApiError::bad_request("client_secret_not_configured", "a DCR application's secret expires with it; it is not set"));
+    }
+    Ok(())
+}
+
 fn refuse_control_traits_via_control(who: &AdminPrincipal, traits: &[String]) -> ApiResult<()> {
     who.refuse_via_control(
         traits.iter().any(|t| is_control_trait(t)),
@@ -192,6 +206,7 @@ async fn rotate_secret(
     let (client_secret, digest) = new_secret();
     let mut tx = state.db.begin().await?;
     refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
+    refuse_dcr_secret(&mut tx, &zone_id, &id).await?;
     let row: Option<ApplicationRow> = sqlx::query_as(sql!(
         "UPDATE applications SET client_secret_sha256 = $3, updated_at = now() \
          WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
@@ -343,18 +358,13 @@ async fn update(
     }
     if let Some(s) = &body.client_secret {
         check_secret(s)?;
-        let method: Option<(String,)> = sqlx::query_as("SELECT registration_method FROM applications WHERE zone_id = $1 AND id = $2")
-            .bind(&zone_id)
-            .bind(&id)
-            .fetch_optional(&state.db)
-            .await?;
-        if method.is_some_and(|(m,)| m == "dcr") {
-            return Err(ApiError::bad_request("client_secret_not_configured", "a DCR application's secret expires with it; it is not set"));
-        }
     }
     let digest = body.client_secret.as_deref().map(|s| caracal_shared::sig::sha256(s.as_bytes()).to_vec());
     let mut tx = state.db.begin().await?;
     refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
+    if body.client_secret.is_some() {
+        refuse_dcr_secret(&mut tx, &zone_id, &id).await?;
+    }
     let row: Option<ApplicationRow> = match sqlx::query_as(sql!(
         "UPDATE applications SET name = COALESCE($3, name), client_secret_sha256 = COALESCE($4, client_secret_sha256), \
          traits = COALESCE($5, traits), updated_at = now() \
