@@ -113,12 +113,7 @@ async fn providers_are_zone_scoped_sealed_and_audited() {
     let s = Stack::start().await;
     let d = s.demo(true).await;
     let other = s.another_zone(&d, "other", caracal_e2e::stack::ALLOW_POLICY).await;
-    let zone_token = s
-        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": d.zone_id})), 201)
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let zone_token = s.zone_token(&d.admin, &d.zone_id).await;
     let body = json!({"name": "k", "kind": "api_key", "config_json": {"header": "X-Api-Key", "api_key": "sealed-secret-xyz"}});
     let created = s.admin_ok("POST", &format!("/v1/zones/{}/providers", other.zone_id), &d.admin, Some(body.clone()), 201).await;
     assert_eq!(created["secret_config_keys"], json!(["api_key"]));

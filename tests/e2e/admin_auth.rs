@@ -94,12 +94,7 @@ async fn a_zone_token_reaches_nothing_of_another_zone_on_any_route() {
     let s = Stack::start().await;
     let d = s.demo(false).await;
     let other = s.another_zone(&d, "other", caracal_e2e::stack::ALLOW_POLICY).await;
-    let zone_token = s
-        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": d.zone_id})), 201)
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let zone_token = s.zone_token(&d.admin, &d.zone_id).await;
     let mut routes = routes_under("control-plane/src/api");
     routes.extend(routes_under("control-plane/src/coordinator"));
     let zoned: Vec<_> = routes.iter().filter(|(_, t)| t.contains("{zone_id}")).collect();
@@ -139,12 +134,7 @@ async fn unauthenticated_requests_leave_no_audit_rows_and_are_counted() {
     assert_eq!(s.control_plane_metric("caracal_unauthenticated_requests_total{surface=\"coordinator\"}").await, 20.0);
 
     // A zone token naming other zones is refused and filed in its own zone's chain.
-    let zone_token = s
-        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": d.zone_id})), 201)
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let zone_token = s.zone_token(&d.admin, &d.zone_id).await;
     for z in &zones[..5] {
         let a = s.admin("POST", &format!("/v1/zones/{z}/applications"), &zone_token, Some(json!({"name": "x"}))).await;
         assert_eq!((a.status, a.error()), (403, "admin_token_zone_mismatch"));

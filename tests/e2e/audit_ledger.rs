@@ -349,12 +349,7 @@ async fn search_pages_filters_exports_and_verifies_ranges() {
     }
     // A token of another zone reads nothing here.
     let other = s.admin_ok("POST", "/v1/zones", &d.admin, Some(json!({"name": "other"})), 201).await;
-    let other_token = s
-        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "o", "scope": "zone", "zone_id": other["id"]})), 201)
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other_token = s.zone_token(&d.admin, other["id"].as_str().unwrap()).await;
     assert_eq!(s.admin("GET", &base, &other_token, None).await.status, 403);
 
     let nd = s.http.get(format!("{}{base}/export", s.cp_url)).bearer_auth(&d.admin).send().await.unwrap();
@@ -589,12 +584,7 @@ async fn the_sts_the_admin_api_and_the_coordinator_leave_evidence_without_secret
     let routes: Vec<&str> =
         global["items"].as_array().unwrap().iter().filter_map(|i| i["event"]["metadata_json"]["route"].as_str()).collect();
     assert!(routes.contains(&"/v1/zones"), "{routes:?}");
-    let zone_token = s
-        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": d.zone_id})), 201)
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let zone_token = s.zone_token(&d.admin, &d.zone_id).await;
     assert_eq!(s.admin("GET", "/v1/zones/_global/audit", &zone_token, None).await.status, 403);
 }
 

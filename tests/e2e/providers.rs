@@ -20,6 +20,24 @@ fn last_bearer(s: &Stack) -> String {
     seen.last().and_then(|r| r.header("authorization")).and_then(|v| v.strip_prefix("Bearer ")).expect("a bearer upstream").to_owned()
 }
 
+/// A real OAuth server on the test PKI and a stack whose STS trusts it (`PROVIDER_CA_FILE`) and may
+/// reach it on loopback (`PROVIDER_PRIVATE_HOSTS`), with the demo zone active.
+async fn with_provider(name: &str) -> (std::path::PathBuf, TestPki, OpenIdProvider, Stack, caracal_e2e::stack::Demo) {
+    let dir = caracal_e2e::infra::scratch_dir(name);
+    let pki = TestPki::generate(&dir.join("pki"));
+    let op = OpenIdProvider::start(&pki, &dir).await;
+    let opts = StackOptions {
+        control_plane_env: vec![
+            ("PROVIDER_CA_FILE".into(), pki.ca.display().to_string()),
+            ("PROVIDER_PRIVATE_HOSTS".into(), "localhost".into()),
+        ],
+        ..Default::default()
+    };
+    let s = Stack::start_with(opts).await;
+    let d = s.demo(true).await;
+    (dir, pki, op, s, d)
+}
+
 /// Runs the published `caracalai_admin.ensure_client_credentials_provider` for the provider's
 /// `upstream-api` client; the provider id.
 async fn ensure_client_credentials_provider(s: &Stack, d: &caracal_e2e::stack::Demo, issuer: &str) -> String {
@@ -49,18 +67,7 @@ print(ensure_client_credentials_provider(admin, os.environ["ZONE"], name="weathe
 
 #[tokio::test]
 async fn a_client_credentials_provider_yields_held_refreshed_tokens_and_fails_closed() {
-    let dir = caracal_e2e::infra::scratch_dir("provider-oauth");
-    let pki = TestPki::generate(&dir.join("pki"));
-    let mut op = OpenIdProvider::start(&pki, &dir).await;
-    let opts = StackOptions {
-        control_plane_env: vec![
-            ("PROVIDER_CA_FILE".into(), pki.ca.display().to_string()),
-            ("PROVIDER_PRIVATE_HOSTS".into(), "localhost".into()),
-        ],
-        ..Default::default()
-    };
-    let s = Stack::start_with(opts).await;
-    let d = s.demo(true).await;
+    let (_dir, pki, mut op, s, d) = with_provider("provider-oauth").await;
     let z = &d.zone_id;
     // Provisioned by the published reconciler, `ensure_client_credentials_provider`.
     let id = ensure_client_credentials_provider(&s, &d, &op.issuer).await;
@@ -180,18 +187,7 @@ async fn static_credential_providers_are_injected_as_configured() {
 /// know is refused there, and the request fails closed; a key that is not a key is refused on upload.
 #[tokio::test]
 async fn a_private_key_jwt_provider_authenticates_with_a_signed_assertion() {
-    let dir = caracal_e2e::infra::scratch_dir("provider-jwt");
-    let pki = TestPki::generate(&dir.join("pki"));
-    let op = OpenIdProvider::start(&pki, &dir).await;
-    let opts = StackOptions {
-        control_plane_env: vec![
-            ("PROVIDER_CA_FILE".into(), pki.ca.display().to_string()),
-            ("PROVIDER_PRIVATE_HOSTS".into(), "localhost".into()),
-        ],
-        ..Default::default()
-    };
-    let s = Stack::start_with(opts).await;
-    let d = s.demo(true).await;
+    let (dir, pki, op, s, d) = with_provider("provider-jwt").await;
     let z = &d.zone_id;
     let pem = std::fs::read_to_string(&op.jwt_client_key).unwrap();
     let key_body = pem.lines().nth(1).unwrap().to_owned();

@@ -232,12 +232,7 @@ async fn approvals_do_not_outlive_the_policy_and_the_gateway_never_waives_a_step
     assert_eq!(r.status(), 400);
     // Another zone's admin cannot see or decide the hold.
     let other = s.admin_ok("POST", "/v1/zones", &d.admin, Some(json!({"name": "other"})), 201).await;
-    let token = s
-        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z2", "scope": "zone", "zone_id": other["id"]})), 201)
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = s.zone_token(&d.admin, other["id"].as_str().unwrap()).await;
     let r = s.admin("GET", &format!("/v1/zones/{}/approvals/{id}", d.zone_id), &token, None).await;
     assert_eq!(r.status, 403, "{}", r.text);
 }

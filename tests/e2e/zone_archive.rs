@@ -38,11 +38,7 @@ async fn archiving_a_zone_stops_minting_keys_mandates_admin_tokens_and_the_coord
     // The second instance reloads revocations from Postgres only every minute: what it refuses
     // within a second came through the streams or its own checks.
     let (_cp2, cp2) = s.second_control_plane(&[("REVOCATION_RELOAD_INTERVAL", "60s")]).await;
-    let zone_token = s.admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "z", "scope": "zone", "zone_id": z})), 201).await
-        ["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let zone_token = s.zone_token(&d.admin, &z).await;
     let session_form = [("grant_type", GRANT), ("zone_id", z.as_str()), ("application_id", &d.app_id), ("client_secret", &d.secret)];
     let runtime_form = [
         ("grant_type", GRANT),

@@ -292,6 +292,14 @@ impl Stack {
         a.body
     }
 
+    /// A new admin token scoped to `zone_id`, created with `admin` (a global token).
+    pub async fn zone_token(&self, admin: &str, zone_id: &str) -> String {
+        let t = self
+            .admin_ok("POST", "/v1/admin-tokens", admin, Some(json!({"name": "zone-token", "scope": "zone", "zone_id": zone_id})), 201)
+            .await;
+        t["token"].as_str().expect("the token is shown once").to_owned()
+    }
+
     /// Creates a policy version from `rego` in `set` and activates it.
     pub async fn activate_policy(&self, d: &Demo, rego: &str) -> String {
         let z = &d.zone_id;
