@@ -38,6 +38,22 @@ async fn with_provider(name: &str) -> (std::path::PathBuf, TestPki, OpenIdProvid
     (dir, pki, op, s, d)
 }
 
+/// What the provider says of `token` (RFC 7662), asked as its `upstream-api` client.
+async fn introspect(pki: &TestPki, op: &OpenIdProvider, token: &str) -> Value {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let answer = http
+        .post(format!("{}/token/introspection", op.issuer))
+        .basic_auth("upstream-api", Some(CLIENT_SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    answer.json().await.unwrap()
+}
+
 /// Runs the published `caracalai_admin.ensure_client_credentials_provider` for the provider's
 /// `upstream-api` client; the provider id.
 async fn ensure_client_credentials_provider(s: &Stack, d: &caracal_e2e::stack::Demo, issuer: &str) -> String {
@@ -91,20 +107,7 @@ async fn a_client_credentials_provider_yields_held_refreshed_tokens_and_fails_cl
     assert_eq!(a.status, 200, "{}\n{}", a.text, s.control_plane.log_tail(20));
     let first = last_bearer(&s);
     // A real token of the provider, for the client and scope configured.
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let introspected: Value = http
-        .post(format!("{}/token/introspection", op.issuer))
-        .basic_auth("upstream-api", Some(CLIENT_SECRET))
-        .form(&[("token", first.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let introspected = introspect(&pki, &op, first.as_str()).await;
     assert_eq!(introspected["active"], true, "{introspected}");
     assert_eq!(introspected["client_id"], "upstream-api");
     assert_eq!(introspected["scope"], "weather.read");
@@ -221,20 +224,7 @@ async fn a_private_key_jwt_provider_authenticates_with_a_signed_assertion() {
     let call = || async { s.governed("GET", "/forecast", &s.mandate_for(&d, &session, RESOURCE, "tools.read").await, RESOURCE).await };
     let a = call().await;
     assert_eq!(a.status, 200, "{}\n{}", a.text, s.control_plane.log_tail(20));
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let introspected: Value = http
-        .post(format!("{}/token/introspection", op.issuer))
-        .basic_auth("upstream-api", Some(CLIENT_SECRET))
-        .form(&[("token", last_bearer(&s).as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let introspected = introspect(&pki, &op, last_bearer(&s).as_str()).await;
     assert_eq!(
         (introspected["active"].as_bool(), introspected["client_id"].as_str()),
         (Some(true), Some("upstream-api-jwt")),
