@@ -17,6 +17,7 @@ mod load;
 mod peers;
 mod plot;
 mod procs;
+mod profile;
 mod proxy;
 mod report;
 mod run;

@@ -77,6 +77,10 @@ pub(crate) struct RunArgs {
     /// S7g, drill); every one by default.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// Profile the gateway and the control plane with `perf` during S3 and S4 (flame graphs and top
+    /// costs in `<out>/profiles/<report stem>/`); the figures of a profiled run are not comparable.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// The sizes of one run.
@@ -104,6 +108,9 @@ pub(crate) struct Plan {
     pub(crate) drill: DrillPlan,
     /// The scenarios `--only` picked (`None`: all).
     pub(crate) only: Option<Vec<String>>,
+    /// Where `--profile` writes (`None`: no profiling).
+    #[serde(skip)]
+    pub(crate) profile_dir: Option<PathBuf>,
 }
 
 impl Plan {
@@ -139,6 +146,7 @@ impl Plan {
             pool_repeats: a.pool_repeats.unwrap_or(if a.smoke { 1 } else { 3 }).max(1),
             drill,
             only: a.only.clone(),
+            profile_dir: None,
         })
     }
 
@@ -158,7 +166,12 @@ impl Plan {
 /// Runs everything and writes the report.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plan = Plan::from_args(&args)?;
+    let mut plan = Plan::from_args(&args)?;
+    if args.profile {
+        // Named like the report, which is only known at the end: the date and the selection.
+        let stem = format!("{}{}", chrono::Utc::now().format("%Y-%m-%d"), plan.only.as_ref().map_or(String::new(), |o| format!("-only-{}", o.join("-"))));
+        plan.profile_dir = Some(std::path::absolute(args.out.join("profiles").join(stem))?);
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().context("binary has a directory")?.to_path_buf(),
@@ -239,11 +252,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         nginx_pool,
     };
 
-    let results = scenarios::run_all(&mut sys, &plan, &dir).await?;
+    let mut results = scenarios::run_all(&mut sys, &plan, &dir).await?;
+    let results_profiles = (std::mem::take(&mut results.profiles), std::mem::take(&mut results.slices));
+    let plan_profile_dir = plan.profile_dir.clone();
     let rss = sys.peak_rss();
     sys.stop();
     let report = Report::build(env, plan, results, rss, skipped, started.elapsed());
-    let written = report::write(&report, &args.out)?;
+    let mut written = report::write(&report, &args.out)?;
+    if let Some(dir) = &plan_profile_dir {
+        let md = dir.join("README.md");
+        std::fs::write(&md, crate::profile::render(&results_profiles.0, &results_profiles.1))?;
+        written.push(md);
+    }
     println!("{}", report::markdown::render(&report));
     for p in written {
         eprintln!("bench: wrote {}", p.display());

@@ -59,12 +59,17 @@ pub(crate) struct Results {
     pub(crate) revocation: Option<revocation::Revocation>,
     pub(crate) pool: Option<pool::Pool>,
     pub(crate) drills: Vec<drill::Drill>,
+    /// `--profile`: the recordings and the latency slices of the profiled windows.
+    #[serde(skip)]
+    pub(crate) profiles: Vec<crate::profile::Profile>,
+    #[serde(skip)]
+    pub(crate) slices: Vec<crate::profile::Slices>,
 }
 
 /// Runs the selected scenarios: S1–S4, S5, S6, S7, then the failover drill (which kills and restarts
 /// a pool endpoint, so it goes last). `dir` holds the children's logs.
 pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::Result<Results> {
-    let (rate, premint) = rate::run(sys, plan).await?;
+    let (rate, premint, profiles, slices) = rate::run(sys, plan).await?;
     let streaming = if plan.selects("S5") {
         eprintln!("bench: S5 streaming");
         Some(streaming::run(sys, plan).await?)
@@ -79,7 +84,7 @@ pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyho
     };
     let pool = pool::run(sys, plan).await?;
     let drills = if plan.selects("drill") { drill::run(sys, plan, dir).await? } else { Vec::new() };
-    Ok(Results { rate, premint, streaming, revocation, pool, drills })
+    Ok(Results { rate, premint, streaming, revocation, pool, drills, profiles, slices })
 }
 
 /// CPU time of each process (and of the load generator itself) at one instant.

@@ -122,19 +122,48 @@ pub(crate) struct Premint {
     pub(crate) per_second: f64,
 }
 
+/// What [`run`] measured: the records, the pre-mints, and with `--profile` the profiles and
+/// latency slices of the governed windows.
+pub(crate) type Measured = (Vec<RateRecord>, Vec<Premint>, Vec<crate::profile::Profile>, Vec<crate::profile::Slices>);
+
 /// Runs every selected target at each rate, then at saturation.
-pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<(Vec<RateRecord>, Vec<Premint>)> {
+pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Measured> {
     let mut records = Vec::new();
     let mut premints = Vec::new();
+    let mut profiles = Vec::new();
+    let mut slices = Vec::new();
     let minters = Minters::new(sys).await?;
     for target in Target::ALL.into_iter().filter(|t| plan.selects(t.id())) {
         for mode in plan.modes() {
-            let Some((record, premint)) = measure(sys, plan, target, mode, &minters).await? else { continue };
+            let profiled = plan.profile_dir.as_ref().filter(|_| matches!(target, Target::Gateway | Target::Governed));
+            let label = match mode {
+                Mode::Fixed { rate } => format!("{}-{rate}", target.id()),
+                Mode::Saturation => format!("{}-saturation", target.id()),
+            };
+            let window = match profiled {
+                Some(dir) => {
+                    let c = &sys.caracal;
+                    Some(crate::profile::start(
+                        dir,
+                        &label,
+                        &[("gateway", c.gateway.pid()), ("control-plane", c.control_plane.pid())],
+                    )?)
+                }
+                None => None,
+            };
+            let Some((record, premint, samples)) = measure(sys, plan, target, mode, &minters, window.is_some()).await? else { continue };
+            if let Some(w) = window {
+                eprintln!("bench: analysing the profiles of {label}");
+                profiles.extend(w.finish()?);
+                if !samples.is_empty() {
+                    slices.push(crate::profile::slices(&label, &samples));
+                }
+            }
             premints.extend(premint);
             records.push(record);
         }
     }
-    Ok((records, premints))
+    Ok((records, premints, profiles, slices))
 }
 
 /// One run of `target` in `mode`, with CPU per 1,000 requests; `None` when the target does not run.
@@ -145,10 +174,12 @@ pub(crate) async fn measure(
     target: Target,
     mode: Mode,
     minters: &Minters,
-) -> anyhow::Result<Option<(RateRecord, Option<Premint>)>> {
+    timeline: bool,
+) -> anyhow::Result<Option<(RateRecord, Option<Premint>, Vec<crate::load::timeline::Sample>)>> {
     let Some(addr) = sys.address(target) else { return Ok(None) };
     let connections = if mode == Mode::Saturation { plan.saturation_connections } else { plan.connections };
-    let spec = RunSpec { mode, connections, warmup: plan.warmup, duration: plan.duration, timeline: false };
+    let timeline = timeline && mode != Mode::Saturation;
+    let spec = RunSpec { mode, connections, warmup: plan.warmup, duration: plan.duration, timeline };
     let mut premint = None;
     let auth = match target {
         Target::Direct | Target::Pingora | Target::Nginx | Target::PoolPingora | Target::PoolNginx => Auth::None,
@@ -175,7 +206,7 @@ pub(crate) async fn measure(
     let cpu = before.per_1k(&sys.cpu(), result.sent);
     let run = result.summarize(&spec);
     eprintln!("{}", progress_line(target, &run));
-    Ok(Some((RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu }, premint)))
+    Ok(Some((RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu }, premint, result.samples)))
 }
 
 /// `n` single-use mandates from `minter`, and how fast they were minted.
