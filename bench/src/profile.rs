@@ -118,7 +118,8 @@ impl Window {
 
 fn analyse(label: &str, r: &Recording) -> anyhow::Result<Profile> {
     if r.kind == Kind::OffCpu {
-        let out = Command::new("perf").args(["sched", "timehist", "-i"]).arg(&r.file).stderr(Stdio::null()).output().context("perf sched")?;
+        let out =
+            Command::new("perf").args(["sched", "timehist", "-i"]).arg(&r.file).stderr(Stdio::null()).output().context("perf sched")?;
         let threads = delays(&String::from_utf8_lossy(&out.stdout));
         let runs = threads.iter().map(|t| t.1 as u64).sum();
         return Ok(Profile {

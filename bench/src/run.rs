@@ -169,7 +169,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut plan = Plan::from_args(&args)?;
     if args.profile {
         // Named like the report, which is only known at the end: the date and the selection.
-        let stem = format!("{}{}", chrono::Utc::now().format("%Y-%m-%d"), plan.only.as_ref().map_or(String::new(), |o| format!("-only-{}", o.join("-"))));
+        let stem = format!(
+            "{}{}",
+            chrono::Utc::now().format("%Y-%m-%d"),
+            plan.only.as_ref().map_or(String::new(), |o| format!("-only-{}", o.join("-")))
+        );
         plan.profile_dir = Some(std::path::absolute(args.out.join("profiles").join(stem))?);
     }
     let bin_dir = match &args.bin_dir {

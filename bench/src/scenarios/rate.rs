@@ -143,11 +143,7 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Measured> 
             let window = match profiled {
                 Some(dir) => {
                     let c = &sys.caracal;
-                    Some(crate::profile::start(
-                        dir,
-                        &label,
-                        &[("gateway", c.gateway.pid()), ("control-plane", c.control_plane.pid())],
-                    )?)
+                    Some(crate::profile::start(dir, &label, &[("gateway", c.gateway.pid()), ("control-plane", c.control_plane.pid())])?)
                 }
                 None => None,
             };
