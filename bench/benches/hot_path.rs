@@ -191,6 +191,8 @@ fn policy(c: &mut Criterion) {
             "request_id": "0190f3a1-rid",
         },
     });
+    c.bench_function("policy/input_serde", |b| b.iter(|| regorus::Value::from(black_box(&input).clone())));
+    c.bench_function("policy/input_direct", |b| b.iter(|| caracal_sts::policy::engine_value(black_box(&input).clone())));
     c.bench_function("policy/evaluate_allow", |b| {
         b.iter(|| {
             let decision = caracal_sts::policy::evaluate(Some(&active), black_box(&input)).expect("evaluates");

@@ -30,6 +30,15 @@ const FREQUENCY: &str = "199";
 /// Rows of each top-cost table.
 const TOP: usize = 15;
 
+/// What `--profile` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Mode {
+    /// Call stacks (on-CPU) and scheduling.
+    All,
+    /// Scheduling only: cheap enough to leave the latency tail as it is.
+    Sched,
+}
+
 /// Recordings under way for one window.
 pub(crate) struct Window {
     label: String,
@@ -74,11 +83,15 @@ pub(crate) struct Profile {
 }
 
 /// Starts recording `processes` (name, pid) for the window `label` (e.g. `S3-1000`).
-pub(crate) fn start(dir: &Path, label: &str, processes: &[(&str, u32)]) -> anyhow::Result<Window> {
+pub(crate) fn start(dir: &Path, label: &str, processes: &[(&str, u32)], mode: Mode) -> anyhow::Result<Window> {
     std::fs::create_dir_all(dir)?;
     let mut recordings = Vec::new();
+    let kinds: &[Kind] = match mode {
+        Mode::All => &[Kind::OnCpu, Kind::OffCpu],
+        Mode::Sched => &[Kind::OffCpu],
+    };
     for &(process, pid) in processes {
-        for kind in [Kind::OnCpu, Kind::OffCpu] {
+        for &kind in kinds {
             let file = dir.join(format!("{label}-{process}-{}.data", kind.name()));
             let mut cmd = Command::new("perf");
             cmd.arg("record").arg("-q").arg("-o").arg(&file).arg("-p").arg(pid.to_string());
@@ -135,7 +148,7 @@ fn analyse(label: &str, r: &Recording) -> anyhow::Result<Profile> {
     }
     let script = Command::new("perf")
         // `--no-inline`: resolving inlined frames runs addr2line per address (minutes per window).
-        .args(["script", "--no-inline", "-F", "comm,tid,period,event,ip,sym", "-i"])
+        .args(["script", "--no-inline", "-i"])
         .arg(&r.file)
         .stderr(Stdio::null())
         .output()
@@ -165,9 +178,14 @@ fn analyse(label: &str, r: &Recording) -> anyhow::Result<Profile> {
 fn delays(timehist: &str) -> Vec<(String, usize, f64, f64, f64)> {
     let mut by: HashMap<String, (Vec<f64>, f64)> = HashMap::new();
     for line in timehist.lines() {
+        // `time [cpu] <name, may hold spaces>[tid] wait delay run`.
         let cols: Vec<&str> = line.split_whitespace().collect();
-        let [.., task, wait, delay, _run] = cols[..] else { continue };
+        if cols.len() < 6 || !cols[1].starts_with('[') {
+            continue;
+        }
+        let (wait, delay) = (cols[cols.len() - 3], cols[cols.len() - 2]);
         let (Ok(wait), Ok(delay)) = (wait.parse::<f64>(), delay.parse::<f64>()) else { continue };
+        let task = cols[2..cols.len() - 3].join(" ");
         let Some(name) = task.rsplit_once('[').map(|(n, _)| n) else { continue };
         let name: String = name.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
         let e = by.entry(name).or_default();
@@ -377,11 +395,13 @@ mod tests {
             --------------- ------  ------------------------------  ---------  ---------  ---------\n\
             46180.098153 [0000]  worker-1[7600]    0.500      0.010      0.100\n\
             46180.098208 [0001]  worker-2[7601]    3.000      2.000      0.055\n\
-            46180.098215 [0000]  redis[7602]       0.055      0.009      0.006\n";
+            46180.098215 [0000]  redis[7602]       0.055      0.009      0.006\n\
+            46180.098216 [0000]  Pingora HTTP Pr[7603]       0.055      0.001      0.006\n";
         let rows = delays(timehist);
         assert_eq!(rows[0].0, "worker-#");
         assert_eq!((rows[0].1, rows[0].3, rows[0].4), (2, 2.0, 3.0));
         assert_eq!(rows[1].0, "redis");
+        assert_eq!(rows[2].0, "Pingora HTTP Pr", "names keep their spaces");
     }
 
     #[test]

@@ -77,10 +77,12 @@ pub(crate) struct RunArgs {
     /// S7g, drill); every one by default.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
-    /// Profile the gateway and the control plane with `perf` during S3 and S4 (flame graphs and top
-    /// costs in `<out>/profiles/<report stem>/`); the figures of a profiled run are not comparable.
-    #[arg(long)]
-    profile: bool,
+    /// Profile the gateway and the control plane with `perf` during S3 and S4 (in
+    /// `<out>/profiles/<report stem>/`): `all` (the default when no value is given) samples call
+    /// stacks and records scheduling; `sched` records scheduling only, which barely disturbs the
+    /// run, for the latency tail. The figures of a stack-sampled run are not comparable.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "all")]
+    profile: Option<crate::profile::Mode>,
 }
 
 /// The sizes of one run.
@@ -108,9 +110,9 @@ pub(crate) struct Plan {
     pub(crate) drill: DrillPlan,
     /// The scenarios `--only` picked (`None`: all).
     pub(crate) only: Option<Vec<String>>,
-    /// Where `--profile` writes (`None`: no profiling).
+    /// Where `--profile` writes, and what it records (`None`: no profiling).
     #[serde(skip)]
-    pub(crate) profile_dir: Option<PathBuf>,
+    pub(crate) profile: Option<(PathBuf, crate::profile::Mode)>,
 }
 
 impl Plan {
@@ -146,7 +148,7 @@ impl Plan {
             pool_repeats: a.pool_repeats.unwrap_or(if a.smoke { 1 } else { 3 }).max(1),
             drill,
             only: a.only.clone(),
-            profile_dir: None,
+            profile: None,
         })
     }
 
@@ -167,14 +169,14 @@ impl Plan {
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut plan = Plan::from_args(&args)?;
-    if args.profile {
+    if let Some(mode) = args.profile {
         // Named like the report, which is only known at the end: the date and the selection.
         let stem = format!(
             "{}{}",
             chrono::Utc::now().format("%Y-%m-%d"),
             plan.only.as_ref().map_or(String::new(), |o| format!("-only-{}", o.join("-")))
         );
-        plan.profile_dir = Some(std::path::absolute(args.out.join("profiles").join(stem))?);
+        plan.profile = Some((std::path::absolute(args.out.join("profiles").join(stem))?, mode));
     }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -258,7 +260,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut results = scenarios::run_all(&mut sys, &plan, &dir).await?;
     let results_profiles = (std::mem::take(&mut results.profiles), std::mem::take(&mut results.slices));
-    let plan_profile_dir = plan.profile_dir.clone();
+    let plan_profile_dir = plan.profile.as_ref().map(|(d, _)| d.clone());
     let rss = sys.peak_rss();
     sys.stop();
     let report = Report::build(env, plan, results, rss, skipped, started.elapsed());

@@ -135,15 +135,16 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Measured> 
     let minters = Minters::new(sys).await?;
     for target in Target::ALL.into_iter().filter(|t| plan.selects(t.id())) {
         for mode in plan.modes() {
-            let profiled = plan.profile_dir.as_ref().filter(|_| matches!(target, Target::Gateway | Target::Governed));
+            let profiled = plan.profile.as_ref().filter(|_| matches!(target, Target::Gateway | Target::Governed));
             let label = match mode {
                 Mode::Fixed { rate } => format!("{}-{rate}", target.id()),
                 Mode::Saturation => format!("{}-saturation", target.id()),
             };
             let window = match profiled {
-                Some(dir) => {
+                Some((dir, what)) => {
                     let c = &sys.caracal;
-                    Some(crate::profile::start(dir, &label, &[("gateway", c.gateway.pid()), ("control-plane", c.control_plane.pid())])?)
+                    let processes = [("gateway", c.gateway.pid()), ("control-plane", c.control_plane.pid())];
+                    Some(crate::profile::start(dir, &label, &processes, *what)?)
                 }
                 None => None,
             };
