@@ -82,6 +82,8 @@ pub(crate) struct RunSummary {
     pub(crate) latency: Summary,
     /// `(percentile, ms)` points for the latency plot.
     pub(crate) spectrum: Vec<(f64, f64)>,
+    /// The latency over time, 100 ms at a time (fixed-rate runs that kept a timeline).
+    pub(crate) over_time: Vec<timeline::Slice>,
 }
 
 impl RunResult {
@@ -110,6 +112,7 @@ impl RunResult {
             pool_exhausted: self.exhausted,
             latency: self.latency.summary(),
             spectrum: self.latency.spectrum(),
+            over_time: timeline::slices(&self.samples),
         }
     }
 

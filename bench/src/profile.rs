@@ -275,26 +275,10 @@ pub(crate) struct Slices {
     period_hint: Option<f64>,
 }
 
-/// Slices `samples` into 100 ms windows by intended send time.
+/// The worst 100 ms slices of `samples` ([`crate::load::timeline::slices`]).
 pub(crate) fn slices(label: &str, samples: &[Sample]) -> Slices {
-    let mut buckets: Vec<Vec<f64>> = Vec::new();
-    for s in samples {
-        let i = (s.intended.as_millis() / 100) as usize;
-        if buckets.len() <= i {
-            buckets.resize_with(i + 1, Vec::new);
-        }
-        buckets[i].push(s.latency.as_secs_f64() * 1e3);
-    }
-    let mut rows: Vec<(u64, usize, f64, f64)> = buckets
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, b)| !b.is_empty())
-        .map(|(i, b)| {
-            b.sort_by(f64::total_cmp);
-            let p99 = b[((b.len() as f64 * 0.99).ceil() as usize).clamp(1, b.len()) - 1];
-            (i as u64 * 100, b.len(), p99, *b.last().unwrap_or(&0.0))
-        })
-        .collect();
+    let mut rows: Vec<(u64, usize, f64, f64)> =
+        crate::load::timeline::slices(samples).iter().map(|s| (s.start_ms, s.requests as usize, s.p99_ms, s.max_ms)).collect();
     let mut p99s: Vec<f64> = rows.iter().map(|r| r.2).collect();
     p99s.sort_by(f64::total_cmp);
     let median_p99 = p99s.get(p99s.len() / 2).copied().unwrap_or(0.0);

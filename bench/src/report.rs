@@ -148,10 +148,12 @@ pub(crate) fn write(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
     let md = dir.join(format!("{stem}.md"));
     let json = dir.join(format!("{stem}.json"));
     let svg = dir.join(format!("{stem}.svg"));
+    let over_time = dir.join(format!("{stem}-over-time.svg"));
     std::fs::write(&md, markdown::render(report))?;
     std::fs::write(&json, serde_json::to_string_pretty(report)?)?;
     crate::plot::latency_svg(report, &svg)?;
-    Ok(vec![md, json, svg])
+    crate::plot::over_time_svg(report, &over_time)?;
+    Ok(vec![md, json, svg, over_time])
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ pub(crate) struct Caracal {
     pub(crate) cp2: SocketAddr,
     pub(crate) gw: SocketAddr,
     bootstrap_token: String,
+    redis_url: String,
 }
 
 /// The seeded zone.
@@ -155,7 +156,42 @@ impl Caracal {
         let program = c.bin_dir.join("caracal-gateway");
         let mut gateway = Child::spawn(Spawn { name: "gateway", program: &program, args: &[], env: &gw_env, dir: c.dir })?;
         gateway.wait_ready(c.gw, "/ready", &[], Duration::from_secs(60)).await?;
-        Ok(Self { control_plane, control_plane_2, gateway, cp: c.cp, cp2: c.cp2, gw: c.gw, bootstrap_token })
+        Ok(Self {
+            control_plane,
+            control_plane_2,
+            gateway,
+            cp: c.cp,
+            cp2: c.cp2,
+            gw: c.gw,
+            bootstrap_token,
+            redis_url: c.redis_url.to_owned(),
+        })
+    }
+
+    /// Waits until the audit ledger has filed everything on `caracal.audit.events` (`XINFO GROUPS`:
+    /// no lag, nothing pending), at most `limit`; how long it took. A bulk pre-mint leaves
+    /// thousands of events behind it, and a timed window that opened while the ledger caught up
+    /// would measure the catching up.
+    pub(crate) async fn ledger_drained(&self, limit: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        loop {
+            let out = tokio::process::Command::new("redis-cli")
+                .args(["-u", &self.redis_url, "XINFO", "GROUPS", "caracal.audit.events"])
+                .output()
+                .await
+                .context("redis-cli (Debian: redis-tools)")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let field = |name: &str| {
+                let mut lines = text.lines();
+                lines.by_ref().find(|l| l.trim() == name);
+                lines.next().and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if field("lag") == Some(0) && field("pending") == Some(0) {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(started.elapsed() < limit, "the audit ledger did not catch up within {limit:?}: {text}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Bootstrap, zone, application, resources (→ `upstream`, → the `pool`), allow policy.

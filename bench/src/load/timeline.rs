@@ -49,6 +49,42 @@ pub(crate) fn per_second(samples: &[Sample]) -> Vec<Second> {
         .collect()
 }
 
+/// Width of a [`Slice`].
+pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// 100 ms of a run by intended send time: the latency over time, where a stall shows.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub(crate) struct Slice {
+    /// Milliseconds since the start of the measured window.
+    pub(crate) start_ms: u64,
+    pub(crate) requests: u64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+/// The [`Slice`]s of `samples` that saw a request.
+pub(crate) fn slices(samples: &[Sample]) -> Vec<Slice> {
+    let width = SLICE.as_millis() as u64;
+    let mut buckets: Vec<Vec<f64>> = Vec::new();
+    for s in samples {
+        let i = (s.intended.as_millis() as u64 / width) as usize;
+        if buckets.len() <= i {
+            buckets.resize_with(i + 1, Vec::new);
+        }
+        buckets[i].push(s.latency.as_secs_f64() * 1e3);
+    }
+    buckets
+        .into_iter()
+        .enumerate()
+        .filter(|(_, b)| !b.is_empty())
+        .map(|(i, mut b)| {
+            b.sort_by(f64::total_cmp);
+            let max = *b.last().expect("not empty");
+            Slice { start_ms: i as u64 * width, requests: b.len() as u64, p99_ms: quantile(&b, 0.99).unwrap_or(max), max_ms: max }
+        })
+        .collect()
+}
+
 /// When each failed request was answered, in order.
 pub(crate) fn error_times(samples: &[Sample]) -> Vec<Duration> {
     let mut v: Vec<Duration> = samples.iter().filter(|s| s.failed).map(|s| s.answered).collect();
@@ -76,5 +112,14 @@ mod tests {
         assert_eq!(rows[3].errors, 1);
         assert_eq!(error_times(&s), vec![Duration::from_millis(903), Duration::from_millis(3_205)]);
         assert!(per_second(&[]).is_empty());
+    }
+
+    #[test]
+    fn slices_of_a_hundred_milliseconds() {
+        let s = [sample(10, 1, false), sample(90, 9, false), sample(250, 2, false)];
+        let rows = slices(&s);
+        assert_eq!(rows.len(), 2, "an empty slice is left out");
+        assert_eq!((rows[0].start_ms, rows[0].requests, rows[0].max_ms), (0, 2, 9.0));
+        assert_eq!(rows[1].start_ms, 200);
     }
 }

@@ -32,6 +32,7 @@ pub(crate) fn render(r: &Report) -> String {
     targets(&mut s, r);
     if !r.results.rate.is_empty() {
         fixed_rate(&mut s, r);
+        over_time(&mut s, r);
         saturation(&mut s, r);
         cpu(&mut s, r);
     }
@@ -161,7 +162,59 @@ fn saturation(s: &mut String, r: &Report) {
     }
     if !r.results.premint.is_empty() {
         let rates: Vec<String> = r.results.premint.iter().map(|p| format!("{:.0}", p.per_second)).collect();
-        let _ = writeln!(s, "\nS3 mandates were pre-minted before each timed window (8 connections): {} mandates/s.", rates.join(", "));
+        let drains: Vec<String> = r.results.premint.iter().map(|p| format!("{:.1}", p.ledger_drain_s)).collect();
+        let _ = writeln!(
+            s,
+            "\nS3 mandates were pre-minted before each timed window (8 connections): {} mandates/s; each window then waited for \
+             the audit ledger to file the pre-mint's evidence ({} s) so that it measures the steady state, not the catching up.",
+            rates.join(", "),
+            drains.join(", ")
+        );
+    }
+    s.push('\n');
+}
+
+/// The latency over time at the reference rate: per target, the typical and the worst 100 ms
+/// slice, and how many slices stood far above the typical one (a stall).
+fn over_time(s: &mut String, r: &Report) {
+    let rate = r.ratios.at_rate;
+    let runs: Vec<&RateRecord> =
+        r.results.rate.iter().filter(|x| x.run.mode == Mode::Fixed { rate } && !x.run.over_time.is_empty()).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Latency over time at {rate:.0} req/s
+
+The p99 of every 100 ms of the measured window ([{}-over-time.svg]({}-over-time.svg)): \
+         a stall is a slice far above the median one; a periodic stall repeats at a steady spacing.\n\n\
+         | | target | median slice p99 | worst slice p99 | worst slice max | slices > 4 × median (and > 2 ms) | at (s) |\n|---|---|---|---|---|---|---|",
+        r.stem(),
+        r.stem()
+    );
+    for rec in runs {
+        let mut p99s: Vec<f64> = rec.run.over_time.iter().map(|x| x.p99_ms).collect();
+        p99s.sort_by(f64::total_cmp);
+        let median = p99s[p99s.len() / 2];
+        let worst = rec.run.over_time.iter().max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)).expect("not empty");
+        let high: Vec<String> = rec
+            .run
+            .over_time
+            .iter()
+            .filter(|x| x.p99_ms > median * 4.0 && x.p99_ms > 2.0)
+            .map(|x| format!("{:.1}", x.start_ms as f64 / 1e3))
+            .collect();
+        let at = if high.len() > 12 { format!("{} …", high[..12].join(", ")) } else { high.join(", ") };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {median:.2} | {:.2} | {:.2} | {} | {at} |",
+            rec.scenario,
+            rec.label,
+            worst.p99_ms,
+            worst.max_ms,
+            high.len()
+        );
     }
     s.push('\n');
 }
