@@ -74,7 +74,7 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Option<Poo
         let (mut fixed, mut pool) = (Vec::new(), Vec::new());
         for target in order {
             let before = endpoint_stats(sys).await?;
-            let Some((rate, _, _)) = rate::measure(sys, plan, target, mode, &minters, false).await? else { continue };
+            let Some((rate, _, _)) = rate::measure(sys, plan, target, mode, &minters, None).await? else { continue };
             let counted = target != Target::Gateway;
             let endpoint_requests = if counted { Some(delta(&before, &endpoint_stats(sys).await?)) } else { None };
             let weights_followed = endpoint_requests.as_deref().and_then(|c| weights_followed(c, &WEIGHTS));

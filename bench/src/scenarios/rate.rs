@@ -127,6 +127,9 @@ pub(crate) struct Premint {
 /// The longest wait for the ledger after a pre-mint (80,000 mints' evidence on two cores).
 const LEDGER_DRAIN_LIMIT: Duration = Duration::from_secs(180);
 
+/// A profiled window's recordings and latency slices.
+pub(crate) type Profiled = (Vec<crate::profile::Profile>, Option<crate::profile::Slices>);
+
 /// What [`run`] measured: the records, the pre-mints, and with `--profile` the profiles and
 /// latency slices of the governed windows.
 pub(crate) type Measured = (Vec<RateRecord>, Vec<Premint>, Vec<crate::profile::Profile>, Vec<crate::profile::Slices>);
@@ -140,26 +143,12 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Measured> 
     let minters = Minters::new(sys).await?;
     for target in Target::ALL.into_iter().filter(|t| plan.selects(t.id())) {
         for mode in plan.modes() {
+            // Recorded around the timed window only (after the pre-mint and the ledger's catching up).
             let profiled = plan.profile.as_ref().filter(|_| matches!(target, Target::Gateway | Target::Governed));
-            let label = match mode {
-                Mode::Fixed { rate } => format!("{}-{rate}", target.id()),
-                Mode::Saturation => format!("{}-saturation", target.id()),
-            };
-            let window = match profiled {
-                Some((dir, what)) => {
-                    let c = &sys.caracal;
-                    let processes = [("gateway", c.gateway.pid()), ("control-plane", c.control_plane.pid())];
-                    Some(crate::profile::start(dir, &label, &processes, *what)?)
-                }
-                None => None,
-            };
-            let Some((record, premint, samples)) = measure(sys, plan, target, mode, &minters, window.is_some()).await? else { continue };
-            if let Some(w) = window {
-                eprintln!("bench: analysing the profiles of {label}");
-                profiles.extend(w.finish()?);
-                if !samples.is_empty() {
-                    slices.push(crate::profile::slices(&label, &samples));
-                }
+            let Some((record, premint, found)) = measure(sys, plan, target, mode, &minters, profiled).await? else { continue };
+            if let Some((p, sl)) = found {
+                profiles.extend(p);
+                slices.extend(sl);
             }
             premints.extend(premint);
             records.push(record);
@@ -176,12 +165,11 @@ pub(crate) async fn measure(
     target: Target,
     mode: Mode,
     minters: &Minters,
-    timeline: bool,
-) -> anyhow::Result<Option<(RateRecord, Option<Premint>, Vec<crate::load::timeline::Sample>)>> {
+    profile: Option<&(std::path::PathBuf, crate::profile::Mode)>,
+) -> anyhow::Result<Option<(RateRecord, Option<Premint>, Option<Profiled>)>> {
     let Some(addr) = sys.address(target) else { return Ok(None) };
     let connections = if mode == Mode::Saturation { plan.saturation_connections } else { plan.connections };
-    // Every fixed-rate run keeps its timeline (the report's latency over time); `timeline` is the
-    // caller asking for the samples back as well.
+    // Every fixed-rate run keeps its timeline (the report's latency over time).
     let keep = mode != Mode::Saturation;
     let spec = RunSpec { mode, connections, warmup: plan.warmup, duration: plan.duration, timeline: keep };
     let mut premint = None;
@@ -206,13 +194,32 @@ pub(crate) async fn measure(
         HeaderValue::from_str(id).expect("resource identifiers are header-safe")
     });
     let workload = Arc::new(Workload { target: addr, path: PATH.to_owned(), resource, auth });
+    let label = match mode {
+        Mode::Fixed { rate } => format!("{}-{rate}", target.id()),
+        Mode::Saturation => format!("{}-saturation", target.id()),
+    };
+    let window = match profile {
+        Some((dir, what)) => {
+            let c = &sys.caracal;
+            let processes = [("gateway", c.gateway.pid()), ("control-plane", c.control_plane.pid())];
+            Some(crate::profile::start(dir, &label, &processes, *what)?)
+        }
+        None => None,
+    };
     let before = sys.cpu();
     let result = load::run(workload, spec).await;
     let cpu = before.per_1k(&sys.cpu(), result.sent);
     let run = result.summarize(&spec);
     eprintln!("{}", progress_line(target, &run));
-    let samples = if timeline { result.samples } else { Vec::new() };
-    Ok(Some((RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu }, premint, samples)))
+    let profiled = match window {
+        Some(w) => {
+            eprintln!("bench: analysing the profiles of {label}");
+            let slices = (!result.samples.is_empty()).then(|| crate::profile::slices(&label, &result.samples));
+            Some((w.finish()?, slices))
+        }
+        None => None,
+    };
+    Ok(Some((RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu }, premint, profiled)))
 }
 
 /// `n` single-use mandates from `minter`, and how fast they were minted.
