@@ -140,7 +140,7 @@ fn saturation(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "## S1–S4 at saturation\n\n{} connections, closed loop, {:.0} s measured; latency is service time (ms).\n\n\
-         | | target | req/s | p50 | p99 | p99.9 | requests | errors |\n|---|---|---|---|---|---|---|---|",
+         | | target | req/s | p50 | p99 | p99.9 | max | requests | errors |\n|---|---|---|---|---|---|---|---|---|",
         r.plan.saturation_connections,
         r.plan.duration.as_secs_f64()
     );
@@ -149,13 +149,14 @@ fn saturation(s: &mut String, r: &Report) {
         let note = if rec.run.pool_exhausted { " (mandate pool ran out: shorter window)" } else { "" };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0}{note} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {:.0}{note} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
             rec.scenario,
             rec.label,
             rec.run.achieved_rps,
             l.p50_ms,
             l.p99_ms,
             l.p999_ms,
+            l.max_ms,
             rec.run.requests,
             errors(rec)
         );
