@@ -474,7 +474,9 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_of_ordinary_evaluations_of_one_zone_never_errs() {
-        let runner = Arc::new(runner::Runner::new(Duration::from_secs(5)));
+        // A generous budget: the burst waits in the queue, and on a loaded two-core runner (debug
+        // build, other tests in parallel) 400 of these take seconds; waiting is the point, not speed.
+        let runner = Arc::new(runner::Runner::new(Duration::from_secs(60)));
         // A few milliseconds each: enough for many to be in flight at once.
         let fast = Arc::new(active(&result_of("count([x | some x in numbers.range(1, 5000); x > 2])")));
         let input = serde_json::json!({"context": {"requested_scopes": ["read"]}});
@@ -525,7 +527,9 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
         let input = serde_json::json!({"context": {"requested_scopes": ["read"]}});
         let started = std::time::Instant::now();
         let err = runner.run("slow-zone", slow.clone(), input.clone()).await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_millis(500), "answered within the bound: {:?}", started.elapsed());
+        // The runaway would run for many seconds; an answer within 2 s is the bound working (a tighter
+        // figure only measures how loaded the runner is).
+        assert!(started.elapsed() < Duration::from_secs(2), "answered within the bound: {:?}", started.elapsed());
         assert!(err.to_string().contains("exceeded"), "{err}");
         let again = runner.run("slow-zone", fast.clone(), input.clone()).await.unwrap_err();
         assert!(again.to_string().contains("quarantined"), "{again}");
