@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::load::timeline::Sample;
+use crate::hist::quantile;
+use crate::load::timeline::{self, Sample, Slice};
 
 /// Sampling frequency of the on-CPU recordings.
 const FREQUENCY: &str = "199";
@@ -198,8 +199,8 @@ fn delays(timehist: &str) -> Vec<(String, usize, f64, f64, f64)> {
         .into_iter()
         .map(|(name, (mut d, wait))| {
             d.sort_by(f64::total_cmp);
-            let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).clamp(1, d.len()) - 1];
-            (name, d.len(), p99, *d.last().unwrap_or(&0.0), wait)
+            let max = *d.last().unwrap_or(&0.0);
+            (name, d.len(), quantile(&d, 0.99).unwrap_or(max), max, wait)
         })
         .collect();
     rows.sort_by(|a, b| b.3.total_cmp(&a.3));
@@ -270,32 +271,30 @@ fn short(frame: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct Slices {
     pub(crate) label: String,
-    /// `(start ms, requests, p99 ms, max ms)`, worst first.
-    worst: Vec<(u64, usize, f64, f64)>,
-    /// p99 of the slices' p99s, and the median slice's p99: a stall is a slice far above both.
+    /// Worst first, at most ten.
+    worst: Vec<Slice>,
+    /// The median slice's p99: a stall is a slice far above it.
     median_p99: f64,
+    /// The median spacing of the slow slices, when there are four or more: a steady spacing is a
+    /// periodic stall.
     period_hint: Option<f64>,
 }
 
 /// The worst 100 ms slices of `samples` ([`crate::load::timeline::slices`]).
 pub(crate) fn slices(label: &str, samples: &[Sample]) -> Slices {
-    let mut rows: Vec<(u64, usize, f64, f64)> =
-        crate::load::timeline::slices(samples).iter().map(|s| (s.start_ms, s.requests as usize, s.p99_ms, s.max_ms)).collect();
-    let mut p99s: Vec<f64> = rows.iter().map(|r| r.2).collect();
-    p99s.sort_by(f64::total_cmp);
-    let median_p99 = p99s.get(p99s.len() / 2).copied().unwrap_or(0.0);
-    // The spacing of the slices far above the median: a steady spacing is a periodic stall.
-    let mut bad: Vec<u64> = rows.iter().filter(|r| r.2 > median_p99 * 4.0 && r.2 > 2.0).map(|r| r.0).collect();
-    bad.sort_unstable();
-    let gaps: Vec<f64> = bad.windows(2).map(|w| (w[1] - w[0]) as f64 / 1000.0).collect();
+    let all = timeline::slices(samples);
+    let stalls = timeline::stalls(&all);
+    let gaps: Vec<f64> = stalls.slow.windows(2).map(|w| (w[1].start_ms - w[0].start_ms) as f64 / 1000.0).collect();
     let period_hint = (gaps.len() >= 3).then(|| {
         let mut g = gaps.clone();
         g.sort_by(f64::total_cmp);
         g[g.len() / 2]
     });
-    rows.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.total_cmp(&a.3)));
-    rows.truncate(10);
-    Slices { label: label.to_owned(), worst: rows, median_p99, period_hint }
+    let median_p99 = stalls.median_p99;
+    let mut worst = all;
+    worst.sort_by(|a, b| b.p99_ms.total_cmp(&a.p99_ms).then(b.max_ms.total_cmp(&a.max_ms)));
+    worst.truncate(10);
+    Slices { label: label.to_owned(), worst, median_p99, period_hint }
 }
 
 /// The profile report: per window and process, the flame graph and the top costs.
@@ -316,8 +315,8 @@ pub(crate) fn render(profiles: &[Profile], slices: &[Slices]) -> String {
                 None => "No recurring slow slices (fewer than four slices above 4 × the median p99).".to_owned(),
             }
         );
-        for (start, n, p99, max) in &sl.worst {
-            let _ = writeln!(s, "| {start} | {n} | {p99:.2} | {max:.2} |");
+        for w in &sl.worst {
+            let _ = writeln!(s, "| {} | {} | {:.2} | {:.2} |", w.start_ms, w.requests, w.p99_ms, w.max_ms);
         }
         s.push('\n');
     }
@@ -404,6 +403,6 @@ mod tests {
         let sl = slices("S3", &samples);
         assert_eq!(sl.period_hint, Some(2.0));
         assert!((sl.median_p99 - 1.0).abs() < 1e-9);
-        assert_eq!(sl.worst[0].2, 9.0);
+        assert_eq!(sl.worst[0].p99_ms, 9.0);
     }
 }

@@ -85,6 +85,22 @@ pub(crate) fn slices(samples: &[Sample]) -> Vec<Slice> {
         .collect()
 }
 
+/// What the [`Slice`]s of a run say about stalls: the median slice's p99, and the slices far above
+/// it (p99 over 4 × the median and over 2 ms), in time order.
+pub(crate) struct Stalls<'a> {
+    pub(crate) median_p99: f64,
+    pub(crate) slow: Vec<&'a Slice>,
+}
+
+/// The [`Stalls`] of `slices`.
+pub(crate) fn stalls(slices: &[Slice]) -> Stalls<'_> {
+    let mut p99s: Vec<f64> = slices.iter().map(|s| s.p99_ms).collect();
+    p99s.sort_by(f64::total_cmp);
+    let median_p99 = p99s.get(p99s.len() / 2).copied().unwrap_or(0.0);
+    let slow = slices.iter().filter(|s| s.p99_ms > median_p99 * 4.0 && s.p99_ms > 2.0).collect();
+    Stalls { median_p99, slow }
+}
+
 /// When each failed request was answered, in order.
 pub(crate) fn error_times(samples: &[Sample]) -> Vec<Duration> {
     let mut v: Vec<Duration> = samples.iter().filter(|s| s.failed).map(|s| s.answered).collect();

@@ -195,17 +195,10 @@ The p99 of every 100 ms of the measured window ([{}-over-time.svg]({}-over-time.
         r.stem()
     );
     for rec in runs {
-        let mut p99s: Vec<f64> = rec.run.over_time.iter().map(|x| x.p99_ms).collect();
-        p99s.sort_by(f64::total_cmp);
-        let median = p99s[p99s.len() / 2];
+        let stalls = crate::load::timeline::stalls(&rec.run.over_time);
+        let median = stalls.median_p99;
         let worst = rec.run.over_time.iter().max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)).expect("not empty");
-        let high: Vec<String> = rec
-            .run
-            .over_time
-            .iter()
-            .filter(|x| x.p99_ms > median * 4.0 && x.p99_ms > 2.0)
-            .map(|x| format!("{:.1}", x.start_ms as f64 / 1e3))
-            .collect();
+        let high: Vec<String> = stalls.slow.iter().map(|x| format!("{:.1}", x.start_ms as f64 / 1e3)).collect();
         let at = if high.len() > 12 { format!("{} …", high[..12].join(", ")) } else { high.join(", ") };
         let _ = writeln!(
             s,
