@@ -107,37 +107,37 @@ fn is_control_trait(t: &str) -> bool {
     t.starts_with("control:")
 }
 
-/// Control acts for a control key, which must not widen its own authority: through Control no
-/// application gets `control:` traits (403 `control_trait_forbidden`), and no control key is
-/// changed, rotated or archived (403 `control_key_protected`). Reads the row `FOR UPDATE` in `tx`,
-/// so a concurrent trait change cannot slip between the check and the write.
-async fn refuse_control_key_via_control(
+/// What a change of an existing application must pass, read in one `FOR UPDATE` of its row in `tx`
+/// (a concurrent change cannot slip between the check and the write):
+/// * Control acts for a control key, which must not widen its own authority: through Control no
+///   control key is changed, rotated or archived (403 `control_key_protected`; giving `control:`
+///   traits is refused by [`refuse_control_traits_via_control`]);
+/// * a DCR application's secret is the one it was registered with and expires with it: when the
+///   change `sets_secret`, 400 `client_secret_not_configured`, as in the original.
+async fn check_change(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     who: &AdminPrincipal,
     zone_id: &str,
     id: &str,
+    sets_secret: bool,
 ) -> ApiResult<()> {
-    if !who.via_control {
+    if !who.via_control && !sets_secret {
         return Ok(());
     }
-    let traits: Option<(Vec<String>,)> = sqlx::query_as("SELECT traits FROM applications WHERE zone_id = $1 AND id = $2 FOR UPDATE")
-        .bind(zone_id)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let control_key = traits.is_some_and(|(t,)| t.iter().any(|t| is_control_trait(t)));
-    who.refuse_via_control(control_key, "control_key_protected", "Control cannot change, rotate or archive a control key")
-}
-
-/// A DCR application's secret is the one it was registered with and expires with it: it is neither
-/// set nor rotated (400 `client_secret_not_configured`), as in the original.
-async fn refuse_dcr_secret(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, zone_id: &str, id: &str) -> ApiResult<()> {
-    let method: Option<(String,)> = sqlx::query_as("SELECT registration_method FROM applications WHERE zone_id = $1 AND id = $2")
-        .bind(zone_id)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if method.is_some_and(|(m,)| m == "dcr") {
+    let row: Option<(Vec<String>, String)> =
+        sqlx::query_as("SELECT traits, registration_method FROM applications WHERE zone_id = $1 AND id = $2 FOR UPDATE")
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    // A missing application is the write's to answer (404).
+    let Some((traits, method)) = row else { return Ok(()) };
+    who.refuse_via_control(
+        traits.iter().any(|t| is_control_trait(t)),
+        "control_key_protected",
+        "Control cannot change, rotate or archive a control key",
+    )?;
+    if sets_secret && method == "dcr" {
         return Err(ApiError::bad_request("client_secret_not_configured", "a DCR application's secret expires with it; it is not set"));
     }
     Ok(())
@@ -205,8 +205,7 @@ async fn rotate_secret(
     who.require_zone(&zone_id)?;
     let (client_secret, digest) = new_secret();
     let mut tx = state.db.begin().await?;
-    refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
-    refuse_dcr_secret(&mut tx, &zone_id, &id).await?;
+    check_change(&mut tx, &who, &zone_id, &id, true).await?;
     let row: Option<ApplicationRow> = sqlx::query_as(sql!(
         "UPDATE applications SET client_secret_sha256 = $3, updated_at = now() \
          WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL RETURNING {COLUMNS}"
@@ -361,10 +360,7 @@ async fn update(
     }
     let digest = body.client_secret.as_deref().map(|s| caracal_shared::sig::sha256(s.as_bytes()).to_vec());
     let mut tx = state.db.begin().await?;
-    refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
-    if body.client_secret.is_some() {
-        refuse_dcr_secret(&mut tx, &zone_id, &id).await?;
-    }
+    check_change(&mut tx, &who, &zone_id, &id, body.client_secret.is_some()).await?;
     let row: Option<ApplicationRow> = match sqlx::query_as(sql!(
         "UPDATE applications SET name = COALESCE($3, name), client_secret_sha256 = COALESCE($4, client_secret_sha256), \
          traits = COALESCE($5, traits), updated_at = now() \
@@ -402,7 +398,7 @@ async fn archive(State(state): State<AppState>, who: AdminPrincipal, Path((zone_
     who.require_zone(&zone_id)?;
     let mut tx = state.db.begin().await?;
     crate::coordinator::cascade::lock_graph(&mut tx, &zone_id).await?;
-    refuse_control_key_via_control(&mut tx, &who, &zone_id, &id).await?;
+    check_change(&mut tx, &who, &zone_id, &id, false).await?;
     // `FOR UPDATE` before the change: a session mint writing its authority record key-share locks
     // this row, so it either commits first (and is revoked below) or sees the archive and refuses.
     let live: Option<(String,)> =
