@@ -159,12 +159,13 @@ pub async fn check_upload_modules(modules: Vec<String>, budget: std::time::Durat
     tokio::task::spawn_blocking(move || bounds::dry_run(compiled, budget)).await.map_err(|e| format!("dry run failed: {e}"))?
 }
 
-/// The modules of a stored policy-set version: `rego`, then `extra_modules` (a manifest's further
-/// policy versions, in order).
-async fn version_modules(db: &PgPool, zone_id: &str, version_id: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
+/// The modules of version `version_id` of policy set `set_id`: `rego`, then `extra_modules` (a
+/// manifest's further policy versions, in order). For the loader here and the admin API's simulate.
+pub async fn version_modules(db: &PgPool, zone_id: &str, set_id: &str, version_id: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
     let row: Option<(String, Vec<String>)> =
-        sqlx::query_as("SELECT rego, extra_modules FROM policy_set_versions WHERE zone_id = $1 AND id = $2")
+        sqlx::query_as("SELECT rego, extra_modules FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $2 AND id = $3")
             .bind(zone_id)
+            .bind(set_id)
             .bind(version_id)
             .fetch_optional(db)
             .await?;
@@ -292,7 +293,7 @@ impl PolicyCache {
         let active = self
             .compiled
             .try_get_with(key, async {
-                let modules = version_modules(&self.db, zone_id, &version_id)
+                let modules = version_modules(&self.db, zone_id, &policy_set_id, &version_id)
                     .await?
                     .ok_or_else(|| StsError::PolicyEvalFailed(format!("active version {version_id} is missing")))?;
                 let compiled = compile_modules(&modules)

@@ -80,15 +80,9 @@ async fn simulate(
     AppJson(b): AppJson<SimulateBody>,
 ) -> ApiResult<Json<Value>> {
     who.require_zone(&zone_id)?;
-    let stored: Option<(String, Vec<String>)> =
-        sqlx::query_as("SELECT rego, extra_modules FROM policy_set_versions WHERE zone_id = $1 AND policy_set_id = $2 AND id = $3")
-            .bind(&zone_id)
-            .bind(&set_id)
-            .bind(&b.version_id)
-            .fetch_optional(&state.db)
-            .await?;
-    let (first, rest) = stored.ok_or_else(|| ApiError::not_found("policy_version_not_found"))?;
-    let modules: Vec<String> = std::iter::once(first).chain(rest).collect();
+    let modules = caracal_sts::policy::version_modules(&state.db, &zone_id, &set_id, &b.version_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy_version_not_found"))?;
     if let Some(n) = b.recent_requests {
         if !(1..=MAX_RECENT).contains(&n) || b.input.is_some() {
             return Err(ApiError::bad_request("invalid_body", format!("recent_requests is 1..{MAX_RECENT}, without input")));
