@@ -109,8 +109,8 @@ impl ZoneKeys {
     }
 
     /// A published key by id.
-    pub fn verifier(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.keys.iter().find(|k| k.verifier.kid() == kid).map(|k| &k.verifier)
+    pub fn key(&self, kid: &str) -> Option<&ZoneKey> {
+        self.keys.iter().find(|k| k.verifier.kid() == kid)
     }
 
     /// The JWKS document, serialized once.
@@ -392,7 +392,7 @@ mod tests {
         };
         assert_eq!(keys.signer(now).unwrap().kid(), "k1", "a pending key must not sign yet");
         assert_eq!(keys.signer(now + chrono::Duration::seconds(301)).unwrap().kid(), "k2");
-        assert!(keys.verifier("k2").is_some(), "a pending key is already published");
+        assert!(keys.key("k2").is_some(), "a pending key is already published");
         assert_eq!(keys.keys[0].seq, 2);
     }
 }

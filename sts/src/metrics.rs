@@ -10,6 +10,8 @@ pub struct StsMetrics {
     pub denials: IntCounterVec,
     /// Policy evaluations, by decision.
     pub policy_evaluations: IntCounterVec,
+    /// Presented mandates found to be ours, by what proved it (`tag` or `signature`).
+    pub issuer_checks: IntCounterVec,
     /// Time spent per token request.
     pub exchange_seconds: Histogram,
     /// Refused requests whose caller never authenticated (no evidence is filed for them).
@@ -28,7 +30,12 @@ impl StsMetrics {
             HistogramOpts::new("caracal_sts_exchange_seconds", "Time to answer a token request.")
                 .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
         )?;
+        let issuer_checks = IntCounterVec::new(
+            Opts::new("caracal_sts_issuer_checks_total", "Presented mandates proven issued here, by what proved it (tag or signature)."),
+            &["by"],
+        )?;
         registry.register(Box::new(exchanges.clone()))?;
+        registry.register(Box::new(issuer_checks.clone()))?;
         registry.register(Box::new(denials.clone()))?;
         registry.register(Box::new(policy_evaluations.clone()))?;
         let unauthenticated = IntCounter::new(
@@ -37,6 +44,6 @@ impl StsMetrics {
         )?;
         registry.register(Box::new(exchange_seconds.clone()))?;
         registry.register(Box::new(unauthenticated.clone()))?;
-        Ok(Self { exchanges, denials, policy_evaluations, exchange_seconds, unauthenticated })
+        Ok(Self { exchanges, issuer_checks, denials, policy_evaluations, exchange_seconds, unauthenticated })
     }
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use caracal_e2e::{Stack, StackOptions};
+use caracal_shared::b64;
 use caracal_shared::jws::SigningKey;
 use serde_json::Value;
 
@@ -219,4 +220,42 @@ async fn one_zones_failures_do_not_trip_another_zones_traffic() {
     let ready = s.http.get(format!("{}/ready", s.gw_url)).send().await.unwrap();
     assert_eq!(ready.status(), 200, "one zone's circuit does not make the gateway unready");
     assert_eq!(s.upstream.requests().len(), 3);
+}
+
+/// The STS knows the mandates it issued by their issuer tag (`caracal_shared::jws`) instead of
+/// verifying its own ES256 signature a second time: a governed request costs it no signature check.
+/// A tag lifted onto other claims, or made by another key under a published `kid`, proves nothing:
+/// the signature then decides, and it does not verify.
+#[tokio::test]
+async fn the_sts_knows_its_own_mandates_by_their_tag_and_a_lifted_tag_proves_nothing() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    let header = |t: &str| -> Value { serde_json::from_slice(&b64::decode(t.split('.').next().unwrap()).unwrap()).unwrap() };
+    for t in [&session, &m] {
+        assert_eq!(header(t)["ctag"].as_str().map(str::len), Some(22), "a 16-byte tag: {}", header(t));
+    }
+    assert_eq!(s.governed("GET", "/items/1", &m, &d.resource).await.status, 200);
+    let checks = |by: &str| {
+        let sample = format!("caracal_sts_issuer_checks_total{{by=\"{by}\"}}");
+        let s = &s;
+        async move { s.control_plane_metric(&sample).await }
+    };
+    assert_eq!(checks("tag").await, 2.0, "the session at the mint and the gateway mandate at the exchange");
+    assert_eq!(checks("signature").await, 0.0);
+
+    let (head, rest) = session.split_once('.').unwrap();
+    let signature = rest.rsplit_once('.').unwrap().1;
+    let mut claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&session).unwrap().claims;
+    claims["exp"] = (claims["exp"].as_i64().unwrap() + 86_400).into();
+    let lifted = format!("{head}.{}.{signature}", b64::encode(claims.to_string()));
+    let made_up = SigningKey::generate(header(&session)["kid"].as_str().unwrap()).unwrap().0.sign(&claims).unwrap();
+    for forged in [lifted, made_up] {
+        let a = s.mint_gateway(&d, &forged, "tools.read").await;
+        assert_eq!((a.status, a.error()), (401, "invalid_token"), "{}", a.text);
+        assert_eq!(a.body["error_description"], "invalid subject_token: signature invalid");
+    }
+    assert_eq!(s.control_plane_metric("caracal_sts_denials_total{reason=\"invalid_subject_token\"}").await, 2.0);
+    assert_eq!((checks("tag").await, checks("signature").await), (2.0, 0.0), "neither forgery passed either check");
 }
