@@ -27,6 +27,7 @@ mod pools;
 mod providers;
 mod revocation;
 mod route_docs;
+mod scale_out;
 mod sdk;
 mod step_up;
 mod sts_and_keys;

@@ -239,6 +239,19 @@ impl Stack {
         (p, url)
     }
 
+    /// A second gateway on the same control plane, Redis and database (another instance behind a
+    /// load balancer, its own audit spool); returns it and its URL.
+    pub async fn second_gateway(&self) -> (Proc, String) {
+        let port = free_port();
+        let mut env = self.gw_env.clone();
+        env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+        env.insert("AUDIT_REPLAY_DIR".into(), self.dir.join("audit-replay-2").display().to_string());
+        let url = format!("http://127.0.0.1:{port}");
+        let mut p = Proc::start_with_args("caracal-gateway", &[], &env, &self.dir, "caracal-gateway-2");
+        p.wait_ready(&format!("{url}/ready"), Duration::from_secs(60)).await;
+        (p, url)
+    }
+
     /// `POST /oauth/2/token` with `form` on another control plane.
     pub async fn token_at(&self, base: &str, form: &[(&str, &str)]) -> Answer {
         Answer::read(self.http.post(format!("{base}/oauth/2/token")).form(form).send().await.unwrap()).await
@@ -449,7 +462,12 @@ impl Stack {
 
     /// A request through the gateway.
     pub async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.gw_url));
+        self.call_at(&self.gw_url, method, path, headers).await
+    }
+
+    /// A request through the gateway at `base` (e.g. [`Stack::second_gateway`]).
+    pub async fn call_at(&self, base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{base}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -458,7 +476,12 @@ impl Stack {
 
     /// A governed call: bearer + resource header.
     pub async fn governed(&self, method: &str, path: &str, mandate: &str, resource: &str) -> Answer {
-        self.call(method, path, &[("authorization", &format!("Bearer {mandate}")), ("x-caracal-resource", resource)]).await
+        self.governed_at(&self.gw_url, method, path, mandate, resource).await
+    }
+
+    /// [`Stack::governed`] through the gateway at `base`.
+    pub async fn governed_at(&self, base: &str, method: &str, path: &str, mandate: &str, resource: &str) -> Answer {
+        self.call_at(base, method, path, &[("authorization", &format!("Bearer {mandate}")), ("x-caracal-resource", resource)]).await
     }
 
     /// A request written byte for byte on a fresh connection (HTTP clients normalize paths such
@@ -498,7 +521,12 @@ impl Stack {
 
     /// The value of a gateway metric (0 when absent).
     pub async fn gateway_metric(&self, name: &str) -> f64 {
-        metric(&self.http, &format!("{}/metrics", self.gw_url), name).await
+        self.gateway_metric_at(&self.gw_url, name).await
+    }
+
+    /// [`Stack::gateway_metric`] of the gateway at `base`.
+    pub async fn gateway_metric_at(&self, base: &str, name: &str) -> f64 {
+        metric(&self.http, &format!("{base}/metrics"), name).await
     }
 
     /// Waits until a gateway metric reaches `at_least`; how long that took.
