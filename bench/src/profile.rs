@@ -162,6 +162,9 @@ fn analyse(label: &str, r: &Recording) -> anyhow::Result<Profile> {
         inferno::collapse::perf::Folder::from(opts).collapse(BufReader::new(&script.stdout[..]), &mut folded)?;
     }
     let folded = String::from_utf8_lossy(&folded).into_owned();
+    // The folded stacks stay next to the flame graph (not committed): every frame, for the questions
+    // a flame graph trimmed to a pixel cannot answer (who calls the allocator).
+    std::fs::write(r.file.with_extension("folded"), &folded)?;
     let svg = r.file.with_extension("svg");
     let mut opts = inferno::flamegraph::Options::default();
     // Frames narrower than a pixel are left out: a tenth of the file, nothing readable lost.

@@ -130,7 +130,10 @@ impl Caracal {
             ("AUDIT_HMAC_KEY", &audit_key),
             ("AUDIT_CHAIN_KEY", &chain_key),
             ("AUDIT_LEDGER_ENABLED", ledger),
-        ]);
+        ])
+        .into_iter()
+        .chain(extra_env("BENCH_CONTROL_PLANE_ENV"))
+        .collect::<Vec<_>>();
         let program = c.bin_dir.join("caracal-control-plane");
         let mut control_plane = Child::spawn(Spawn { name: "control-plane", program: &program, args: &[], env: &cp_env, dir: c.dir })?;
         control_plane.wait_ready(c.cp, "/ready", &[], Duration::from_secs(90)).await?;
@@ -152,7 +155,10 @@ impl Caracal {
             // Every upstream of the bench listens on loopback, which the egress policy refuses by default.
             ("ALLOW_PRIVATE_UPSTREAMS", "true"),
             ("AUDIT_HMAC_KEY", &audit_key),
-        ]);
+        ])
+        .into_iter()
+        .chain(extra_env("BENCH_GATEWAY_ENV"))
+        .collect::<Vec<_>>();
         let program = c.bin_dir.join("caracal-gateway");
         let mut gateway = Child::spawn(Spawn { name: "gateway", program: &program, args: &[], env: &gw_env, dir: c.dir })?;
         gateway.wait_ready(c.gw, "/ready", &[], Duration::from_secs(60)).await?;
@@ -320,6 +326,13 @@ pub(crate) fn sid_of(mandate: &str) -> anyhow::Result<String> {
     let payload = mandate.split('.').nth(1).context("mandate has no payload")?;
     let claims: Value = serde_json::from_slice(&caracal_shared::b64::decode(payload)?)?;
     Ok(claims["sid"].as_str().context("mandate has no sid")?.to_owned())
+}
+
+/// `K=V,K=V` from the environment variable `name`: settings an experiment adds to (or overrides in)
+/// a process's environment, e.g. `BENCH_GATEWAY_ENV=STS_TIMEOUT=2s`. Later wins.
+fn extra_env(name: &str) -> Vec<(String, String)> {
+    let raw = std::env::var(name).unwrap_or_default();
+    raw.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect()
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
