@@ -138,7 +138,12 @@ impl Caracal {
         let mut control_plane = Child::spawn(Spawn { name: "control-plane", program: &program, args: &[], env: &cp_env, dir: c.dir })?;
         control_plane.wait_ready(c.cp, "/ready", &[], Duration::from_secs(90)).await?;
         let cp2_env: Vec<(String, String)> =
-            cp_env.iter().map(|(k, v)| (k.clone(), if k == "LISTEN_ADDR" { c.cp2.to_string() } else { v.clone() })).collect();
+            // Its own address, and no Unix socket: one control plane serves the gateway's `STS_SOCKET`.
+            cp_env
+                .iter()
+                .filter(|(k, _)| k != "LISTEN_SOCKET")
+                .map(|(k, v)| (k.clone(), if k == "LISTEN_ADDR" { c.cp2.to_string() } else { v.clone() }))
+                .collect();
         let mut control_plane_2 = Child::spawn(Spawn { name: "control-plane-2", program: &program, args: &[], env: &cp2_env, dir: c.dir })?;
         control_plane_2.wait_ready(c.cp2, "/ready", &[], Duration::from_secs(90)).await?;
 

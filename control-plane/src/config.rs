@@ -18,6 +18,9 @@ pub struct ControlPlaneConfig {
     pub mode: Mode,
     /// `LISTEN_ADDR` (default `0.0.0.0:8080`).
     pub listen: SocketAddr,
+    /// `LISTEN_SOCKET`: also serve on this Unix socket (plain HTTP, mode 0660: the file's owner
+    /// and group decide who connects), for a gateway on the same host (its `STS_SOCKET`).
+    pub listen_socket: Option<std::path::PathBuf>,
     /// `TLS_CERT_FILE` / `TLS_KEY_FILE`: serve TLS ≥ 1.2 (h2 and HTTP/1.1 by ALPN). Production
     /// requires them unless `TLS_TERMINATED_BY_PROXY=true`.
     pub tls: Option<ServerTls>,
@@ -142,6 +145,10 @@ impl ControlPlaneConfig {
             r.problem("LISTEN_ADDR", format!("expected host:port, got {listen_raw:?}"));
             SocketAddr::from(([0, 0, 0, 0], 8080))
         });
+        let listen_socket = r.optional("LISTEN_SOCKET").map(std::path::PathBuf::from);
+        if listen_socket.as_ref().is_some_and(|p| !p.is_absolute()) {
+            r.problem("LISTEN_SOCKET", "must be an absolute path");
+        }
         let (tls, tls_terminated_by_proxy) = read_listener_tls(&mut r, production);
         let database_url = r.postgres_url("DATABASE_URL", production);
         if database_url.is_none() && !r.has_problems_for("DATABASE_URL") {
@@ -193,6 +200,7 @@ impl ControlPlaneConfig {
         Ok(Self {
             mode,
             listen,
+            listen_socket,
             tls,
             tls_terminated_by_proxy,
             database_url: Secret(database_url.unwrap_or_default()),

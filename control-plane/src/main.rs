@@ -125,8 +125,19 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     if let Some(control) = &cfg.control {
         check_control_token(&state.db, control.api_token.expose()).await;
     }
+    let router = app::app(state);
+    // A co-located gateway's exchanges arrive on the Unix socket: the same routes, no TCP stack.
+    let local = match &cfg.listen_socket {
+        Some(path) => {
+            let listener = bind_socket(path)?;
+            tracing::info!(socket = %path.display(), "control plane listening on a Unix socket");
+            let service = router.clone().into_make_service();
+            Some(tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await }))
+        }
+        None => None,
+    };
     // The peer address feeds Control's per-address limit.
-    let service = app::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match tls {
         Some(tls) => {
             // `tap_io` only to reuse axum's peer-address plumbing; the TLS listener sets nodelay.
@@ -139,6 +150,12 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
                 let _ = s.set_nodelay(true);
             });
             axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+    }
+    if let Some(local) = local {
+        let _ = local.await;
+        if let Some(path) = &cfg.listen_socket {
+            let _ = std::fs::remove_file(path);
         }
     }
     let _ = stop_tx.send(true);
@@ -164,6 +181,24 @@ async fn check_control_token(db: &sqlx::PgPool, token: &str) {
         Ok(None) => tracing::error!("CONTROL_API_TOKEN is not a live admin token: every Control dispatch will fail (502 upstream)"),
         Err(e) => tracing::warn!(error = %e, "could not check CONTROL_API_TOKEN"),
     }
+}
+
+/// Binds `LISTEN_SOCKET` with mode 0660. A socket file left by an earlier run is replaced; a
+/// socket something still answers on, or a path that is not a socket, is an error.
+fn bind_socket(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(meta.file_type().is_socket(), "LISTEN_SOCKET {} exists and is not a socket", path.display());
+        anyhow::ensure!(
+            std::os::unix::net::UnixStream::connect(path).is_err(),
+            "LISTEN_SOCKET {}: another process is listening on it",
+            path.display()
+        );
+        std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("binding LISTEN_SOCKET {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
 }
 
 async fn shutdown_signal() {

@@ -148,7 +148,7 @@ async fn readiness(deps: &Deps) -> Result<(), &'static str> {
     if !matches!(redis_ok, Ok(Ok(_))) {
         return Err("redis_unreachable");
     }
-    let sts = deps.http.get(format!("{}/health", deps.cfg.sts_url)).timeout(Duration::from_secs(2)).send().await;
+    let sts = deps.http.get(format!("{}/health", deps.cfg.sts_base)).timeout(Duration::from_secs(2)).send().await;
     match sts {
         Ok(r) if r.status().is_success() => Ok(()),
         _ => Err("sts_unreachable"),

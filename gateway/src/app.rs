@@ -73,7 +73,9 @@ impl Deps {
             builder = builder.http2_prior_knowledge().http2_adaptive_window(true);
         }
         builder = builder.tls_version_min(reqwest::tls::Version::TLS_1_2);
-        if let Some(pem) = &cfg.sts_ca_pem {
+        if let Some(path) = &cfg.sts_socket {
+            builder = builder.unix_socket(path.as_path());
+        } else if let Some(pem) = &cfg.sts_ca_pem {
             // A private CA is the STS's only trust anchor: a public certificate for its host name
             // would not do.
             builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem)?);
@@ -86,10 +88,10 @@ impl Deps {
             cold_per_second: cfg.jwks_cold_per_second,
         };
         let jwks_metrics = JwksMetrics { fetches: metrics.jwks_fetches.clone(), cold_refused: metrics.jwks_cold_refused.clone() };
-        let jwks = JwksCache::new(http.clone(), &cfg.sts_url, &jwks_settings, jwks_metrics);
+        let jwks = JwksCache::new(http.clone(), &cfg.sts_base, &jwks_settings, jwks_metrics);
         let redis = cfg.redis.client()?;
         let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
-        let sts = StsClient::new(http.clone(), &cfg.sts_url, cfg.sts_hmac_key.clone());
+        let sts = StsClient::new(http.clone(), &cfg.sts_base, cfg.sts_hmac_key.clone());
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
         let circuit_settings = circuit::Settings { failures: cfg.circuit_failures, window: cfg.circuit_window, open: cfg.circuit_open };
         let circuits = Circuits::new(circuit_settings, metrics.sts_circuit_opened.clone());

@@ -18,6 +18,13 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// `STS_URL`: base URL of the STS (token exchange and JWKS), without a trailing `/`.
     pub sts_url: String,
+    /// `STS_SOCKET`: the Unix socket of a control plane on this host (its `LISTEN_SOCKET`). When
+    /// set, every request to the STS (exchange, MCP visibility, JWKS, health) goes over it, as
+    /// plain HTTP to [`GatewayConfig::sts_base`]; `STS_URL` still names the issuer and host.
+    pub sts_socket: Option<std::path::PathBuf>,
+    /// Where requests to the STS are addressed: `STS_URL`, or with `STS_SOCKET` its `http://`
+    /// form (the socket carries no TLS: its file permissions decide who may connect).
+    pub sts_base: String,
     /// `ISSUER_URL`: the `iss` every accepted mandate carries, byte for byte (default `STS_URL`).
     pub issuer: String,
     /// `STS_CA_FILE`: PEM CA certificates the STS's certificate must chain to (a private CA). When
@@ -135,6 +142,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("mode", &self.mode)
             .field("listen", &self.listen)
             .field("sts_url", &self.sts_url)
+            .field("sts_socket", &self.sts_socket)
             .field("issuer", &self.issuer)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("threads", &self.threads)
@@ -166,6 +174,16 @@ impl GatewayConfig {
                 _ => r.problem("STS_URL", "must be an absolute http(s) URL"),
             }
         }
+        let sts_socket = r.optional("STS_SOCKET").map(std::path::PathBuf::from);
+        if sts_socket.as_ref().is_some_and(|p| !p.is_absolute()) {
+            r.problem("STS_SOCKET", "must be an absolute path (the control plane's LISTEN_SOCKET)");
+        }
+        let sts_base = match (&sts_socket, url::Url::parse(&sts_url)) {
+            (Some(_), Ok(u)) => {
+                format!("http://{}{}", &u[url::Position::BeforeHost..url::Position::AfterPort], u.path().trim_end_matches('/'))
+            }
+            _ => sts_url.clone(),
+        };
         let issuer = r.optional("ISSUER_URL").map(|s| s.trim_end_matches('/').to_owned()).unwrap_or_else(|| sts_url.clone());
         let sts_ca_pem = r.ca_file("STS_CA_FILE");
         if (sts_ca_pem.is_some() || r.has_problems_for("STS_CA_FILE")) && !sts_url.is_empty() && !sts_url.starts_with("https://") {
@@ -301,6 +319,8 @@ impl GatewayConfig {
             mode,
             listen,
             sts_url,
+            sts_socket,
+            sts_base,
             issuer,
             sts_ca_pem,
             sts_hmac_key: sts_hmac_key.unwrap_or_default(),
@@ -415,6 +435,21 @@ mod tests {
         assert_eq!(c.listen.port(), 8081);
         assert_eq!(c.upstream_header_timeout, c.upstream_timeout, "the header wait defaults to UPSTREAM_TIMEOUT");
         assert_eq!(c.upstream_body_idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_co_located_sts_is_reached_over_its_socket_in_plain_http() {
+        assert_eq!(GatewayConfig::from_source(&dev()).unwrap().sts_base, "http://127.0.0.1:8080", "no socket: STS_URL itself");
+        let mut env = dev();
+        env.insert("STS_URL", "https://sts.internal:8443/base/");
+        env.insert("STS_SOCKET", "/run/caracal/sts.sock");
+        let c = GatewayConfig::from_source(&env).unwrap();
+        assert_eq!(c.sts_socket.as_deref(), Some(std::path::Path::new("/run/caracal/sts.sock")));
+        assert_eq!(c.sts_base, "http://sts.internal:8443/base");
+        assert_eq!(c.issuer, "https://sts.internal:8443/base", "the issuer is still STS_URL");
+        env.insert("STS_SOCKET", "run/sts.sock");
+        let err = GatewayConfig::from_source(&env).unwrap_err().to_string();
+        assert!(err.contains("STS_SOCKET"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn two_gateways_spend_each_mandate_once_and_both_honour_a_revocation() {
     let s = Stack::start().await;
     let d = s.demo(true).await;
-    let (_second, gw2) = s.second_gateway().await;
+    let (_second, gw2) = s.second_gateway(&[]).await;
     let session = s.session(&d).await;
     const RACES: usize = 40;
     let mut mandates = Vec::new();

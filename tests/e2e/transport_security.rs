@@ -250,3 +250,37 @@ fn production_refuses_plaintext_and_unauthenticated_hops_listing_every_one() {
     }
     assert!(err.contains("UPSTREAM_HOST_ALLOWLIST"), "the fix is named:\n{err}");
 }
+
+/// A gateway on the control plane's host reaches the STS over the control plane's Unix socket
+/// (`LISTEN_SOCKET` / `STS_SOCKET`): every request to the STS goes there, so a gateway given a
+/// socket nothing listens on fails closed although `STS_URL` is reachable over TCP.
+#[tokio::test]
+async fn a_co_located_gateway_reaches_the_sts_over_its_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let dir = scratch_dir("uds");
+    let socket = dir.join("sts.sock").display().to_string();
+    let s = Stack::start_with(StackOptions {
+        control_plane_env: vec![("LISTEN_SOCKET".into(), socket.clone())],
+        gateway_env: vec![("STS_SOCKET".into(), socket.clone())],
+        ..Default::default()
+    })
+    .await;
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "owner and group only");
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    governed_ok(&s, &d, &session, "/items/7").await;
+    assert_eq!(s.gateway_metric("caracal_gateway_jwks_fetches_total").await, 1.0, "the keys came over the socket too");
+
+    let nowhere = dir.join("nothing.sock").display().to_string();
+    let (_gw, elsewhere) = s.second_gateway(&[("STS_SOCKET", nowhere.as_str())]).await;
+    let ready = s.call_at(&elsewhere, "GET", "/ready", &[]).await;
+    assert_eq!(ready.status, 503, "not ready without its STS: {}", ready.text);
+    let m = s.gateway_mandate(&d, &session, "tools.read").await;
+    let a = s.governed_at(&elsewhere, "GET", "/items/1", &m, &d.resource).await;
+    assert_eq!((a.status, a.error()), (503, "sts_unavailable"), "{}", a.text);
+    assert_eq!(a.body["error_description"], "signing keys unavailable");
+    assert_eq!(s.gateway_metric_at(&elsewhere, "caracal_gateway_denials_keys_unavailable_total").await, 1.0);
+    assert_eq!(s.upstream.requests().len(), 1, "nothing reached the upstream through the second gateway");
+}

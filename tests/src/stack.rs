@@ -240,15 +240,19 @@ impl Stack {
     }
 
     /// A second gateway on the same control plane, Redis and database (another instance behind a
-    /// load balancer, its own audit spool); returns it and its URL.
-    pub async fn second_gateway(&self) -> (Proc, String) {
+    /// load balancer, its own audit spool), once it serves; returns it and its URL. `env` overrides
+    /// settings.
+    pub async fn second_gateway(&self, env: &[(&str, &str)]) -> (Proc, String) {
         let port = free_port();
-        let mut env = self.gw_env.clone();
-        env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
-        env.insert("AUDIT_REPLAY_DIR".into(), self.dir.join("audit-replay-2").display().to_string());
+        let mut gw_env = self.gw_env.clone();
+        gw_env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+        gw_env.insert("AUDIT_REPLAY_DIR".into(), self.dir.join(format!("audit-replay-{port}")).display().to_string());
+        gw_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let env = gw_env;
         let url = format!("http://127.0.0.1:{port}");
-        let mut p = Proc::start_with_args("caracal-gateway", &[], &env, &self.dir, "caracal-gateway-2");
-        p.wait_ready(&format!("{url}/ready"), Duration::from_secs(60)).await;
+        let mut p = Proc::start_with_args("caracal-gateway", &[], &env, &self.dir, &format!("caracal-gateway-{port}"));
+        // Serving (`/health`), not necessarily ready: a test may give it an STS it cannot reach.
+        p.wait_ready(&format!("{url}/health"), Duration::from_secs(60)).await;
         (p, url)
     }
 
