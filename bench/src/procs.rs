@@ -167,7 +167,28 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
 
 /// `VmHWM` (peak resident set) in KiB from `/proc/<pid>/status`.
 pub(crate) fn vm_hwm_kib(status: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_ascii_whitespace().next()?.parse().ok()
+    status_kib(status, "VmHWM:")
+}
+
+/// A `… kB` field of `/proc/<pid>/status`.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(field))?.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// How many sockets the process `pid` holds open now.
+pub(crate) fn sockets(pid: u32) -> Option<usize> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))).count())
+}
+
+/// The resident set now (`VmRSS`, KiB) of the process tree of `pid`.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    let sizes: Vec<u64> = tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| status_kib(&s, "VmRSS:"))
+        .collect();
+    (!sizes.is_empty()).then(|| sizes.iter().sum())
 }
 
 /// `pid` and every live descendant.
@@ -222,6 +243,7 @@ mod tests {
         let status = "Name:\tcaracal-gateway\nVmPeak:\t  900000 kB\nVmHWM:\t   48212 kB\nVmRSS:\t   40000 kB\n";
         assert_eq!(vm_hwm_kib(status), Some(48_212));
         assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+        assert_eq!(rss_kib(std::process::id()).map(|k| k > 0), Some(true), "this process is resident");
     }
 
     #[test]

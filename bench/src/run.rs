@@ -100,6 +100,11 @@ pub(crate) struct Plan {
     pub(crate) stream_repeats: usize,
     pub(crate) stream_bytes: u64,
     pub(crate) sse_events: u64,
+    /// S5: SSE streams held open at once through Pingora and the gateway (resident memory).
+    pub(crate) open_streams: usize,
+    /// How long each of those streams stays open after its first event.
+    #[serde(serialize_with = "as_secs")]
+    pub(crate) open_hold: Duration,
     pub(crate) revocation_trials: usize,
     /// How long S6(b) waits for an open stream to be cut.
     #[serde(serialize_with = "as_secs")]
@@ -143,6 +148,8 @@ impl Plan {
             stream_repeats: a.stream_repeats.unwrap_or(repeats),
             stream_bytes: 64 * 1024 * 1024,
             sse_events: 1_000,
+            open_streams: if a.smoke { 50 } else { 1_000 },
+            open_hold: if a.smoke { secs(2.0) } else { secs(10.0) },
             revocation_trials: a.revocation_trials.unwrap_or(trials),
             cut_wait: if a.smoke { secs(1.0) } else { secs(3.0) },
             pool_repeats: a.pool_repeats.unwrap_or(if a.smoke { 1 } else { 3 }).max(1),

@@ -249,6 +249,33 @@ fn streaming(s: &mut String, r: &Report) {
             num(e.events_per_s, 0)
         );
     }
+    if !st.open.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{} SSE streams opened {} at a time, each held {:.0} s after its first event (the gateway: one mandate each, minted \
+             beforehand); resident memory (`VmRSS`) of the proxy once every stream delivered its first event.\n\n\
+             | target | streams open | RSS before MiB | RSS with all open MiB | KiB per stream | sockets held | failures |\n|---|---|---|---|---|---|---|",
+            r.plan.open_streams,
+            crate::scenarios::streaming::OPENING,
+            r.plan.open_hold.as_secs_f64()
+        );
+        for o in &st.open {
+            let before = o.rss_before_kib.map(|k| k as f64 / 1024.0);
+            let _ = writeln!(
+                s,
+                "| {} | {} of {} | {} | {} | {} | {} | {}{} |",
+                o.label,
+                o.opened,
+                o.streams,
+                num(before, 1),
+                num(o.rss_open_mib(), 1),
+                num(o.kib_per_stream(), 1),
+                o.sockets_open.map_or_else(String::new, |n| n.to_string()),
+                o.failed,
+                if o.failures.is_empty() { String::new() } else { format!(" ({})", o.failures.join("; ")) }
+            );
+        }
+    }
     s.push('\n');
 }
 

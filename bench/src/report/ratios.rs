@@ -30,6 +30,9 @@ pub(crate) struct Ratios {
     pub(crate) s4_over_original: Option<f64>,
     pub(crate) s5_gateway_over_s2_bytes: Option<f64>,
     pub(crate) s5_gateway_over_s2n_bytes: Option<f64>,
+    /// The gateway's resident memory with `plan.open_streams` SSE streams open (MiB), when all opened.
+    pub(crate) s5_gateway_open_streams_rss_mib: Option<f64>,
+    pub(crate) open_streams: usize,
     pub(crate) s6a_p99_ms: Option<f64>,
     pub(crate) s6b_streams_cut: String,
     /// Revoke returned → another STS instance refuses to mint, p99.
@@ -82,6 +85,12 @@ impl Ratios {
             s4_over_original: sat(Target::Governed).map(|s| s / original),
             s5_gateway_over_s2_bytes: over(bytes(Target::Gateway), bytes(Target::Pingora)),
             s5_gateway_over_s2n_bytes: over(bytes(Target::Gateway), bytes(Target::Nginx)),
+            s5_gateway_open_streams_rss_mib: r
+                .streaming
+                .as_ref()
+                .and_then(|st| st.open.iter().find(|o| o.target == Target::Gateway && o.opened == o.streams))
+                .and_then(|o| o.rss_open_mib()),
+            open_streams: plan.open_streams,
             s6a_p99_ms: rev.and_then(|v| v.denied_p99_ms),
             s6c_p99_ms: rev.and_then(|v| v.other_sts_p99_ms),
             s6b_streams_cut: match rev {
@@ -115,6 +124,12 @@ impl Ratios {
             check("S5 gateway ≥ 90% of plain-proxy bytes/s", self.s5_gateway_over_s2_bytes, &|v| format!("{:.1}%", v * 100.0), &|v| {
                 v >= 0.9
             }),
+            check(
+                "S5 gateway RSS with 1,000 SSE streams open ≤ 64 MiB",
+                self.s5_gateway_open_streams_rss_mib.filter(|_| self.open_streams >= 1_000),
+                &|v| format!("{v:.1} MiB"),
+                &|v| v <= 64.0,
+            ),
             check("S6(a) revoke → denied p99 ≤ 50 ms", self.s6a_p99_ms, &|v| format!("{v:.2} ms"), &|v| v <= 50.0),
             check("S6(c) revoke → every STS instance refuses, p99 < 1 s (seed 002)", self.s6c_p99_ms, &|v| format!("{v:.2} ms"), &|v| {
                 v < 1_000.0
@@ -146,12 +161,17 @@ mod tests {
             saturation_s3_over_s2: Some(0.2),
             s4_saturation_rps: None,
             s5_gateway_over_s2_bytes: Some(0.95),
+            s5_gateway_open_streams_rss_mib: Some(93.8),
+            open_streams: 1_000,
             s6a_p99_ms: Some(51.0),
             ..Default::default()
         };
         let t = r.targets();
         let met: Vec<Option<bool>> = t.iter().map(|c| c.met).collect();
-        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false), None, None, None]);
+        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false), Some(false), None, None, None]);
+        assert_eq!(t[4].measured, "93.8 MiB");
+        let smoke = Ratios { s5_gateway_open_streams_rss_mib: Some(30.0), open_streams: 50, ..Default::default() };
+        assert_eq!(smoke.targets()[4].met, None, "50 streams say nothing about the 1,000-stream goal");
         assert_eq!(t[0].measured, "+0.40 ms");
         assert_eq!(t[1].measured, "20.0%");
         assert_eq!(t[2].measured, "not measured");
@@ -161,10 +181,10 @@ mod tests {
     fn pool_and_drill_targets() {
         let r = Ratios { s7_pool_cpu_ratio: Some(1.031), drill_gateway_errors: Some(2_310), ..Default::default() };
         let t = r.targets();
-        assert_eq!((t[6].measured.as_str(), t[6].met), ("103.1%", Some(true)));
-        assert_eq!((t[7].measured.as_str(), t[7].met), ("2310 errors", Some(false)));
+        assert_eq!((t[7].measured.as_str(), t[7].met), ("103.1%", Some(true)));
+        assert_eq!((t[8].measured.as_str(), t[8].met), ("2310 errors", Some(false)));
         let r = Ratios { s7_pool_cpu_ratio: Some(1.08), drill_gateway_errors: Some(0), ..Default::default() };
-        assert_eq!(r.targets()[6].met, Some(false));
-        assert_eq!(r.targets()[7].met, Some(true));
+        assert_eq!(r.targets()[7].met, Some(false));
+        assert_eq!(r.targets()[8].met, Some(true));
     }
 }

@@ -1,7 +1,12 @@
 //! S5: streaming through each target: one large download (bytes/s) and one SSE stream (time to first
 //! event, events/s). Every trial uses a fresh connection and, through the gateway, a fresh mandate.
+//! Then many SSE streams held open at once through Pingora and the gateway: each one's resident memory
+//! with all of them open.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method};
@@ -21,6 +26,38 @@ use crate::stack::mint::Minter;
 pub(crate) struct Streaming {
     pub(crate) downloads: Vec<Download>,
     pub(crate) sse: Vec<SseRecord>,
+    pub(crate) open: Vec<OpenStreams>,
+}
+
+/// Many SSE streams open at once through one target, and its resident memory meanwhile.
+#[derive(Debug, Serialize)]
+pub(crate) struct OpenStreams {
+    pub(crate) target: Target,
+    pub(crate) label: &'static str,
+    /// Streams asked for, and how many delivered their first event.
+    pub(crate) streams: usize,
+    pub(crate) opened: usize,
+    /// The target's resident set (`VmRSS`, KiB) before the streams, and with all of them open.
+    pub(crate) rss_before_kib: Option<u64>,
+    pub(crate) rss_open_kib: Option<u64>,
+    /// Sockets the target held at that moment (each stream: one from the client, one to the upstream).
+    pub(crate) sockets_open: Option<usize>,
+    /// The first few failures (status or error), and how many there were in all.
+    pub(crate) failures: Vec<String>,
+    pub(crate) failed: usize,
+}
+
+impl OpenStreams {
+    /// Resident memory with every stream open, MiB.
+    pub(crate) fn rss_open_mib(&self) -> Option<f64> {
+        self.rss_open_kib.map(|k| k as f64 / 1024.0)
+    }
+
+    /// Resident memory each open stream added, KiB.
+    pub(crate) fn kib_per_stream(&self) -> Option<f64> {
+        let grown = self.rss_open_kib?.checked_sub(self.rss_before_kib?)?;
+        (self.opened > 0).then(|| grown as f64 / self.opened as f64)
+    }
 }
 
 /// The large download through one target.
@@ -109,7 +146,109 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Streaming>
         downloads.push(d);
         sse.push(s);
     }
-    Ok(Streaming { downloads, sse })
+    let minter = Arc::new(minter);
+    let mut open = Vec::new();
+    for target in [Target::Pingora, Target::Gateway] {
+        let o = hold_open(sys, plan, target, &minter).await?;
+        eprintln!(
+            "bench: S5 {:<28} {} of {} SSE streams open, RSS {:.1} MiB ({:.1} KiB per stream)",
+            target.label(),
+            o.opened,
+            o.streams,
+            o.rss_open_mib().unwrap_or(0.0),
+            o.kib_per_stream().unwrap_or(0.0)
+        );
+        open.push(o);
+    }
+    Ok(Streaming { downloads, sse, open })
+}
+
+/// Streams being opened at once by [`hold_open`].
+pub(crate) const OPENING: usize = 32;
+
+/// Opens `plan.open_streams` SSE streams through `target`, [`OPENING`] at a time (through the gateway, each with
+/// its own mandate, minted beforehand), samples the target's resident set once every stream has
+/// delivered its first event, and reads them all to their end (`plan.open_hold` later).
+async fn hold_open(sys: &Systems, plan: &Plan, target: Target, minter: &Arc<Minter>) -> anyhow::Result<OpenStreams> {
+    let addr = sys.address(target).context("the target runs")?;
+    let pid = if target == Target::Gateway { sys.caracal.gateway.pid() } else { sys.pingora.child.pid() };
+    let n = plan.open_streams;
+    let headers: Vec<Vec<(&'static str, HeaderValue)>> = if target == Target::Gateway {
+        let resource = HeaderValue::from_str(&sys.demo.resource)?;
+        let tokens = minter.mint_many(n, 8).await.map_err(|e| anyhow::anyhow!("pre-minting the stream mandates: {e:?}"))?;
+        tokens.iter().map(|t| vec![(AUTHORIZATION.as_str(), bearer(t)), (RESOURCE_HEADER, resource.clone())]).collect()
+    } else {
+        vec![Vec::new(); n]
+    };
+    let rss_before_kib = crate::procs::rss_kib(pid);
+    let path = format!("/sse?n=2&interval_ms={}", plan.open_hold.as_millis());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
+    let mut streams = tokio::task::JoinSet::new();
+    // Streams accumulate as they would on a live gateway: at most OPENING at a time are being
+    // opened (each an STS exchange through the gateway), the rest stay open meanwhile.
+    let opening = Arc::new(tokio::sync::Semaphore::new(OPENING));
+    for h in headers {
+        let (tx, path) = (tx.clone(), path.clone());
+        let permit = opening.clone().acquire_owned().await?;
+        streams.spawn(async move {
+            if let Err(e) = open_then_drain(addr, &path, &h, &tx, permit).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+    }
+    drop(tx);
+    let (mut opened, mut failed, mut failures) = (0, 0, Vec::new());
+    // Every stream has delivered its first event by the time the last one was started, but for the
+    // last OPENING; they have a hold's time to do so.
+    let deadline = tokio::time::Instant::now() + plan.open_hold;
+    while opened + failed < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Ok(()))) => opened += 1,
+            Ok(Some(Err(e))) => {
+                failed += 1;
+                if failures.len() < 5 {
+                    failures.push(e);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let (rss_open_kib, sockets_open) = (crate::procs::rss_kib(pid), crate::procs::sockets(pid));
+    while streams.join_next().await.is_some() {}
+    Ok(OpenStreams { target, label: target.label(), streams: n, opened, rss_before_kib, rss_open_kib, sockets_open, failures, failed })
+}
+
+/// One held stream: reports `Ok` on `opened` once its first event arrived, then reads the rest.
+/// `Err`: it failed before its first event (and reported nothing).
+async fn open_then_drain(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, HeaderValue)],
+    opened: &tokio::sync::mpsc::Sender<Result<(), String>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), String> {
+    let mut conn = Conn::new(addr);
+    let mut req = conn.request(Method::GET, path);
+    for (k, v) in headers {
+        req = req.header(*k, v.clone());
+    }
+    let resp = conn.send(req.body(Full::default()).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("status {}", resp.status()));
+    }
+    let mut body = resp.into_body();
+    let mut counter = EventCounter::default();
+    while counter.events == 0 {
+        let frame = body.frame().await.ok_or("ended before its first event")?.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            counter.feed(&data);
+        }
+    }
+    drop(permit);
+    let _ = opened.send(Ok(())).await;
+    // The end of the stream is not measured; an error there changes nothing already sampled.
+    while let Some(Ok(_)) = body.frame().await {}
+    Ok(())
 }
 
 /// The headers one trial through `target` needs (a fresh mandate for the gateway).
