@@ -6,14 +6,16 @@
 //! key pair and the parsed public key are built once. Signatures are JOSE `r‖s` (64 bytes), never
 //! DER. The e2e tests verify our output with `jsonwebtoken` as an independent implementation.
 //!
-//! **Issuer tag.** The STS verifies mandates it issued itself when they come back to it (a session
-//! mandate as `subject_token`, a gateway mandate in the gateway's exchange). An ES256 verification
-//! proves to it only what a MAC under a key it alone holds proves, at a fiftieth of the cost, so every
-//! token carries one in its protected header: `ctag` = the first 16 bytes of HMAC-SHA256 over the
+//! **Issuer tag.** Every governed request brings a gateway mandate back to the STS that issued it, in
+//! the gateway's exchange, after the gateway verified its ES256 signature. Verifying it a second time
+//! proves to the STS only what a MAC under a key it alone holds proves, at a fiftieth of the cost, so
+//! every token carries one in its protected header: `ctag` = the first 16 bytes of HMAC-SHA256 over the
 //! payload segment, keyed by HKDF of the signing key's PKCS#8 document with the `kid` as info (every
 //! STS instance holding the key derives the same tag key; it rotates and retires with the key).
 //! Verifiers that hold only the public key ignore the field, as RFC 7515 §4 has them do with any
-//! header parameter they do not understand; the gateway still checks the signature.
+//! header parameter they do not understand; the gateway still checks the signature. The STS accepts
+//! the tag only from the gateway's signed exchange: a client presenting a mandate is held to the
+//! signature, so a token whose claims are genuine but whose signature bytes are not is refused.
 
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use aws_lc_rs::hmac;

@@ -1,7 +1,7 @@
 //! Upstream pools (docs/pools.md): a resource with several endpoints, through the real binaries.
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::{ACCESS_TOKEN, Demo, GRANT};
+use caracal_e2e::stack::Demo;
 use caracal_e2e::upstream::Upstream;
 use serde_json::{Value, json};
 
@@ -462,29 +462,7 @@ async fn the_admin_api_takes_health_retry_and_connections_and_reports_every_prob
 async fn directive(s: &Stack, d: &Demo, resource: &str) -> Value {
     let session = s.session(d).await;
     let mandate = s.mandate_for(d, &session, resource, "tools.read").await;
-    let request_id = format!("pools-{}", caracal_shared::b64::random_hex(8));
-    // Keys in the gateway's (sorted) order; none of these values needs escaping.
-    let body = format!(
-        "application_id={}&gateway_request_id={request_id}&grant_type={GRANT}&request_method=GET&request_path=/items/1\
-         &resource={resource}&subject_token={mandate}&subject_token_type={ACCESS_TOKEN}&zone_id={}",
-        d.app_id, d.zone_id
-    );
-    let (ts, nonce) = (chrono::Utc::now().timestamp().to_string(), caracal_shared::b64::random_hex(32));
-    let key = hex::decode(&s.gateway_key).unwrap();
-    let signature = caracal_shared::sig::gateway_signature(&key, &ts, &nonce, "POST", "/oauth/2/token", body.as_bytes());
-    let resp = s
-        .http
-        .post(format!("{}/oauth/2/token", s.cp_url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header(caracal_shared::request_id::HEADER, &request_id)
-        .header(caracal_shared::sig::GATEWAY_TIMESTAMP_HEADER, ts)
-        .header(caracal_shared::sig::GATEWAY_NONCE_HEADER, nonce)
-        .header(caracal_shared::sig::GATEWAY_SIGNATURE_HEADER, signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let a = caracal_e2e::stack::Answer::read(resp).await;
+    let a = s.gateway_exchange(d, &mandate, resource).await;
     assert_eq!(a.status, 200, "signed exchange for {resource}: {}", a.text);
     a.body["upstreams"][resource].clone()
 }

@@ -222,10 +222,11 @@ async fn one_zones_failures_do_not_trip_another_zones_traffic() {
     assert_eq!(s.upstream.requests().len(), 3);
 }
 
-/// The STS knows the mandates it issued by their issuer tag (`caracal_shared::jws`) instead of
-/// verifying its own ES256 signature a second time: a governed request costs it no signature check.
-/// A tag lifted onto other claims, or made by another key under a published `kid`, proves nothing:
-/// the signature then decides, and it does not verify.
+/// The STS knows the gateway mandates the gateway brings back by their issuer tag
+/// (`caracal_shared::jws`) instead of verifying their ES256 signature a second time; a client
+/// presenting a mandate is still held to the signature. A tag moved onto other claims, or made by
+/// another key under a published `kid`, proves nothing even in the gateway's signed exchange: the
+/// signature then decides, and it does not verify.
 #[tokio::test]
 async fn the_sts_knows_its_own_mandates_by_their_tag_and_a_lifted_tag_proves_nothing() {
     let s = Stack::start().await;
@@ -242,20 +243,25 @@ async fn the_sts_knows_its_own_mandates_by_their_tag_and_a_lifted_tag_proves_not
         let s = &s;
         async move { s.control_plane_metric(&sample).await }
     };
-    assert_eq!(checks("tag").await, 2.0, "the session at the mint and the gateway mandate at the exchange");
-    assert_eq!(checks("signature").await, 0.0);
+    assert_eq!(checks("tag").await, 1.0, "the gateway mandate in the gateway's exchange");
+    assert_eq!(checks("signature").await, 1.0, "the session mandate a client presented to mint");
 
-    let (head, rest) = session.split_once('.').unwrap();
+    // Forged gateway mandates in a correctly signed gateway exchange.
+    let genuine = s.gateway_mandate(&d, &session, "tools.read").await;
+    let (head, rest) = genuine.split_once('.').unwrap();
     let signature = rest.rsplit_once('.').unwrap().1;
-    let mut claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&session).unwrap().claims;
+    let mut claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&genuine).unwrap().claims;
     claims["exp"] = (claims["exp"].as_i64().unwrap() + 86_400).into();
     let lifted = format!("{head}.{}.{signature}", b64::encode(claims.to_string()));
-    let made_up = SigningKey::generate(header(&session)["kid"].as_str().unwrap()).unwrap().0.sign(&claims).unwrap();
+    let made_up = SigningKey::generate(header(&genuine)["kid"].as_str().unwrap()).unwrap().0.sign(&claims).unwrap();
     for forged in [lifted, made_up] {
-        let a = s.mint_gateway(&d, &forged, "tools.read").await;
+        let a = s.gateway_exchange(&d, &forged, &d.resource).await;
         assert_eq!((a.status, a.error()), (401, "invalid_token"), "{}", a.text);
         assert_eq!(a.body["error_description"], "invalid subject_token: signature invalid");
     }
     assert_eq!(s.control_plane_metric("caracal_sts_denials_total{reason=\"invalid_subject_token\"}").await, 2.0);
-    assert_eq!((checks("tag").await, checks("signature").await), (2.0, 0.0), "neither forgery passed either check");
+    assert_eq!((checks("tag").await, checks("signature").await), (1.0, 1.0), "neither forgery passed either check");
+    let a = s.gateway_exchange(&d, &genuine, &d.resource).await;
+    assert_eq!(a.status, 200, "the genuine mandate, by its tag: {}", a.text);
+    assert_eq!(checks("tag").await, 2.0);
 }

@@ -21,12 +21,16 @@ impl Sts {
     /// keyed by the SHA-256 of the exact token bytes (a re-encoded signature is different bytes and
     /// is verified afresh). Only the signature is remembered: expiry, `use` and revocation are
     /// checked on every use.
+    ///
+    /// A gateway mandate is accepted only in the gateway's signed exchange, which is where the
+    /// issuer tag stands in for the signature ([`Presenter::Gateway`]).
     pub(super) async fn verify_subject(&self, zone_id: &str, token: &str, expected: Use) -> Result<Claims, StsError> {
         let memo_key = (expected == Use::Session).then(|| sig::sha256(token.as_bytes()));
+        let presenter = if expected == Use::Gateway { Presenter::Gateway } else { Presenter::Client };
         let claims = match memo_key.and_then(|k| self.verified_sessions.get(&k)) {
             Some(known) => Claims::clone(&known),
             None => {
-                let claims = self.verify_signature(zone_id, token).await?;
+                let claims = self.verify_signature(zone_id, token, presenter).await?;
                 if let Some(k) = memo_key {
                     self.verified_sessions.insert(k, Arc::new(claims.clone()));
                 }
@@ -41,7 +45,7 @@ impl Sts {
     /// A resource mandate this STS issued, presented back by the gateway (MCP list visibility):
     /// checked like a subject token, except that its audience is its one resource.
     pub(super) async fn verify_resource_mandate(&self, zone_id: &str, token: &str) -> Result<Claims, StsError> {
-        let claims = self.verify_signature(zone_id, token).await?;
+        let claims = self.verify_signature(zone_id, token, Presenter::Gateway).await?;
         let [audience] = claims.aud.as_slice() else { return Err(StsError::InvalidSubjectToken("a resource mandate names one audience")) };
         let (now, skew) = (super::sign::now().timestamp(), self.cfg.clock_skew.as_secs() as i64);
         check_claims(&claims, zone_id, &self.cfg.issuer, audience, Use::Resource, now, skew)?;
@@ -56,10 +60,10 @@ impl Sts {
         Ok(claims)
     }
 
-    /// Parses `token` and checks that a published key of the zone issued it: by that key's issuer
-    /// tag when the token carries it (every mandate this STS signs does; `caracal_shared::jws`), by
-    /// the ES256 signature otherwise. A wrong tag is no shortcut: the signature must then verify.
-    async fn verify_signature(&self, zone_id: &str, token: &str) -> Result<Claims, StsError> {
+    /// Parses `token` and checks that a published key of the zone issued it: by its ES256 signature,
+    /// or, when the gateway presents it, by that key's issuer tag (`caracal_shared::jws`). A missing
+    /// or wrong tag is no shortcut: the signature must then verify.
+    async fn verify_signature(&self, zone_id: &str, token: &str, presenter: Presenter) -> Result<Claims, StsError> {
         let compact = Compact::parse(token).map_err(|_| StsError::InvalidSubjectToken("malformed"))?;
         let claims: Claims = compact.claims().map_err(|_| StsError::InvalidSubjectToken("malformed claims"))?;
         if claims.zone_id != zone_id {
@@ -71,7 +75,7 @@ impl Sts {
             Err(e) => return Err(e),
         };
         let key = keys.key(&compact.kid).ok_or(StsError::InvalidSubjectToken("unknown signing key"))?;
-        let by = if key.signer.tagged(&compact) {
+        let by = if presenter == Presenter::Gateway && key.signer.tagged(&compact) {
             "tag"
         } else {
             compact.verify(&key.verifier).map_err(|_| StsError::InvalidSubjectToken("signature invalid"))?;
@@ -90,6 +94,18 @@ impl Sts {
             None => Err(StsError::Unavailable("the revoked-session view is stale".into())),
         }
     }
+}
+
+/// Who presents a mandate, which decides what proves that this STS issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presenter {
+    /// A client or a runtime: the ES256 signature, always. A token whose claims are ours but whose
+    /// signature bytes are not is refused, as every other verifier refuses it.
+    Client,
+    /// The gateway, in its HMAC-signed exchange, presenting a gateway mandate whose signature it
+    /// verified itself, or a resource mandate it received from us. The issuer tag proves the claims
+    /// are ours; the signature bytes were already settled by an authenticated party.
+    Gateway,
 }
 
 /// The claim checks after the signature (pure, so each rule is unit-tested).
