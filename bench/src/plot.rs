@@ -7,7 +7,6 @@ use anyhow::anyhow;
 use plotters::prelude::*;
 
 use crate::hist::SPECTRUM;
-use crate::load::Mode;
 use crate::report::Report;
 
 /// One line: a label and `(percentile, ms)` points.
@@ -17,10 +16,8 @@ pub(crate) type Series = (String, Vec<(f64, f64)>);
 pub(crate) fn latency_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
     let rate = report.ratios.at_rate;
     let series: Vec<Series> = report
-        .results
-        .rate
-        .iter()
-        .filter(|r| r.run.mode == Mode::Fixed { rate } && !r.run.spectrum.is_empty())
+        .reference_runs()
+        .filter(|r| !r.run.spectrum.is_empty())
         .map(|r| (format!("{} {}", r.scenario, r.label), r.run.spectrum.clone()))
         .collect();
     draw(&series, &format!("Latency by percentile at {rate:.0} req/s (coordinated-omission corrected)"), path)
@@ -31,10 +28,8 @@ pub(crate) fn latency_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
 pub(crate) fn over_time_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
     let rate = report.ratios.at_rate;
     let series: Vec<Series> = report
-        .results
-        .rate
-        .iter()
-        .filter(|r| r.run.mode == Mode::Fixed { rate } && !r.run.over_time.is_empty())
+        .reference_runs()
+        .filter(|r| !r.run.over_time.is_empty())
         .map(|r| (format!("{} {}", r.scenario, r.label), r.run.over_time.iter().map(|s| (s.start_ms as f64 / 1e3, s.p99_ms)).collect()))
         .collect();
     let (lo, hi) = bounds(&series);

@@ -129,6 +129,13 @@ impl Report {
         }
         stem
     }
+
+    /// The fixed-rate runs at the reference rate (the highest planned), in run order: what the
+    /// latency plots and the latency-over-time table show.
+    pub(crate) fn reference_runs(&self) -> impl Iterator<Item = &RateRecord> {
+        let rate = self.ratios.at_rate;
+        self.results.rate.iter().filter(move |r| r.run.mode == crate::load::Mode::Fixed { rate })
+    }
 }
 
 /// The fixed-rate record of `target` at `rate`.

@@ -179,8 +179,7 @@ fn saturation(s: &mut String, r: &Report) {
 /// slice, and how many slices stood far above the typical one (a stall).
 fn over_time(s: &mut String, r: &Report) {
     let rate = r.ratios.at_rate;
-    let runs: Vec<&RateRecord> =
-        r.results.rate.iter().filter(|x| x.run.mode == Mode::Fixed { rate } && !x.run.over_time.is_empty()).collect();
+    let runs: Vec<&RateRecord> = r.reference_runs().filter(|x| !x.run.over_time.is_empty()).collect();
     if runs.is_empty() {
         return;
     }
