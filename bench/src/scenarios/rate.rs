@@ -19,7 +19,7 @@ use crate::stack::mint::{MandatePool, Minter};
 /// The path every S1–S4 request asks for (the upstream answers it with its small JSON body).
 pub(crate) const PATH: &str = "/v1/items/42";
 /// Connections that pre-mint mandates in bulk.
-const MINT_CONCURRENCY: usize = 8;
+pub(crate) const MINT_CONCURRENCY: usize = 8;
 
 /// Who a request goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -174,9 +174,11 @@ async fn hold_open(sys: &Systems, plan: &Plan, target: Target, minter: &Arc<Mint
     let pid = if target == Target::Gateway { sys.caracal.gateway.pid() } else { sys.pingora.child.pid() };
     let n = plan.open_streams;
     let headers: Vec<Vec<(&'static str, HeaderValue)>> = if target == Target::Gateway {
-        let resource = HeaderValue::from_str(&sys.demo.resource)?;
-        let tokens = minter.mint_many(n, 8).await.map_err(|e| anyhow::anyhow!("pre-minting the stream mandates: {e:?}"))?;
-        tokens.iter().map(|t| vec![(AUTHORIZATION.as_str(), bearer(t)), (RESOURCE_HEADER, resource.clone())]).collect()
+        let tokens = minter
+            .mint_many(n, crate::scenarios::rate::MINT_CONCURRENCY)
+            .await
+            .map_err(|e| anyhow::anyhow!("pre-minting the stream mandates: {e:?}"))?;
+        tokens.iter().map(|t| governed_headers(sys, t)).collect::<anyhow::Result<_>>()?
     } else {
         vec![Vec::new(); n]
     };
@@ -228,11 +230,7 @@ async fn open_then_drain(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), String> {
     let mut conn = Conn::new(addr);
-    let mut req = conn.request(Method::GET, path);
-    for (k, v) in headers {
-        req = req.header(*k, v.clone());
-    }
-    let resp = conn.send(req.body(Full::default()).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    let resp = get(&mut conn, path, headers).await.map_err(|e| e.to_string())?;
     if resp.status() != 200 {
         return Err(format!("status {}", resp.status()));
     }
@@ -254,10 +252,7 @@ async fn open_then_drain(
 /// The headers one trial through `target` needs (a fresh mandate for the gateway).
 async fn trial_headers(sys: &Systems, target: Target, minter: &Minter, sts: &mut Conn) -> anyhow::Result<Vec<(&'static str, HeaderValue)>> {
     Ok(match target {
-        Target::Gateway | Target::Governed => {
-            let token = minter.mint(sts).await?;
-            vec![(AUTHORIZATION.as_str(), bearer(&token)), (RESOURCE_HEADER, HeaderValue::from_str(&sys.demo.resource)?)]
-        }
+        Target::Gateway | Target::Governed => governed_headers(sys, &minter.mint(sts).await?)?,
         Target::Envoy => {
             sys.envoy_bearers().and_then(|b| b.first().cloned()).map(|b| vec![(AUTHORIZATION.as_str(), b)]).unwrap_or_default()
         }
@@ -265,6 +260,11 @@ async fn trial_headers(sys: &Systems, target: Target, minter: &Minter, sts: &mut
         // S5 does not stream through the pool (S7 measures it).
         Target::PoolPingora | Target::PoolNginx | Target::PoolGateway => vec![],
     })
+}
+
+/// A governed request's headers: the mandate and the demo resource.
+fn governed_headers(sys: &Systems, token: &str) -> anyhow::Result<Vec<(&'static str, HeaderValue)>> {
+    Ok(vec![(AUTHORIZATION.as_str(), bearer(token)), (RESOURCE_HEADER, HeaderValue::from_str(&sys.demo.resource)?)])
 }
 
 /// What one streamed response did.
@@ -285,12 +285,8 @@ pub(crate) async fn stream_once(
     sse: bool,
 ) -> anyhow::Result<Trial> {
     let mut conn = Conn::new(addr);
-    let mut req = conn.request(Method::GET, path);
-    for (k, v) in headers {
-        req = req.header(*k, v.clone());
-    }
     let started = Instant::now();
-    let resp = conn.send(req.body(Full::default())?).await?;
+    let resp = get(&mut conn, path, headers).await?;
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
     let (mut bytes, mut counter, mut first_event) = (0u64, EventCounter::default(), None);
@@ -305,6 +301,15 @@ pub(crate) async fn stream_once(
         }
     }
     Ok(Trial { status, bytes, events: counter.events, first_event, total: started.elapsed() })
+}
+
+/// `GET path` with `headers` on `conn`; the response with its body still to read.
+async fn get(conn: &mut Conn, path: &str, headers: &[(&str, HeaderValue)]) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+    let mut req = conn.request(Method::GET, path);
+    for (k, v) in headers {
+        req = req.header(*k, v.clone());
+    }
+    Ok(conn.send(req.body(Full::default())?).await?)
 }
 
 /// Counts SSE events (blocks ended by a blank line) across chunk boundaries.
