@@ -127,12 +127,12 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     }
     let router = app::app(state);
     // A co-located gateway's exchanges arrive on the Unix socket: the same routes, no TCP stack.
-    let local = match &cfg.listen_socket {
+    let local = match cfg.listen_socket.as_deref() {
         Some(path) => {
             let listener = bind_socket(path)?;
             tracing::info!(socket = %path.display(), "control plane listening on a Unix socket");
             let service = router.clone().into_make_service();
-            Some(tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await }))
+            Some((path, tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await })))
         }
         None => None,
     };
@@ -152,11 +152,9 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
             axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
         }
     }
-    if let Some(local) = local {
-        let _ = local.await;
-        if let Some(path) = &cfg.listen_socket {
-            let _ = std::fs::remove_file(path);
-        }
+    if let Some((path, served)) = local {
+        let _ = served.await;
+        let _ = std::fs::remove_file(path);
     }
     let _ = stop_tx.send(true);
     // Evidence of the last requests first, then the relay that may carry it from the outbox.
