@@ -77,8 +77,8 @@ async fn revoking_the_root_session_stops_further_exchanges() {
     let second = s.gateway_mandate(&d, &session, "tools.read").await;
     assert_eq!(s.governed("GET", "/items/1", &first, &d.resource).await.status, 200);
 
-    let sid = jsonwebtoken::dangerous::insecure_decode::<Value>(&session).unwrap().claims["sid"].as_str().unwrap().to_owned();
-    let r = s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
+    let sid = caracal_e2e::stack::sid_of(&session);
+    let r = s.revoke_session(&d, &session).await;
     assert_eq!(r["status"], "revoked");
     assert!(r["outbox_id"].is_string(), "the revocation is announced through the outbox");
 

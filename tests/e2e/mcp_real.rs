@@ -58,16 +58,6 @@ fn refused(run: &ClientRun, i: usize, code: i64, message: &str) {
     assert_eq!((e["type"].as_str(), e["code"].as_i64(), e["message"].as_str()), (Some("MCPError"), Some(code), Some(message)), "{run:#?}");
 }
 
-fn sid_of(mandate: &str) -> String {
-    jsonwebtoken::dangerous::insecure_decode::<Value>(mandate).unwrap().claims["sid"].as_str().unwrap().to_owned()
-}
-
-/// Revokes the root session of `session_mandate` (as `revocation.rs` does).
-async fn revoke(s: &Stack, d: &Demo, session_mandate: &str) {
-    let sid = sid_of(session_mandate);
-    s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
-}
-
 // === 1. Per-tool allow/deny with the official client ===
 
 /// Tools, a prompt and a resource, allowed and denied, through one client session (`mode`).
@@ -448,7 +438,7 @@ async fn a_revocation_cuts_an_idle_mcp_session_stream() {
     assert!(silent.is_err() || matches!(silent, Ok(Ok(Some(_)))), "the stream is open: {silent:?}");
 
     let revoked_at = Instant::now();
-    revoke(&s, &d, raw.session_mandate()).await;
+    s.revoke_session(&d, raw.session_mandate()).await;
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match stream.chunk().await {
@@ -497,7 +487,7 @@ async fn a_revocation_cuts_a_long_running_tool_call_while_it_reports_progress() 
     assert!(first.is_ok(), "a progress notification arrives: {seen}");
 
     let revoked_at = Instant::now();
-    revoke(&s, &d, raw.session_mandate()).await;
+    s.revoke_session(&d, raw.session_mandate()).await;
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match resp.chunk().await {

@@ -3,18 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use caracal_e2e::stack::{Demo, GATEWAY_ADMIN_TOKEN};
+use caracal_e2e::stack::{GATEWAY_ADMIN_TOKEN, sid_of};
 use caracal_e2e::{Stack, StackOptions};
 use serde_json::Value;
-
-fn sid_of(mandate: &str) -> String {
-    jsonwebtoken::dangerous::insecure_decode::<Value>(mandate).unwrap().claims["sid"].as_str().unwrap().to_owned()
-}
-
-async fn revoke(s: &Stack, d: &Demo, session: &str) {
-    let sid = sid_of(session);
-    s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
-}
 
 #[tokio::test]
 async fn a_revocation_reaches_the_gateway_within_a_second_and_denies_before_the_sts() {
@@ -22,7 +13,7 @@ async fn a_revocation_reaches_the_gateway_within_a_second_and_denies_before_the_
     let d = s.demo(true).await;
     let session = s.session(&d).await;
     let m = s.gateway_mandate(&d, &session, "tools.read").await;
-    revoke(&s, &d, &session).await;
+    s.revoke_session(&d, &session).await;
     let took = s.wait_gateway_metric("caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(1)).await;
     eprintln!("revocation applied at the gateway {took:?} after the revoke call returned");
     let a = s.governed("GET", "/items/1", &m, &d.resource).await;
@@ -47,7 +38,7 @@ async fn an_idle_stream_is_cut_when_its_session_is_revoked() {
     assert!(String::from_utf8_lossy(&first).contains("event 0"));
     // The upstream now stays silent; only a revocation can end this stream.
     let revoked_at = Instant::now();
-    revoke(&s, &d, &session).await;
+    s.revoke_session(&d, &session).await;
     let ended = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             match resp.chunk().await {
@@ -94,7 +85,7 @@ async fn a_streaming_body_is_cut_at_the_next_4k_boundary() {
     while got < 64 * 1024 {
         got += resp.chunk().await.unwrap().unwrap().len();
     }
-    revoke(&s, &d, &session).await;
+    s.revoke_session(&d, &session).await;
     let outcome = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match resp.chunk().await {
@@ -137,7 +128,7 @@ async fn a_finished_response_never_cuts_the_next_request_on_its_pooled_connectio
     assert_eq!(carried.len(), 3, "{carried:?}");
     assert!(carried.iter().all(|c| c.peer == carried[0].peer), "the upstream connection was reused: {carried:?}");
 
-    revoke(&s, &d, &first).await;
+    s.revoke_session(&d, &first).await;
     s.wait_gateway_metric("caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(2)).await;
     let still_open = tokio::time::timeout(Duration::from_millis(1500), open.chunk()).await;
     assert!(still_open.is_err(), "the second session's stream must stay open: {still_open:?}");
@@ -272,7 +263,7 @@ async fn a_revocation_committed_while_redis_is_down_is_published_after_a_crash()
     let sid = sid_of(&session);
     // The revoke commits with its outbox row although Redis is gone; the relay fails and backs off.
     s.redis.stop();
-    revoke(&s, &d, &session).await;
+    s.revoke_session(&d, &session).await;
     let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
     let undelivered = "SELECT count(*) FROM outbox WHERE stream = 'caracal.sessions.revoke' AND dispatched_at IS NULL";
     let start = Instant::now();

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
-use serde_json::Value;
 
 #[tokio::test]
 async fn two_gateways_spend_each_mandate_once_and_both_honour_a_revocation() {
@@ -45,8 +44,7 @@ async fn two_gateways_spend_each_mandate_once_and_both_honour_a_revocation() {
 
     // A revocation reaches both gateways, and each denies in memory, before asking the STS.
     let held = [s.gateway_mandate(&d, &session, "tools.read").await, s.gateway_mandate(&d, &session, "tools.read").await];
-    let sid = jsonwebtoken::dangerous::insecure_decode::<Value>(&session).unwrap().claims["sid"].as_str().unwrap().to_owned();
-    s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
+    s.revoke_session(&d, &session).await;
     let revoked_at = Instant::now();
     for (base, m) in [(s.gw_url.as_str(), &held[0]), (gw2.as_str(), &held[1])] {
         while s.gateway_metric_at(base, "caracal_gateway_revocations_active").await < 1.0 {

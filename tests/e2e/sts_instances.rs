@@ -5,11 +5,6 @@ use std::time::{Duration, Instant};
 
 use caracal_e2e::Stack;
 use caracal_e2e::stack::{ACCESS_TOKEN, DENY_POLICY, GATEWAY_MANDATE, GRANT};
-use serde_json::Value;
-
-fn sid_of(mandate: &str) -> String {
-    jsonwebtoken::dangerous::insecure_decode::<Value>(mandate).unwrap().claims["sid"].as_str().unwrap().to_owned()
-}
 
 #[tokio::test]
 async fn revocations_and_policy_changes_reach_every_instance_through_the_streams() {
@@ -38,7 +33,7 @@ async fn revocations_and_policy_changes_reach_every_instance_through_the_streams
     };
     assert_eq!(mint_at_2().await.status, 200, "the second instance mints for a live session");
 
-    s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{}/revoke", d.zone_id, sid_of(&session)), &d.admin, None, 200).await;
+    s.revoke_session(&d, &session).await;
     let start = Instant::now();
     loop {
         let a = mint_at_2().await;

@@ -266,7 +266,7 @@ async fn a_revocation_written_by_another_instance_reaches_the_sts_by_the_increme
     let d = s.demo(true).await;
     let session = s.session(&d).await;
     assert_eq!(s.mint_gateway(&d, &session, "tools.read").await.status, 200);
-    let sid = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&session).unwrap().claims["sid"].as_str().unwrap().to_owned();
+    let sid = caracal_e2e::stack::sid_of(&session);
     // Written straight into the table, never announced: only the reload can bring it.
     let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
     sqlx::query("INSERT INTO revocations (zone_id, anchor_kind, anchor_id, reason, expires_at) VALUES ($1, 'sid', $2, 'test', now() + interval '1 hour')")

@@ -14,10 +14,6 @@ use caracal_e2e::stack::Demo;
 use caracal_e2e::{Stack, StackOptions};
 use serde_json::Value;
 
-fn sid_of(mandate: &str) -> String {
-    jsonwebtoken::dangerous::insecure_decode::<Value>(mandate).unwrap().claims["sid"].as_str().unwrap().to_owned()
-}
-
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -116,8 +112,7 @@ async fn a_tls_only_redis_with_an_acl_user_carries_every_redis_path_of_both_bina
 
     // Revocation: the control plane's outbox publishes on the stream, the gateway's consumer applies it.
     let pending = s.gateway_mandate(&d, &session, "tools.read").await;
-    let sid = sid_of(&session);
-    s.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await;
+    s.revoke_session(&d, &session).await;
     s.wait_gateway_metric("caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(5)).await;
     let a = s.governed("GET", "/items/after", &pending, &d.resource).await;
     assert_eq!((a.status, a.body["error_description"].as_str()), (401, Some("session revoked")), "{}", a.text);

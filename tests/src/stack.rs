@@ -86,6 +86,11 @@ pub struct Demo {
     pub admin: String,
 }
 
+/// The `sid` of a mandate (read without verifying it: the tests' own tokens).
+pub fn sid_of(mandate: &str) -> String {
+    jsonwebtoken::dangerous::insecure_decode::<Value>(mandate).unwrap().claims["sid"].as_str().unwrap().to_owned()
+}
+
 /// An HTTP answer: status, headers and body.
 #[derive(Debug)]
 pub struct Answer {
@@ -239,6 +244,13 @@ impl Stack {
         (p, url)
     }
 
+    /// Revokes the session of the session mandate `session` (its authority record, by `sid`); the
+    /// admin API's answer.
+    pub async fn revoke_session(&self, d: &Demo, session: &str) -> Value {
+        let sid = sid_of(session);
+        self.admin_ok("POST", &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await
+    }
+
     /// A second gateway on the same control plane, Redis and database (another instance behind a
     /// load balancer, its own audit spool), once it serves; returns it and its URL. `env` overrides
     /// settings.
@@ -248,9 +260,8 @@ impl Stack {
         gw_env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
         gw_env.insert("AUDIT_REPLAY_DIR".into(), self.dir.join(format!("audit-replay-{port}")).display().to_string());
         gw_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let env = gw_env;
         let url = format!("http://127.0.0.1:{port}");
-        let mut p = Proc::start_with_args("caracal-gateway", &[], &env, &self.dir, &format!("caracal-gateway-{port}"));
+        let mut p = Proc::start_with_args("caracal-gateway", &[], &gw_env, &self.dir, &format!("caracal-gateway-{port}"));
         // Serving (`/health`), not necessarily ready: a test may give it an STS it cannot reach.
         p.wait_ready(&format!("{url}/health"), Duration::from_secs(60)).await;
         (p, url)
