@@ -62,7 +62,8 @@ impl IngestConfig {
 /// The consumer.
 pub struct Ingestor {
     pub cfg: IngestConfig,
-    pub client: redis::Client,
+    /// Asked for the primary at every (re)connect, so the ledger follows a failover.
+    pub primary: caracal_shared::redis_primary::Primary,
     pub ledger: Ledger,
     /// Verifies producers' `sig`.
     pub frame_key: Vec<u8>,
@@ -108,7 +109,7 @@ impl Ingestor {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(self.cfg.block + Duration::from_secs(2)));
-        let mut conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let mut conn = self.primary.client().await?.get_multiplexed_async_connection_with_config(&cfg).await?;
         let created: redis::RedisResult<String> =
             redis::cmd("XGROUP").arg("CREATE").arg(&self.cfg.stream).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
         match created {
@@ -319,7 +320,8 @@ impl Ingestor {
         for (k, v) in &fields {
             cmd.arg(k).arg(v);
         }
-        let _: String = cmd.arg("_sig").arg(signature).query_async(conn).await?;
+        cmd.arg("_sig").arg(signature);
+        let _: String = self.primary.durability().write(conn, &cmd).await?;
         let class = reason.split(':').next().unwrap_or(reason);
         self.metrics.dead_letters.with_label_values(&[class]).inc();
         tracing::warn!(stream_id = %item.stream_id, reason, "audit frame dead-lettered");

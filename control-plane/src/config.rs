@@ -227,6 +227,7 @@ impl ControlPlaneConfig {
         if self.mode == Mode::Production && !self.redis.is_tls() {
             w.push("REDIS_URL is plaintext redis://: stream entries and the AUTH password cross the network in clear unless Redis is on this host; prefer rediss://");
         }
+        w.extend(self.redis.failover_warning());
         w
     }
 

@@ -129,14 +129,14 @@ fn metrics(registry: &Registry, kind: &str) -> Result<ConsumerMetrics, prometheu
 /// Starts the consumers; they stop and remove their groups when `shutdown` flips.
 pub fn spawn(
     sts: Arc<Sts>,
-    client: redis::Client,
+    primary: caracal_shared::redis_primary::Primary,
     key: Vec<u8>,
     instance: &str,
     registry: &Registry,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, prometheus::Error> {
     let make = |stream: &str, kind: &str, start_id: &'static str| Group {
-        client: client.clone(),
+        primary: primary.clone(),
         stream: stream.to_owned(),
         group: format!("sts-{kind}:{instance}"),
         consumer: format!("sts-{instance}"),
@@ -155,7 +155,7 @@ pub fn spawn(
 
 /// A consumer's identity before its handler is chosen.
 struct Group {
-    client: redis::Client,
+    primary: caracal_shared::redis_primary::Primary,
     stream: String,
     group: String,
     consumer: String,
@@ -166,7 +166,7 @@ struct Group {
 impl Group {
     fn with<H: Handler>(self, handler: H, metrics: ConsumerMetrics) -> Consumer<H> {
         Consumer {
-            client: self.client,
+            primary: self.primary,
             stream: self.stream,
             group: self.group,
             consumer: self.consumer,

@@ -35,7 +35,7 @@ const BATCH: usize = 500;
 /// Writes frames: one pipelined `XADD` per batch, the outbox when Redis refuses.
 #[derive(Clone)]
 pub struct Delivery {
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: caracal_shared::redis_primary::Conn,
     pub db: PgPool,
     pub key: Option<Vec<u8>>,
     pub outbox_notify: Arc<Notify>,
@@ -57,7 +57,7 @@ impl Delivery {
     }
 
     async fn xadd(&self, frames: &[Frame]) -> redis::RedisResult<()> {
-        caracal_shared::audit::xadd_pipeline(frames).query_async::<()>(&mut self.redis.clone()).await
+        self.redis.durability().write_pipe(&mut self.redis.clone(), &caracal_shared::audit::xadd_pipeline(frames)).await
     }
 
     async fn enqueue(&self, events: &[AuditEvent], frames: &[Frame]) -> Result<(), sqlx::Error> {

@@ -54,7 +54,7 @@ pub async fn start(
             block: std::time::Duration::from_secs(1),
             linger: ledger_cfg.linger,
         },
-        client: cfg.redis.client().context("REDIS_URL")?,
+        primary: cfg.redis.primary().context("REDIS_URL")?,
         ledger: ledger.clone(),
         frame_key: cfg.audit_key().context("AUDIT_HMAC_KEY")?,
         streams_key: cfg.streams_key(),

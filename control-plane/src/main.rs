@@ -61,13 +61,13 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     tracing::info!(db_role = %role, "serving pool connected (row-level security by zone)");
     // The owner, for the ledger's sweeps and retention only (the append-only table's one DELETE).
     let owner = PgPoolOptions::new().max_connections(2).connect_with(options).await.context("connecting to Postgres (DATABASE_URL)")?;
-    let redis_client = cfg.redis.client().context("REDIS_URL")?;
+    let redis_primary = cfg.redis.primary().context("REDIS_URL")?;
     // Fail fast when Redis is gone: a mint must not hang behind reconnection attempts.
     let redis_cfg = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(1)))
         .set_number_of_retries(1);
-    let redis = redis::aio::ConnectionManager::new_with_config(redis_client, redis_cfg).await.context("connecting to Redis (REDIS_URL)")?;
+    let redis = redis_primary.connect(redis_cfg).await.context("connecting to Redis (REDIS_URL, REDIS_SENTINELS)")?;
     // A connection opens without AUTH when the URL has no password; the first command is what a
     // password-protected Redis refuses (NOAUTH). Say so now rather than serve 503s.
     redis::cmd("PING").query_async::<String>(&mut redis.clone()).await.context("Redis refused PING (REDIS_URL credentials?)")?;
@@ -110,7 +110,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     let instance = format!("{host}:{}:{}", cfg.listen.port(), std::process::id());
     let consumer_tasks = caracal_control_plane::consumers::spawn(
         state.sts.clone(),
-        cfg.redis.client().context("REDIS_URL")?,
+        redis_primary,
         cfg.streams_key(),
         &instance,
         &state.metrics.registry,

@@ -37,7 +37,7 @@ pub async fn enqueue(
 /// The relay task.
 pub struct Relay {
     pub db: PgPool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: caracal_shared::redis_primary::Conn,
     pub streams_key: Vec<u8>,
     pub notify: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -120,7 +120,8 @@ impl Relay {
         for (k, v) in &fields {
             cmd.arg(k).arg(v);
         }
-        let mut conn = self.redis.clone();
-        cmd.query_async::<String>(&mut conn).await.map(|_| ())
+        // Dispatched only once the replicas REDIS_MIN_REPLICAS asks for hold it: a failover
+        // must not lose a revocation the outbox already crossed off.
+        self.redis.durability().write::<String, _>(&mut self.redis.clone(), &cmd).await.map(|_| ())
     }
 }

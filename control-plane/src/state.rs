@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: caracal_shared::redis_primary::Conn,
     pub sts: Arc<Sts>,
     pub cfg: Arc<ControlPlaneConfig>,
     pub metrics: Arc<Metrics>,

@@ -89,8 +89,8 @@ impl Deps {
         };
         let jwks_metrics = JwksMetrics { fetches: metrics.jwks_fetches.clone(), cold_refused: metrics.jwks_cold_refused.clone() };
         let jwks = JwksCache::new(http.clone(), &cfg.sts_base, &jwks_settings, jwks_metrics);
-        let redis = cfg.redis.client()?;
-        let jti = JtiStore::new(redis, cfg.jti_fail_open, metrics.redis_seconds.clone());
+        let redis = cfg.redis.primary()?;
+        let jti = JtiStore::new(redis.clone(), cfg.jti_fail_open, metrics.redis_seconds.clone());
         let sts = StsClient::new(http.clone(), &cfg.sts_base, cfg.sts_hmac_key.clone());
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
         let circuit_settings = circuit::Settings { failures: cfg.circuit_failures, window: cfg.circuit_window, open: cfg.circuit_open };
@@ -98,14 +98,8 @@ impl Deps {
         let spool =
             Arc::new(Spool::open(&cfg.audit_replay_dir).map_err(|e| anyhow::anyhow!("AUDIT_REPLAY_DIR {}: {e}", cfg.audit_replay_dir))?);
         let (audit, rx, lost) = AuditSink::new(spool.clone(), cfg.audit_key.clone(), metrics.audit.clone());
-        let shipper = Shipper {
-            client: cfg.redis.client()?,
-            rx: Mutex::new(rx),
-            spool,
-            key: cfg.audit_key.clone(),
-            metrics: metrics.audit.clone(),
-            lost,
-        };
+        let shipper =
+            Shipper { primary: redis, rx: Mutex::new(rx), spool, key: cfg.audit_key.clone(), metrics: metrics.audit.clone(), lost };
         let limits = Deadlines { header: cfg.upstream_header_timeout, body_idle: cfg.upstream_body_idle_timeout };
         let watcher = Watcher::new(limits, revocations.clone());
         let pools = Pools::new(cfg.dns_cache_ttl, metrics.upstream.clone());
@@ -150,8 +144,8 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     if let Some(key) = deps.cfg.streams_key.clone() {
         let handler =
             ApplyRevocations { view: deps.revocations.clone(), propagation_seconds: deps.metrics.revocation_propagation_seconds.clone() };
-        let client = deps.cfg.redis.client()?;
-        let stream = RevocationStream::new(client, &deps.cfg.instance_id, key, handler, deps.metrics.revocation_stream.clone());
+        let stream =
+            RevocationStream::new(deps.cfg.redis.primary()?, &deps.cfg.instance_id, key, handler, deps.metrics.revocation_stream.clone());
         readiness.push(server.add_service(background_service("revocation stream", stream)));
     }
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { deps });

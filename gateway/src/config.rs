@@ -400,6 +400,7 @@ impl GatewayConfig {
         if self.mode == Mode::Production && !self.redis.is_tls() {
             w.push("REDIS_URL is plaintext redis://: JTI markers, stream entries and the AUTH password cross the network in clear unless Redis is on this host; prefer rediss://");
         }
+        w.extend(self.redis.failover_warning());
         if self.audit_key.is_none() {
             w.push("AUDIT_HMAC_KEY is unset (dev): audit frames are unsigned and a ledger dead-letters them");
         }

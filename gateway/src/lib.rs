@@ -1,3 +1,6 @@
+// The request path is one deep async state machine; its layout needs more than the default 128.
+#![recursion_limit = "256"]
+
 //! Caracal gateway: the Pingora data plane in front of MCP servers and HTTP APIs.
 //!
 //! A request is forwarded only after every check of DESIGN §4 passed ([`phases::run_request`]);

@@ -17,6 +17,7 @@ pub mod mandate;
 pub mod mcp;
 pub mod pool;
 pub mod postgres_url;
+pub mod redis_primary;
 pub mod redis_target;
 pub mod request_id;
 pub mod revocation;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
+use crate::redis_primary::Primary;
 use crate::sig;
 
 /// Failures before a message is dead-lettered.
@@ -75,7 +76,8 @@ pub trait Handler: Send + Sync {
 
 /// The consumer's identity and inputs.
 pub struct Consumer<H> {
-    pub client: redis::Client,
+    /// Asked for the primary at every (re)connect, so a consumer follows a failover.
+    pub primary: Primary,
     pub stream: String,
     pub group: String,
     pub consumer: String,
@@ -99,7 +101,7 @@ impl<H: Handler> Consumer<H> {
                 let cfg = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(2)))
                     .set_response_timeout(Some(self.block + Duration::from_secs(2)));
-                let mut conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+                let mut conn = self.primary.client().await?.get_multiplexed_async_connection_with_config(&cfg).await?;
                 self.ensure_group(&mut conn).await?;
                 self.reclaim(&mut conn).await?;
                 let mut last_reclaim = tokio::time::Instant::now();
@@ -134,7 +136,7 @@ impl<H: Handler> Consumer<H> {
 
     /// Removes the group (a consumer whose group is per process calls this on a clean exit).
     pub async fn destroy_group(&self) -> redis::RedisResult<()> {
-        let mut conn = self.client.get_multiplexed_async_connection().await?;
+        let mut conn = self.primary.client().await?.get_multiplexed_async_connection().await?;
         let _: i64 = redis::cmd("XGROUP").arg("DESTROY").arg(&self.stream).arg(&self.group).query_async(&mut conn).await?;
         Ok(())
     }
@@ -255,7 +257,7 @@ impl<H: Handler> Consumer<H> {
             cmd.arg(k).arg(v);
         }
         cmd.arg("_sig").arg(signature);
-        let _: String = cmd.query_async(conn).await?;
+        let _: String = self.primary.durability().write(conn, &cmd).await?;
         self.ack(conn, &msg.id).await?;
         self.metrics.dead_letters.inc();
         Ok(())

@@ -39,7 +39,7 @@ pub use exchange::{GatewaySignature, TokenRequest};
 pub struct Sts {
     cfg: StsConfig,
     db: PgPool,
-    redis: redis::aio::ConnectionManager,
+    redis: caracal_shared::redis_primary::Conn,
     /// Zone signing keys, decrypted once per zone.
     pub keys: keys::KeyStore,
     /// Active policies, compiled once per zone.
@@ -66,7 +66,7 @@ impl Sts {
     pub fn new(
         cfg: StsConfig,
         db: PgPool,
-        redis: redis::aio::ConnectionManager,
+        redis: caracal_shared::redis_primary::Conn,
         registry: &prometheus::Registry,
     ) -> Result<Arc<Self>, prometheus::Error> {
         let zones = Arc::new(zone_directory::ZoneDirectory::new(db.clone(), registry)?);

@@ -27,7 +27,7 @@ pub const STEP_UP_COOLDOWN: Duration = Duration::from_secs(300);
 
 /// The limiter.
 pub struct Limits {
-    redis: redis::aio::ConnectionManager,
+    redis: caracal_shared::redis_primary::Conn,
     mints_per_minute: u64,
     auth_failures: u64,
     lockout: Duration,
@@ -40,7 +40,7 @@ fn window() -> (i64, u64) {
 
 impl Limits {
     /// A limiter on `redis`.
-    pub fn new(redis: redis::aio::ConnectionManager, mints_per_minute: u64, auth_failures: u64, lockout: Duration) -> Self {
+    pub fn new(redis: caracal_shared::redis_primary::Conn, mints_per_minute: u64, auth_failures: u64, lockout: Duration) -> Self {
         Self { redis, mints_per_minute, auth_failures, lockout }
     }
 

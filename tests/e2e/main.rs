@@ -25,6 +25,7 @@ mod policy;
 mod pool_health;
 mod pools;
 mod providers;
+mod redis_failover;
 mod revocation;
 mod route_docs;
 mod scale_out;

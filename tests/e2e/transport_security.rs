@@ -75,6 +75,7 @@ async fn a_tls_only_redis_with_an_acl_user_carries_every_redis_path_of_both_bina
         tls: Some(pki.clone()),
         password: Some(format!("default-{}", uuid::Uuid::new_v4().simple())),
         acl_user: Some(("caracal".into(), format!("acl-{}", uuid::Uuid::new_v4().simple()))),
+        ..Default::default()
     };
     let s = Stack::start_with(StackOptions { control_plane_tls: Some(pki.clone()), redis, ..Default::default() }).await;
     assert!(s.redis.url().starts_with("rediss://caracal:"), "{}", s.redis.url());

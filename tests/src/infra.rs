@@ -110,6 +110,8 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// An ACL user `(name, password)` with every permission, for `redis://user:pass@` URLs.
     pub acl_user: Option<(String, String)>,
+    /// `--replicaof 127.0.0.1 <port>`: a replica of the primary on that port.
+    pub replica_of: Option<u16>,
 }
 
 /// A private `redis-server`, stopped on drop.
@@ -154,6 +156,9 @@ impl Redis {
         }
         if let Some((user, pass)) = &self.opts.acl_user {
             cmd.args(["--user", user, "on", &format!(">{pass}"), "~*", "&*", "+@all"]);
+        }
+        if let Some(primary) = self.opts.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
         let child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

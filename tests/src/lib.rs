@@ -14,6 +14,7 @@ pub mod mcp;
 pub mod oidc;
 pub mod pki;
 pub mod procs;
+pub mod redis_ha;
 pub mod routes;
 pub mod stack;
 pub mod upstream;

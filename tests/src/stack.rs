@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::infra::{self, Redis, RedisOptions, free_port};
 use crate::pki::TestPki;
 use crate::procs::Proc;
+use crate::redis_ha::RedisHa;
 use crate::upstream::Upstream;
 
 /// Grant type of every exchange.
@@ -48,13 +49,19 @@ pub struct StackOptions {
     /// How the stack's `redis-server` is reached (TLS only, passwords); both services get its URL
     /// and, for TLS, `REDIS_CA_FILE`.
     pub redis: RedisOptions,
+    /// The stack's Redis is a primary with two replicas behind three Sentinels, and both services
+    /// find it through them ([`RedisHa`]).
+    pub redis_ha: bool,
 }
 
 /// Everything one test needs, torn down on drop.
 pub struct Stack {
     pub dir: PathBuf,
     pub database_url: String,
+    /// The stack's Redis (with [`StackOptions::redis_ha`], the first primary).
     pub redis: Redis,
+    /// Its replicas and Sentinels, with [`StackOptions::redis_ha`].
+    pub redis_ha: Option<RedisHa>,
     pub control_plane: Proc,
     pub gateway: Proc,
     pub upstream: Upstream,
@@ -138,6 +145,7 @@ impl Stack {
         let dir = infra::scratch_dir("stack");
         let database_url = infra::fresh_database().await;
         let redis = Redis::start_with(opts.redis.clone());
+        let redis_ha = opts.redis_ha.then(|| RedisHa::start(&redis));
         let upstream = Upstream::start().await;
         let (cp_port, gw_port) = (free_port(), free_port());
         let pki = opts.control_plane_tls.clone();
@@ -172,6 +180,7 @@ impl Stack {
         if let Some(tls) = &opts.redis.tls {
             common_env.push(("REDIS_CA_FILE".to_owned(), tls.ca.display().to_string()));
         }
+        common_env.extend(redis_ha.iter().flat_map(RedisHa::env));
         if let Some(pki) = &pki {
             cp_env.insert("TLS_CERT_FILE".into(), pki.cert.display().to_string());
             cp_env.insert("TLS_KEY_FILE".into(), pki.key.display().to_string());
@@ -211,6 +220,7 @@ impl Stack {
             dir,
             database_url,
             redis,
+            redis_ha,
             control_plane,
             gateway,
             upstream,

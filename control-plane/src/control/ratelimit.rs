@@ -20,7 +20,7 @@ use crate::control::Refusal;
 pub const MAX_SUBJECTS: usize = 10_000;
 
 /// Counts one invoke from `ip` in the current minute; refuses past `limit`.
-pub async fn per_address(redis: &mut redis::aio::ConnectionManager, ip: IpAddr, limit: u32) -> Result<(), Refusal> {
+pub async fn per_address(redis: &mut caracal_shared::redis_primary::Conn, ip: IpAddr, limit: u32) -> Result<(), Refusal> {
     let now = chrono::Utc::now().timestamp();
     let key = format!("api:control_invoke_ip:{ip}:{}", now / 60);
     let next_minute = (60 - now.rem_euclid(60)) as u64;

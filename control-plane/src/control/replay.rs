@@ -24,10 +24,11 @@ pub fn marker_ttl(exp: i64, now_ms: i64, max: Duration) -> Result<u64, Refusal> 
 }
 
 /// Claims `jti` until the token expires.
-pub async fn claim(redis: &mut redis::aio::ConnectionManager, jti: &str, exp: i64, max: Duration) -> Result<(), Refusal> {
+pub async fn claim(redis: &mut caracal_shared::redis_primary::Conn, jti: &str, exp: i64, max: Duration) -> Result<(), Refusal> {
     let ttl_ms = marker_ttl(exp, chrono::Utc::now().timestamp_millis(), max)?;
-    let set: redis::RedisResult<Option<String>> =
-        redis::cmd("SET").arg(format!("caracal:control:jti:{jti}")).arg(1).arg("PX").arg(ttl_ms).arg("NX").query_async(redis).await;
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(format!("caracal:control:jti:{jti}")).arg(1).arg("PX").arg(ttl_ms).arg("NX");
+    let set: redis::RedisResult<Option<String>> = redis.durability().write(redis, &cmd).await;
     match set {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Refusal::Replay("token already used")),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use caracal_shared::audit::{AuditEvent, Frame};
+use caracal_shared::redis_primary::Primary;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use redis::aio::MultiplexedConnection;
@@ -21,7 +22,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 /// The shipper service.
 pub struct Shipper {
-    pub client: redis::Client,
+    pub primary: Primary,
     pub rx: Mutex<mpsc::Receiver<AuditEvent>>,
     pub spool: Arc<Spool>,
     pub key: Option<Vec<u8>>,
@@ -34,12 +35,12 @@ impl Shipper {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)));
-        self.client.get_multiplexed_async_connection_with_config(&cfg).await
+        self.primary.client().await?.get_multiplexed_async_connection_with_config(&cfg).await
     }
 
-    /// One pipelined `XADD` per frame.
-    async fn send(conn: &mut MultiplexedConnection, frames: &[Frame]) -> redis::RedisResult<()> {
-        caracal_shared::audit::xadd_pipeline(frames).query_async::<()>(conn).await
+    /// One pipelined `XADD` per frame (and `WAIT` for the replicas REDIS_MIN_REPLICAS asks for).
+    async fn send(&self, conn: &mut MultiplexedConnection, frames: &[Frame]) -> redis::RedisResult<()> {
+        self.primary.durability().write_pipe(conn, &caracal_shared::audit::xadd_pipeline(frames)).await
     }
 
     fn spool_or_lose(&self, frames: &[Frame]) {
@@ -64,7 +65,7 @@ impl Shipper {
                 }
             };
             for chunk in frames.chunks(BATCH) {
-                Self::send(conn, chunk).await?;
+                self.send(conn, chunk).await?;
             }
             self.metrics.drained.inc_by(frames.len() as u64);
             if let Err(e) = self.spool.remove(&path) {
@@ -80,7 +81,7 @@ impl Shipper {
             *conn = self.connect().await.ok();
         }
         let sent = match conn.as_mut() {
-            Some(c) => Self::send(c, &frames).await,
+            Some(c) => self.send(c, &frames).await,
             None => Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
         };
         match sent {

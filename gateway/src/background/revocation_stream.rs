@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use caracal_shared::redis_primary::Primary;
 use caracal_shared::revocation::{DEFAULT_RETENTION, RevocationView, Revoked};
 use caracal_shared::stream_consumer::{Consumer, ConsumerMetrics, Failure, Handler, Message};
 use caracal_shared::streams;
@@ -68,10 +69,10 @@ pub struct RevocationStream {
 
 impl RevocationStream {
     /// A consumer for this gateway instance.
-    pub fn new(client: redis::Client, instance_id: &str, key: Vec<u8>, handler: ApplyRevocations, metrics: ConsumerMetrics) -> Self {
+    pub fn new(primary: Primary, instance_id: &str, key: Vec<u8>, handler: ApplyRevocations, metrics: ConsumerMetrics) -> Self {
         Self {
             consumer: Consumer {
-                client,
+                primary,
                 stream: streams::SESSIONS_REVOKE.to_owned(),
                 group: format!("gateway-revocation:{instance_id}"),
                 consumer: format!("gateway-{instance_id}-{}", std::process::id()),

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use caracal_shared::redis_primary::{Conn, Primary};
+use redis::aio::ConnectionManagerConfig;
 use tokio::sync::OnceCell;
 
 use crate::deny::Denial;
@@ -19,20 +20,20 @@ pub struct FreshJti<'a>(pub VerifiedMandate<'a>);
 
 /// The JTI store.
 pub struct JtiStore {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    primary: Primary,
+    conn: OnceCell<Conn>,
     fail_open: bool,
     metrics_seconds: prometheus::Histogram,
 }
 
 impl JtiStore {
-    /// A store on `client`; connects on first use, on the runtime that serves requests.
-    pub fn new(client: redis::Client, fail_open: bool, metrics_seconds: prometheus::Histogram) -> Self {
-        Self { client, conn: OnceCell::new(), fail_open, metrics_seconds }
+    /// A store on `primary`; connects on first use, on the runtime that serves requests.
+    pub fn new(primary: Primary, fail_open: bool, metrics_seconds: prometheus::Histogram) -> Self {
+        Self { primary, conn: OnceCell::new(), fail_open, metrics_seconds }
     }
 
     /// A connection, created on first use (a failed attempt is retried by the next request).
-    pub async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+    pub async fn connection(&self) -> redis::RedisResult<Conn> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
@@ -40,7 +41,7 @@ impl JtiStore {
                     .set_connection_timeout(Some(Duration::from_secs(1)))
                     .set_response_timeout(Some(Duration::from_secs(1)))
                     .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+                self.primary.connect(cfg).await
             })
             .await?;
         Ok(conn.clone())
@@ -52,14 +53,11 @@ impl JtiStore {
         let timer = self.metrics_seconds.start_timer();
         let result = async {
             let mut conn = self.connection().await?;
-            redis::cmd("SET")
-                .arg(format!("seen:jti:{}", m.claims.jti))
-                .arg(request_id)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<Option<String>>(&mut conn)
-                .await
+            let mut set = redis::cmd("SET");
+            set.arg(format!("seen:jti:{}", m.claims.jti)).arg(request_id).arg("NX").arg("PX").arg(ttl_ms);
+            // With REDIS_MIN_REPLICAS the marker must reach the replicas before the request
+            // passes: a failover would otherwise forget it and accept the mandate again.
+            conn.durability().write::<Option<String>, _>(&mut conn, &set).await
         }
         .await;
         timer.observe_duration();

@@ -83,15 +83,9 @@ impl Sts {
             return Err(StsError::InvalidGatewaySignature);
         }
         // Single use of the nonce; Redis failure refuses the exchange.
-        let fresh: bool = redis::cmd("SET")
-            .arg(format!("caracal:sts:gw-nonce:{nonce}"))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(2 * skew.max(1))
-            .query_async::<Option<String>>(&mut self.redis.clone())
-            .await?
-            .is_some();
+        let mut set = redis::cmd("SET");
+        set.arg(format!("caracal:sts:gw-nonce:{nonce}")).arg(1).arg("NX").arg("EX").arg(2 * skew.max(1));
+        let fresh = self.redis.durability().write::<Option<String>, _>(&mut self.redis.clone(), &set).await?.is_some();
         if fresh { Ok(()) } else { Err(StsError::InvalidGatewaySignature) }
     }
 }

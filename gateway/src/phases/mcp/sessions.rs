@@ -10,8 +10,8 @@
 //! the server accepted ends the binding. Redis failing refuses the request (503), and an answer
 //! whose session cannot be bound is not delivered.
 
+use caracal_shared::redis_primary::Conn;
 use caracal_shared::sig;
-use redis::aio::ConnectionManager;
 
 use crate::Deps;
 use crate::deny::Denial;
@@ -56,7 +56,7 @@ pub fn session_id(headers: &http::HeaderMap) -> Result<Option<&str>, MalformedSe
     }
 }
 
-async fn connection(deps: &Deps) -> Result<ConnectionManager, Denial> {
+async fn connection(deps: &Deps) -> Result<Conn, Denial> {
     deps.jti.connection().await.map_err(|e| {
         tracing::error!(error = %e, "MCP session store unavailable; denying");
         Denial::McpSessionUnavailable
