@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use caracal_shared::audit::Frame;
+use caracal_shared::redis_primary::Dedicated;
 use caracal_shared::sig;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::watch;
 
@@ -106,10 +106,8 @@ impl Ingestor {
     }
 
     async fn session(&self, stop: watch::Receiver<bool>) -> redis::RedisResult<()> {
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(self.cfg.block + Duration::from_secs(2)));
-        let mut conn = self.primary.client().await?.get_multiplexed_async_connection_with_config(&cfg).await?;
+        // A read blocks for `block`; the response timeout must outlast it.
+        let mut conn = self.primary.dedicated(Duration::from_secs(2), self.cfg.block + Duration::from_secs(2)).await?;
         let created: redis::RedisResult<String> =
             redis::cmd("XGROUP").arg("CREATE").arg(&self.cfg.stream).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
         match created {
@@ -145,17 +143,11 @@ impl Ingestor {
     }
 
     /// Refreshes the lag, pending, stream-length and dead-letter gauges.
-    async fn stats(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-        let (groups, len, dlq): (redis::streams::StreamInfoGroupsReply, i64, i64) = redis::pipe()
-            .cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&self.cfg.stream)
-            .cmd("XLEN")
-            .arg(&self.cfg.stream)
-            .cmd("XLEN")
-            .arg(self.cfg.dlq())
-            .query_async(conn)
-            .await?;
+    async fn stats(&self, conn: &mut Dedicated) -> redis::RedisResult<()> {
+        // The dead-letter stream is another key (another slot in a Redis Cluster): its own query.
+        let (groups, len): (redis::streams::StreamInfoGroupsReply, i64) =
+            redis::pipe().cmd("XINFO").arg("GROUPS").arg(&self.cfg.stream).cmd("XLEN").arg(&self.cfg.stream).query_async(conn).await?;
+        let dlq: i64 = redis::cmd("XLEN").arg(self.cfg.dlq()).query_async(conn).await?;
         self.metrics.stream_length.set(len);
         if let Some(g) = groups.groups.iter().find(|g| g.name == GROUP) {
             self.metrics.consumer_lag.set(g.lag.unwrap_or(0) as i64);
@@ -166,7 +158,7 @@ impl Ingestor {
     }
 
     /// One `XREADGROUP` from `from` (`>` new, `0` our pending); returns how many were read.
-    async fn read(&self, conn: &mut MultiplexedConnection, from: &str, stop: &watch::Receiver<bool>) -> redis::RedisResult<usize> {
+    async fn read(&self, conn: &mut Dedicated, from: &str, stop: &watch::Receiver<bool>) -> redis::RedisResult<usize> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(&self.cfg.consumer).arg("COUNT").arg(self.cfg.batch);
         if from == ">" {
@@ -182,7 +174,7 @@ impl Ingestor {
     }
 
     /// Claims entries idle longer than `claim_idle` from any consumer and files them.
-    async fn reclaim(&self, conn: &mut MultiplexedConnection, stop: &watch::Receiver<bool>) -> redis::RedisResult<()> {
+    async fn reclaim(&self, conn: &mut Dedicated, stop: &watch::Receiver<bool>) -> redis::RedisResult<()> {
         let mut start = "0-0".to_owned();
         loop {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -206,12 +198,7 @@ impl Ingestor {
         }
     }
 
-    async fn process(
-        &self,
-        conn: &mut MultiplexedConnection,
-        entries: Vec<StreamId>,
-        stop: &watch::Receiver<bool>,
-    ) -> redis::RedisResult<()> {
+    async fn process(&self, conn: &mut Dedicated, entries: Vec<StreamId>, stop: &watch::Receiver<bool>) -> redis::RedisResult<()> {
         let started = Instant::now();
         let now = chrono::Utc::now();
         let items: Vec<Item> = entries.into_iter().map(|e| self.classify(e, now)).collect();
@@ -306,7 +293,7 @@ impl Ingestor {
     }
 
     /// Copies the entry to the dead-letter stream, signed, with the reason.
-    async fn dead_letter(&self, conn: &mut MultiplexedConnection, item: &Item, reason: &str) -> redis::RedisResult<()> {
+    async fn dead_letter(&self, conn: &mut Dedicated, item: &Item, reason: &str) -> redis::RedisResult<()> {
         let dlq = self.cfg.dlq();
         let received = chrono::Utc::now().timestamp_millis().to_string();
         let mut fields: Vec<(String, String)> =

@@ -12,7 +12,7 @@
 //! stream grows without bound in Redis memory. Alert on `caracal_audit_stream_length` and
 //! `caracal_audit_consumer_lag` (exported by a running ledger) and on Redis memory (docs/audit.md).
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 use redis::streams::{StreamInfoGroupsReply, StreamPendingReply};
 
 /// A stream entry id `ms-seq`, ordered like Redis orders them.
@@ -35,7 +35,7 @@ impl std::fmt::Display for EntryId {
 
 /// The lowest id any consumer group of `stream` may still need (module docs); `None` when the
 /// stream has no group (then nothing is known to be filed and nothing is trimmed).
-pub async fn floor(conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<Option<EntryId>> {
+pub async fn floor(conn: &mut (impl ConnectionLike + Send), stream: &str) -> redis::RedisResult<Option<EntryId>> {
     let groups: StreamInfoGroupsReply = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
     let mut floor: Option<EntryId> = None;
     for g in &groups.groups {
@@ -53,7 +53,7 @@ pub async fn floor(conn: &mut MultiplexedConnection, stream: &str) -> redis::Red
 }
 
 /// Trims what every group has acknowledged; returns how many entries Redis removed.
-pub async fn trim_acknowledged(conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<u64> {
+pub async fn trim_acknowledged(conn: &mut (impl ConnectionLike + Send), stream: &str) -> redis::RedisResult<u64> {
     match floor(conn, stream).await? {
         Some(min) if min > EntryId(0, 0) => {
             redis::cmd("XTRIM").arg(stream).arg("MINID").arg("~").arg(min.to_string()).query_async(conn).await

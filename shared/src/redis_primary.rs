@@ -1,6 +1,8 @@
 //! The Redis primary, wherever it is now, and writes that outlive a failover.
 //!
 //! - With `REDIS_URL` alone the primary is that address ([`Primary::fixed`]).
+//! - With `REDIS_CLUSTER_NODES` it is a Redis Cluster: each key goes to the primary of its slot,
+//!   and the redis crate's cluster client follows `MOVED` and a replica's promotion.
 //! - With `REDIS_SENTINELS` it is whichever node the Sentinels name for `REDIS_SENTINEL_MASTER`,
 //!   confirmed with `ROLE` before use. A [`Conn`] follows it: when a command fails (the primary
 //!   died, or came back as a replica and answers `READONLY`), the Sentinels are asked again, at
@@ -18,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::{Cmd, ConnectionAddr, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 
@@ -37,6 +41,7 @@ pub struct Primary {
 enum Find {
     Fixed(redis::Client),
     Sentinels(tokio::sync::Mutex<SentinelClient>),
+    Cluster(ClusterClient),
 }
 
 impl Primary {
@@ -50,16 +55,32 @@ impl Primary {
         Self { find: Arc::new(Find::Sentinels(tokio::sync::Mutex::new(sentinels))), durability }
     }
 
+    /// A Redis Cluster reached through `cluster`.
+    pub fn cluster(cluster: ClusterClient, durability: Durability) -> Self {
+        Self { find: Arc::new(Find::Cluster(cluster)), durability }
+    }
+
     /// What a write that must survive a failover waits for.
     pub fn durability(&self) -> Durability {
         self.durability
     }
 
-    /// A client for the current primary, for a dedicated connection (a blocking stream read).
-    /// Asks the Sentinels each time: call it when (re)connecting, not per command.
-    pub async fn client(&self) -> RedisResult<redis::Client> {
+    /// A connection of its own (a blocking stream read must not hold up shared commands), to the
+    /// primary as it is now: behind Sentinels, call it at every (re)connect, not per command.
+    pub async fn dedicated(&self, connect: Duration, response: Duration) -> RedisResult<Dedicated> {
+        if let Find::Cluster(cluster) = &*self.find {
+            let cfg = ClusterConfig::new().set_connection_timeout(connect).set_response_timeout(response);
+            return Ok(Dedicated::Cluster(cluster.get_async_connection_with_config(cfg).await?, response));
+        }
+        let cfg = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(connect)).set_response_timeout(Some(response));
+        Ok(Dedicated::Node(self.client().await?.get_multiplexed_async_connection_with_config(&cfg).await?))
+    }
+
+    /// A client for the current primary (not for a cluster). Asks the Sentinels each time.
+    async fn client(&self) -> RedisResult<redis::Client> {
         match &*self.find {
             Find::Fixed(client) => Ok(client.clone()),
+            Find::Cluster(_) => Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "a cluster has no single primary"))),
             Find::Sentinels(sentinels) => {
                 let ask = async { sentinels.lock().await.async_get_client().await };
                 match tokio::time::timeout(RESOLVE_TIMEOUT, ask).await {
@@ -73,18 +94,31 @@ impl Primary {
     /// A shared, multiplexed connection to the primary that reconnects by itself and, behind
     /// Sentinels, follows a failover. Connects before returning.
     pub async fn connect(&self, cfg: ConnectionManagerConfig) -> RedisResult<Conn> {
-        let client = self.client().await?;
-        let addr = client.get_connection_info().addr().clone();
-        let manager = ConnectionManager::new_with_config(client, cfg.clone()).await?;
         let route = match &*self.find {
-            Find::Fixed(_) => Route::Fixed(manager),
-            Find::Sentinels(_) => Route::Following(Arc::new(Following {
-                primary: self.clone(),
-                cfg,
-                current: ArcSwap::from_pointee(Current { addr, manager }),
-                asking: AtomicBool::new(false),
-                last_asked: std::sync::Mutex::new(Instant::now()),
-            })),
+            Find::Fixed(client) => Route::Fixed(ConnectionManager::new_with_config(client.clone(), cfg).await?),
+            Find::Cluster(cluster) => {
+                let mut c = ClusterConfig::new();
+                if let Some(t) = cfg.connection_timeout() {
+                    c = c.set_connection_timeout(t);
+                }
+                if let Some(t) = cfg.response_timeout() {
+                    c = c.set_response_timeout(t);
+                }
+                let deadline = cfg.response_timeout().unwrap_or(CLUSTER_DEADLINE);
+                Route::Cluster(cluster.get_async_connection_with_config(c).await?, deadline)
+            }
+            Find::Sentinels(_) => {
+                let client = self.client().await?;
+                let addr = client.get_connection_info().addr().clone();
+                let manager = ConnectionManager::new_with_config(client, cfg.clone()).await?;
+                Route::Following(Arc::new(Following {
+                    primary: self.clone(),
+                    cfg,
+                    current: ArcSwap::from_pointee(Current { addr, manager }),
+                    asking: AtomicBool::new(false),
+                    last_asked: std::sync::Mutex::new(Instant::now()),
+                }))
+            }
         };
         Ok(Conn { route, durability: self.durability })
     }
@@ -101,6 +135,8 @@ pub struct Conn {
 enum Route {
     Fixed(ConnectionManager),
     Following(Arc<Following>),
+    /// The connection and the most a command may take, retries and slot refreshes included.
+    Cluster(ClusterConnection, Duration),
 }
 
 struct Following {
@@ -121,14 +157,6 @@ impl Conn {
     /// What a write that must survive a failover waits for.
     pub fn durability(&self) -> Durability {
         self.durability
-    }
-
-    /// The address commands go to now.
-    pub fn addr(&self) -> String {
-        match &self.route {
-            Route::Fixed(m) => format!("{m:?}"),
-            Route::Following(f) => f.current.load().addr.to_string(),
-        }
     }
 }
 
@@ -177,6 +205,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.route {
             Route::Fixed(m) => m.req_packed_command(cmd),
+            Route::Cluster(c, deadline) => bounded(*deadline, c.req_packed_command(cmd)),
             Route::Following(f) => Box::pin(async move {
                 let mut manager = f.current.load().manager.clone();
                 let reply = manager.req_packed_command(cmd).await;
@@ -191,6 +220,7 @@ impl ConnectionLike for Conn {
     fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.route {
             Route::Fixed(m) => m.req_packed_commands(pipeline, offset, count),
+            Route::Cluster(c, deadline) => bounded(*deadline, c.req_packed_commands(pipeline, offset, count)),
             Route::Following(f) => Box::pin(async move {
                 let mut manager = f.current.load().manager.clone();
                 let reply = manager.req_packed_commands(pipeline, offset, count).await;
@@ -205,9 +235,54 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match &self.route {
             Route::Fixed(m) => m.get_db(),
+            Route::Cluster(c, _) => c.get_db(),
             Route::Following(f) => f.current.load().manager.get_db(),
         }
     }
+}
+
+/// A connection of its own ([`Primary::dedicated`]).
+pub enum Dedicated {
+    Node(MultiplexedConnection),
+    /// The connection and the most a command may take (see [`Route::Cluster`]).
+    Cluster(ClusterConnection, Duration),
+}
+
+impl ConnectionLike for Dedicated {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Node(c) => c.req_packed_command(cmd),
+            Self::Cluster(c, deadline) => bounded(*deadline, c.req_packed_command(cmd)),
+        }
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c, deadline) => bounded(*deadline, c.req_packed_commands(pipeline, offset, count)),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(c) => c.get_db(),
+            Self::Cluster(c, _) => c.get_db(),
+        }
+    }
+}
+
+/// A cluster command's deadline when the caller set no response timeout.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(2);
+
+/// `reply`, or a timeout error after `deadline`. The cluster client's own timeouts bound each
+/// attempt, not its retries and slot refreshes while a primary is down; a request must not
+/// wait on those.
+fn bounded<'a, T: Send + 'a>(deadline: Duration, reply: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
+    Box::pin(async move {
+        tokio::time::timeout(deadline, reply)
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "Redis Cluster did not answer in time"))))
+    })
 }
 
 /// How many replicas must hold a write before it counts (`REDIS_MIN_REPLICAS`, 0 = the primary

@@ -17,7 +17,9 @@
 //!   is then ignored, its scheme, credentials and database still apply, and the Sentinels are
 //!   spoken to with the same scheme and CA (`REDIS_SENTINEL_PASSWORD` when they require AUTH,
 //!   which production demands). `REDIS_MIN_REPLICAS` and `REDIS_REPLICA_TIMEOUT` make the writes
-//!   that must survive a failover wait for replicas ([`Durability`]).
+//!   that must survive a failover wait for replicas ([`Durability`]). `REDIS_CLUSTER_NODES`
+//!   (`host:port,…`, some of the nodes) speaks to a Redis Cluster instead, with `REDIS_URL`'s
+//!   scheme, credentials and CA.
 //!
 //! Messages and `Debug` never show the URL's password.
 
@@ -34,6 +36,8 @@ pub struct RedisTarget {
     url: String,
     ca_pem: Option<Vec<u8>>,
     sentinels: Option<Sentinels>,
+    /// Some nodes of a Redis Cluster (the client learns the rest).
+    cluster: Option<Vec<(String, u16)>>,
     durability: Durability,
 }
 
@@ -51,6 +55,7 @@ impl std::fmt::Debug for RedisTarget {
             .field("tls", &self.is_tls())
             .field("private_ca", &self.ca_pem.is_some())
             .field("sentinels", &self.sentinels.as_ref().map(|s| s.nodes.len()))
+            .field("cluster", &self.cluster.as_ref().map(Vec::len))
             .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
@@ -63,11 +68,15 @@ impl RedisTarget {
         let url = r.required("REDIS_URL").unwrap_or_default();
         let ca_pem = r.ca_file("REDIS_CA_FILE");
         let sentinels = read_sentinels(r, production);
+        let cluster = r.optional("REDIS_CLUSTER_NODES").map(|list| nodes(r, "REDIS_CLUSTER_NODES", &list));
+        if cluster.is_some() && sentinels.is_some() {
+            r.problem("REDIS_CLUSTER_NODES", "set REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both");
+        }
         let durability = Durability {
             replicas: r.parse("REDIS_MIN_REPLICAS", 0),
             timeout: r.duration("REDIS_REPLICA_TIMEOUT", Durability::default().timeout),
         };
-        let target = Self { url, ca_pem, sentinels, durability };
+        let target = Self { url, ca_pem, sentinels, cluster, durability };
         if target.url.is_empty() {
             return target;
         }
@@ -106,9 +115,28 @@ impl RedisTarget {
 
     /// Where the primary is found: this address, or whatever the Sentinels name.
     pub fn primary(&self) -> redis::RedisResult<Primary> {
-        let Some(s) = &self.sentinels else { return Ok(Primary::fixed(self.client()?, self.durability)) };
         let info = self.url.as_str().into_connection_info()?;
         let settings = info.redis_settings();
+        if let Some(nodes) = &self.cluster {
+            let scheme = if self.is_tls() { "rediss" } else { "redis" };
+            let mut b = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(|(h, p)| format!("{scheme}://{h}:{p}")))
+                // A retried `SET NX` that had landed reads as a replay: fail instead, once.
+                .retries(1);
+            if let Some(user) = settings.username() {
+                b = b.username(user);
+            }
+            if let Some(password) = settings.password() {
+                b = b.password(password);
+            }
+            if self.is_tls() {
+                b = b.tls(redis::TlsMode::Secure);
+                if let Some(ca) = &self.ca_pem {
+                    b = b.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) });
+                }
+            }
+            return Ok(Primary::cluster(b.build()?, self.durability));
+        }
+        let Some(s) = &self.sentinels else { return Ok(Primary::fixed(self.client()?, self.durability)) };
         let nodes = s.nodes.iter().map(|(host, port)| match self.is_tls() {
             false => redis::ConnectionAddr::Tcp(host.clone(), *port),
             true => redis::ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None },
@@ -158,13 +186,7 @@ fn read_sentinels(r: &mut Reader<'_>, production: bool) -> Option<Sentinels> {
         }
         return None;
     };
-    let mut nodes = Vec::new();
-    for entry in list.split(',').map(str::trim) {
-        match entry.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
-            Some((host, Ok(port))) if !host.is_empty() && port > 0 => nodes.push((host.to_owned(), port)),
-            _ => r.problem("REDIS_SENTINELS", format!("{entry:?} is not host:port (a comma-separated list of Sentinels)")),
-        }
-    }
+    let nodes = nodes(r, "REDIS_SENTINELS", &list);
     if master.is_none() {
         r.problem("REDIS_SENTINEL_MASTER", "is required with REDIS_SENTINELS: the name the Sentinels monitor the primary under");
     }
@@ -175,6 +197,18 @@ fn read_sentinels(r: &mut Reader<'_>, production: bool) -> Option<Sentinels> {
         );
     }
     Some(Sentinels { nodes, master: master.unwrap_or_default(), password })
+}
+
+/// A comma-separated `host:port` list; each bad entry is a problem for `name`.
+fn nodes(r: &mut Reader<'_>, name: &str, list: &str) -> Vec<(String, u16)> {
+    let mut nodes = Vec::new();
+    for entry in list.split(',').map(str::trim) {
+        match entry.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+            Some((host, Ok(port))) if !host.is_empty() && port > 0 => nodes.push((host.to_owned(), port)),
+            _ => r.problem(name, format!("{entry:?} is not host:port (a comma-separated list)")),
+        }
+    }
+    nodes
 }
 
 /// Checks `url`; `Ok(is_tls)` or the problem (never quoting the URL).
@@ -265,6 +299,19 @@ mod tests {
             let errs = read(&[url, (lone, "x")], false).1.unwrap_err();
             assert!(errs.mentions(lone) && errs.to_string().contains("only used with REDIS_SENTINELS"), "{errs}");
         }
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_some_of_its_nodes_and_excludes_sentinels() {
+        let url = ("REDIS_URL", "redis://:pw@ignored:6379");
+        let (t, res) = read(&[url, ("REDIS_CLUSTER_NODES", "10.0.0.1:7000,10.0.0.2:7000")], true);
+        assert!(res.is_ok(), "{res:?}");
+        t.primary().expect("a cluster client is built");
+        let errs = read(&[url, ("REDIS_CLUSTER_NODES", "10.0.0.1"), ("REDIS_SENTINELS", "h:1"), ("REDIS_SENTINEL_MASTER", "m")], false)
+            .1
+            .unwrap_err();
+        assert!(errs.to_string().contains("\"10.0.0.1\" is not host:port"), "{errs}");
+        assert!(errs.to_string().contains("not both"), "{errs}");
     }
 
     #[test]

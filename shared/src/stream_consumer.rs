@@ -12,10 +12,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
-use crate::redis_primary::Primary;
+use crate::redis_primary::{Dedicated, Primary};
 use crate::sig;
 
 /// Failures before a message is dead-lettered.
@@ -98,10 +97,7 @@ impl<H: Handler> Consumer<H> {
         loop {
             let session = async {
                 // A read blocks for `block`; the response timeout must outlast it.
-                let cfg = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(self.block + Duration::from_secs(2)));
-                let mut conn = self.primary.client().await?.get_multiplexed_async_connection_with_config(&cfg).await?;
+                let mut conn = self.primary.dedicated(Duration::from_secs(2), self.block + Duration::from_secs(2)).await?;
                 self.ensure_group(&mut conn).await?;
                 self.reclaim(&mut conn).await?;
                 let mut last_reclaim = tokio::time::Instant::now();
@@ -136,12 +132,12 @@ impl<H: Handler> Consumer<H> {
 
     /// Removes the group (a consumer whose group is per process calls this on a clean exit).
     pub async fn destroy_group(&self) -> redis::RedisResult<()> {
-        let mut conn = self.primary.client().await?.get_multiplexed_async_connection().await?;
+        let mut conn = self.primary.dedicated(Duration::from_secs(2), Duration::from_secs(2)).await?;
         let _: i64 = redis::cmd("XGROUP").arg("DESTROY").arg(&self.stream).arg(&self.group).query_async(&mut conn).await?;
         Ok(())
     }
 
-    async fn ensure_group(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn ensure_group(&self, conn: &mut Dedicated) -> redis::RedisResult<()> {
         let created: redis::RedisResult<String> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -159,7 +155,7 @@ impl<H: Handler> Consumer<H> {
 
     /// Claims messages pending longer than the idle threshold (crashed consumers, our own
     /// earlier failures) and processes them.
-    async fn reclaim(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn reclaim(&self, conn: &mut Dedicated) -> redis::RedisResult<()> {
         let mut start = "0-0".to_owned();
         loop {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -183,7 +179,7 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    async fn read_once(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn read_once(&self, conn: &mut Dedicated) -> redis::RedisResult<()> {
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.group)
@@ -202,7 +198,7 @@ impl<H: Handler> Consumer<H> {
         if entries.is_empty() { Ok(()) } else { self.process(conn, entries).await }
     }
 
-    async fn process(&self, conn: &mut MultiplexedConnection, entries: Vec<StreamId>) -> redis::RedisResult<()> {
+    async fn process(&self, conn: &mut Dedicated, entries: Vec<StreamId>) -> redis::RedisResult<()> {
         let mut verified = Vec::with_capacity(entries.len());
         for entry in entries {
             let msg = to_message(entry);
@@ -240,13 +236,13 @@ impl<H: Handler> Consumer<H> {
         Ok(())
     }
 
-    async fn ack(&self, conn: &mut MultiplexedConnection, id: &str) -> redis::RedisResult<()> {
+    async fn ack(&self, conn: &mut Dedicated, id: &str) -> redis::RedisResult<()> {
         let _: i64 = redis::cmd("XACK").arg(&self.stream).arg(&self.group).arg(id).query_async(conn).await?;
         Ok(())
     }
 
     /// Copies the message to `<stream>.dead` (signed), then acknowledges it.
-    async fn dead_letter(&self, conn: &mut MultiplexedConnection, msg: &Message, reason: &str) -> redis::RedisResult<()> {
+    async fn dead_letter(&self, conn: &mut Dedicated, msg: &Message, reason: &str) -> redis::RedisResult<()> {
         let dead = format!("{}.dead", self.stream);
         let values = serde_json::to_string(&msg.fields).unwrap_or_default();
         let fields = [("original_id", msg.id.as_str()), ("error", reason), ("group", self.group.as_str()), ("values", values.as_str())];

@@ -74,7 +74,8 @@ impl Limits {
     pub async fn record_failure(&self, zone_id: &str, application_id: &str) -> Result<(), StsError> {
         let (minute, _) = window();
         let client = Self::client_key(zone_id, application_id);
-        let (key, lock) = (format!("caracal:sts:authfail:{client}:{minute}"), format!("caracal:sts:lock:{client}"));
+        // `{client}` is a hash tag: a client's keys share one Redis Cluster slot, so one pipeline may touch them.
+        let (key, lock) = (format!("caracal:sts:authfail:{{{client}}}:{minute}"), format!("caracal:sts:lock:{{{client}}}"));
         let (locked_ms, n): (i64, u64) = redis::pipe()
             .cmd("PTTL")
             .arg(&lock)
@@ -106,7 +107,7 @@ impl Limits {
 
     /// Refuses step-up for a client in its cooldown.
     pub async fn step_up_admit(&self, zone_id: &str, client_id: &str) -> Result<(), StsError> {
-        let lock = format!("caracal:sts:stepup:lock:{}", Self::client_key(zone_id, client_id));
+        let lock = format!("caracal:sts:stepup:lock:{{{}}}", Self::client_key(zone_id, client_id));
         let ms: i64 = redis::cmd("PTTL").arg(&lock).query_async(&mut self.redis.clone()).await?;
         if ms > 0 {
             return Err(StsError::StepUpThrottled { retry_after_secs: (ms as u64).div_ceil(1000) });
@@ -118,7 +119,7 @@ impl Limits {
     /// The window opens at the first failure and is not extended by later ones.
     pub async fn step_up_failure(&self, zone_id: &str, client_id: &str) -> Result<(), StsError> {
         let client = Self::client_key(zone_id, client_id);
-        let key = format!("caracal:sts:stepup:fail:{client}");
+        let key = format!("caracal:sts:stepup:fail:{{{client}}}");
         let (n,): (u64,) = redis::pipe()
             .cmd("INCR")
             .arg(&key)
@@ -132,7 +133,7 @@ impl Limits {
         if n >= STEP_UP_FAILURES {
             let _: () = redis::pipe()
                 .cmd("SET")
-                .arg(format!("caracal:sts:stepup:lock:{client}"))
+                .arg(format!("caracal:sts:stepup:lock:{{{client}}}"))
                 .arg(1)
                 .arg("PX")
                 .arg(STEP_UP_COOLDOWN.as_millis() as u64)

@@ -1,15 +1,16 @@
-//! Redis behind Sentinel (`docs/redis.md`): a primary, two replicas and three Sentinels, real
-//! processes on loopback. The primary is killed under load: requests are refused only until the
-//! Sentinels promote a replica, no mandate is accepted twice across the failover, and a revocation
-//! made while the primary is down and the evidence of every accepted request survive it.
+//! Redis that survives a failover (`docs/redis.md`), with real processes on loopback: a primary
+//! with two replicas behind three Sentinels, and a six-node Redis Cluster. A primary is killed
+//! under load. Requests are refused only until a replica is promoted; no mandate is accepted twice
+//! across the failover; a revocation made while the primary is down, and the evidence of every
+//! accepted request, survive it.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use caracal_e2e::redis_ha::DOWN_AFTER;
+use caracal_e2e::redis_ha::{self, DOWN_AFTER};
 use caracal_e2e::stack::{Demo, sid_of};
 use caracal_e2e::{Stack, StackOptions};
+use redis::aio::ConnectionLike;
 
 /// Mints `n` gateway mandates for `session`, eight at a time.
 async fn mandates(s: &Stack, d: &Demo, session: &str, n: usize) -> Vec<String> {
@@ -29,113 +30,179 @@ struct Outcome {
     error: String,
 }
 
-#[tokio::test]
-async fn killing_the_redis_primary_under_load_refuses_only_until_failover_and_loses_nothing() {
-    let mut s = Stack::start_with(StackOptions { redis_ha: true, ..Default::default() }).await;
-    let d = s.demo(true).await;
-    let session = s.session(&d).await;
-    let doomed = s.session(&d).await;
-    let doomed_mandate = s.gateway_mandate(&d, &doomed, "tools.read").await;
+/// The load and what it saw.
+struct Load {
+    mandates: VecDeque<String>,
+    killed: Instant,
+    seen: Vec<Outcome>,
+}
 
-    // Spent just before the kill: their markers must be on a replica already.
-    let spent_before = mandates(&s, &d, &session, 20).await;
-    for m in &spent_before {
-        assert_eq!(s.governed("GET", "/items/1", m, &d.resource).await.status, 200);
+impl Load {
+    /// Everything a failover test needs up to the kill: a session to revoke during the outage
+    /// (with a mandate held for it), 20 mandates spent just before the kill (their markers must
+    /// be on a replica already) and 600 fresh ones for the load.
+    async fn prepare(s: &Stack, d: &Demo) -> (Self, Vec<String>, String, String) {
+        let session = s.session(d).await;
+        let doomed = s.session(d).await;
+        let doomed_mandate = s.gateway_mandate(d, &doomed, "tools.read").await;
+        let spent_before = mandates(s, d, &session, 20).await;
+        for m in &spent_before {
+            let a = s.governed("GET", "/items/1", m, &d.resource).await;
+            assert_eq!(a.status, 200, "{}\n{}\n{}", a.text, s.gateway.log_tail(10), s.control_plane.log_tail(10));
+        }
+        let fresh = mandates(s, d, &session, 600).await.into();
+        (Self { mandates: fresh, killed: Instant::now(), seen: Vec::new() }, spent_before, doomed, doomed_mandate)
     }
-    let load = Mutex::new(mandates(&s, &d, &session, 600).await.into_iter().collect::<VecDeque<_>>());
-    let old = s.redis_ha.as_ref().unwrap().primary_port().expect("the Sentinels name a primary");
-    assert_eq!(old, s.redis.port);
 
-    s.redis.stop();
-    let killed = Instant::now();
-    // Revoked while the primary is down: Postgres takes it; the outbox publishes it once Redis can.
-    s.revoke_session(&d, &doomed).await;
-
-    // Four clients, one request each every 50 ms, until 40 requests passed after the failover.
-    let outcomes = Mutex::new(Vec::new());
-    let passed_after = std::sync::atomic::AtomicUsize::new(0);
-    let worker = || async {
-        while passed_after.load(std::sync::atomic::Ordering::Relaxed) < 40 {
-            assert!(killed.elapsed() < Duration::from_secs(40), "no recovery within 40 s of the kill");
-            let m = load.lock().unwrap().pop_front().expect("enough mandates for the load");
-            let at = killed.elapsed();
-            let a = s.governed("GET", "/items/1", &m, &d.resource).await;
-            if a.status == 200 && outcomes.lock().unwrap().iter().any(|o: &Outcome| o.status != 200) {
-                passed_after.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Rounds of four concurrent requests, one round every 50 ms, until `done` says so.
+    async fn until(&mut self, s: &Stack, d: &Demo, mut done: impl FnMut(&[Outcome]) -> bool) {
+        while !done(&self.seen) {
+            assert!(self.killed.elapsed() < Duration::from_secs(40), "no recovery within 40 s of the kill");
+            let round: Vec<String> = (0..4).map(|_| self.mandates.pop_front().expect("enough mandates for the load")).collect();
+            let at = self.killed.elapsed();
+            let answers = futures_util::future::join_all(round.iter().map(|m| s.governed("GET", "/items/1", m, &d.resource))).await;
+            for (mandate, a) in round.into_iter().zip(answers) {
+                self.seen.push(Outcome { at, mandate, status: a.status, error: a.error().to_owned() });
             }
-            outcomes.lock().unwrap().push(Outcome { at, mandate: m, status: a.status, error: a.error().to_owned() });
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    };
-    tokio::join!(worker(), worker(), worker(), worker());
-    let outcomes = outcomes.into_inner().unwrap();
+    }
+
+    /// Runs until some request was refused and the last 40 all passed.
+    async fn until_recovered(&mut self, s: &Stack, d: &Demo) {
+        self.until(s, d, |seen| {
+            seen.iter().any(|o| o.status != 200) && seen.len() >= 40 && seen[seen.len() - 40..].iter().all(|o| o.status == 200)
+        })
+        .await;
+    }
+
+    /// Refusals were 503s or 504s (the JTI store or the STS behind it), never a replay or a pass; returns
+    /// when the last one was sent.
+    fn refused_only_as_unavailable(&self) -> Duration {
+        let refused: Vec<&Outcome> = self.seen.iter().filter(|o| o.status != 200).collect();
+        for o in &refused {
+            // 504: the STS answered too late (its own Redis command was bounded, not instant).
+            assert!([503, 504].contains(&o.status), "{}: {}", o.status, o.error);
+            assert!(["replay_check_unavailable", "sts_unavailable"].contains(&o.error.as_str()), "{}", o.error);
+        }
+        let last = refused.iter().map(|o| o.at).max().expect("the kill was noticed: some request was refused");
+        eprintln!("{} requests, {} refused, the last sent {last:?} after the kill", self.seen.len(), refused.len());
+        last
+    }
+
+    /// Every accepted mandate is refused as a replay now and reached the upstream once; the
+    /// revocation made during the outage is on the stream (read through `conn`) and enforced; the
+    /// ledger filed one event per accepted request.
+    async fn nothing_lost(
+        &self,
+        s: &Stack,
+        d: &Demo,
+        spent_before: &[String],
+        doomed: &str,
+        doomed_mandate: &str,
+        conn: &mut (impl ConnectionLike + Send),
+    ) {
+        let accepted: Vec<&String> = spent_before.iter().chain(self.seen.iter().filter(|o| o.status == 200).map(|o| &o.mandate)).collect();
+        for m in &accepted {
+            let again = s.governed("GET", "/items/1", m, &d.resource).await;
+            assert_eq!((again.status, again.body["error_description"].as_str()), (401, Some("token replay detected")), "{}", again.text);
+        }
+        assert_eq!(s.upstream.requests().len(), accepted.len(), "the upstream saw each accepted mandate once");
+
+        let sid = sid_of(doomed);
+        let start = Instant::now();
+        loop {
+            let entries: redis::streams::StreamRangeReply =
+                redis::cmd("XRANGE").arg("caracal.sessions.revoke").arg("-").arg("+").query_async(conn).await.unwrap();
+            let values = entries.ids.iter().flat_map(|e| e.map.values());
+            if values.filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok()).any(|v| v.contains(&sid)) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "the revocation never reached the stream");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let a = s.governed("GET", "/items/1", doomed_mandate, &d.resource).await;
+        assert_eq!((a.status, a.body["error_description"].as_str()), (401, Some("session revoked")), "{}", a.text);
+
+        let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+        let start = Instant::now();
+        loop {
+            let filed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM audit_events WHERE zone_id = $1 AND event_type = 'gateway_resource_request' AND decision = 'allow'",
+            )
+            .bind(&d.zone_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            if filed >= accepted.len() as i64 {
+                assert_eq!(filed, accepted.len() as i64, "each accepted request filed once");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{filed} of {} events filed\n{}",
+                accepted.len(),
+                s.control_plane.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("{} mandates accepted, none twice; revocation and evidence kept", accepted.len());
+    }
+}
+
+#[tokio::test]
+async fn killing_the_sentinel_primary_under_load_refuses_only_until_failover_and_loses_nothing() {
+    let mut s = Stack::start_with(StackOptions { redis_ha: true, ..Default::default() }).await;
+    let d = s.demo(true).await;
+    let old = s.redis_ha.as_ref().unwrap().primary_port().expect("the Sentinels name a primary");
+    assert_eq!(old, s.redis.port);
+    let (mut load, spent_before, doomed, doomed_mandate) = Load::prepare(&s, &d).await;
+
+    s.redis.stop();
+    load.killed = Instant::now();
+    // Postgres takes the revocation; the outbox publishes it once a primary answers.
+    s.revoke_session(&d, &doomed).await;
+    load.until_recovered(&s, &d).await;
 
     let new = s.redis_ha.as_ref().unwrap().primary_port().unwrap();
     assert_ne!(new, old, "a replica was promoted");
-    let refused: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != 200).collect();
-    assert!(!refused.is_empty(), "the kill was noticed: requests were refused while no primary answered");
-    for o in &refused {
-        // Refused as unavailable (the JTI store or the STS behind it), never as a replay or a pass.
-        assert_eq!(o.status, 503, "{}: {}", o.status, o.error);
-        assert!(["replay_check_unavailable", "sts_unavailable"].contains(&o.error.as_str()), "{}", o.error);
-    }
-    let last_refused = refused.iter().map(|o| o.at).max().unwrap();
-    let first_after = outcomes.iter().filter(|o| o.status == 200 && o.at > last_refused).map(|o| o.at).min().unwrap();
-    eprintln!(
-        "failover: {} requests, {} refused (last sent at {last_refused:?}), first pass after it sent at {first_after:?} (Sentinel down-after {DOWN_AFTER:?})",
-        outcomes.len(),
-        refused.len()
-    );
+    let last_refused = load.refused_only_as_unavailable();
+    eprintln!("Sentinel failover: recovered {last_refused:?} after the kill (down-after {DOWN_AFTER:?})");
     assert!(last_refused < Duration::from_secs(15), "refused for {last_refused:?} after the kill");
-    assert!(outcomes.iter().filter(|o| o.at > last_refused).all(|o| o.status == 200), "no refusal after recovery");
-
-    // No mandate is accepted twice across the failover.
-    let accepted: Vec<&String> = spent_before.iter().chain(outcomes.iter().filter(|o| o.status == 200).map(|o| &o.mandate)).collect();
-    for m in &accepted {
-        let again = s.governed("GET", "/items/1", m, &d.resource).await;
-        assert_eq!((again.status, again.body["error_description"].as_str()), (401, Some("token replay detected")), "{}", again.text);
-    }
-    assert_eq!(s.upstream.requests().len(), accepted.len(), "the upstream saw each accepted mandate once");
-
-    // The revocation made during the outage reached the new primary's stream and the gateway.
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{new}")).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let start = Instant::now();
-    let sid = sid_of(&doomed);
-    loop {
-        let entries: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg("caracal.sessions.revoke").arg("-").arg("+").query_async(&mut conn).await.unwrap();
-        let published = entries
-            .ids
-            .iter()
-            .any(|e| e.map.values().any(|v| redis::from_redis_value::<String>(v.clone()).is_ok_and(|v| v.contains(&sid))));
-        if published {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "the revocation never reached the new primary's stream");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let a = s.governed("GET", "/items/1", &doomed_mandate, &d.resource).await;
-    assert_eq!((a.status, a.body["error_description"].as_str()), (401, Some("session revoked")), "{}", a.text);
+    load.nothing_lost(&s, &d, &spent_before, &doomed, &doomed_mandate, &mut conn).await;
+}
 
-    // Every accepted request's evidence is filed (a re-sent frame is filed once).
-    let db = sqlx::PgPool::connect(&s.database_url).await.unwrap();
-    let start = Instant::now();
-    loop {
-        let filed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM audit_events WHERE zone_id = $1 AND event_type = 'gateway_resource_request' AND decision = 'allow'",
-        )
-        .bind(&d.zone_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        if filed >= accepted.len() as i64 {
-            assert_eq!(filed, accepted.len() as i64, "each accepted request filed once");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "{filed} of {} events filed\n{}", accepted.len(), s.control_plane.log_tail(30));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("recovered {:?} after the kill; {} mandates accepted, none twice", first_after, accepted.len());
+#[tokio::test]
+async fn killing_a_cluster_primary_under_load_refuses_only_its_slots_until_failover_and_loses_nothing() {
+    let mut s = Stack::start_with(StackOptions { redis_cluster: true, ..Default::default() }).await;
+    let d = s.demo(true).await;
+    let ports = s.redis_cluster.as_ref().unwrap().ports(&s.redis);
+    assert_eq!(redis_ha::role(s.redis.port).as_deref(), Some("master"), "the first node is one of the three primaries");
+    let replica = redis_ha::replica_of(s.redis.port).expect("the first primary has a replica");
+    let (mut load, spent_before, doomed, doomed_mandate) = Load::prepare(&s, &d).await;
+
+    s.redis.stop();
+    load.killed = Instant::now();
+    s.revoke_session(&d, &doomed).await;
+    // Its replica takes over a third of the slots. Until then only keys on those slots fail.
+    load.until(&s, &d, |_| redis_ha::role(replica).as_deref() == Some("master")).await;
+    let promoted = load.killed.elapsed();
+    // With REDIS_MIN_REPLICAS=1 the promoted primary needs a replica again: the old node rejoins
+    // as one (its nodes.conf remembers the cluster).
+    s.redis.restart();
+    load.until_recovered(&s, &d).await;
+
+    let last_refused = load.refused_only_as_unavailable();
+    let passed_meanwhile = load.seen.iter().filter(|o| o.at < promoted && o.status == 200).count();
+    eprintln!(
+        "cluster failover: replica promoted {promoted:?} after the kill, {passed_meanwhile} requests on other slots passed meanwhile; recovered {last_refused:?} after the kill"
+    );
+    assert!(passed_meanwhile > 0, "the other primaries kept serving their slots");
+    assert!(last_refused < Duration::from_secs(20), "refused for {last_refused:?} after the kill");
+    let nodes: Vec<String> = ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+    let mut conn = redis::cluster::ClusterClient::new(nodes).unwrap().get_async_connection().await.unwrap();
+    load.nothing_lost(&s, &d, &spent_before, &doomed, &doomed_mandate, &mut conn).await;
 }
 
 /// `REDIS_MIN_REPLICAS`: a JTI marker no replica holds would not survive a failover, so the

@@ -112,6 +112,8 @@ pub struct RedisOptions {
     pub acl_user: Option<(String, String)>,
     /// `--replicaof 127.0.0.1 <port>`: a replica of the primary on that port.
     pub replica_of: Option<u16>,
+    /// A Redis Cluster node (`nodes.conf` in its directory, so a restart rejoins).
+    pub cluster: bool,
 }
 
 /// A private `redis-server`, stopped on drop.
@@ -156,6 +158,9 @@ impl Redis {
         }
         if let Some((user, pass)) = &self.opts.acl_user {
             cmd.args(["--user", user, "on", &format!(">{pass}"), "~*", "&*", "+@all"]);
+        }
+        if self.opts.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]);
         }
         if let Some(primary) = self.opts.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);

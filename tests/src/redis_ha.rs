@@ -27,11 +27,22 @@ pub struct Sentinel {
 }
 
 impl RedisHa {
-    /// Two replicas of `primary` and three Sentinels, once every Sentinel sees both replicas and
-    /// the other Sentinels (so a failover can be agreed and elected).
+    /// Two replicas of `primary` and three Sentinels, once both replicas are in sync and every
+    /// Sentinel sees them and the other Sentinels (so a failover can be agreed and elected).
     pub fn start(primary: &Redis) -> Self {
         let replicas: Vec<Redis> =
             (0..2).map(|_| Redis::start_with(RedisOptions { replica_of: Some(primary.port), ..Default::default() })).collect();
+        let start = Instant::now();
+        loop {
+            // Both replicas in sync: a write can be acknowledged (REDIS_MIN_REPLICAS) from the start.
+            let info: String =
+                node(primary.port).and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c).ok()).unwrap_or_default();
+            if info.matches("state=online").count() == 2 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "the replicas did not sync: {info}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(primary.port)).collect();
         let ha = Self { replicas, sentinels };
         ha.wait_until(Duration::from_secs(30), "every Sentinel to see 2 replicas and 2 other Sentinels", |s| {
@@ -127,4 +138,72 @@ impl Drop for Sentinel {
             let _ = c.wait();
         }
     }
+}
+
+/// A Redis Cluster around a first node started with [`RedisOptions::cluster`]: five more nodes,
+/// three primaries with one replica each (`redis-cli --cluster create`), node timeout 1 s.
+pub struct RedisCluster {
+    pub others: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// Creates the cluster and waits until every node says `cluster_state:ok` and every primary's
+    /// replica is online.
+    pub fn start(first: &Redis) -> Self {
+        let others: Vec<Redis> = (0..5).map(|_| Redis::start_with(RedisOptions { cluster: true, ..Default::default() })).collect();
+        let nodes: Vec<String> =
+            std::iter::once(first.port).chain(others.iter().map(|r| r.port)).map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (apt-get install redis-server)");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Self { others };
+        let start = Instant::now();
+        for port in cluster.ports(first) {
+            loop {
+                let info: String = node(port).and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c).ok()).unwrap_or_default();
+                // Healthy, and a primary's replica in sync (a write can be acknowledged by it).
+                let replication: String =
+                    node(port).and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c).ok()).unwrap_or_default();
+                let synced = replication.contains("role:slave") || replication.contains("state=online");
+                if info.contains("cluster_state:ok") && synced {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "node {port} not in a healthy cluster: {info}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    /// Every node's port, `first` included.
+    pub fn ports(&self, first: &Redis) -> Vec<u16> {
+        std::iter::once(first.port).chain(self.others.iter().map(|r| r.port)).collect()
+    }
+
+    /// The settings that point a service at the cluster, with writes waiting for one replica.
+    pub fn env(&self, first: &Redis) -> Vec<(String, String)> {
+        let list = self.ports(first).iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        vec![("REDIS_CLUSTER_NODES".into(), list), ("REDIS_MIN_REPLICAS".into(), "1".into())]
+    }
+}
+
+/// `ROLE` of the node on `port`: `master`, `slave`, or `None` when it does not answer.
+pub fn role(port: u16) -> Option<String> {
+    let reply: Vec<redis::Value> = redis::cmd("ROLE").query(&mut node(port)?).ok()?;
+    redis::from_redis_value(reply.into_iter().next()?).ok()
+}
+
+/// The port of a replica of the primary on `port` (from its `INFO replication`).
+pub fn replica_of(port: u16) -> Option<u16> {
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut node(port)?).ok()?;
+    info.lines().find(|l| l.starts_with("slave0:"))?.split(',').find_map(|kv| kv.strip_prefix("port="))?.parse().ok()
+}
+
+fn node(port: u16) -> Option<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection_with_timeout(Duration::from_secs(1)).ok()
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::infra::{self, Redis, RedisOptions, free_port};
 use crate::pki::TestPki;
 use crate::procs::Proc;
-use crate::redis_ha::RedisHa;
+use crate::redis_ha::{RedisCluster, RedisHa};
 use crate::upstream::Upstream;
 
 /// Grant type of every exchange.
@@ -52,6 +52,8 @@ pub struct StackOptions {
     /// The stack's Redis is a primary with two replicas behind three Sentinels, and both services
     /// find it through them ([`RedisHa`]).
     pub redis_ha: bool,
+    /// The stack's Redis is the first node of a six-node Redis Cluster ([`RedisCluster`]).
+    pub redis_cluster: bool,
 }
 
 /// Everything one test needs, torn down on drop.
@@ -62,6 +64,8 @@ pub struct Stack {
     pub redis: Redis,
     /// Its replicas and Sentinels, with [`StackOptions::redis_ha`].
     pub redis_ha: Option<RedisHa>,
+    /// The other cluster nodes, with [`StackOptions::redis_cluster`].
+    pub redis_cluster: Option<RedisCluster>,
     pub control_plane: Proc,
     pub gateway: Proc,
     pub upstream: Upstream,
@@ -144,8 +148,9 @@ impl Stack {
     pub async fn start_with(opts: StackOptions) -> Self {
         let dir = infra::scratch_dir("stack");
         let database_url = infra::fresh_database().await;
-        let redis = Redis::start_with(opts.redis.clone());
+        let redis = Redis::start_with(RedisOptions { cluster: opts.redis_cluster, ..opts.redis.clone() });
         let redis_ha = opts.redis_ha.then(|| RedisHa::start(&redis));
+        let redis_cluster = opts.redis_cluster.then(|| RedisCluster::start(&redis));
         let upstream = Upstream::start().await;
         let (cp_port, gw_port) = (free_port(), free_port());
         let pki = opts.control_plane_tls.clone();
@@ -181,6 +186,7 @@ impl Stack {
             common_env.push(("REDIS_CA_FILE".to_owned(), tls.ca.display().to_string()));
         }
         common_env.extend(redis_ha.iter().flat_map(RedisHa::env));
+        common_env.extend(redis_cluster.iter().flat_map(|c| c.env(&redis)));
         if let Some(pki) = &pki {
             cp_env.insert("TLS_CERT_FILE".into(), pki.cert.display().to_string());
             cp_env.insert("TLS_KEY_FILE".into(), pki.key.display().to_string());
@@ -221,6 +227,7 @@ impl Stack {
             database_url,
             redis,
             redis_ha,
+            redis_cluster,
             control_plane,
             gateway,
             upstream,

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use caracal_shared::audit::{AuditEvent, Frame};
-use caracal_shared::redis_primary::Primary;
+use caracal_shared::redis_primary::{Dedicated, Primary};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::audit::AuditMetrics;
@@ -31,15 +30,12 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        self.primary.client().await?.get_multiplexed_async_connection_with_config(&cfg).await
+    async fn connect(&self) -> redis::RedisResult<Dedicated> {
+        self.primary.dedicated(Duration::from_secs(1), Duration::from_secs(2)).await
     }
 
     /// One pipelined `XADD` per frame (and `WAIT` for the replicas REDIS_MIN_REPLICAS asks for).
-    async fn send(&self, conn: &mut MultiplexedConnection, frames: &[Frame]) -> redis::RedisResult<()> {
+    async fn send(&self, conn: &mut Dedicated, frames: &[Frame]) -> redis::RedisResult<()> {
         self.primary.durability().write_pipe(conn, &caracal_shared::audit::xadd_pipeline(frames)).await
     }
 
@@ -55,7 +51,7 @@ impl Shipper {
     }
 
     /// Sends spooled files, oldest first; stops at the first failure.
-    async fn drain(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn drain(&self, conn: &mut Dedicated) -> redis::RedisResult<()> {
         for path in self.spool.files().unwrap_or_default() {
             let frames = match self.spool.read(&path) {
                 Ok(f) => f,
@@ -75,7 +71,7 @@ impl Shipper {
         Ok(())
     }
 
-    async fn ship(&self, conn: &mut Option<MultiplexedConnection>, events: &[AuditEvent]) {
+    async fn ship(&self, conn: &mut Option<Dedicated>, events: &[AuditEvent]) {
         let frames: Vec<Frame> = events.iter().map(|e| Frame::seal(e, self.key.as_deref())).collect();
         if conn.is_none() {
             *conn = self.connect().await.ok();
@@ -99,7 +95,7 @@ impl Shipper {
 impl BackgroundService for Shipper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut rx = self.rx.lock().await;
-        let mut conn: Option<MultiplexedConnection> = None;
+        let mut conn: Option<Dedicated> = None;
         let mut batch = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut flush = tokio::time::interval(FLUSH_EVERY);
