@@ -5,12 +5,14 @@
 //! S6 ([`revocation`]): revoke → first denied request, and whether an open stream is cut.
 //! S7 ([`pool`]): three upstream endpoints behind Pingora, nginx and the gateway.
 //! The failover drill ([`drill`]): one of the three killed and restarted under load.
+//! S8 ([`redis_failover`]): the Redis primary killed under load, behind Sentinels.
 //!
 //! `--only` picks scenarios by id (see [`crate::run::SCENARIOS`]).
 
 pub(crate) mod drill;
 pub(crate) mod pool;
 pub(crate) mod rate;
+pub(crate) mod redis_failover;
 pub(crate) mod revocation;
 pub(crate) mod streaming;
 
@@ -59,6 +61,7 @@ pub(crate) struct Results {
     pub(crate) revocation: Option<revocation::Revocation>,
     pub(crate) pool: Option<pool::Pool>,
     pub(crate) drills: Vec<drill::Drill>,
+    pub(crate) redis_failover: Option<redis_failover::RedisFailover>,
     /// `--profile`: the recordings and the latency slices of the profiled windows.
     #[serde(skip)]
     pub(crate) profiles: Vec<crate::profile::Profile>,
@@ -66,8 +69,9 @@ pub(crate) struct Results {
     pub(crate) slices: Vec<crate::profile::Slices>,
 }
 
-/// Runs the selected scenarios: S1–S4, S5, S6, S7, then the failover drill (which kills and restarts
-/// a pool endpoint, so it goes last). `dir` holds the children's logs.
+/// Runs the selected scenarios: S1–S4, S5, S6, S7, the failover drill (which kills and restarts a
+/// pool endpoint), then S8 (which kills the bench's Redis, so it goes last). `dir` holds the
+/// children's logs.
 pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::Result<Results> {
     let (rate, premint, profiles, slices) = rate::run(sys, plan).await?;
     let streaming = if plan.selects("S5") {
@@ -84,7 +88,8 @@ pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyho
     };
     let pool = pool::run(sys, plan).await?;
     let drills = if plan.selects("drill") { drill::run(sys, plan, dir).await? } else { Vec::new() };
-    Ok(Results { rate, premint, streaming, revocation, pool, drills, profiles, slices })
+    let redis_failover = if plan.selects("S8") { Some(redis_failover::run(sys, plan, dir).await?) } else { None };
+    Ok(Results { rate, premint, streaming, revocation, pool, drills, redis_failover, profiles, slices })
 }
 
 /// CPU time of each process (and of the load generator itself) at one instant.

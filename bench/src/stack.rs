@@ -55,6 +55,17 @@ pub(crate) struct Caracal {
     redis_url: String,
     /// Whether this control plane files the audit stream (`BENCH_AUDIT_LEDGER` is not `off`).
     ledger: bool,
+    bin_dir: std::path::PathBuf,
+    cp_env: Vec<(String, String)>,
+    gw_env: Vec<(String, String)>,
+}
+
+/// A control plane and a gateway of their own ([`Caracal::start_pair`]).
+pub(crate) struct Pair {
+    /// Held until the pair is dropped, which stops them.
+    _processes: [Child; 2],
+    pub(crate) cp: SocketAddr,
+    pub(crate) gw: SocketAddr,
 }
 
 /// The seeded zone.
@@ -180,7 +191,42 @@ impl Caracal {
             bootstrap_token,
             redis_url: c.redis_url.to_owned(),
             ledger: ledger_on,
+            bin_dir: c.bin_dir.to_owned(),
+            cp_env,
+            gw_env,
         })
+    }
+
+    /// The Redis every process here was started with.
+    pub(crate) fn redis_url(&self) -> &str {
+        &self.redis_url
+    }
+
+    /// Another control plane and gateway on the same database and keys, as `name-cp` and `name-gw`,
+    /// with `env` added to both (over the bench's own settings). The control plane is its own
+    /// issuer and the gateway's STS; the gateway spools audit frames in its own directory.
+    pub(crate) async fn start_pair(&self, name: &str, env: &[(String, String)], dir: &Path) -> anyhow::Result<Pair> {
+        let free = || -> anyhow::Result<SocketAddr> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?) };
+        let (cp, gw) = (free()?, free()?);
+        let with = |base: &[(String, String)], own: &[(&str, String)]| -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = base.iter().filter(|(k, _)| k != "LISTEN_SOCKET" && k != "STS_SOCKET").cloned().collect();
+            v.extend(own.iter().map(|(k, val)| ((*k).to_owned(), val.clone())));
+            v.extend(env.iter().cloned());
+            v
+        };
+        let issuer = format!("http://{cp}");
+        let cp_env = with(&self.cp_env, &[("LISTEN_ADDR", cp.to_string()), ("ISSUER_URL", issuer.clone())]);
+        let spool = dir.join(format!("{name}-audit-replay")).display().to_string();
+        let gw_env = with(&self.gw_env, &[("LISTEN_ADDR", gw.to_string()), ("STS_URL", issuer), ("AUDIT_REPLAY_DIR", spool)]);
+        let program = self.bin_dir.join("caracal-control-plane");
+        let name_cp = format!("{name}-cp");
+        let mut control_plane = Child::spawn(Spawn { name: &name_cp, program: &program, args: &[], env: &cp_env, dir })?;
+        control_plane.wait_ready(cp, "/ready", &[], Duration::from_secs(90)).await?;
+        let program = self.bin_dir.join("caracal-gateway");
+        let name_gw = format!("{name}-gw");
+        let mut gateway = Child::spawn(Spawn { name: &name_gw, program: &program, args: &[], env: &gw_env, dir })?;
+        gateway.wait_ready(gw, "/ready", &[], Duration::from_secs(60)).await?;
+        Ok(Pair { _processes: [control_plane, gateway], cp, gw })
     }
 
     /// Waits until the audit ledger has filed everything on `caracal.audit.events` (`XINFO GROUPS`:

@@ -42,6 +42,7 @@ pub(crate) fn render(r: &Report) -> String {
         pool(&mut s, p);
     }
     drills(&mut s, r);
+    redis_failover(&mut s, r);
     method(&mut s, r);
     s
 }
@@ -459,6 +460,43 @@ fn drills(s: &mut String, r: &Report) {
             }
         }
         let _ = writeln!(s, "{row}");
+    }
+    s.push('\n');
+}
+
+fn redis_failover(s: &mut String, r: &Report) {
+    let Some(f) = &r.results.redis_failover else { return };
+    let p = &r.plan.drill;
+    let l = &f.run.latency;
+    let _ = writeln!(
+        s,
+        "## S8: Redis failover\n\n{:.0} req/s of governed requests for {:.0} s ({} connections) through a gateway and control plane of \
+         their own that find Redis through Sentinels ({}). The primary is killed (SIGKILL) at {:.1} s. Refused: non-2xx answers after \
+         the kill. Recovered: the kill → the last refused request answered ([docs/redis.md](../../docs/redis.md)).\n\n\
+         | errors before the kill | refused after it | statuses | Sentinels named a new primary | recovered | p50 | p99 | max |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |\n",
+        p.rate,
+        p.duration.as_secs_f64(),
+        r.plan.connections,
+        f.topology,
+        f.killed_at_s,
+        f.errors_before_kill,
+        f.refused_after_kill,
+        run_errors(&f.run),
+        f.promoted_ms.map_or("not within the run".into(), |v| format!("{v:.0} ms after the kill")),
+        f.recovered_ms.map_or("nothing refused".into(), |v| format!("{v:.0} ms after the kill")),
+        l.p50_ms,
+        l.p99_ms,
+        l.max_ms,
+    );
+    let _ = writeln!(
+        s,
+        "| s | requests | errors | p99 ms |
+|---|---|---|---|"
+    );
+    for x in &f.seconds {
+        let _ = writeln!(s, "| {} | {} | {} | {} |", x.second, x.requests, x.errors, num(x.p99_ms, 2));
     }
     s.push('\n');
 }

@@ -44,6 +44,8 @@ pub(crate) struct Ratios {
     /// The failover drill through the gateway: client-visible errors and p99.
     pub(crate) drill_gateway_errors: Option<u64>,
     pub(crate) drill_gateway_p99_ms: Option<f64>,
+    /// S8: kill of the Redis primary → the last refused request, ms (0: none refused).
+    pub(crate) s8_recovered_ms: Option<f64>,
 }
 
 /// One target of the issue, checked.
@@ -107,6 +109,7 @@ impl Ratios {
             s7_pool_cpu_ratio_saturation: pool_ratio(Mode::Saturation),
             drill_gateway_errors: drill.map(|d| d.run.errors),
             drill_gateway_p99_ms: drill.map(|d| d.run.latency.p99_ms),
+            s8_recovered_ms: r.redis_failover.as_ref().map(|f| f.recovered_ms.unwrap_or(0.0)),
         }
     }
 
@@ -146,6 +149,12 @@ impl Ratios {
                 &|v| format!("{v:.0} errors"),
                 &|v| v == 0.0,
             ),
+            check(
+                "S8 Redis primary killed: requests refused only until the Sentinel failover, ≤ 10 s",
+                self.s8_recovered_ms,
+                &|v| format!("{:.2} s", v / 1e3),
+                &|v| v <= 10_000.0,
+            ),
         ]
     }
 }
@@ -168,7 +177,7 @@ mod tests {
         };
         let t = r.targets();
         let met: Vec<Option<bool>> = t.iter().map(|c| c.met).collect();
-        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false), Some(false), None, None, None]);
+        assert_eq!(met, vec![Some(true), Some(false), None, Some(true), Some(false), Some(false), None, None, None, None]);
         assert_eq!(t[4].measured, "93.8 MiB");
         let smoke = Ratios { s5_gateway_open_streams_rss_mib: Some(30.0), open_streams: 50, ..Default::default() };
         assert_eq!(smoke.targets()[4].met, None, "50 streams say nothing about the 1,000-stream goal");
