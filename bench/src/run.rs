@@ -17,7 +17,8 @@ use crate::stack::{Caracal, StackConfig};
 
 /// The ids `--only` takes: S1–S7 by id (`S7` is S7p, S7n and S7g; S7g brings its S3 reference), and
 /// `drill` for the failover drill.
-pub(crate) const SCENARIOS: [&str; 14] = ["S1", "S2", "S2n", "S2j", "S3", "S4", "S5", "S6", "S7", "S7p", "S7n", "S7g", "drill", "S8"];
+pub(crate) const SCENARIOS: [&str; 16] =
+    ["S1", "S2", "S2n", "S2j", "S3", "S4", "S3x2", "S5", "S6", "S7", "S7p", "S7n", "S7g", "drill", "C1", "S8"];
 
 /// Options of `caracal-bench run`; unset sizes take the full or `--smoke` preset.
 #[derive(Args, Debug)]

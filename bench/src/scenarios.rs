@@ -3,17 +3,21 @@
 //! S1–S4 ([`rate`]): fixed-rate runs at each planned rate, then a saturation run, per target.
 //! S5 ([`streaming`]): a 64 MiB download and a 1,000-event SSE stream, gateway vs plain proxies.
 //! S6 ([`revocation`]): revoke → first denied request, and whether an open stream is cut.
+//! S3x2 ([`scale_out`]): S3's saturation through two gateways and two control planes at once.
 //! S7 ([`pool`]): three upstream endpoints behind Pingora, nginx and the gateway.
 //! The failover drill ([`drill`]): one of the three killed and restarted under load.
+//! C1 ([`curves`]): per-request and per-revocation cost as revoked anchors grow to a million.
 //! S8 ([`redis_failover`]): the Redis primary killed under load, behind Sentinels.
 //!
 //! `--only` picks scenarios by id (see [`crate::run::SCENARIOS`]).
 
+pub(crate) mod curves;
 pub(crate) mod drill;
 pub(crate) mod pool;
 pub(crate) mod rate;
 pub(crate) mod redis_failover;
 pub(crate) mod revocation;
+pub(crate) mod scale_out;
 pub(crate) mod streaming;
 
 use std::collections::BTreeMap;
@@ -57,10 +61,12 @@ pub(crate) struct Systems {
 pub(crate) struct Results {
     pub(crate) rate: Vec<rate::RateRecord>,
     pub(crate) premint: Vec<rate::Premint>,
+    pub(crate) scale_out: Option<scale_out::ScaleOut>,
     pub(crate) streaming: Option<streaming::Streaming>,
     pub(crate) revocation: Option<revocation::Revocation>,
     pub(crate) pool: Option<pool::Pool>,
     pub(crate) drills: Vec<drill::Drill>,
+    pub(crate) curves: Vec<curves::CostPoint>,
     pub(crate) redis_failover: Option<redis_failover::RedisFailover>,
     /// `--profile`: the recordings and the latency slices of the profiled windows.
     #[serde(skip)]
@@ -69,11 +75,18 @@ pub(crate) struct Results {
     pub(crate) slices: Vec<crate::profile::Slices>,
 }
 
-/// Runs the selected scenarios: S1–S4, S5, S6, S7, the failover drill (which kills and restarts a
-/// pool endpoint), then S8 (which kills the bench's Redis, so it goes last). `dir` holds the
+/// Runs the selected scenarios: S1–S4, S3x2, S5, S6, S7, the failover drill (which kills and restarts a
+/// pool endpoint), C1 (which leaves a million anchors in the views), then S8 (which kills the
+/// bench's Redis, so it goes last). `dir` holds the
 /// children's logs.
 pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::Result<Results> {
     let (rate, premint, profiles, slices) = rate::run(sys, plan).await?;
+    let scale_out = if plan.selects("S3x2") {
+        eprintln!("bench: S3x2 scale-out");
+        Some(scale_out::run(sys, plan, dir).await?)
+    } else {
+        None
+    };
     let streaming = if plan.selects("S5") {
         eprintln!("bench: S5 streaming");
         Some(streaming::run(sys, plan).await?)
@@ -88,8 +101,14 @@ pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyho
     };
     let pool = pool::run(sys, plan).await?;
     let drills = if plan.selects("drill") { drill::run(sys, plan, dir).await? } else { Vec::new() };
+    let curves = if plan.selects("C1") {
+        eprintln!("bench: C1 cost curve over revoked anchors");
+        curves::run(sys, plan).await?
+    } else {
+        Vec::new()
+    };
     let redis_failover = if plan.selects("S8") { Some(redis_failover::run(sys, plan, dir).await?) } else { None };
-    Ok(Results { rate, premint, streaming, revocation, pool, drills, redis_failover, profiles, slices })
+    Ok(Results { rate, premint, scale_out, streaming, revocation, pool, drills, curves, redis_failover, profiles, slices })
 }
 
 /// CPU time of each process (and of the load generator itself) at one instant.

@@ -56,14 +56,16 @@ pub(crate) struct Caracal {
     /// Whether this control plane files the audit stream (`BENCH_AUDIT_LEDGER` is not `off`).
     ledger: bool,
     bin_dir: std::path::PathBuf,
+    /// The gateway's `CARACAL_ADMIN_TOKEN` (its revocation reload endpoint).
+    gateway_admin_token: String,
     cp_env: Vec<(String, String)>,
     gw_env: Vec<(String, String)>,
 }
 
 /// A control plane and a gateway of their own ([`Caracal::start_pair`]).
 pub(crate) struct Pair {
-    /// Held until the pair is dropped, which stops them.
-    _processes: [Child; 2],
+    /// The control plane and the gateway, stopped when the pair is dropped.
+    pub(crate) processes: [Child; 2],
     pub(crate) cp: SocketAddr,
     pub(crate) gw: SocketAddr,
 }
@@ -120,6 +122,7 @@ impl Caracal {
         let streams_key = hex();
         let audit_key = hex();
         let chain_key = hex();
+        let gateway_admin_token = hex();
         // `BENCH_AUDIT_LEDGER=off` measures the serving path with the ledger in another process
         // (events then only pile up in the stream); the default files them in this control plane.
         let ledger_on = !std::env::var("BENCH_AUDIT_LEDGER").is_ok_and(|v| v == "off");
@@ -174,6 +177,7 @@ impl Caracal {
             // Every upstream of the bench listens on loopback, which the egress policy refuses by default.
             ("ALLOW_PRIVATE_UPSTREAMS", "true"),
             ("AUDIT_HMAC_KEY", &audit_key),
+            ("CARACAL_ADMIN_TOKEN", &gateway_admin_token),
         ])
         .into_iter()
         .chain(extra_env("BENCH_GATEWAY_ENV"))
@@ -192,9 +196,36 @@ impl Caracal {
             redis_url: c.redis_url.to_owned(),
             ledger: ledger_on,
             bin_dir: c.bin_dir.to_owned(),
+            gateway_admin_token,
             cp_env,
             gw_env,
         })
+    }
+
+    /// A setting of the control plane's environment.
+    pub(crate) fn cp_setting(&self, name: &str) -> Option<&str> {
+        self.cp_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `POST /internal/revocations/reload` on the gateway: the live revocations it loaded.
+    pub(crate) async fn reload_gateway_revocations(&self) -> anyhow::Result<u64> {
+        let mut conn = Conn::new(self.gw);
+        let req = client::json(&conn, Method::POST, "/internal/revocations/reload", Some(&self.gateway_admin_token), None);
+        let (status, body) = conn.fetch(req).await?;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        match v["revocations"].as_u64() {
+            Some(n) if status.is_success() => Ok(n),
+            _ => bail!("gateway revocation reload: {status} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// One sample of the gateway's `/metrics` (dev mode: no bearer), by its full name.
+    pub(crate) async fn gateway_metric(&self, name: &str) -> anyhow::Result<Option<f64>> {
+        let mut conn = Conn::new(self.gw);
+        let req = client::json(&conn, Method::GET, "/metrics", None, None);
+        let (_, body) = conn.fetch(req).await?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()))
     }
 
     /// The Redis every process here was started with.
@@ -226,7 +257,7 @@ impl Caracal {
         let name_gw = format!("{name}-gw");
         let mut gateway = Child::spawn(Spawn { name: &name_gw, program: &program, args: &[], env: &gw_env, dir })?;
         gateway.wait_ready(gw, "/ready", &[], Duration::from_secs(60)).await?;
-        Ok(Pair { _processes: [control_plane, gateway], cp, gw })
+        Ok(Pair { processes: [control_plane, gateway], cp, gw })
     }
 
     /// Waits until the audit ledger has filed everything on `caracal.audit.events` (`XINFO GROUPS`:

@@ -36,12 +36,14 @@ pub(crate) fn render(r: &Report) -> String {
         saturation(&mut s, r);
         cpu(&mut s, r);
     }
+    scale_out(&mut s, r);
     streaming(&mut s, r);
     revocation(&mut s, r);
     if let Some(p) = &r.results.pool {
         pool(&mut s, p);
     }
     drills(&mut s, r);
+    curves(&mut s, r);
     redis_failover(&mut s, r);
     method(&mut s, r);
     s
@@ -61,6 +63,7 @@ fn headline(s: &mut String, r: &Report) {
         ("saturation S3 / S2 (Pingora)".into(), pct(x.saturation_s3_over_s2)),
         ("saturation S3 / S2j (Envoy jwt_authn)".into(), pct(x.saturation_s3_over_s2j)),
         ("saturation S3 / S2n (nginx)".into(), pct(x.saturation_s3_over_s2n)),
+        ("saturation S3x2 (two gateways, two control planes, same cores) / S3".into(), pct(x.s3x2_over_s3)),
         (
             format!("S4 governed req/s vs the original's published {:.0} (33 per vCPU × {})", x.original_governed_rps, r.environment.cores),
             match (x.s4_saturation_rps, x.s4_over_original) {
@@ -227,6 +230,35 @@ fn cpu(s: &mut String, r: &Report) {
     }
     let rss: Vec<String> = r.peak_rss_mib.iter().map(|(k, v)| format!("{k} {v:.1} MiB")).collect();
     let _ = writeln!(s, "\nPeak RSS (VmHWM): {}.\n", rss.join(", "));
+}
+
+fn scale_out(s: &mut String, r: &Report) {
+    let Some(x) = &r.results.scale_out else { return };
+    let _ = writeln!(
+        s,
+        "## S3x2: two gateways and two control planes\n\nS3 at saturation through a second control plane and gateway as well as the \
+         bench's own, on the same Postgres and Redis and the same cores: {} connections to each, each gateway with mandates from \
+         its own control plane. Both pairs share this machine, so the ratio to S3 is the cost of running two, not what a second \
+         machine adds.\n\n| gateway | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|",
+        x.runs[0].connections
+    );
+    for (name, run) in ["the bench's", "the second"].iter().zip(&x.runs) {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+            run.achieved_rps,
+            run.latency.p50_ms,
+            run.latency.p99_ms,
+            run_errors(run)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| together | {:.0} | | | |\n\nCPU of all four processes: {:.3} s per 1,000 requests; S3x2 / S3 saturation: {}.\n",
+        x.achieved_rps,
+        x.cpu_s_per_1k,
+        pct(r.ratios.s3x2_over_s3)
+    );
 }
 
 fn streaming(s: &mut String, r: &Report) {
@@ -460,6 +492,46 @@ fn drills(s: &mut String, r: &Report) {
             }
         }
         let _ = writeln!(s, "{row}");
+    }
+    s.push('\n');
+}
+
+fn curves(s: &mut String, r: &Report) {
+    let points = &r.results.curves;
+    let Some(first) = points.first() else { return };
+    let _ = writeln!(
+        s,
+        "## C1: cost over revoked anchors\n\nLive revoked anchors in the views (rows in `revocations`, one zone), then at each size: the \
+         gateway's full snapshot reload, S3 at {} ({} connections), and revoke → denied through the gateway and → in the gateway's \
+         own view (median of a few trials). Ratios are to the first point, in the same run.\n\n\
+         | revoked anchors | gateway reload | gateway RSS | S3 p50 | S3 p99 | gateway CPU / req | control plane CPU / req | revoke → denied | revoke → in the gateway's view |\n\
+         |---|---|---|---|---|---|---|---|---|",
+        mode_cell(&first.s3.run),
+        first.s3.run.connections
+    );
+    let cpu = |p: &crate::scenarios::curves::CostPoint, who: &str| p.s3.cpu_s_per_1k.get(who).map(|v| v * 1e3);
+    let rel = |v: Option<f64>, base: Option<f64>| match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{v:.0} µs ({:.2}×)", v / b),
+        (Some(v), _) => format!("{v:.0} µs"),
+        _ => "—".into(),
+    };
+    for p in points {
+        let l = &p.s3.run.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} ms | {} | {:.2} ms ({:.2}×) | {:.2} ms ({:.2}×) | {} | {} | {} | {} |",
+            p.revoked_anchors,
+            p.gateway_reload_ms,
+            p.gateway_rss_mib.map_or("—".into(), |v| format!("{v:.1} MiB")),
+            l.p50_ms,
+            l.p50_ms / first.s3.run.latency.p50_ms,
+            l.p99_ms,
+            l.p99_ms / first.s3.run.latency.p99_ms,
+            rel(cpu(p, "gateway"), cpu(first, "gateway")),
+            rel(cpu(p, "control-plane"), cpu(first, "control-plane")),
+            opt_ms(p.denied_p50_ms),
+            opt_ms(p.in_view_p50_ms),
+        );
     }
     s.push('\n');
 }

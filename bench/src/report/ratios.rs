@@ -44,6 +44,8 @@ pub(crate) struct Ratios {
     /// The failover drill through the gateway: client-visible errors and p99.
     pub(crate) drill_gateway_errors: Option<u64>,
     pub(crate) drill_gateway_p99_ms: Option<f64>,
+    /// S3x2 (two gateways and two control planes at once) over S3 saturation through one.
+    pub(crate) s3x2_over_s3: Option<f64>,
     /// S8: kill of the Redis primary → the last refused request, ms (0: none refused).
     pub(crate) s8_recovered_ms: Option<f64>,
 }
@@ -109,6 +111,7 @@ impl Ratios {
             s7_pool_cpu_ratio_saturation: pool_ratio(Mode::Saturation),
             drill_gateway_errors: drill.map(|d| d.run.errors),
             drill_gateway_p99_ms: drill.map(|d| d.run.latency.p99_ms),
+            s3x2_over_s3: over(r.scale_out.as_ref().map(|s| s.achieved_rps), sat(Target::Gateway)),
             s8_recovered_ms: r.redis_failover.as_ref().map(|f| f.recovered_ms.unwrap_or(0.0)),
         }
     }

@@ -85,21 +85,7 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Revocation
 
         sys.caracal.revoke(&sys.demo, &sid_of(&session)?).await?;
         let t0 = Instant::now();
-        let gateway_denial = async {
-            for m in &mandates {
-                let req = gw
-                    .request(Method::GET, PATH)
-                    .header(AUTHORIZATION, bearer(m))
-                    .header(RESOURCE_HEADER, resource.clone())
-                    .body(Full::default())?;
-                match gw.drain(req).await? {
-                    s if s.is_success() => continue,
-                    s => return Ok(Some((t0.elapsed(), s.as_u16()))),
-                }
-            }
-            Ok::<_, anyhow::Error>(None)
-        };
-        let (denial, refusal) = tokio::join!(gateway_denial, until_refused(&other, &mut sts2, t0));
+        let (denial, refusal) = tokio::join!(until_denied(&mut gw, &mandates, &resource, t0), until_refused(&other, &mut sts2, t0));
         let denial = denial.unwrap_or_else(|e| {
             out.failures.push(format!("trial {i}: {e}"));
             None
@@ -150,6 +136,28 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Revocation
         out.other_sts_p99_ms.unwrap_or(f64::NAN),
     );
     Ok(out)
+}
+
+/// Sends `mandates` through the gateway one after another until one is refused: when (from `t0`)
+/// and with which status; `None` when every one passed.
+pub(crate) async fn until_denied(
+    gw: &mut Conn,
+    mandates: &[String],
+    resource: &HeaderValue,
+    t0: Instant,
+) -> anyhow::Result<Option<(Duration, u16)>> {
+    for m in mandates {
+        let req = gw
+            .request(Method::GET, PATH)
+            .header(AUTHORIZATION, bearer(m))
+            .header(RESOURCE_HEADER, resource.clone())
+            .body(Full::default())?;
+        match gw.drain(req).await? {
+            s if s.is_success() => continue,
+            s => return Ok(Some((t0.elapsed(), s.as_u16()))),
+        }
+    }
+    Ok(None)
 }
 
 /// Mints at `minter`'s STS until it refuses (401: session revoked); `None` if it still mints after
