@@ -138,6 +138,7 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
                 reloads: deps.metrics.revocation_reloads.clone(),
                 reload_errors: deps.metrics.revocation_reload_errors.clone(),
             },
+            watermark: std::sync::Mutex::new(None),
         };
         readiness.push(server.add_service(background_service("revocation snapshot", snapshot)));
     }

@@ -2,22 +2,23 @@
 //!
 //! Anchors are the ids a mandate hangs from — `sid`, `root_sid`, `agent_session_id`,
 //! `delegation_edge_id` — in one namespace (they are UUIDv7s, unique across kinds and zones). A
-//! lookup is lock-free: an `ArcSwap` load and hash lookups, cheap enough for a synchronous body
-//! hook. Changes (rare) copy the map once per batch, bump an epoch, and wake subscribers, so a
-//! streaming response can re-check its anchors the moment a revocation lands instead of waiting
-//! for its next chunk.
+//! lookup takes a shard's read lock of a sharded map and hashes: cheap enough for a synchronous
+//! body hook, and never waits on more than one shard's insert. Adding costs the batch, not the
+//! view: the view held a map that every added batch copied whole, which at a million anchors
+//! took 0.6 s per revocation and 260 MiB (bench C1). Adding bumps an epoch and wakes subscribers,
+//! so a streaming response can re-check its anchors the moment a revocation lands instead of
+//! waiting for its next chunk. Expired anchors are dropped by [`RevocationView::prune`].
 //!
 //! Entries are only ever added or expired, never removed by a reload: a periodic snapshot merges
 //! into what the stream delivered (the original replaced the map and lost stream-only entries).
 //! The view also tracks when its sources last succeeded; callers treat a stale view as "cannot
 //! tell" and deny.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use dashmap::DashMap;
 
 /// How long an anchor delivered without an expiry is kept (the longest mandate lives 60 min).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -31,7 +32,8 @@ pub struct Revoked {
 
 /// The view.
 pub struct RevocationView {
-    anchors: ArcSwap<HashMap<String, i64>>,
+    /// Anchor → expiry (Unix seconds).
+    anchors: DashMap<String, i64>,
     epoch: AtomicU64,
     changed: tokio::sync::watch::Sender<u64>,
     /// Unix ms of the last successful snapshot, or `i64::MAX` when snapshots are not configured.
@@ -40,6 +42,16 @@ pub struct RevocationView {
     stream_ok_ms: AtomicI64,
     max_staleness_ms: i64,
 }
+
+/// How often a reader of `revocations` re-reads the whole table (and prunes what expired); in
+/// between it reads only what was revoked since the newest row it saw.
+pub const FULL_RELOAD_EVERY: Duration = Duration::from_secs(300);
+/// How far back an incremental reload looks before the newest `revoked_at` it has seen (a
+/// transaction that commits late carries an earlier `revoked_at`).
+pub const RELOAD_OVERLAP: Duration = Duration::from_secs(60);
+
+/// Shards of the view's map.
+const SHARDS: usize = 64;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -51,7 +63,8 @@ impl RevocationView {
     pub fn new(max_staleness: Duration, snapshots: bool, stream: bool) -> Arc<Self> {
         let (changed, _) = tokio::sync::watch::channel(0);
         Arc::new(Self {
-            anchors: ArcSwap::from_pointee(HashMap::new()),
+            // Many shards: a prune holds each one's write lock only for its slice of the view.
+            anchors: DashMap::with_shard_amount(SHARDS),
             epoch: AtomicU64::new(0),
             changed,
             snapshot_ok_ms: AtomicI64::new(if snapshots { 0 } else { i64::MAX }),
@@ -62,9 +75,8 @@ impl RevocationView {
 
     /// Whether any of `anchors` is revoked (empty ids never are).
     pub fn any_revoked<'a>(&self, anchors: impl IntoIterator<Item = &'a str>) -> bool {
-        let map = self.anchors.load();
         let now = now_ms() / 1000;
-        anchors.into_iter().any(|a| !a.is_empty() && map.get(a).is_some_and(|exp| *exp > now))
+        anchors.into_iter().any(|a| !a.is_empty() && self.anchors.get(a).is_some_and(|exp| *exp > now))
     }
 
     /// The change counter; bumps whenever an anchor is added.
@@ -77,26 +89,28 @@ impl RevocationView {
         self.changed.subscribe()
     }
 
-    /// Adds anchors (one copy of the map per call) and prunes expired ones. Returns how many
-    /// were new.
+    /// Adds anchors (keeping the later expiry of one already held). Returns how many were new.
     pub fn add(&self, batch: &[Revoked]) -> usize {
-        if batch.is_empty() {
-            return 0;
-        }
         let now = now_ms() / 1000;
         let mut added = 0;
-        self.anchors.rcu(|current| {
-            added = 0;
-            let mut next: HashMap<String, i64> = current.iter().filter(|(_, exp)| **exp > now).map(|(k, v)| (k.clone(), *v)).collect();
-            for r in batch.iter().filter(|r| !r.anchor.is_empty() && r.expires_at > now) {
-                let slot = next.entry(r.anchor.clone()).or_insert_with(|| {
-                    added += 1;
-                    r.expires_at
-                });
-                *slot = (*slot).max(r.expires_at);
+        for r in batch.iter().filter(|r| !r.anchor.is_empty() && r.expires_at > now) {
+            // A snapshot mostly repeats what is held: a read lock settles those.
+            if self.anchors.get(r.anchor.as_str()).is_some_and(|exp| *exp >= r.expires_at) {
+                continue;
             }
-            next
-        });
+            match self.anchors.get_mut(r.anchor.as_str()) {
+                Some(mut exp) => *exp = (*exp).max(r.expires_at),
+                None => {
+                    // Another adder may have inserted it meanwhile: count it once.
+                    let mut fresh = false;
+                    self.anchors.entry(r.anchor.clone()).and_modify(|exp| *exp = (*exp).max(r.expires_at)).or_insert_with(|| {
+                        fresh = true;
+                        r.expires_at
+                    });
+                    added += usize::from(fresh);
+                }
+            }
+        }
         if added > 0 {
             let e = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
             self.changed.send_replace(e);
@@ -104,10 +118,18 @@ impl RevocationView {
         added
     }
 
-    /// Number of live anchors held.
+    /// Drops expired anchors; returns how many went.
+    pub fn prune(&self) -> usize {
+        let now = now_ms() / 1000;
+        let before = self.anchors.len();
+        self.anchors.retain(|_, exp| *exp > now);
+        before.saturating_sub(self.anchors.len())
+    }
+
+    /// Number of live anchors held (walks the view: for metrics, not per request).
     pub fn len(&self) -> usize {
         let now = now_ms() / 1000;
-        self.anchors.load().values().filter(|exp| **exp > now).count()
+        self.anchors.iter().filter(|e| *e.value() > now).count()
     }
 
     /// Whether no anchor is held.
@@ -165,6 +187,17 @@ mod tests {
         assert!(v.any_revoked(["b"]));
         assert!(!v.any_revoked(["c"]));
         assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn prune_drops_only_what_expired() {
+        let v = RevocationView::new(Duration::from_secs(70), false, false);
+        v.add(&[r("live", 60)]);
+        v.anchors.insert("old".into(), now_ms() / 1000 - 5);
+        assert!(!v.any_revoked(["old"]), "an expired anchor no longer counts, pruned or not");
+        assert_eq!(v.prune(), 1);
+        assert!(v.any_revoked(["live"]));
+        assert_eq!(v.len(), 1);
     }
 
     #[test]

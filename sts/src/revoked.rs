@@ -22,10 +22,9 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use sqlx::PgPool;
 
-/// How often the whole table is re-read (and expired entries pruned).
-pub const FULL_RELOAD_EVERY: Duration = Duration::from_secs(300);
-/// How far back an incremental reload looks before the newest `revoked_at` it has seen.
-pub const RELOAD_OVERLAP: Duration = Duration::from_secs(60);
+pub use caracal_shared::revocation::{FULL_RELOAD_EVERY, RELOAD_OVERLAP};
+/// Rows merged between two yields to the runtime.
+const MERGE_CHUNK: usize = 4_096;
 /// How long an entry outlives its `expires_at` (clock skew between services).
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(300);
 /// Retention of an anchor revoked here or announced on the stream, before the table's own
@@ -40,13 +39,21 @@ pub struct RevokedRoots {
     anchors: DashMap<Box<str>, Zones>,
     /// Unix milliseconds of the last successful reload.
     loaded_at_ms: AtomicI64,
-    /// Newest `revoked_at` read (Unix microseconds); incremental reloads start before it.
+    /// The database's clock when the last successful reload began (Unix microseconds); the next
+    /// incremental reload reads from [`RELOAD_OVERLAP`] before it. Not the newest `revoked_at`
+    /// read: after a burst, that would re-read the whole burst on every reload until a newer
+    /// revocation came along (a million rows every few seconds, bench C1).
     watermark_us: AtomicI64,
     max_staleness: Duration,
 }
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// The database's clock (the reloads' watermark is on it, like `revoked_at`).
+async fn db_now(db: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(db).await
 }
 
 type Row = (String, String, DateTime<Utc>, DateTime<Utc>);
@@ -117,32 +124,55 @@ impl RevokedRoots {
     }
 
     fn merge(&self, rows: &[Row]) {
-        let mut newest = self.watermark_us.load(Ordering::Relaxed);
-        for (zone, anchor, expires_at, revoked_at) in rows {
+        for (zone, anchor, expires_at, _) in rows {
+            // Most rows of a full reload are held already, with this expiry: a read lock and no
+            // allocation for those.
+            let held =
+                self.anchors.get(anchor.as_str()).is_some_and(|z| z.iter().any(|(z, e)| **z == **zone && *e == expires_at.timestamp()));
+            if held {
+                continue;
+            }
             // The table's expiry is authoritative: it replaces the local retention guess.
             let mut zones = self.anchors.entry(anchor.as_str().into()).or_default();
             match zones.iter_mut().find(|(z, _)| **z == **zone) {
                 Some((_, exp)) => *exp = expires_at.timestamp(),
                 None => zones.push((zone.as_str().into(), expires_at.timestamp())),
             }
-            drop(zones);
-            newest = newest.max(revoked_at.timestamp_micros());
         }
-        self.watermark_us.store(newest, Ordering::Relaxed);
+    }
+
+    /// Reads `rows` as they arrive and merges them a chunk at a time, yielding in between. A full
+    /// reload of a million rows read whole and merged in one go held a runtime worker, and the
+    /// requests queued behind it, for over a second (bench C1).
+    async fn merge_streamed(&self, mut rows: futures_util::stream::BoxStream<'_, Result<Row, sqlx::Error>>) -> Result<usize, sqlx::Error> {
+        use futures_util::TryStreamExt as _;
+        let (mut chunk, mut n) = (Vec::with_capacity(MERGE_CHUNK), 0);
+        while let Some(row) = rows.try_next().await? {
+            chunk.push(row);
+            if chunk.len() == MERGE_CHUNK {
+                self.merge(&chunk);
+                n += chunk.len();
+                chunk.clear();
+                tokio::task::yield_now().await;
+            }
+        }
+        self.merge(&chunk);
+        Ok(n + chunk.len())
     }
 
     /// Reads every live revocation, merges it in and prunes; returns how many rows were read.
     pub async fn reload(&self, db: &PgPool) -> Result<usize, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
+        let started = db_now(db).await?;
+        let rows = sqlx::query_as(
             "SELECT zone_id, anchor_id, expires_at, revoked_at FROM revocations WHERE expires_at > now() - make_interval(secs => $1)",
         )
         .bind(EXPIRY_GRACE.as_secs() as f64)
-        .fetch_all(db)
-        .await?;
-        self.merge(&rows);
+        .fetch(db);
+        let n = self.merge_streamed(rows).await?;
         self.prune(Utc::now().timestamp());
+        self.watermark_us.store(started.timestamp_micros(), Ordering::Relaxed);
         self.loaded_at_ms.store(now_ms(), Ordering::Relaxed);
-        Ok(rows.len())
+        Ok(n)
     }
 
     /// Reads the revocations made since the last reload (minus [`RELOAD_OVERLAP`]).
@@ -152,17 +182,18 @@ impl RevokedRoots {
             return self.reload(db).await;
         }
         let since = DateTime::from_timestamp_micros(since - RELOAD_OVERLAP.as_micros() as i64).unwrap_or_default();
-        let rows: Vec<Row> = sqlx::query_as(
+        let started = db_now(db).await?;
+        let rows = sqlx::query_as(
             "SELECT zone_id, anchor_id, expires_at, revoked_at FROM revocations \
              WHERE revoked_at >= $1 AND expires_at > now() - make_interval(secs => $2)",
         )
         .bind(since)
         .bind(EXPIRY_GRACE.as_secs() as f64)
-        .fetch_all(db)
-        .await?;
-        self.merge(&rows);
+        .fetch(db);
+        let n = self.merge_streamed(rows).await?;
+        self.watermark_us.store(started.timestamp_micros(), Ordering::Relaxed);
         self.loaded_at_ms.store(now_ms(), Ordering::Relaxed);
-        Ok(rows.len())
+        Ok(n)
     }
 
     /// Reloads what is new every `every`, and everything every [`FULL_RELOAD_EVERY`], until
@@ -223,6 +254,6 @@ mod tests {
         assert_eq!(v.prune(now.timestamp()), 2, "the table's expiry replaced the local guess");
         assert_eq!(v.is_revoked("z", "live"), Some(true));
         assert_eq!(v.is_revoked("z", "local"), Some(false));
-        assert_eq!(v.watermark_us.load(Ordering::Relaxed), (now - chrono::Duration::seconds(1)).timestamp_micros());
+        assert_eq!(v.watermark_us.load(Ordering::Relaxed), i64::MIN, "rows do not move the watermark; a reload's start does");
     }
 }

@@ -1,8 +1,8 @@
 //! C1, a cost curve (issue 15 item 5): what a governed request and a revocation cost as the revoked
 //! anchors held in memory grow from none to a million. Rows go straight into `revocations` (`psql`,
 //! `generate_series`, one zone, expiring in two hours). At each point the gateway reloads its
-//! snapshot (timed, `POST /internal/revocations/reload`); after the control plane's own reload,
-//! S3 runs at the reference rate (latency, CPU per request of both processes), then revoke →
+//! snapshot (timed, `POST /internal/revocations/reload`); once the incremental reloads stopped
+//! re-reading the new rows ([`settle`]), S3 runs at the reference rate (latency, CPU per request of both processes), then revoke →
 //! denied through the gateway over a few trials (the stream path: one anchor added to the view).
 //! Each point is read against the first, in the same run. The rows are deleted at the end (the
 //! views keep their anchors until they expire), so the curve runs after every scenario but S8.
@@ -29,9 +29,12 @@ use crate::stack::sid_of;
 const ANCHOR_PREFIX: &str = "bench-curve-";
 /// Mandates held per revoke → denied trial.
 const PREMINTED: usize = 3;
-/// Time the control plane gets to fold new rows into its revoked set (it reloads what is new every
-/// few seconds) before a point is measured.
-const STS_RELOAD_WAIT: Duration = Duration::from_secs(5);
+/// Before a point is measured: the readers' incremental reloads re-read new rows for
+/// `RELOAD_OVERLAP` after they were revoked (late commits); past it, the point is the steady state
+/// of a view that holds them. Smoke runs only wait for the control plane's next reload.
+fn settle(plan: &Plan) -> Duration {
+    if plan.smoke { Duration::from_secs(3) } else { caracal_shared::revocation::RELOAD_OVERLAP + Duration::from_secs(5) }
+}
 
 /// One point of the curve.
 #[derive(Debug, Serialize)]
@@ -80,7 +83,9 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan) -> anyhow::Result<Vec<CostPo
             let loaded = sys.caracal.reload_gateway_revocations().await?;
             let reload_ms = started.elapsed().as_secs_f64() * 1e3;
             anyhow::ensure!(loaded >= n, "the gateway loaded {loaded} revocations, expected at least {n}");
-            tokio::time::sleep(STS_RELOAD_WAIT).await;
+            if n > 0 {
+                tokio::time::sleep(settle(plan)).await;
+            }
             let Some((s3, _, _)) = rate::measure(sys, plan, Target::Gateway, Mode::Fixed { rate }, &minters, None).await? else {
                 anyhow::bail!("the gateway does not run")
             };

@@ -1,13 +1,18 @@
 //! Periodic Postgres snapshot of live revocations, merged into the view (never replacing it).
 //!
-//! Runs every `REVOCATION_SNAPSHOT_INTERVAL` and on demand (`POST /internal/revocations/reload`,
-//! which asks this task through a channel so only this task's runtime touches the pool).
+//! Runs every `REVOCATION_SNAPSHOT_INTERVAL`, reading only the rows revoked since the newest it
+//! saw (less [`RELOAD_OVERLAP`]); every [`FULL_RELOAD_EVERY`], at start and on demand
+//! (`POST /internal/revocations/reload`, which asks this task through a channel so only this
+//! task's runtime touches the pool) it reads them all and prunes what expired. A full read of a
+//! million rows takes seconds; the incremental one, what changed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use caracal_shared::revocation::{RevocationView, Revoked};
+use caracal_shared::revocation::{FULL_RELOAD_EVERY, RELOAD_OVERLAP, RevocationView, Revoked};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use pingora::server::ShutdownWatch;
 use pingora::services::ServiceReadyNotifier;
 use pingora::services::background::BackgroundService;
@@ -27,6 +32,18 @@ pub struct RevocationSnapshot {
     pub interval: Duration,
     pub reloads: Mutex<mpsc::Receiver<ReloadRequest>>,
     pub metrics: SnapshotMetrics,
+    /// The database's clock when the last successful read began; `None` until the first. The
+    /// next incremental read starts [`RELOAD_OVERLAP`] before it (see `caracal_sts::revoked`).
+    pub watermark: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+/// How a snapshot reads the table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Every live row, then prune.
+    Full,
+    /// Rows revoked since the watermark, less the overlap.
+    Recent,
 }
 
 /// Snapshot outcomes.
@@ -36,20 +53,45 @@ pub struct SnapshotMetrics {
 }
 
 impl RevocationSnapshot {
-    async fn load(&self, pool: &sqlx::PgPool) -> Result<usize, sqlx::Error> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT anchor_id, extract(epoch FROM expires_at)::bigint FROM revocations WHERE expires_at > now()")
-                .fetch_all(pool)
-                .await?;
-        let n = rows.len();
-        let batch: Vec<Revoked> = rows.into_iter().map(|(anchor, expires_at)| Revoked { anchor, expires_at }).collect();
-        self.view.add(&batch);
+    async fn load(&self, pool: &sqlx::PgPool, read: Read) -> Result<usize, sqlx::Error> {
+        let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
+        let overlap = chrono::Duration::from_std(RELOAD_OVERLAP).unwrap_or_default();
+        // Until a first read saw a row there is no watermark, and every read is a full one.
+        let full = read == Read::Full || since.is_none();
+        let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
+        let mut rows = match since {
+            Some(since) if !full => sqlx::query_as::<_, (String, i64)>(
+                "SELECT anchor_id, extract(epoch FROM expires_at)::bigint FROM revocations WHERE revoked_at >= $1 AND expires_at > now()",
+            )
+            .bind(since - overlap)
+            .fetch(pool),
+            _ => sqlx::query_as("SELECT anchor_id, extract(epoch FROM expires_at)::bigint FROM revocations WHERE expires_at > now()")
+                .fetch(pool),
+        };
+        // Read as the rows arrive and added a chunk at a time: a million rows read whole held
+        // another copy of the view in memory.
+        let (mut chunk, mut n) = (Vec::with_capacity(CHUNK), 0);
+        while let Some((anchor, expires_at)) = rows.try_next().await? {
+            chunk.push(Revoked { anchor, expires_at });
+            if chunk.len() == CHUNK {
+                self.view.add(&chunk);
+                n += chunk.len();
+                chunk.clear();
+                tokio::task::yield_now().await;
+            }
+        }
+        self.view.add(&chunk);
+        n += chunk.len();
+        if full {
+            self.view.prune();
+        }
+        *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         self.view.snapshot_succeeded();
         Ok(n)
     }
 
-    async fn load_counted(&self, pool: &sqlx::PgPool) -> Result<usize, String> {
-        match tokio::time::timeout(Duration::from_secs(5), self.load(pool)).await {
+    async fn load_counted(&self, pool: &sqlx::PgPool, read: Read) -> Result<usize, String> {
+        match tokio::time::timeout(SNAPSHOT_TIMEOUT, self.load(pool, read)).await {
             Ok(Ok(n)) => {
                 self.metrics.reloads.inc();
                 Ok(n)
@@ -67,6 +109,12 @@ impl RevocationSnapshot {
         }
     }
 }
+
+/// Rows added to the view between two yields.
+const CHUNK: usize = 4_096;
+
+/// How long one snapshot may take (a full read of a million rows takes about two seconds here).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long start-up waits for the first snapshot before serving anyway (answering 503 while
 /// the view is stale).
@@ -93,20 +141,25 @@ impl BackgroundService for RevocationSnapshot {
         };
         let mut reloads = self.reloads.lock().await;
         let waited = tokio::time::Instant::now();
-        while self.load_counted(&pool).await.is_err() && waited.elapsed() < FIRST_LOAD_WAIT {
+        while self.load_counted(&pool, Read::Full).await.is_err() && waited.elapsed() < FIRST_LOAD_WAIT {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         ready.notify_ready();
         let mut next = tokio::time::Instant::now() + self.interval;
+        let mut last_full = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {
+                    let read = if last_full.elapsed() >= FULL_RELOAD_EVERY { Read::Full } else { Read::Recent };
                     // A failed snapshot is retried within a second: the view is going stale.
-                    let ok = self.load_counted(&pool).await.is_ok();
+                    let ok = self.load_counted(&pool, read).await.is_ok();
+                    if ok && read == Read::Full {
+                        last_full = tokio::time::Instant::now();
+                    }
                     next = tokio::time::Instant::now() + if ok { self.interval } else { Duration::from_secs(1) };
                 }
                 Some(reply) = reloads.recv() => {
-                    let _ = reply.send(self.load_counted(&pool).await);
+                    let _ = reply.send(self.load_counted(&pool, Read::Full).await);
                 }
                 _ = shutdown.changed() => return,
             }
