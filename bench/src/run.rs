@@ -160,6 +160,18 @@ impl Plan {
         })
     }
 
+    /// The fixed-rate run of the failover drill and of S8, which kill something under it.
+    pub(crate) fn drill_spec(&self) -> crate::load::RunSpec {
+        let d = &self.drill;
+        crate::load::RunSpec {
+            mode: crate::load::Mode::Fixed { rate: d.rate },
+            connections: self.connections,
+            warmup: self.warmup,
+            duration: d.duration,
+            timeline: true,
+        }
+    }
+
     /// Whether scenario `id` runs (`S7` selects S7p, S7n and S7g).
     pub(crate) fn selects(&self, id: &str) -> bool {
         self.only

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::client::Conn;
 use crate::load::timeline::{self, Second};
 use crate::load::workload::{Auth, Workload};
-use crate::load::{self, Mode, RunSpec, RunSummary};
+use crate::load::{self, RunSummary};
 use crate::peers;
 use crate::run::Plan;
 use crate::scenarios::pool::stats_of;
@@ -137,13 +137,7 @@ pub(crate) async fn run(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::R
 
 async fn drill(sys: &mut Systems, plan: &Plan, through: Through, dir: &Path, restarts: usize) -> anyhow::Result<Drill> {
     let p = &plan.drill;
-    let spec = RunSpec {
-        mode: Mode::Fixed { rate: p.rate },
-        connections: plan.connections,
-        warmup: plan.warmup,
-        duration: p.duration,
-        timeline: true,
-    };
+    let spec = plan.drill_spec();
     let (target, settings, workload) = match through {
         Through::Gateway => {
             let d = &sys.demo;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::client::Conn;
 use crate::load::timeline::{self, Second};
 use crate::load::workload::{Auth, Workload};
-use crate::load::{self, Mode, RunSpec, RunSummary};
+use crate::load::{self, RunSummary};
 use crate::procs::{Child, Spawn};
 use crate::run::Plan;
 use crate::scenarios::Systems;
@@ -68,13 +68,7 @@ pub(crate) async fn run(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::R
     let pair = sys.caracal.start_pair("s8", &env, dir).await?;
 
     let p = &plan.drill;
-    let spec = RunSpec {
-        mode: Mode::Fixed { rate: p.rate },
-        connections: plan.connections,
-        warmup: plan.warmup,
-        duration: p.duration,
-        timeline: true,
-    };
+    let spec = plan.drill_spec();
     let d = &sys.demo;
     let session = Minter::session(pair.cp, d).mint(&mut Conn::new(pair.cp)).await?;
     let minter = Arc::new(Minter::gateway_for(pair.cp, d, &session, &d.resource));
