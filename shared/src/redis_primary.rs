@@ -28,6 +28,9 @@ use redis::{Cmd, ConnectionAddr, FromRedisValue, Pipeline, RedisFuture, RedisRes
 
 /// How often a [`Conn`] may ask the Sentinels again while commands keep failing.
 pub const RESOLVE_EVERY: Duration = Duration::from_millis(100);
+/// How long a [`Conn`] keeps asking after a failure while the Sentinels name no usable primary
+/// (an election takes seconds; Sentinel's own `failover-timeout` is usually longer).
+const FOLLOW_FOR: Duration = Duration::from_secs(60);
 /// How long one question to the Sentinels (and the `ROLE` check) may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -178,12 +181,27 @@ impl Following {
         });
     }
 
+    /// Asks the Sentinels until they name a primary that answers `ROLE` as one: the one in use
+    /// (a blip) or another, which later commands then go to. Asking once was not enough: a
+    /// process that sent nothing to Redis while the Sentinels elected (the STS while the
+    /// gateway's circuit was open) kept the dead primary, and its next request failed (bench S8).
     async fn follow(&self) {
-        let client = match self.primary.client().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "the Sentinels named no usable Redis primary; commands keep failing");
-                return;
+        let started = Instant::now();
+        let mut said = false;
+        let client = loop {
+            match self.primary.client().await {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() < FOLLOW_FOR => {
+                    if !said {
+                        tracing::warn!(error = %e, "the Sentinels name no usable Redis primary yet; commands fail until they do");
+                        said = true;
+                    }
+                    tokio::time::sleep(RESOLVE_EVERY).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the Sentinels named no usable Redis primary; asking again on the next failure");
+                    return;
+                }
             }
         };
         let addr = client.get_connection_info().addr().clone();

@@ -121,6 +121,8 @@ impl Load {
             assert!(start.elapsed() < Duration::from_secs(10), "the revocation never reached the stream");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The gateway's consumer reconnects with backoff after the failover: wait for its view.
+        s.wait_gateway_metric("caracal_gateway_revocations_active", 1.0, Duration::from_secs(15)).await;
         let a = s.governed("GET", "/items/1", doomed_mandate, &d.resource).await;
         assert_eq!((a.status, a.body["error_description"].as_str()), (401, Some("session revoked")), "{}", a.text);
 
@@ -239,4 +241,27 @@ async fn a_mandate_is_not_accepted_while_no_replica_can_hold_its_marker() {
     let again = s.governed("GET", "/items/1", &held, &d.resource).await;
     assert_eq!((again.status, again.error()), (401, "invalid_token"), "{}", again.text);
     assert_eq!(s.upstream.requests().len(), 1);
+}
+
+/// A process that saw Redis fail and then sent nothing while the Sentinels elected a new primary
+/// still follows it: its first request afterwards passes. (Each process asks the Sentinels until
+/// they name a usable primary; asking once left the STS on the dead one, bench S8.)
+#[tokio::test]
+async fn processes_that_went_quiet_during_the_election_follow_the_new_primary() {
+    let mut s = Stack::start_with(StackOptions { redis_ha: true, ..Default::default() }).await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let [during, after]: [String; 2] = mandates(&s, &d, &session, 2).await.try_into().unwrap();
+    let old = s.redis.port;
+    s.redis.stop();
+    // One failure each, then silence: the gateway's JTI check and the STS's mint both hit the dead primary.
+    assert_eq!(s.governed("GET", "/items/1", &during, &d.resource).await.status, 503);
+    assert_eq!(s.mint_gateway(&d, &session, "tools.read").await.status, 503);
+    let new = s.redis_ha.as_ref().unwrap().wait_for_new_primary(old, Duration::from_secs(20));
+    // The followers ask every 100 ms; give them that and the new primary's ROLE check.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = s.governed("GET", "/items/1", &after, &d.resource).await;
+    assert_eq!(a.status, 200, "the gateway's first request after the election (primary now on {new}): {}", a.text);
+    let m = s.mint_gateway(&d, &session, "tools.read").await;
+    assert_eq!(m.status, 200, "the STS's first mint after the election: {}", m.text);
 }
