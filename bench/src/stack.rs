@@ -237,8 +237,7 @@ impl Caracal {
     /// with `env` added to both (over the bench's own settings). The control plane is its own
     /// issuer and the gateway's STS; the gateway spools audit frames in its own directory.
     pub(crate) async fn start_pair(&self, name: &str, env: &[(String, String)], dir: &Path) -> anyhow::Result<Pair> {
-        let free = || -> anyhow::Result<SocketAddr> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?) };
-        let (cp, gw) = (free()?, free()?);
+        let (cp, gw) = (crate::run::free_addr()?, crate::run::free_addr()?);
         let with = |base: &[(String, String)], own: &[(&str, String)]| -> Vec<(String, String)> {
             let mut v: Vec<(String, String)> = base.iter().filter(|(k, _)| k != "LISTEN_SOCKET" && k != "STS_SOCKET").cloned().collect();
             v.extend(own.iter().map(|(k, val)| ((*k).to_owned(), val.clone())));

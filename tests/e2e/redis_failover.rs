@@ -226,16 +226,7 @@ async fn a_mandate_is_not_accepted_while_no_replica_can_hold_its_marker() {
     for r in &mut s.redis_ha.as_mut().unwrap().replicas {
         r.restart();
     }
-    let mut primary = s.redis.client().get_multiplexed_async_connection().await.unwrap();
-    let start = Instant::now();
-    loop {
-        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut primary).await.unwrap();
-        if info.contains("state=online") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "the replicas did not come back: {info}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    redis_ha::wait_for_online_replicas(s.redis.port, 1, Duration::from_secs(20));
     assert_eq!(s.governed("GET", "/items/1", &fresh, &d.resource).await.status, 200, "a replica holds markers again");
     // The refused request's marker reached the primary before WAIT gave up: that mandate is spent.
     let again = s.governed("GET", "/items/1", &held, &d.resource).await;

@@ -32,17 +32,8 @@ impl RedisHa {
     pub fn start(primary: &Redis) -> Self {
         let replicas: Vec<Redis> =
             (0..2).map(|_| Redis::start_with(RedisOptions { replica_of: Some(primary.port), ..Default::default() })).collect();
-        let start = Instant::now();
-        loop {
-            // Both replicas in sync: a write can be acknowledged (REDIS_MIN_REPLICAS) from the start.
-            let info: String =
-                node(primary.port).and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c).ok()).unwrap_or_default();
-            if info.matches("state=online").count() == 2 {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "the replicas did not sync: {info}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Both replicas in sync: a write can be acknowledged (REDIS_MIN_REPLICAS) from the start.
+        wait_for_online_replicas(primary.port, 2, Duration::from_secs(20));
         let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(primary.port)).collect();
         let ha = Self { replicas, sentinels };
         ha.wait_until(Duration::from_secs(30), "every Sentinel to see 2 replicas and 2 other Sentinels", |s| {
@@ -167,8 +158,7 @@ impl RedisCluster {
             loop {
                 let info: String = node(port).and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c).ok()).unwrap_or_default();
                 // Healthy, and a primary's replica in sync (a write can be acknowledged by it).
-                let replication: String =
-                    node(port).and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c).ok()).unwrap_or_default();
+                let replication = replication(port);
                 let synced = replication.contains("role:slave") || replication.contains("state=online");
                 if info.contains("cluster_state:ok") && synced {
                     break;
@@ -198,9 +188,27 @@ pub fn role(port: u16) -> Option<String> {
     redis::from_redis_value(reply.into_iter().next()?).ok()
 }
 
+/// `INFO replication` of the node on `port` (empty when it does not answer).
+pub fn replication(port: u16) -> String {
+    node(port).and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c).ok()).unwrap_or_default()
+}
+
+/// Waits until the primary on `port` has at least `n` replicas in sync (`state=online`).
+pub fn wait_for_online_replicas(port: u16, n: usize, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let info = replication(port);
+        if info.matches("state=online").count() >= n {
+            return;
+        }
+        assert!(start.elapsed() < within, "{n} replicas of port {port} not in sync after {within:?}: {info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The port of a replica of the primary on `port` (from its `INFO replication`).
 pub fn replica_of(port: u16) -> Option<u16> {
-    let info: String = redis::cmd("INFO").arg("replication").query(&mut node(port)?).ok()?;
+    let info = replication(port);
     info.lines().find(|l| l.starts_with("slave0:"))?.split(',').find_map(|kv| kv.strip_prefix("port="))?.parse().ok()
 }
 

@@ -8,7 +8,6 @@
 //! (nothing is accepted without its JTI marker on a replica). It runs last: the other processes
 //! of the bench lose their Redis with it.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +121,7 @@ impl Sentinels {
     async fn start(primary: u16, dir: &Path) -> anyhow::Result<Self> {
         let mut replicas = Vec::new();
         for i in 0..2 {
-            let port = free_port()?;
+            let port = crate::run::free_addr()?.port();
             let data = dir.join(format!("s8-replica-{i}"));
             std::fs::create_dir_all(&data)?;
             let args: Vec<String> = [
@@ -148,7 +147,7 @@ impl Sentinels {
         let mut children = Vec::new();
         let mut sentinels = Vec::new();
         for i in 0..3 {
-            let port = free_port()?;
+            let port = crate::run::free_addr()?.port();
             let data = dir.join(format!("s8-sentinel-{i}"));
             std::fs::create_dir_all(&data)?;
             let conf = data.join("sentinel.conf");
@@ -217,8 +216,4 @@ async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<
 async fn redis_pid(port: u16) -> anyhow::Result<u32> {
     let info = query::<String>(port, redis::cmd("INFO").arg("server")).await.context("INFO server of the bench's Redis")?;
     info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|p| p.trim().parse().ok()).context("process_id in INFO server")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a: SocketAddr| a.port())?)
 }
