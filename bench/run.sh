@@ -78,6 +78,9 @@ run_pg "psql -h 127.0.0.1 -p $PG_PORT -U postgres -qc 'CREATE DATABASE caracal_b
 redis-cli -p "$REDIS_PORT" flushall >/dev/null
 export BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/caracal_bench"
 export BENCH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+# Their CPU per request is part of the report.
+BENCH_POSTGRES_PID="$(head -1 "$BENCH/pg/data/postmaster.pid")" BENCH_REDIS_PID="$(cat "$BENCH/redis/redis.pid")"
+export BENCH_POSTGRES_PID BENCH_REDIS_PID
 
 export BENCH_WORK_DIR="${BENCH_WORK_DIR:-$BENCH/run}"
 if [ "$SMOKE" = 1 ]; then export BENCH_OUT="${BENCH_OUT:-$BENCH/results}"; else export BENCH_OUT="${BENCH_OUT:-bench/results}"; fi

@@ -97,7 +97,7 @@ impl Child {
 
     /// User + system CPU time of the process and all its descendants (nginx workers).
     pub(crate) fn cpu(&self) -> Duration {
-        tree(self.pid).iter().filter_map(|p| cpu_of(*p)).sum()
+        tree_cpu(self.pid)
     }
 
     /// Reads the peak RSS (`VmHWM`, summed over the process tree) and remembers the highest seen.
@@ -139,6 +139,11 @@ impl Drop for Child {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// CPU time of `pid` and all its descendants (Postgres backends, nginx workers).
+pub(crate) fn tree_cpu(pid: u32) -> Duration {
+    tree(pid).iter().filter_map(|p| cpu_of(*p)).sum()
 }
 
 /// CPU time of one process (all its threads) from `/proc/<pid>/stat`.

@@ -17,8 +17,8 @@ use crate::stack::{Caracal, StackConfig};
 
 /// The ids `--only` takes: S1–S7 by id (`S7` is S7p, S7n and S7g; S7g brings its S3 reference), and
 /// `drill` for the failover drill.
-pub(crate) const SCENARIOS: [&str; 16] =
-    ["S1", "S2", "S2n", "S2j", "S3", "S4", "S3x2", "S5", "S6", "S7", "S7p", "S7n", "S7g", "drill", "C1", "S8"];
+pub(crate) const SCENARIOS: [&str; 20] =
+    ["S1", "S2", "S2n", "S2j", "S3", "S4", "S3x2", "L1", "S5", "S6", "S7", "S7p", "S7n", "S7g", "drill", "C2", "C3", "C4", "C1", "S8"];
 
 /// Options of `caracal-bench run`; unset sizes take the full or `--smoke` preset.
 #[derive(Args, Debug)]
@@ -35,6 +35,12 @@ pub(crate) struct RunArgs {
     /// Redis for the control plane and the gateway.
     #[arg(long, env = "BENCH_REDIS_URL")]
     redis_url: String,
+    /// The Postgres postmaster's pid: its CPU (with its backends') is counted per request.
+    #[arg(long, env = "BENCH_POSTGRES_PID")]
+    postgres_pid: Option<u32>,
+    /// The Redis server's pid, counted the same way.
+    #[arg(long, env = "BENCH_REDIS_PID")]
+    redis_pid: Option<u32>,
     /// Where the report goes (`<date>.md`, `.json`, `.svg`).
     #[arg(long, env = "BENCH_OUT", default_value = "bench/results")]
     out: PathBuf,
@@ -274,6 +280,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         caracal,
         demo,
         pool,
+        infra: [("postgres", args.postgres_pid), ("redis", args.redis_pid)].into_iter().filter_map(|(n, p)| Some((n, p?))).collect(),
         pingora_pool,
         nginx_pool,
     };

@@ -1,18 +1,21 @@
 //! The standard scenarios, in the order a run performs them.
 //!
 //! S1–S4 ([`rate`]): fixed-rate runs at each planned rate, then a saturation run, per target.
+//! L1 ([`ledger`]): S4 at saturation with the audit ledger deployed four ways.
 //! S5 ([`streaming`]): a 64 MiB download and a 1,000-event SSE stream, gateway vs plain proxies.
 //! S6 ([`revocation`]): revoke → first denied request, and whether an open stream is cut.
 //! S3x2 ([`scale_out`]): S3's saturation through two gateways and two control planes at once.
 //! S7 ([`pool`]): three upstream endpoints behind Pingora, nginx and the gateway.
 //! The failover drill ([`drill`]): one of the three killed and restarted under load.
-//! C1 ([`curves`]): per-request and per-revocation cost as revoked anchors grow to a million.
+//! C2–C4 ([`curves`]): per-request cost over zones, policy size and JWKS keys.
+//! C1 ([`curves::revoked`]): per-request and per-revocation cost as revoked anchors grow to a million.
 //! S8 ([`redis_failover`]): the Redis primary killed under load, behind Sentinels.
 //!
 //! `--only` picks scenarios by id (see [`crate::run::SCENARIOS`]).
 
 pub(crate) mod curves;
 pub(crate) mod drill;
+pub(crate) mod ledger;
 pub(crate) mod pool;
 pub(crate) mod rate;
 pub(crate) mod redis_failover;
@@ -50,6 +53,9 @@ pub(crate) struct Systems {
     pub(crate) demo: Demo,
     /// S7's three upstream endpoints (`pool-1`..`pool-3`).
     pub(crate) pool: Vec<Peer>,
+    /// Processes the bench did not start but counts: `postgres` and `redis` (their pids from
+    /// `bench/run.sh`), with their descendants.
+    pub(crate) infra: Vec<(&'static str, u32)>,
     /// The Pingora pass-through round-robining over the pool (S7p).
     pub(crate) pingora_pool: Peer,
     /// nginx with the pool in its `upstream` block (S7n).
@@ -62,11 +68,14 @@ pub(crate) struct Results {
     pub(crate) rate: Vec<rate::RateRecord>,
     pub(crate) premint: Vec<rate::Premint>,
     pub(crate) scale_out: Option<scale_out::ScaleOut>,
+    pub(crate) ledger: Vec<ledger::LedgerRun>,
     pub(crate) streaming: Option<streaming::Streaming>,
     pub(crate) revocation: Option<revocation::Revocation>,
     pub(crate) pool: Option<pool::Pool>,
     pub(crate) drills: Vec<drill::Drill>,
-    pub(crate) curves: Vec<curves::CostPoint>,
+    pub(crate) curves: Vec<curves::revoked::CostPoint>,
+    /// C2–C4.
+    pub(crate) scaling: Vec<curves::Curve>,
     pub(crate) redis_failover: Option<redis_failover::RedisFailover>,
     /// `--profile`: the recordings and the latency slices of the profiled windows.
     #[serde(skip)]
@@ -76,7 +85,7 @@ pub(crate) struct Results {
 }
 
 /// Runs the selected scenarios: S1–S4, S3x2, S5, S6, S7, the failover drill (which kills and restarts a
-/// pool endpoint), C1 (which leaves a million anchors in the views), then S8 (which kills the
+/// pool endpoint), C2–C4, C1 (which leaves a million anchors in the views), then S8 (which kills the
 /// bench's Redis, so it goes last). `dir` holds the
 /// children's logs.
 pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyhow::Result<Results> {
@@ -86,6 +95,12 @@ pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyho
         Some(scale_out::run(sys, plan, dir).await?)
     } else {
         None
+    };
+    let ledger = if plan.selects("L1") {
+        eprintln!("bench: L1 audit ledger variants");
+        ledger::run(sys, plan, dir).await?
+    } else {
+        Vec::new()
     };
     let streaming = if plan.selects("S5") {
         eprintln!("bench: S5 streaming");
@@ -101,14 +116,27 @@ pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyho
     };
     let pool = pool::run(sys, plan).await?;
     let drills = if plan.selects("drill") { drill::run(sys, plan, dir).await? } else { Vec::new() };
+    let mut scaling = Vec::new();
+    if plan.selects("C2") {
+        eprintln!("bench: C2 cost curve over zones");
+        scaling.push(curves::zones::run(sys, plan).await?);
+    }
+    if plan.selects("C3") {
+        eprintln!("bench: C3 cost curve over policy size");
+        scaling.push(curves::policy::run(sys, plan).await?);
+    }
+    if plan.selects("C4") {
+        eprintln!("bench: C4 cost curve over JWKS keys");
+        scaling.push(curves::keys::run(sys, plan).await?);
+    }
     let curves = if plan.selects("C1") {
         eprintln!("bench: C1 cost curve over revoked anchors");
-        curves::run(sys, plan).await?
+        curves::revoked::run(sys, plan).await?
     } else {
         Vec::new()
     };
     let redis_failover = if plan.selects("S8") { Some(redis_failover::run(sys, plan, dir).await?) } else { None };
-    Ok(Results { rate, premint, scale_out, streaming, revocation, pool, drills, curves, redis_failover, profiles, slices })
+    Ok(Results { rate, premint, scale_out, ledger, streaming, revocation, pool, drills, curves, scaling, redis_failover, profiles, slices })
 }
 
 /// CPU time of each process (and of the load generator itself) at one instant.
@@ -144,6 +172,7 @@ impl Systems {
     pub(crate) fn cpu(&self) -> CpuSnapshot {
         let me = std::process::id();
         let mut v: Vec<(String, u32, Duration)> = self.children().into_iter().map(|c| (c.name.clone(), c.pid(), c.cpu())).collect();
+        v.extend(self.infra.iter().map(|(name, pid)| ((*name).to_owned(), *pid, procs::tree_cpu(*pid))));
         v.push(("load-generator".to_owned(), me, procs::cpu_of(me).unwrap_or_default()));
         CpuSnapshot(v)
     }

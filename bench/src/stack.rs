@@ -30,6 +30,10 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
 }
 "#;
 
+/// The resource every bench zone puts in front of the bench upstream, and its scope.
+pub(crate) const RESOURCE: &str = "https://bench.local";
+pub(crate) const SCOPE: &str = "bench.read";
+
 /// Where to find and how to wire the binaries.
 pub(crate) struct StackConfig<'a> {
     pub(crate) bin_dir: &'a Path,
@@ -76,6 +80,8 @@ pub(crate) struct Demo {
     pub(crate) zone_id: String,
     pub(crate) app_id: String,
     pub(crate) secret: String,
+    /// The zone's policy set (its allow policy is the active version).
+    pub(crate) policy_set: String,
     pub(crate) admin: String,
     pub(crate) resource: String,
     pub(crate) scope: String,
@@ -178,6 +184,9 @@ impl Caracal {
             ("ALLOW_PRIVATE_UPSTREAMS", "true"),
             ("AUDIT_HMAC_KEY", &audit_key),
             ("CARACAL_ADMIN_TOKEN", &gateway_admin_token),
+            // C2 warms 10,000 zones' keys in one pass; the default budget for zones without known keys
+            // (100, then 20 a second) would take eight minutes. The demo zone's traffic never spends it.
+            ("JWKS_COLD_FETCH_BURST", "20000"),
         ])
         .into_iter()
         .chain(extra_env("BENCH_GATEWAY_ENV"))
@@ -237,26 +246,31 @@ impl Caracal {
     /// with `env` added to both (over the bench's own settings). The control plane is its own
     /// issuer and the gateway's STS; the gateway spools audit frames in its own directory.
     pub(crate) async fn start_pair(&self, name: &str, env: &[(String, String)], dir: &Path) -> anyhow::Result<Pair> {
-        let (cp, gw) = (crate::run::free_addr()?, crate::run::free_addr()?);
-        let with = |base: &[(String, String)], own: &[(&str, String)]| -> Vec<(String, String)> {
-            let mut v: Vec<(String, String)> = base.iter().filter(|(k, _)| k != "LISTEN_SOCKET" && k != "STS_SOCKET").cloned().collect();
-            v.extend(own.iter().map(|(k, val)| ((*k).to_owned(), val.clone())));
-            v.extend(env.iter().cloned());
-            v
-        };
-        let issuer = format!("http://{cp}");
-        let cp_env = with(&self.cp_env, &[("LISTEN_ADDR", cp.to_string()), ("ISSUER_URL", issuer.clone())]);
+        let (control_plane, cp) = self.start_control_plane(&format!("{name}-cp"), env, dir).await?;
+        let gw = crate::run::free_addr()?;
         let spool = dir.join(format!("{name}-audit-replay")).display().to_string();
-        let gw_env = with(&self.gw_env, &[("LISTEN_ADDR", gw.to_string()), ("STS_URL", issuer), ("AUDIT_REPLAY_DIR", spool)]);
-        let program = self.bin_dir.join("caracal-control-plane");
-        let name_cp = format!("{name}-cp");
-        let mut control_plane = Child::spawn(Spawn { name: &name_cp, program: &program, args: &[], env: &cp_env, dir })?;
-        control_plane.wait_ready(cp, "/ready", &[], Duration::from_secs(90)).await?;
+        let own = [("LISTEN_ADDR", gw.to_string()), ("STS_URL", format!("http://{cp}")), ("AUDIT_REPLAY_DIR", spool)];
+        let gw_env = overlay(&self.gw_env, &own, env);
         let program = self.bin_dir.join("caracal-gateway");
-        let name_gw = format!("{name}-gw");
-        let mut gateway = Child::spawn(Spawn { name: &name_gw, program: &program, args: &[], env: &gw_env, dir })?;
+        let mut gateway = Child::spawn(Spawn { name: &format!("{name}-gw"), program: &program, args: &[], env: &gw_env, dir })?;
         gateway.wait_ready(gw, "/ready", &[], Duration::from_secs(60)).await?;
         Ok(Pair { processes: [control_plane, gateway], cp, gw })
+    }
+
+    /// Another control plane on the same database and keys, its own issuer, with `env` over the
+    /// bench's settings; ready when this returns.
+    pub(crate) async fn start_control_plane(
+        &self,
+        name: &str,
+        env: &[(String, String)],
+        dir: &Path,
+    ) -> anyhow::Result<(Child, SocketAddr)> {
+        let cp = crate::run::free_addr()?;
+        let cp_env = overlay(&self.cp_env, &[("LISTEN_ADDR", cp.to_string()), ("ISSUER_URL", format!("http://{cp}"))], env);
+        let program = self.bin_dir.join("caracal-control-plane");
+        let mut control_plane = Child::spawn(Spawn { name, program: &program, args: &[], env: &cp_env, dir })?;
+        control_plane.wait_ready(cp, "/ready", &[], Duration::from_secs(90)).await?;
+        Ok((control_plane, cp))
     }
 
     /// Waits until the audit ledger has filed everything on `caracal.audit.events` (`XINFO GROUPS`:
@@ -268,43 +282,16 @@ impl Caracal {
         if !self.ledger {
             return Ok(std::time::Duration::ZERO);
         }
-        let started = std::time::Instant::now();
-        loop {
-            let out = tokio::process::Command::new("redis-cli")
-                .args(["-u", &self.redis_url, "XINFO", "GROUPS", "caracal.audit.events"])
-                .output()
-                .await
-                .context("redis-cli (Debian: redis-tools)")?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let field = |name: &str| {
-                let mut lines = text.lines();
-                lines.by_ref().find(|l| l.trim() == name);
-                lines.next().and_then(|v| v.trim().parse::<u64>().ok())
-            };
-            if field("lag") == Some(0) && field("pending") == Some(0) {
-                return Ok(started.elapsed());
-            }
-            anyhow::ensure!(started.elapsed() < limit, "the audit ledger did not catch up within {limit:?}: {text}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        audit_drained(&self.redis_url, limit).await
     }
 
     /// Bootstrap, zone, application, resources (→ `upstream`, → the `pool`), allow policy.
     pub(crate) async fn seed(&self, upstream: SocketAddr, pool: &[SocketAddr]) -> anyhow::Result<Demo> {
         let admin =
             self.api(Method::POST, "/v1/bootstrap", &self.bootstrap_token, None, 201).await?["token"].as_str().context("token")?.to_owned();
-        let zone = self.api(Method::POST, "/v1/zones", &admin, Some(json!({"name": "bench"})), 201).await?;
-        let z = zone["id"].as_str().context("zone id")?.to_owned();
-        let app = self.api(Method::POST, &format!("/v1/zones/{z}/applications"), &admin, Some(json!({"name": "bench-agent"})), 201).await?;
-        let resource = "https://bench.local".to_owned();
-        let scope = "bench.read".to_owned();
-        let body = json!({
-            "identifier": resource,
-            "upstream_url": format!("http://{upstream}"),
-            "scopes": [scope],
-            "operations": [{"method": "GET", "path": "/**", "scope": scope}],
-        });
-        self.api(Method::POST, &format!("/v1/zones/{z}/resources"), &admin, Some(body), 201).await?;
+        let mut conn = Conn::new(self.cp);
+        let Tenant { zone_id: z, app_id, secret, policy_set } = seed_zone(&mut conn, &admin, "bench", upstream).await?;
+        let scope = SCOPE.to_owned();
         let endpoints: Vec<Value> = pool.iter().map(|a| json!({"url": format!("http://{a}"), "weight": 1})).collect();
         let pool_body = |identifier: &str| {
             json!({
@@ -319,19 +306,13 @@ impl Caracal {
         self.api(Method::POST, &format!("/v1/zones/{z}/resources"), &admin, Some(pool_body(&pool_resource)), 201).await?;
         let drill_resource = "https://bench-drill.local".to_owned();
         let drill_settings = self.create_drill_resource(&z, &admin, pool_body(&drill_resource)).await?;
-        let set = self.api(Method::POST, &format!("/v1/zones/{z}/policy-sets"), &admin, Some(json!({"name": "bench"})), 201).await?;
-        let set = set["id"].as_str().context("policy set id")?;
-        let version = self
-            .api(Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/versions"), &admin, Some(json!({"rego": ALLOW_POLICY})), 201)
-            .await?;
-        let body = json!({"version_id": version["id"]});
-        self.api(Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/activate"), &admin, Some(body), 202).await?;
         Ok(Demo {
             zone_id: z,
-            app_id: app["id"].as_str().context("application id")?.to_owned(),
-            secret: app["client_secret"].as_str().context("client secret")?.to_owned(),
+            app_id,
+            secret,
+            policy_set,
             admin,
-            resource,
+            resource: RESOURCE.to_owned(),
             scope,
             pool_resource,
             drill_resource,
@@ -392,13 +373,34 @@ impl Caracal {
         self.api(Method::POST, &format!("/v1/zones/{}/authority-records/{sid}/revoke", d.zone_id), &d.admin, None, 200).await.map(drop)
     }
 
-    /// One admin API call, expecting `status`.
+    /// One admin API call on a connection of its own, expecting `status`.
     async fn api(&self, method: Method, path: &str, bearer: &str, body: Option<Value>, status: u16) -> anyhow::Result<Value> {
-        let (got, text) = self.api_raw(method.clone(), path, bearer, body.as_ref()).await?;
-        if got != status {
-            bail!("{method} {path}: expected {status}, got {got}: {text}");
+        call(&mut Conn::new(self.cp), method, path, bearer, body, status).await
+    }
+
+    /// Activates `rego` as the demo zone's policy, and waits until this control plane's STS has
+    /// loaded it (the gateway's exchanges go to this one).
+    pub(crate) async fn activate_policy(&self, d: &Demo, rego: &str) -> anyhow::Result<()> {
+        let (z, set) = (&d.zone_id, &d.policy_set);
+        let mut conn = Conn::new(self.cp);
+        let version =
+            call(&mut conn, Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/versions"), &d.admin, Some(json!({"rego": rego})), 201)
+                .await?;
+        let id = version["id"].as_str().context("policy version id")?.to_owned();
+        call(&mut conn, Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/activate"), &d.admin, Some(json!({"version_id": id})), 202)
+            .await?;
+        let status = format!("/v1/zones/{z}/policy-sets/{set}/activation-status?version_id={id}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while call(&mut conn, Method::GET, &status, &d.admin, None, 200).await?["loaded"] != json!(true) {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "policy version {id} not loaded within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        Ok(())
+    }
+
+    /// Rotates the demo zone's signing key (the bench's control planes sign with a new key at once).
+    pub(crate) async fn rotate_key(&self, d: &Demo) -> anyhow::Result<()> {
+        self.api(Method::POST, &format!("/v1/zones/{}/keys/rotate", d.zone_id), &d.admin, None, 200).await.map(drop)
     }
 
     /// One admin API call: its status and body, whatever they are.
@@ -408,6 +410,92 @@ impl Caracal {
         let (got, body) = conn.fetch(req).await?;
         Ok((got.as_u16(), String::from_utf8_lossy(&body).into_owned()))
     }
+}
+
+/// What the bench creates in a zone besides its resources.
+pub(crate) struct Tenant {
+    pub(crate) zone_id: String,
+    pub(crate) app_id: String,
+    pub(crate) secret: String,
+    pub(crate) policy_set: String,
+}
+
+/// A zone named `name` with an application, [`RESOURCE`] in front of `upstream`, and
+/// [`ALLOW_POLICY`] active; six admin calls over `conn`.
+pub(crate) async fn seed_zone(conn: &mut Conn, admin: &str, name: &str, upstream: SocketAddr) -> anyhow::Result<Tenant> {
+    let zone = call(conn, Method::POST, "/v1/zones", admin, Some(json!({"name": name})), 201).await?;
+    let z = zone["id"].as_str().context("zone id")?.to_owned();
+    let app = call(conn, Method::POST, &format!("/v1/zones/{z}/applications"), admin, Some(json!({"name": "bench-agent"})), 201).await?;
+    let body = json!({
+        "identifier": RESOURCE,
+        "upstream_url": format!("http://{upstream}"),
+        "scopes": [SCOPE],
+        "operations": [{"method": "GET", "path": "/**", "scope": SCOPE}],
+    });
+    call(conn, Method::POST, &format!("/v1/zones/{z}/resources"), admin, Some(body), 201).await?;
+    let set = call(conn, Method::POST, &format!("/v1/zones/{z}/policy-sets"), admin, Some(json!({"name": "bench"})), 201).await?;
+    let set = set["id"].as_str().context("policy set id")?.to_owned();
+    let version =
+        call(conn, Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/versions"), admin, Some(json!({"rego": ALLOW_POLICY})), 201)
+            .await?;
+    let body = json!({"version_id": version["id"]});
+    call(conn, Method::POST, &format!("/v1/zones/{z}/policy-sets/{set}/activate"), admin, Some(body), 202).await?;
+    Ok(Tenant {
+        zone_id: z,
+        app_id: app["id"].as_str().context("application id")?.to_owned(),
+        secret: app["client_secret"].as_str().context("client secret")?.to_owned(),
+        policy_set: set,
+    })
+}
+
+/// Waits until the ledger has filed everything on `caracal.audit.events` of `redis_url`, at most
+/// `limit` ([`Caracal::ledger_drained`]); how long it took.
+pub(crate) async fn audit_drained(redis_url: &str, limit: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+    let started = std::time::Instant::now();
+    loop {
+        let backlog = audit_backlog(redis_url).await?;
+        if backlog == Some(0) {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(started.elapsed() < limit, "the audit ledger did not catch up within {limit:?}: {backlog:?} events left");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Events on `caracal.audit.events` of `redis_url` the ledger has not filed yet (`XINFO GROUPS`:
+/// its group's lag plus pending); `None` before the group exists.
+pub(crate) async fn audit_backlog(redis_url: &str) -> anyhow::Result<Option<u64>> {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-u", redis_url, "XINFO", "GROUPS", "caracal.audit.events"])
+        .output()
+        .await
+        .context("redis-cli (Debian: redis-tools)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        let mut lines = text.lines();
+        lines.by_ref().find(|l| l.trim() == name);
+        lines.next().and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Ok(field("lag").zip(field("pending")).map(|(l, p)| l + p))
+}
+
+/// `base` without its Unix-socket settings (the copies listen on TCP), then `own`, then `env`: a
+/// later setting wins.
+fn overlay(base: &[(String, String)], own: &[(&str, String)], env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = base.iter().filter(|(k, _)| k != "LISTEN_SOCKET" && k != "STS_SOCKET").cloned().collect();
+    v.extend(own.iter().map(|(k, val)| ((*k).to_owned(), val.clone())));
+    v.extend(env.iter().cloned());
+    v
+}
+
+/// One admin API call over `conn`, expecting `status`.
+async fn call(conn: &mut Conn, method: Method, path: &str, bearer: &str, body: Option<Value>, status: u16) -> anyhow::Result<Value> {
+    let req = client::json(conn, method.clone(), path, Some(bearer), body.as_ref());
+    let (got, text) = conn.fetch(req).await?;
+    if got.as_u16() != status {
+        bail!("{method} {path}: expected {status}, got {got}: {}", String::from_utf8_lossy(&text));
+    }
+    Ok(serde_json::from_slice(&text).unwrap_or(Value::Null))
 }
 
 /// The `sid` claim of a mandate, read without verification (the harness minted it itself).

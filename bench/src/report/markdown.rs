@@ -9,7 +9,8 @@ use crate::scenarios::pool::Pool;
 use crate::scenarios::rate::RateRecord;
 
 /// Processes whose CPU per 1,000 requests the report shows, in column order.
-const CPU_COLUMNS: [&str; 7] = ["gateway", "control-plane", "pingora-proxy", "nginx", "envoy", "upstream", "load-generator"];
+const CPU_COLUMNS: [&str; 9] =
+    ["gateway", "control-plane", "pingora-proxy", "nginx", "envoy", "upstream", "postgres", "redis", "load-generator"];
 
 /// Renders the whole report.
 pub(crate) fn render(r: &Report) -> String {
@@ -37,12 +38,14 @@ pub(crate) fn render(r: &Report) -> String {
         cpu(&mut s, r);
     }
     scale_out(&mut s, r);
+    ledger(&mut s, r);
     streaming(&mut s, r);
     revocation(&mut s, r);
     if let Some(p) = &r.results.pool {
         pool(&mut s, p);
     }
     drills(&mut s, r);
+    scaling(&mut s, r);
     curves(&mut s, r);
     redis_failover(&mut s, r);
     method(&mut s, r);
@@ -509,12 +512,7 @@ fn curves(s: &mut String, r: &Report) {
         mode_cell(&first.s3.run),
         first.s3.run.connections
     );
-    let cpu = |p: &crate::scenarios::curves::CostPoint, who: &str| p.s3.cpu_s_per_1k.get(who).map(|v| v * 1e3);
-    let rel = |v: Option<f64>, base: Option<f64>| match (v, base) {
-        (Some(v), Some(b)) if b > 0.0 => format!("{v:.0} µs ({:.2}×)", v / b),
-        (Some(v), _) => format!("{v:.0} µs"),
-        _ => "—".into(),
-    };
+    let cpu = |p: &crate::scenarios::curves::revoked::CostPoint, who: &str| p.s3.cpu_s_per_1k.get(who).map(|v| v * 1e3);
     for p in points {
         let l = &p.s3.run.latency;
         let _ = writeln!(
@@ -527,13 +525,99 @@ fn curves(s: &mut String, r: &Report) {
             l.p50_ms / first.s3.run.latency.p50_ms,
             l.p99_ms,
             l.p99_ms / first.s3.run.latency.p99_ms,
-            rel(cpu(p, "gateway"), cpu(first, "gateway")),
-            rel(cpu(p, "control-plane"), cpu(first, "control-plane")),
+            relative_us(cpu(p, "gateway"), cpu(first, "gateway")),
+            relative_us(cpu(p, "control-plane"), cpu(first, "control-plane")),
             opt_ms(p.denied_p50_ms),
             opt_ms(p.in_view_p50_ms),
         );
     }
     s.push('\n');
+}
+
+fn ledger(s: &mut String, r: &Report) {
+    let runs = &r.results.ledger;
+    let Some(first) = runs.first() else { return };
+    let _ = writeln!(
+        s,
+        "## L1: the audit ledger's cost\n\nS4 (mint + gateway) at saturation ({} connections, {:.0} s) through a control plane and gateway \
+         of their own, once per way of deploying the ledger, each on a Redis database of its own so only its ledger files its events. \
+         CPU per request counts the variant's processes, Postgres and Redis. Backlog: events not filed when the window closed; \
+         filed: how long the ledger then took to file them.\n\n\
+         | ledger | req/s | vs the first | CPU / req: gateway | control plane | ledger | Postgres | Redis | total | backlog | filed | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|",
+        first.run.connections, first.run.window_s
+    );
+    let us = |run: &crate::scenarios::ledger::LedgerRun, who: &str| {
+        run.cpu_s_per_1k.get(who).map_or("—".into(), |v| format!("{:.0} µs", v * 1e3))
+    };
+    for l in runs {
+        let total: f64 = l.cpu_s_per_1k.values().sum();
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.1}% | {} | {} | {} | {} | {} | {:.0} µs | {} | {} | {} |",
+            l.label,
+            l.run.achieved_rps,
+            100.0 * l.run.achieved_rps / first.run.achieved_rps,
+            us(l, "gateway"),
+            us(l, "control-plane"),
+            us(l, "ledger"),
+            us(l, "postgres"),
+            us(l, "redis"),
+            total * 1e3,
+            l.backlog_at_end.map_or("—".into(), |v| v.to_string()),
+            l.drained_s.map_or("—".into(), |v| format!("{v:.1} s")),
+            run_errors(&l.run),
+        );
+    }
+    s.push('\n');
+}
+
+fn scaling(s: &mut String, r: &Report) {
+    for c in &r.results.scaling {
+        let Some(first) = c.points.first() else { continue };
+        let _ = writeln!(
+            s,
+            "## {}: cost over {}\n\n{} S3 at {} ({} connections) at each point; ratios are to the first point, in the same run.\n\n\
+             | {} | | S3 p50 | S3 p99 | gateway CPU / req | control plane CPU / req | gateway RSS | control plane RSS | errors |\n\
+             |---|---|---|---|---|---|---|---|---|",
+            c.id,
+            c.title,
+            c.method,
+            mode_cell(&first.s3.run),
+            first.s3.run.connections,
+            c.unit
+        );
+        let cpu = |p: &crate::scenarios::curves::Point, who: &str| p.s3.cpu_s_per_1k.get(who).map(|v| v * 1e3);
+        let mib = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.1} MiB"));
+        for p in &c.points {
+            let (l, l0) = (&p.s3.run.latency, &first.s3.run.latency);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} ms ({:.2}×) | {:.2} ms ({:.2}×) | {} | {} | {} | {} | {} |",
+                p.size,
+                p.note,
+                l.p50_ms,
+                l.p50_ms / l0.p50_ms,
+                l.p99_ms,
+                l.p99_ms / l0.p99_ms,
+                relative_us(cpu(p, "gateway"), cpu(first, "gateway")),
+                relative_us(cpu(p, "control-plane"), cpu(first, "control-plane")),
+                mib(p.gateway_rss_mib),
+                mib(p.control_plane_rss_mib),
+                run_errors(&p.s3.run),
+            );
+        }
+        s.push('\n');
+    }
+}
+
+/// `v` µs and its ratio to `base`.
+fn relative_us(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{v:.0} µs ({:.2}×)", v / b),
+        (Some(v), _) => format!("{v:.0} µs"),
+        _ => "—".into(),
+    }
 }
 
 fn redis_failover(s: &mut String, r: &Report) {

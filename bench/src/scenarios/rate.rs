@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use http::HeaderValue;
 use serde::Serialize;
 
@@ -125,7 +126,7 @@ pub(crate) struct Premint {
 }
 
 /// The longest wait for the ledger after a pre-mint (80,000 mints' evidence on two cores).
-const LEDGER_DRAIN_LIMIT: Duration = Duration::from_secs(180);
+pub(crate) const LEDGER_DRAIN_LIMIT: Duration = Duration::from_secs(180);
 
 /// A profiled window's recordings and latency slices.
 pub(crate) type Profiled = (Vec<crate::profile::Profile>, Option<crate::profile::Slices>);
@@ -167,18 +168,16 @@ pub(crate) async fn measure(
     minters: &Minters,
     profile: Option<&(std::path::PathBuf, crate::profile::Mode)>,
 ) -> anyhow::Result<Option<(RateRecord, Option<Premint>, Option<Profiled>)>> {
-    let Some(addr) = sys.address(target) else { return Ok(None) };
-    let connections = if mode == Mode::Saturation { plan.saturation_connections } else { plan.connections };
-    // Every fixed-rate run keeps its timeline (the report's latency over time).
-    let keep = mode != Mode::Saturation;
-    let spec = RunSpec { mode, connections, warmup: plan.warmup, duration: plan.duration, timeline: keep };
+    if sys.address(target).is_none() {
+        return Ok(None);
+    }
     let mut premint = None;
     let auth = match target {
         Target::Direct | Target::Pingora | Target::Nginx | Target::PoolPingora | Target::PoolNginx => Auth::None,
         Target::Envoy => Auth::Cycle(sys.envoy_bearers().unwrap_or_default(), AtomicUsize::new(0)),
         Target::Gateway | Target::PoolGateway => {
             let n = match mode {
-                Mode::Fixed { rate } => (rate * (plan.warmup + plan.duration).as_secs_f64()).ceil() as usize + connections,
+                Mode::Fixed { rate } => mandates_for(plan, rate),
                 Mode::Saturation => plan.saturation_pool,
             };
             let minter = if target == Target::Gateway { &minters.fixed } else { &minters.pool };
@@ -193,6 +192,26 @@ pub(crate) async fn measure(
         let id = if target == Target::PoolGateway { &sys.demo.pool_resource } else { &sys.demo.resource };
         HeaderValue::from_str(id).expect("resource identifiers are header-safe")
     });
+    let (record, profiled) = execute(sys, plan, target, mode, auth, resource, profile).await?;
+    Ok(Some((record, premint, profiled)))
+}
+
+/// One run of `workload`'s requests (`auth`, `resource`) through `target` in `mode`, with CPU per
+/// 1,000 requests, recorded with `profile` when given.
+pub(crate) async fn execute(
+    sys: &Systems,
+    plan: &Plan,
+    target: Target,
+    mode: Mode,
+    auth: Auth,
+    resource: Option<HeaderValue>,
+    profile: Option<&(std::path::PathBuf, crate::profile::Mode)>,
+) -> anyhow::Result<(RateRecord, Option<Profiled>)> {
+    let addr = sys.address(target).context("the target does not run")?;
+    let connections = if mode == Mode::Saturation { plan.saturation_connections } else { plan.connections };
+    // Every fixed-rate run keeps its timeline (the report's latency over time).
+    let keep = mode != Mode::Saturation;
+    let spec = RunSpec { mode, connections, warmup: plan.warmup, duration: plan.duration, timeline: keep };
     let workload = Arc::new(Workload { target: addr, path: PATH.to_owned(), resource, auth });
     let label = match mode {
         Mode::Fixed { rate } => format!("{}-{rate}", target.id()),
@@ -219,7 +238,13 @@ pub(crate) async fn measure(
         }
         None => None,
     };
-    Ok(Some((RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu }, premint, profiled)))
+    Ok((RateRecord { scenario: target.id(), target, label: target.label(), run, cpu_s_per_1k: cpu }, profiled))
+}
+
+/// Single-use mandates S3 consumes in one fixed-rate run at `rate` (its warm-up, its window, and one
+/// in flight per connection).
+pub(crate) fn mandates_for(plan: &Plan, rate: f64) -> usize {
+    (rate * (plan.warmup + plan.duration).as_secs_f64()).ceil() as usize + plan.connections
 }
 
 /// `n` single-use mandates from `minter`, and how fast they were minted.

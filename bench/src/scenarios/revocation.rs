@@ -147,17 +147,22 @@ pub(crate) async fn until_denied(
     t0: Instant,
 ) -> anyhow::Result<Option<(Duration, u16)>> {
     for m in mandates {
-        let req = gw
-            .request(Method::GET, PATH)
-            .header(AUTHORIZATION, bearer(m))
-            .header(RESOURCE_HEADER, resource.clone())
-            .body(Full::default())?;
-        match gw.drain(req).await? {
+        match through_gateway(gw, m, resource).await? {
             s if s.is_success() => continue,
             s => return Ok(Some((t0.elapsed(), s.as_u16()))),
         }
     }
     Ok(None)
+}
+
+/// One S3 request with `mandate` for `resource` over `gw`: the gateway's status.
+pub(crate) async fn through_gateway(gw: &mut Conn, mandate: &str, resource: &HeaderValue) -> anyhow::Result<http::StatusCode> {
+    let req = gw
+        .request(Method::GET, PATH)
+        .header(AUTHORIZATION, bearer(mandate))
+        .header(RESOURCE_HEADER, resource.clone())
+        .body(Full::default())?;
+    Ok(gw.drain(req).await?)
 }
 
 /// Mints at `minter`'s STS until it refuses (401: session revoked); `None` if it still mints after

@@ -104,25 +104,38 @@ impl Minter {
 
     /// Mints `n` mandates over `concurrency` connections.
     pub(crate) async fn mint_many(self: &Arc<Self>, n: usize, concurrency: usize) -> Result<Vec<String>, MintError> {
-        let left = Arc::new(AtomicUsize::new(n));
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency.max(1) {
-            let (me, left) = (self.clone(), left.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut conn = Conn::new(me.sts);
-                let mut out = Vec::new();
-                while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1)).is_ok() {
-                    out.push(me.mint(&mut conn).await?);
-                }
-                Ok::<_, MintError>(out)
-            }));
-        }
-        let mut all = Vec::with_capacity(n);
-        for t in tasks {
-            all.extend(t.await.expect("mint tasks do not panic")?);
-        }
-        Ok(all)
+        mint_cycle(std::slice::from_ref(self), n, concurrency).await
     }
+}
+
+/// Mints `n` mandates over `concurrency` connections, the `i`-th from `minters[i % len]`, returned
+/// in that order (so consuming them in order cycles through the minters' zones). All minters share
+/// one STS.
+pub(crate) async fn mint_cycle(minters: &[Arc<Minter>], n: usize, concurrency: usize) -> Result<Vec<String>, MintError> {
+    let Some(first) = minters.first() else { return Ok(Vec::new()) };
+    let minters: Arc<[Arc<Minter>]> = minters.into();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (minters, next, sts) = (minters.clone(), next.clone(), first.sts);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(sts);
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, MintError>(out);
+                }
+                out.push((i, minters[i % minters.len()].mint(&mut conn).await?));
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.expect("mint tasks do not panic")?);
+    }
+    all.sort_unstable_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
 /// The `access_token` of a token answer, read without a JSON tree (the value is base64url and dots).
