@@ -122,8 +122,9 @@ pub(crate) async fn run_all(sys: &mut Systems, plan: &Plan, dir: &Path) -> anyho
         scaling.push(curves::zones::run(sys, plan).await?);
     }
     if plan.selects("C3") {
-        eprintln!("bench: C3 cost curve over policy size");
-        scaling.push(curves::policy::run(sys, plan).await?);
+        eprintln!("bench: C3 cost curves over policy size");
+        scaling.push(curves::policy::run(sys, plan, curves::policy::Shape::Rules).await?);
+        scaling.push(curves::policy::run(sys, plan, curves::policy::Shape::Entries).await?);
     }
     if plan.selects("C4") {
         eprintln!("bench: C4 cost curve over JWKS keys");

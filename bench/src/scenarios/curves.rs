@@ -3,7 +3,7 @@
 //!
 //! * C1 ([`revoked`]): revoked anchors held in the views, 0 → 1,000,000.
 //! * C2 ([`zones`]): zones the traffic is spread over, 1 → 10,000.
-//! * C3 ([`policy`]): rules in the zone's active policy, 1 → 1,000.
+//! * C3 ([`policy`]): the zone's active policy, 1 → 1,000 rules, and 1 → 1,000 entries of a lookup.
 //! * C4 ([`keys`]): keys in the zone's JWKS, 1 → 8 (the most a zone publishes).
 //!
 //! C2–C4 measure S3 at the reference rate (the highest planned) at each point: latency, and CPU
