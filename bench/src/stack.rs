@@ -230,11 +230,7 @@ impl Caracal {
 
     /// One sample of the gateway's `/metrics` (dev mode: no bearer), by its full name.
     pub(crate) async fn gateway_metric(&self, name: &str) -> anyhow::Result<Option<f64>> {
-        let mut conn = Conn::new(self.gw);
-        let req = client::json(&conn, Method::GET, "/metrics", None, None);
-        let (_, body) = conn.fetch(req).await?;
-        let text = String::from_utf8_lossy(&body);
-        Ok(text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()))
+        metric(self.gw, name).await
     }
 
     /// The Redis every process here was started with.
@@ -446,6 +442,15 @@ pub(crate) async fn seed_zone(conn: &mut Conn, admin: &str, name: &str, upstream
         secret: app["client_secret"].as_str().context("client secret")?.to_owned(),
         policy_set: set,
     })
+}
+
+/// The value of the unlabelled metric `name` on `addr`'s `/metrics`, if it is there.
+pub(crate) async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<Option<f64>> {
+    let mut conn = Conn::new(addr);
+    let req = client::json(&conn, Method::GET, "/metrics", None, None);
+    let (_, body) = conn.fetch(req).await?;
+    let text = String::from_utf8_lossy(&body);
+    Ok(text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()))
 }
 
 /// Waits until the ledger has filed everything on `caracal.audit.events` of `redis_url`, at most

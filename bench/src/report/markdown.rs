@@ -541,10 +541,11 @@ fn ledger(s: &mut String, r: &Report) {
         s,
         "## L1: the audit ledger's cost\n\nS4 (mint + gateway) at saturation ({} connections, {:.0} s) through a control plane and gateway \
          of their own, once per way of deploying the ledger, each on a Redis database of its own so only its ledger files its events. \
-         CPU per request counts the variant's processes, Postgres and Redis. Backlog: events not filed when the window closed; \
-         filed: how long the ledger then took to file them.\n\n\
-         | ledger | req/s | vs the first | CPU / req: gateway | control plane | ledger | Postgres | Redis | total | backlog | filed | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|",
+         CPU per request counts the variant's processes, Postgres and Redis. A ledger walks the whole chain when it starts (its first \
+         tamper sweep: \"start-up sweep\", from ready to done; the window opens after it). Backlog: events not filed when the window \
+         closed; filed: how long the ledger then took to file them.\n\n\
+         | ledger | req/s | vs the first | CPU / req: gateway | control plane | ledger | Postgres | Redis | total | start-up sweep | backlog | filed | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|",
         first.run.connections, first.run.window_s
     );
     let us = |run: &crate::scenarios::ledger::LedgerRun, who: &str| {
@@ -554,7 +555,7 @@ fn ledger(s: &mut String, r: &Report) {
         let total: f64 = l.cpu_s_per_1k.values().sum();
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.1}% | {} | {} | {} | {} | {} | {:.0} µs | {} | {} | {} |",
+            "| {} | {:.0} | {:.1}% | {} | {} | {} | {} | {} | {:.0} µs | {} | {} | {} | {} |",
             l.label,
             l.run.achieved_rps,
             100.0 * l.run.achieved_rps / first.run.achieved_rps,
@@ -564,6 +565,7 @@ fn ledger(s: &mut String, r: &Report) {
             us(l, "postgres"),
             us(l, "redis"),
             total * 1e3,
+            l.first_sweep_s.map_or("—".into(), |v| format!("{v:.1} s")),
             l.backlog_at_end.map_or("—".into(), |v| v.to_string()),
             l.drained_s.map_or("—".into(), |v| format!("{v:.1} s")),
             run_errors(&l.run),

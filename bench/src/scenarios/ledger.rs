@@ -6,6 +6,9 @@
 //! * split: the serving control plane without a ledger, a control plane of its own filing;
 //! * unfiled: nothing files (the bound; not a deployment, events only pile up).
 //!
+//! A ledger walks the whole chain once when it starts (its first tamper sweep); each variant's
+//! window opens after that sweep finished, so it measures filing, not the start-up walk.
+//!
 //! Each variant runs on a Redis database of its own (`REDIS_URL …/N`), so only its ledger files its
 //! events, on the bench's Postgres. CPU per request counts every process of the variant and Postgres
 //! and Redis. After the window the variant's ledger must file the backlog: the report gives the
@@ -22,15 +25,31 @@ use serde::Serialize;
 use crate::client::Conn;
 use crate::load::workload::{Auth, Workload};
 use crate::load::{self, Mode, RunSpec, RunSummary};
-use crate::procs::{self, Child};
+use crate::procs;
 use crate::run::Plan;
 use crate::scenarios::Systems;
 use crate::scenarios::rate::PATH;
 use crate::stack::mint::Minter;
-use crate::stack::{audit_backlog, audit_drained};
+use crate::stack::{audit_backlog, audit_drained, metric};
 
 /// How long a variant's ledger may take to file its backlog after the window.
 const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+
+/// The longest a ledger's first sweep may take.
+const FIRST_SWEEP_LIMIT: Duration = Duration::from_secs(300);
+
+/// Waits until the ledger of the control plane at `addr` finished its first (full) tamper sweep.
+async fn first_sweep_done(addr: std::net::SocketAddr) -> anyhow::Result<Duration> {
+    let started = tokio::time::Instant::now();
+    while metric(addr, "caracal_audit_last_full_sweep_unix").await?.unwrap_or(0.0) <= 0.0 {
+        anyhow::ensure!(
+            started.elapsed() < FIRST_SWEEP_LIMIT,
+            "the ledger at {addr} did not finish its first sweep within {FIRST_SWEEP_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(started.elapsed())
+}
 
 /// A way of deploying the ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -77,6 +96,8 @@ pub(crate) struct LedgerRun {
     pub(crate) backlog_at_end: Option<u64>,
     /// How long filing that backlog took, s.
     pub(crate) drained_s: Option<f64>,
+    /// From the ledger's control plane being ready to its first (full) tamper sweep finished, s.
+    pub(crate) first_sweep_s: Option<f64>,
 }
 
 pub(crate) async fn run(sys: &Systems, plan: &Plan, dir: &Path) -> anyhow::Result<Vec<LedgerRun>> {
@@ -86,12 +107,18 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan, dir: &Path) -> anyhow::Resul
         let mut env = variant.serving_env();
         env.push(("REDIS_URL".into(), redis_url.clone()));
         let pair = sys.caracal.start_pair(&format!("ledger-{}", i + 1), &env, dir).await?;
-        let ledger: Option<Child> = match variant {
+        let (ledger, filer) = match variant {
             Variant::Split => {
                 let own = [("AUDIT_LEDGER_ENABLED".to_owned(), "true".to_owned()), ("REDIS_URL".to_owned(), redis_url.clone())];
-                Some(sys.caracal.start_control_plane(&format!("ledger-{}-filer", i + 1), &own, dir).await?.0)
+                let (child, addr) = sys.caracal.start_control_plane(&format!("ledger-{}-filer", i + 1), &own, dir).await?;
+                (Some(child), Some(addr))
             }
-            _ => None,
+            Variant::InProcess | Variant::Batched => (None, Some(pair.cp)),
+            Variant::Unfiled => (None, None),
+        };
+        let first_sweep_s = match filer {
+            Some(addr) => Some(first_sweep_done(addr).await?.as_secs_f64()),
+            None => None,
         };
         let d = &sys.demo;
         let session = Minter::session(pair.cp, d).mint(&mut Conn::new(pair.cp)).await?;
@@ -127,7 +154,7 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan, dir: &Path) -> anyhow::Resul
             variant.label(),
             run.achieved_rps
         );
-        out.push(LedgerRun { variant, label: variant.label(), run, cpu_s_per_1k, backlog_at_end, drained_s });
+        out.push(LedgerRun { variant, label: variant.label(), run, cpu_s_per_1k, backlog_at_end, drained_s, first_sweep_s });
         drop(ledger);
         drop(pair);
         // The variant's database goes with it (for the unfiled variant: its events, by design).
