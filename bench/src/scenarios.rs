@@ -185,6 +185,11 @@ impl Systems {
 }
 
 impl CpuSnapshot {
+    /// CPU times now of `processes` (name, pid), each with its descendants.
+    pub(crate) fn of(processes: &[(String, u32)]) -> Self {
+        Self(processes.iter().map(|(name, pid)| (name.clone(), *pid, procs::tree_cpu(*pid))).collect())
+    }
+
     /// CPU seconds per 1,000 requests of each process between `self` and `later`.
     pub(crate) fn per_1k(&self, later: &Self, requests: u64) -> BTreeMap<String, f64> {
         if requests == 0 {

@@ -25,10 +25,10 @@ use serde::Serialize;
 use crate::client::Conn;
 use crate::load::workload::{Auth, Workload};
 use crate::load::{self, Mode, RunSpec, RunSummary};
-use crate::procs;
+
 use crate::run::Plan;
-use crate::scenarios::Systems;
 use crate::scenarios::rate::PATH;
+use crate::scenarios::{CpuSnapshot, Systems};
 use crate::stack::mint::Minter;
 use crate::stack::{audit_backlog, audit_drained, metric};
 
@@ -136,18 +136,13 @@ pub(crate) async fn run(sys: &Systems, plan: &Plan, dir: &Path) -> anyhow::Resul
             vec![("gateway".into(), pair.processes[1].pid()), ("control-plane".into(), pair.processes[0].pid())];
         processes.extend(ledger.as_ref().map(|c| ("ledger".to_owned(), c.pid())));
         processes.extend(sys.infra.iter().map(|(n, p)| ((*n).to_owned(), *p)));
-        let cpu = || processes.iter().map(|(n, p)| (n.clone(), procs::tree_cpu(*p))).collect::<Vec<_>>();
-        let before = cpu();
+        let before = CpuSnapshot::of(&processes);
         let result = load::run(workload, spec).await;
-        let after = cpu();
-        let backlog_at_end = if variant == Variant::Unfiled { None } else { audit_backlog(&redis_url).await? };
-        let drained_s = match variant {
-            Variant::Unfiled => None,
-            _ => Some(audit_drained(&redis_url, DRAIN_LIMIT).await?.as_secs_f64()),
+        let cpu_s_per_1k = before.per_1k(&CpuSnapshot::of(&processes), result.sent);
+        let (backlog_at_end, drained_s) = match variant {
+            Variant::Unfiled => (None, None),
+            _ => (audit_backlog(&redis_url).await?, Some(audit_drained(&redis_url, DRAIN_LIMIT).await?.as_secs_f64())),
         };
-        let sent = result.sent.max(1) as f64;
-        let cpu_s_per_1k =
-            before.iter().zip(&after).map(|((n, b), (_, a))| (n.clone(), a.saturating_sub(*b).as_secs_f64() * 1_000.0 / sent)).collect();
         let run = result.summarize(&spec);
         eprintln!(
             "bench: L1 ledger {}: {:.0} req/s, backlog at the end {backlog_at_end:?}, filed {drained_s:?} s later",
