@@ -22,9 +22,8 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use sqlx::PgPool;
 
+use caracal_shared::revocation::in_chunks;
 pub use caracal_shared::revocation::{FULL_RELOAD_EVERY, RELOAD_OVERLAP};
-/// Rows merged between two yields to the runtime.
-const MERGE_CHUNK: usize = 4_096;
 /// How long an entry outlives its `expires_at` (clock skew between services).
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(300);
 /// Retention of an anchor revoked here or announced on the stream, before the table's own
@@ -141,23 +140,11 @@ impl RevokedRoots {
         }
     }
 
-    /// Reads `rows` as they arrive and merges them a chunk at a time, yielding in between. A full
-    /// reload of a million rows read whole and merged in one go held a runtime worker, and the
-    /// requests queued behind it, for over a second (bench C1).
-    async fn merge_streamed(&self, mut rows: futures_util::stream::BoxStream<'_, Result<Row, sqlx::Error>>) -> Result<usize, sqlx::Error> {
-        use futures_util::TryStreamExt as _;
-        let (mut chunk, mut n) = (Vec::with_capacity(MERGE_CHUNK), 0);
-        while let Some(row) = rows.try_next().await? {
-            chunk.push(row);
-            if chunk.len() == MERGE_CHUNK {
-                self.merge(&chunk);
-                n += chunk.len();
-                chunk.clear();
-                tokio::task::yield_now().await;
-            }
-        }
-        self.merge(&chunk);
-        Ok(n + chunk.len())
+    /// Merges `rows` as they arrive, a chunk at a time ([`in_chunks`]): a full reload of a
+    /// million rows merged in one go held a runtime worker, and the requests queued behind it, for
+    /// over a second (bench C1).
+    async fn merge_streamed(&self, rows: futures_util::stream::BoxStream<'_, Result<Row, sqlx::Error>>) -> Result<usize, sqlx::Error> {
+        in_chunks(rows, |chunk| self.merge(chunk)).await
     }
 
     /// Reads every live revocation, merges it in and prunes; returns how many rows were read.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use caracal_shared::revocation::{FULL_RELOAD_EVERY, RELOAD_OVERLAP, RevocationView, Revoked};
+use caracal_shared::revocation::{FULL_RELOAD_EVERY, RELOAD_OVERLAP, RevocationView, Revoked, in_chunks};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt as _;
 use pingora::server::ShutdownWatch;
@@ -59,7 +59,7 @@ impl RevocationSnapshot {
         // Until a first read saw a row there is no watermark, and every read is a full one.
         let full = read == Read::Full || since.is_none();
         let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
-        let mut rows = match since {
+        let rows = match since {
             Some(since) if !full => sqlx::query_as::<_, (String, i64)>(
                 "SELECT anchor_id, extract(epoch FROM expires_at)::bigint FROM revocations WHERE revoked_at >= $1 AND expires_at > now()",
             )
@@ -68,20 +68,11 @@ impl RevocationSnapshot {
             _ => sqlx::query_as("SELECT anchor_id, extract(epoch FROM expires_at)::bigint FROM revocations WHERE expires_at > now()")
                 .fetch(pool),
         };
-        // Read as the rows arrive and added a chunk at a time: a million rows read whole held
-        // another copy of the view in memory.
-        let (mut chunk, mut n) = (Vec::with_capacity(CHUNK), 0);
-        while let Some((anchor, expires_at)) = rows.try_next().await? {
-            chunk.push(Revoked { anchor, expires_at });
-            if chunk.len() == CHUNK {
-                self.view.add(&chunk);
-                n += chunk.len();
-                chunk.clear();
-                tokio::task::yield_now().await;
-            }
-        }
-        self.view.add(&chunk);
-        n += chunk.len();
+        let rows = rows.map_ok(|(anchor, expires_at)| Revoked { anchor, expires_at });
+        let n = in_chunks(rows, |chunk| {
+            self.view.add(chunk);
+        })
+        .await?;
         if full {
             self.view.prune();
         }
@@ -109,9 +100,6 @@ impl RevocationSnapshot {
         }
     }
 }
-
-/// Rows added to the view between two yields.
-const CHUNK: usize = 4_096;
 
 /// How long one snapshot may take (a full read of a million rows takes about two seconds here).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
