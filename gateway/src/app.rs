@@ -16,6 +16,7 @@ use crate::audit::spool::Spool;
 use crate::background::pool_probes::PoolProbes;
 use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
 use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
+use crate::background::sts_readiness::StsReadiness;
 use crate::background::upstream_watch::WatchSweeper;
 use crate::config::GatewayConfig;
 use crate::jwks::{JwksCache, JwksMetrics, JwksSettings};
@@ -127,6 +128,7 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     server.add_service(background_service("audit shipper", shipper));
     server.add_service(background_service("upstream watch", WatchSweeper(deps.watcher.clone())));
     server.add_service(background_service("pool probes", PoolProbes(deps.clone())));
+    server.add_service(background_service("sts readiness", StsReadiness(deps.clone())));
     let mut readiness = Vec::new();
     if let Some(url) = database_url {
         let snapshot = RevocationSnapshot {

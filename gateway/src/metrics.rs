@@ -40,6 +40,8 @@ pub struct Metrics {
     pub audit_spool_files: IntGauge,
     /// Times the STS circuit opened.
     pub sts_circuit_opened: IntCounter,
+    /// Times the STS turned ready while a circuit was open, ending the open periods early.
+    pub sts_ready_probes: IntCounter,
     /// JWKS fetches made.
     pub jwks_fetches: IntCounter,
     /// Key lookups refused without a fetch: a zone without known keys, cold-fetch budget spent.
@@ -106,6 +108,10 @@ impl Metrics {
                 g
             },
             sts_circuit_opened: counter("sts_circuit_opened_total", "Times the STS circuit breaker opened.")?,
+            sts_ready_probes: counter(
+                "sts_circuit_ready_probes_total",
+                "Times the STS answered /ready again while a circuit was open, so open circuits probed at once.",
+            )?,
             jwks_fetches: counter("jwks_fetches_total", "JWKS fetches made (cold zones, TTL expiry, forced by unknown kids).")?,
             jwks_cold_refused: counter(
                 "jwks_cold_fetches_refused_total",

@@ -108,6 +108,48 @@ async fn an_sts_outage_fails_closed_opens_the_circuit_and_a_probe_closes_it() {
 }
 
 #[tokio::test]
+async fn an_sts_back_from_an_outage_is_probed_at_once_not_after_the_open_period() {
+    let open_period = Duration::from_secs(60);
+    let mut s = Stack::start_with(opts(&[("STS_CIRCUIT_FAILURES", "3"), ("STS_CIRCUIT_OPEN", "60s"), ("STS_TIMEOUT", "1s")])).await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let mut mandates = Vec::new();
+    for _ in 0..40 {
+        mandates.push(s.gateway_mandate(&d, &session, "tools.read").await);
+    }
+    assert_eq!(s.governed("GET", "/items/1", &mandates[0], &d.resource).await.status, 200, "warm the key cache");
+    s.stop_control_plane();
+    for m in &mandates[1..4] {
+        assert_eq!(s.governed("GET", "/items/1", m, &d.resource).await.error(), "sts_unavailable");
+    }
+    assert_eq!(s.gateway_metric("caracal_gateway_sts_circuit_opened_total").await, 1.0);
+    // Let the readiness watch see the STS away (it asks every 250 ms while a circuit is open).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.gateway_metric("caracal_gateway_sts_circuit_ready_probes_total").await, 0.0, "the STS is still away");
+
+    s.restart_control_plane().await;
+    let back = Instant::now();
+    let mut fast_failed = 0;
+    let mut next = mandates[4..].iter();
+    loop {
+        let a = s.governed("GET", "/items/1", next.next().expect("enough mandates"), &d.resource).await;
+        if a.status == 200 {
+            break;
+        }
+        assert_eq!((a.status, a.error()), (503, "sts_unavailable"), "only the open circuit refuses: {}", a.text);
+        fast_failed += 1;
+        assert!(back.elapsed() < Duration::from_secs(5), "still refused {:?} after the STS came back", back.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = back.elapsed();
+    eprintln!("the STS ready: the gateway passed again {recovered:?} later ({fast_failed} fast failures meanwhile)");
+    assert!(recovered < open_period / 10);
+    assert_eq!(s.gateway_metric("caracal_gateway_sts_circuit_ready_probes_total").await, 1.0);
+    assert_eq!(s.gateway_metric("caracal_gateway_sts_circuit_opened_total").await, 1.0, "the probe closed it; nothing re-opened");
+    assert_eq!(s.upstream.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn forged_tokens_for_random_zones_cost_at_most_the_cold_fetch_budget() {
     let s = Stack::start_with(opts(&[("JWKS_COLD_FETCH_BURST", "3"), ("JWKS_COLD_FETCH_RATE", "1")])).await;
     let d = s.demo(true).await;

@@ -39,7 +39,6 @@ impl OpenIdProvider {
         let dir = std::env::var("CARACAL_OIDC_PROVIDER_DIR")
             .expect("CARACAL_OIDC_PROVIDER_DIR is unset: run the suite with deploy/local/test.sh, which installs oidc-provider");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc").join("provider.mjs");
-        let log = std::fs::File::create(log_dir.join("oidc-provider.log")).expect("create oidc-provider.log");
         let jwt_client_key = log_dir.join("jwt-client.key");
         let jwt_client_public = log_dir.join("jwt-client.pub");
         for args in [
@@ -49,26 +48,45 @@ impl OpenIdProvider {
             let out = std::process::Command::new("openssl").args(&args).output().expect("openssl must be installed");
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let mut child = tokio::process::Command::new("node")
-            .arg(script)
-            .env("OIDC_PROVIDER_DIR", dir)
-            .env("PORT", free_port().to_string())
-            .env("TLS_CERT_FILE", &pki.cert)
-            .env("TLS_KEY_FILE", &pki.key)
-            .env("CLIENT_SECRET", CLIENT_SECRET)
-            .env("JWT_CLIENT_PUBLIC_KEY_FILE", &jwt_client_public)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node must be installed (deploy/local/lib.sh)");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        // Importing oidc-provider and generating its RSA key takes seconds on a loaded 2-core runner.
-        let first = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
-            .await
-            .expect("oidc-provider did not start within 90 s")
-            .expect("read oidc-provider stdout")
-            .unwrap_or_else(|| panic!("oidc-provider exited; see {}", log_dir.join("oidc-provider.log").display()));
+        // A start that hangs (seen once in CI: no ready line within 90 s, the cause unrecorded) is
+        // killed and tried again on a new port, with what it logged kept for the report.
+        let mut attempts = Vec::new();
+        let (child, first) = loop {
+            let log_path = log_dir.join(format!("oidc-provider-{}.log", attempts.len() + 1));
+            let log = std::fs::File::create(&log_path).expect("create the oidc-provider log");
+            let mut child = tokio::process::Command::new("node")
+                .arg(&script)
+                .env("OIDC_PROVIDER_DIR", &dir)
+                .env("PORT", free_port().to_string())
+                .env("TLS_CERT_FILE", &pki.cert)
+                .env("TLS_KEY_FILE", &pki.key)
+                .env("CLIENT_SECRET", CLIENT_SECRET)
+                .env("JWT_CLIENT_PUBLIC_KEY_FILE", &jwt_client_public)
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("node must be installed (deploy/local/lib.sh)");
+            let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+            // Importing oidc-provider and generating its RSA key takes seconds on a loaded 2-core runner.
+            let outcome = match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+                Ok(Ok(Some(line))) => Ok(line),
+                Ok(Ok(None)) => Err("exited"),
+                Ok(Err(_)) => Err("stdout unreadable"),
+                Err(_) => Err("no ready line within 30 s"),
+            };
+            match outcome {
+                Ok(line) => break (child, line),
+                Err(why) => {
+                    let _ = child.kill().await;
+                    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    let tail: String = logged.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                    eprintln!("oidc-provider attempt {}: {why}; it logged:\n{tail}", attempts.len() + 1);
+                    attempts.push(format!("{why} ({})", log_path.display()));
+                    assert!(attempts.len() < 3, "oidc-provider did not start: {attempts:?}");
+                }
+            }
+        };
         let ready: serde_json::Value = serde_json::from_str(&first).expect("oidc-provider ready line");
         let issuer = ready["issuer"].as_str().expect("issuer").to_owned();
         Self { jwks_url: format!("{issuer}/jwks"), issuer, jwt_client_key, child }

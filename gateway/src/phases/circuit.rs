@@ -6,7 +6,10 @@
 //! its success closes the circuit, its failure opens it again. The failure count resets when its
 //! window passes or on any success (the original never reset it, so one stray failure re-opened
 //! the circuit). A probe whose request ends without an outcome (the client went away mid
-//! exchange) hands the probe back, so a circuit can never stay half-open for good.
+//! exchange) hands the probe back, so a circuit can never stay half-open for good. When the STS
+//! turns ready again after having been seen unready, the open periods end early
+//! ([`Circuits::probe_now`], from `background::sts_readiness`): an outage ends for the gateway
+//! when it ends for the STS, not up to `STS_CIRCUIT_OPEN` later.
 //!
 //! [`Circuits`] decides which circuit an outcome counts against ([`Health`]):
 //!
@@ -144,6 +147,15 @@ impl Circuit {
     pub fn is_open(&self) -> bool {
         self.state.load(Ordering::Acquire) != CLOSED
     }
+
+    /// Ends an open period early: the next request probes. Returns whether the circuit was open.
+    pub fn probe_now(&self) -> bool {
+        if self.state.load(Ordering::Acquire) != OPEN {
+            return false;
+        }
+        self.opened_ms.store(0, Ordering::Release);
+        true
+    }
 }
 
 /// Most zones with a circuit of their own.
@@ -225,6 +237,18 @@ impl Circuits {
     /// Whether the global circuit is open.
     pub fn is_open(&self) -> bool {
         self.global.is_open()
+    }
+
+    /// Whether any circuit, global or a zone's, is open or probing.
+    pub fn any_open(&self) -> bool {
+        self.global.is_open() || (self.any_zone.load(Ordering::Acquire) && self.zones.iter().any(|(_, c)| c.is_open()))
+    }
+
+    /// Lets every open circuit probe with its next request (the STS said it is ready again);
+    /// returns how many were open.
+    pub fn probe_now(&self) -> usize {
+        let zones = self.zones.iter().filter(|(_, c)| c.probe_now()).count();
+        zones + usize::from(self.global.probe_now())
     }
 }
 
@@ -405,5 +429,27 @@ mod tests {
         assert!(c.admit("a").is_none(), "the global circuit is open");
         std::thread::sleep(Duration::from_millis(40));
         assert!(c.admit("a").is_some(), "the zone's probe was not lost to the global rejection");
+    }
+
+    #[test]
+    fn probe_now_ends_every_open_period_but_lets_only_one_probe_each() {
+        let c = circuits(60_000);
+        assert!(!c.any_open());
+        assert_eq!(c.probe_now(), 0, "nothing open, nothing to do");
+        for _ in 0..3 {
+            outcome(&c, "a", Health::ZoneFailing);
+        }
+        assert!(c.any_open(), "a zone's circuit counts");
+        assert!(!c.is_open(), "the global one is closed");
+        for z in ["x", "y", "z"] {
+            outcome(&c, z, Health::StsDown);
+        }
+        assert!(c.admit("b").is_none(), "open for a minute");
+        assert_eq!(c.probe_now(), 2, "the global circuit and zone a's");
+        let probe = c.admit("a").expect("the probe, at once");
+        assert!(c.admit("a").is_none() && c.admit("b").is_none(), "still one probe at a time");
+        probe.record(Health::Healthy);
+        assert!(c.admit("a").is_some() && c.admit("b").is_some(), "the probe closed both");
+        assert!(!c.any_open());
     }
 }
