@@ -14,7 +14,7 @@ use std::time::Duration;
 use caracal_shared::stream_consumer::{Consumer, ConsumerMetrics, Failure, Handler, Message};
 use caracal_shared::streams;
 use caracal_sts::Sts;
-use prometheus::{IntCounter, Registry};
+use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 
 /// Fields naming a revoked anchor.
 const ANCHOR_FIELDS: &[&str] = &["session_id", "sid", "root_sid", "agent_session_id", "delegation_edge_id", "edge_id"];
@@ -123,6 +123,19 @@ fn metrics(registry: &Registry, kind: &str) -> Result<ConsumerMetrics, prometheu
         dead_letters: counter("dead_letters_total", "Stream messages dead-lettered.")?,
         reclaimed: counter("pending_reclaimed_total", "Pending stream messages reclaimed.")?,
         read_errors: counter("stream_errors_total", "Stream read failures.")?,
+        dead_letter_backlog: {
+            let g = IntGauge::new(format!("caracal_sts_{kind}_dead_letter_backlog"), "Entries in the stream's dead-letter stream.")?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
+        lag_seconds: {
+            let g = Gauge::new(
+                format!("caracal_sts_{kind}_consumer_lag_seconds"),
+                "Age of the oldest stream message this instance's group has not applied; 0 when caught up.",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
     })
 }
 

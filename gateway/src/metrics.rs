@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use caracal_shared::stream_consumer::ConsumerMetrics;
-use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::deny::Denial;
 
@@ -21,7 +21,9 @@ pub struct Metrics {
     pub allowed: IntCounter,
     /// Requests refused by any denial.
     pub denied: IntCounter,
-    denials: HashMap<&'static str, IntCounter>,
+    /// Per denial label: its own counter (the original's names) and its child of the labelled
+    /// `caracal_gateway_denials_total{reason}` family (bounded by `Denial::METRIC_LABELS`).
+    denials: HashMap<&'static str, [IntCounter; 2]>,
     /// Time from request arrival to the end of the response.
     pub request_seconds: Histogram,
     /// Time of the signed STS exchange.
@@ -74,9 +76,12 @@ impl Metrics {
         let requests = counter("requests_total", "Requests that entered the proxy pipeline.")?;
         let allowed = counter("requests_allowed_total", "Requests forwarded to an upstream.")?;
         let denied = counter("requests_denied_total", "Requests refused by the gateway.")?;
+        let by_reason = IntCounterVec::new(Opts::new("caracal_gateway_denials_total", "Requests denied, by reason."), &["reason"])?;
+        registry.register(Box::new(by_reason.clone()))?;
         let mut denials = HashMap::new();
         for label in Denial::METRIC_LABELS {
-            denials.insert(*label, counter(&format!("denials_{label}_total"), &format!("Requests denied: {label}."))?);
+            let own = counter(&format!("denials_{label}_total"), &format!("Requests denied: {label}."))?;
+            denials.insert(*label, [own, by_reason.with_label_values(&[*label])]);
         }
         let gauge = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
             let g = Gauge::new(format!("caracal_gateway_{name}"), help)?;
@@ -91,6 +96,15 @@ impl Metrics {
             dead_letters: counter("revocation_dead_letters_total", "Revocation messages moved to the dead-letter stream.")?,
             reclaimed: counter("revocation_pending_reclaimed_total", "Pending revocation messages reclaimed.")?,
             read_errors: counter("revocation_stream_errors_total", "Revocation stream read failures.")?,
+            dead_letter_backlog: {
+                let g = IntGauge::new("caracal_gateway_revocation_dead_letter_backlog", "Entries in caracal.sessions.revoke.dead.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            lag_seconds: gauge(
+                "revocation_consumer_lag_seconds",
+                "Age of the oldest revocation message this gateway's group has not applied; 0 when caught up.",
+            )?,
         };
         Ok(Self {
             revocations_active,
@@ -136,7 +150,7 @@ impl Metrics {
     /// Counts a denial.
     pub fn deny(&self, denial: &Denial) {
         self.denied.inc();
-        if let Some(c) = self.denials.get(denial.metric_label()) {
+        for c in self.denials.get(denial.metric_label()).into_iter().flatten() {
             c.inc();
         }
     }
@@ -185,6 +199,8 @@ mod tests {
         assert!(text.contains("caracal_gateway_denials_jti_replay_total 2"), "{text}");
         assert!(text.contains("caracal_gateway_denials_signature_total 1"));
         assert!(text.contains("caracal_gateway_requests_denied_total 3"));
+        assert!(text.contains("caracal_gateway_denials_total{reason=\"jti_replay\"} 2"), "{text}");
+        assert!(text.contains("caracal_gateway_denials_total{reason=\"revoked\"} 0"), "every reason is exported from the start");
         let json: serde_json::Value = serde_json::from_slice(&m.render_json()).unwrap();
         assert_eq!(json["denials_jti_replay"], 2);
     }

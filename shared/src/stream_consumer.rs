@@ -8,11 +8,16 @@
 //! [`MAX_FAILURES`] attempts. Pending messages of crashed consumers (and our own) are reclaimed
 //! with `XAUTOCLAIM`. A dead letter is signed like any other message and acknowledged only after
 //! the `XADD` succeeded, so a Redis failure leaves the message pending, never lost.
+//!
+//! Every [`BACKLOG_EVERY`] the consumer also reports what it has left behind (the runbook's
+//! alerts, seed 003): the depth of `<stream>.dead`, and its lag in seconds — the age of the
+//! oldest message its group has not finished (not yet delivered, or delivered and not
+//! acknowledged), 0 when it is caught up.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply, StreamReadReply};
 
 use crate::redis_primary::{Dedicated, Primary};
 use crate::sig;
@@ -21,6 +26,8 @@ use crate::sig;
 pub const MAX_FAILURES: i64 = 5;
 /// How long a message stays pending before another consumer may claim it.
 const CLAIM_IDLE_MS: u64 = 30_000;
+/// How often the backlog gauges are refreshed (three small commands each time).
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// One message: its stream id and its fields as strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +70,10 @@ pub struct ConsumerMetrics {
     pub reclaimed: prometheus::IntCounter,
     /// Read errors (Redis unavailable).
     pub read_errors: prometheus::IntCounter,
+    /// Entries on `<stream>.dead`.
+    pub dead_letter_backlog: prometheus::IntGauge,
+    /// Age of the oldest message the group has not finished, seconds; 0 when caught up.
+    pub lag_seconds: prometheus::Gauge,
 }
 
 /// What a consumer does with verified messages.
@@ -101,7 +112,12 @@ impl<H: Handler> Consumer<H> {
                 self.ensure_group(&mut conn).await?;
                 self.reclaim(&mut conn).await?;
                 let mut last_reclaim = tokio::time::Instant::now();
+                let mut last_backlog: Option<tokio::time::Instant> = None;
                 loop {
+                    if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
+                        self.backlog(&mut conn).await?;
+                        last_backlog = Some(tokio::time::Instant::now());
+                    }
                     self.read_once(&mut conn).await?;
                     if last_reclaim.elapsed() > Duration::from_millis(CLAIM_IDLE_MS) {
                         self.reclaim(&mut conn).await?;
@@ -177,6 +193,45 @@ impl<H: Handler> Consumer<H> {
             }
             start = reply.next_stream_id;
         }
+    }
+
+    /// Refreshes the backlog gauges (module docs).
+    async fn backlog(&self, conn: &mut Dedicated) -> redis::RedisResult<()> {
+        // The dead-letter stream is another key (another slot in a Redis Cluster): its own query.
+        let dead: i64 = redis::cmd("XLEN").arg(format!("{}.dead", self.stream)).query_async(conn).await?;
+        self.metrics.dead_letter_backlog.set(dead);
+        let groups: StreamInfoGroupsReply = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query_async(conn).await?;
+        let Some(group) = groups.groups.iter().find(|g| g.name == self.group) else {
+            return Ok(());
+        };
+        let mut oldest: Option<i64> = None;
+        let mut note = |id: &str| {
+            if let Some(ms) = id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()) {
+                oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
+            }
+        };
+        if group.pending > 0
+            && let StreamPendingReply::Data(d) = redis::cmd("XPENDING").arg(&self.stream).arg(&self.group).query_async(conn).await?
+        {
+            note(&d.start_id);
+        }
+        // `lag` is unknown (None) after deletions inside the group's range: look instead.
+        if group.lag != Some(0) {
+            let next: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.stream)
+                .arg(format!("({}", group.last_delivered_id))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(conn)
+                .await?;
+            if let Some(first) = next.ids.first() {
+                note(&first.id);
+            }
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.metrics.lag_seconds.set(oldest.map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0));
+        Ok(())
     }
 
     async fn read_once(&self, conn: &mut Dedicated) -> redis::RedisResult<()> {

@@ -182,6 +182,9 @@ async fn forged_and_malformed_revocations_are_dead_lettered_not_applied() {
     let errors: Vec<String> =
         dead.ids.iter().filter(|e| field(e, "group").starts_with("gateway-revocation:")).map(|e| field(e, "error")).collect();
     assert_eq!(errors, ["invalid_signature", "no revocation anchor in message"], "each dead letter says why");
+    // The runbook's dead-letter alert reads this gauge (the stream's whole depth, every group's letters).
+    s.wait_gateway_metric("caracal_gateway_revocation_dead_letter_backlog", errors.len() as f64, Duration::from_secs(7)).await;
+    assert_eq!(s.gateway_metric("caracal_gateway_revocation_consumer_lag_seconds").await, 0.0, "caught up");
     let summary: Vec<redis::Value> = redis::cmd("XPENDING")
         .arg(stream)
         .arg(format!("gateway-revocation:{}", gateway_instance(&s)))
@@ -306,4 +309,83 @@ async fn a_revocation_committed_while_redis_is_down_is_published_after_a_crash()
     assert_eq!(fields["_sig"], expected);
     // And the gateway applied it from the stream.
     s.wait_gateway_metric("caracal_gateway_revocation_messages_total", 1.0, Duration::from_secs(10)).await;
+}
+
+/// A handler that never finishes a message: everything it is given stays pending.
+struct NeverDone;
+
+impl caracal_shared::stream_consumer::Handler for NeverDone {
+    fn handle(&self, batch: &[caracal_shared::stream_consumer::Message]) -> Vec<Result<(), caracal_shared::stream_consumer::Failure>> {
+        batch.iter().map(|_| Err(caracal_shared::stream_consumer::Failure::Transient("not yet".into()))).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_stream_consumer_reports_its_dead_letters_and_how_far_behind_it_is() {
+    use caracal_shared::redis_primary::{Durability, Primary};
+    use caracal_shared::stream_consumer::{Consumer, ConsumerMetrics};
+    let redis = caracal_e2e::infra::Redis::start();
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let (stream, key) = ("caracal.sessions.revoke", [9u8; 32]);
+    let signed = caracal_shared::sig::stream_signature(&key, stream, [("session_id", "s-1"), ("zone_id", "z")]);
+    for sig in [signed.as_str(), "forged"] {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("session_id")
+            .arg("s-1")
+            .arg("zone_id")
+            .arg("z")
+            .arg("_sig")
+            .arg(sig)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let added = Instant::now();
+    let counter = |n: &str| prometheus::IntCounter::new(n, n).unwrap();
+    let metrics = ConsumerMetrics {
+        handled: counter("h"),
+        invalid_signatures: counter("i"),
+        dead_letters: counter("d"),
+        reclaimed: counter("r"),
+        read_errors: counter("e"),
+        dead_letter_backlog: prometheus::IntGauge::new("b", "b").unwrap(),
+        lag_seconds: prometheus::Gauge::new("l", "l").unwrap(),
+    };
+    let consumer = std::sync::Arc::new(Consumer {
+        primary: Primary::fixed(redis.client(), Durability::default()),
+        stream: stream.into(),
+        group: "test-group".into(),
+        consumer: "test-consumer".into(),
+        key: key.to_vec(),
+        handler: NeverDone,
+        metrics: metrics.clone(),
+        block: Duration::from_millis(200),
+        start_id: "0",
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn({
+        let c = consumer.clone();
+        async move { c.run(stopped).await }
+    });
+    // The forged message is dead-lettered at once; the signed one stays pending. The gauges are
+    // refreshed every 5 s, so the second refresh shows both.
+    loop {
+        if metrics.dead_letter_backlog.get() == 1 && metrics.lag_seconds.get() >= 1.0 {
+            break;
+        }
+        assert!(
+            added.elapsed() < Duration::from_secs(12),
+            "backlog {} lag {}",
+            metrics.dead_letter_backlog.get(),
+            metrics.lag_seconds.get()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lag = metrics.lag_seconds.get();
+    assert!(lag <= added.elapsed().as_secs_f64() + 0.5, "the lag is the pending message's age: {lag}");
+    assert_eq!((metrics.handled.get(), metrics.dead_letters.get(), metrics.invalid_signatures.get()), (0, 1, 1));
+    stop.send(true).unwrap();
+    run.await.unwrap();
 }
