@@ -35,6 +35,10 @@ pub struct ControlPlaneConfig {
     pub redis: RedisTarget,
     /// `BOOTSTRAP_ADMIN_TOKEN`: authorizes `POST /v1/bootstrap` only. Unset ⇒ bootstrap disabled.
     pub bootstrap_admin_token: Option<Secret>,
+    /// `ADMIN_AUTH_FAIL_LIMIT_PER_MIN` (60, the original's): failed admin or bootstrap
+    /// authentications per client address per minute; past it every admin authentication from
+    /// that address answers 429 until the minute ends.
+    pub admin_auth_fail_limit: u32,
     /// `STREAMS_HMAC_KEY`: signs every stream message (`_sig`).
     pub streams_hmac_key: Secret,
     /// `METRICS_BEARER`: bearer for `/metrics`; unset ⇒ open in dev, closed in production.
@@ -165,6 +169,10 @@ impl ControlPlaneConfig {
         {
             r.problem("BOOTSTRAP_ADMIN_TOKEN", "must be at least 32 characters (openssl rand -base64 32)");
         }
+        let admin_auth_fail_limit = r.parse("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", 60u32);
+        if admin_auth_fail_limit == 0 {
+            r.problem("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", "must be at least 1");
+        }
         let streams_key = r.hex_key("STREAMS_HMAC_KEY", 32);
         if streams_key.is_none() && !r.has_problems_for("STREAMS_HMAC_KEY") {
             r.problem("STREAMS_HMAC_KEY", "is required: every stream message is signed (openssl rand -hex 32)");
@@ -207,6 +215,7 @@ impl ControlPlaneConfig {
             database_max_connections,
             redis,
             bootstrap_admin_token: bootstrap_admin_token.map(Secret),
+            admin_auth_fail_limit,
             // Checked above: present whenever reading succeeded.
             streams_hmac_key: Secret(hex::encode(streams_key.unwrap_or_default())),
             metrics_bearer: metrics_bearer.map(Secret),

@@ -6,7 +6,9 @@
 //! request extensions and the extractor only reads it there, so a handler mounted outside the layer
 //! answers 401 instead of running unauthenticated.
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -15,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth_failures::{self, Surface};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -93,29 +96,69 @@ fn invalid_admin_token() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_admin_token", "a valid admin bearer token is required")
 }
 
+/// What authentication reads of a token.
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    scope: String,
+    zone_id: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
 impl AdminPrincipal {
-    /// Checks an admin bearer: a live token and, for a zone token, a zone that is not archived
-    /// (archiving a zone takes its tokens with it, on every instance at once).
+    /// Checks an admin bearer: a live, unexpired token and, for a zone token, a zone that is not
+    /// archived (archiving a zone takes its tokens with it, on every instance at once).
     pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Self> {
         let token = bearer(headers).ok_or_else(invalid_admin_token)?;
         let digest = caracal_shared::sig::sha256(token.as_bytes());
         // A token is looked up by its digest across zones; what it may touch is checked after.
-        let row: Option<(String, String, Option<String>)> = caracal_shared::zone_context::all_zones(
+        let row: Option<TokenRow> = caracal_shared::zone_context::all_zones(
             sqlx::query_as(
-                "SELECT t.id, t.scope, t.zone_id FROM admin_tokens t LEFT JOIN zones z ON z.id = t.zone_id \
+                "SELECT t.id, t.scope, t.zone_id, t.expires_at FROM admin_tokens t LEFT JOIN zones z ON z.id = t.zone_id \
                  WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND (t.zone_id IS NULL OR z.archived_at IS NULL)",
             )
             .bind(&digest[..])
             .fetch_optional(&state.db),
         )
         .await?;
-        let (token_id, scope, zone_id) = row.ok_or_else(invalid_admin_token)?;
+        let TokenRow { id: token_id, scope, zone_id, expires_at } = row.ok_or_else(invalid_admin_token)?;
+        // Only the token's holder sees why: the digest matched.
+        if expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_admin_token", "the admin token has expired"));
+        }
         let scope = match (scope.as_str(), zone_id) {
             ("global", _) => Scope::Global,
             ("zone", Some(z)) => Scope::Zone(z),
             _ => return Err(invalid_admin_token()),
         };
         Ok(Self { token_id, scope, via_control: false })
+    }
+
+    /// Records the token's use in `last_used_at`, at most once a minute per token (a Redis
+    /// `SET NX` debounces it across instances, as in the original), off the request's path.
+    fn touch(&self, state: &AppState) {
+        let (state, id) = (state.clone(), self.token_id.clone());
+        tokio::spawn(async move {
+            let mut conn = state.redis.clone();
+            let first: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                .arg(format!("api:admin_token_touched:{id}"))
+                .arg(1)
+                .arg("EX")
+                .arg(60)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await;
+            if !matches!(first, Ok(Some(_))) {
+                return;
+            }
+            let updated = caracal_shared::zone_context::all_zones(
+                sqlx::query("UPDATE admin_tokens SET last_used_at = now() WHERE id = $1").bind(&id).execute(&state.db),
+            )
+            .await;
+            if let Err(e) = updated {
+                tracing::warn!(admin_token_id = %id, error = %e, "last_used_at not recorded");
+            }
+        });
     }
 }
 
@@ -124,11 +167,18 @@ impl AdminPrincipal {
 /// token naming another zone in the path is refused here too (403 `admin_token_zone_mismatch`), so
 /// no route depends on its handler remembering to check — handlers still call
 /// [`AdminPrincipal::require_zone`] — and the refusal comes before the body is read. Then the
-/// principal goes to the handler.
+/// principal goes to the handler. Failed authentications are counted and, past a per-address
+/// budget, refused 429 ([`crate::auth_failures`]); Control's in-process dispatch is exempt.
 pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let via_control = req.extensions().get::<ViaControl>().is_some();
+    let ip = client_ip(&req);
+    if !via_control && let Err(throttled) = auth_failures::check(&state, ip, Surface::Admin).await {
+        return throttled;
+    }
     match AdminPrincipal::authenticate(&state, req.headers()).await {
         Ok(mut principal) => {
-            principal.via_control = req.extensions().get::<ViaControl>().is_some();
+            principal.via_control = via_control;
+            principal.touch(&state);
             match &principal.scope {
                 Scope::Global => crate::evidence::Actor::record(req.extensions(), || principal.actor()),
                 Scope::Zone(z) => crate::evidence::Actor::record_in_zone(req.extensions(), || principal.actor(), z),
@@ -141,8 +191,18 @@ pub async fn require_admin(State(state): State<AppState>, mut req: Request, next
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if e.status == StatusCode::UNAUTHORIZED && !via_control {
+                auth_failures::record(&state, ip, Surface::Admin).await;
+            }
+            e.into_response()
+        }
     }
+}
+
+/// The peer address of a request (unspecified over the Unix socket listener, which shares one budget).
+pub fn client_ip(req: &Request) -> IpAddr {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for AdminPrincipal {

@@ -11,6 +11,7 @@ macro_rules! sql {
 
 pub mod api;
 pub mod app;
+pub mod auth_failures;
 pub mod config;
 pub mod consumers;
 pub mod control;

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub unauthenticated_requests: IntCounterVec,
     /// Coordinator requests refused (4xx), by error code.
     pub coordinator_denials: IntCounterVec,
+    /// Failed admin and bootstrap authentications, by surface and outcome (`refused` 401,
+    /// `throttled` 429).
+    pub admin_auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,6 +62,11 @@ impl Metrics {
             &["code"],
         )?;
         registry.register(Box::new(coordinator_denials.clone()))?;
+        let admin_auth_failures = IntCounterVec::new(
+            Opts::new("caracal_admin_auth_failures_total", "Failed admin and bootstrap authentications, by surface and outcome."),
+            &["surface", "outcome"],
+        )?;
+        registry.register(Box::new(admin_auth_failures.clone()))?;
         Ok(Self {
             registry,
             api_responses,
@@ -69,6 +77,7 @@ impl Metrics {
             control_audit_failures,
             unauthenticated_requests,
             coordinator_denials,
+            admin_auth_failures,
         })
     }
 

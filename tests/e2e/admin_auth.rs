@@ -184,3 +184,70 @@ async fn unauthenticated_requests_leave_no_audit_rows_and_are_counted() {
     .unwrap();
     assert_eq!(boot, 1, "the bootstrap is evidenced, with its own actor");
 }
+
+fn limited(limit: u32) -> caracal_e2e::StackOptions {
+    caracal_e2e::StackOptions { control_plane_env: vec![("ADMIN_AUTH_FAIL_LIMIT_PER_MIN".into(), limit.to_string())], ..Default::default() }
+}
+
+#[tokio::test]
+async fn failed_admin_authentications_are_counted_and_past_the_budget_every_attempt_waits() {
+    let s = Stack::start_with(limited(5)).await;
+    let d = s.demo(false).await;
+    // The budget is per wall-clock minute: start with time for the whole test left in this one.
+    let second = chrono::Utc::now().timestamp().rem_euclid(60);
+    if second > 45 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    for _ in 0..5 {
+        let a = s.admin("GET", "/v1/zones", "cat_bogus", None).await;
+        assert_eq!((a.status, a.error()), (401, "invalid_admin_token"));
+    }
+    let a = s.admin("GET", "/v1/zones", "cat_bogus", None).await;
+    assert_eq!((a.status, a.error()), (429, "rate_limited"), "{}", a.text);
+    let wait: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let right = s.admin("GET", "/v1/zones", &d.admin, None).await;
+    assert_eq!(right.status, 429, "past the budget a right token waits too, so guessing learns nothing");
+    let boot = s.http.post(format!("{}/v1/bootstrap", s.cp_url)).bearer_auth("not-the-bootstrap-token").send().await.unwrap();
+    assert_eq!(boot.status(), 429, "the bootstrap shares the address's budget");
+    let metric = |surface: &str, outcome: &str| format!("caracal_admin_auth_failures_total{{outcome=\"{outcome}\",surface=\"{surface}\"}}");
+    assert_eq!(s.control_plane_metric(&metric("admin", "refused")).await, 5.0);
+    assert_eq!(s.control_plane_metric(&metric("admin", "throttled")).await, 2.0);
+    assert_eq!(s.control_plane_metric(&metric("bootstrap", "throttled")).await, 1.0);
+}
+
+#[tokio::test]
+async fn an_admin_token_may_expire_and_records_when_it_was_last_used() {
+    let s = Stack::start().await;
+    let d = s.demo(false).await;
+    let bad =
+        s.admin("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "brief", "scope": "global", "expires_in_seconds": 10}))).await;
+    assert_eq!((bad.status, bad.error()), (400, "invalid_admin_token_request"), "{}", bad.text);
+    let created = s
+        .admin_ok("POST", "/v1/admin-tokens", &d.admin, Some(json!({"name": "brief", "scope": "global", "expires_in_seconds": 3600})), 201)
+        .await;
+    let (id, token) = (created["id"].as_str().unwrap().to_owned(), created["token"].as_str().unwrap().to_owned());
+    assert!(created["expires_at"].is_string() && created["last_used_at"].is_null(), "{created}");
+    s.admin_ok("GET", "/v1/zones", &token, None, 200).await;
+    let start = Instant::now();
+    loop {
+        let list = s.admin_ok("GET", "/v1/admin-tokens?limit=100", &d.admin, None, 200).await;
+        let row = list["items"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+        if row["last_used_at"].is_string() {
+            assert!(row.get("token").is_none() && row.get("token_sha256").is_none(), "no secret in the list: {row}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "last_used_at never recorded: {row}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its lifetime ends (moved into the past rather than waited for).
+    let db = PgPool::connect(&s.database_url).await.unwrap();
+    sqlx::query("UPDATE admin_tokens SET expires_at = now() - interval '1 second' WHERE id = $1").bind(&id).execute(&db).await.unwrap();
+    let a = s.admin("GET", "/v1/zones", &token, None).await;
+    assert_eq!(
+        (a.status, a.error(), a.body["error_description"].as_str()),
+        (401, "invalid_admin_token", Some("the admin token has expired"))
+    );
+    let bogus = s.admin("GET", "/v1/zones", "cat_bogus", None).await;
+    assert_eq!(bogus.body["error_description"], "a valid admin bearer token is required", "an unknown token is not told about expiry");
+}

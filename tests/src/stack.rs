@@ -177,6 +177,9 @@ impl Stack {
             // Same key as the gateway: both sign frames for one ledger.
             ("AUDIT_HMAC_KEY", audit_key.clone()),
             ("AUDIT_CHAIN_KEY", random_hex(32)),
+            // Route-table tests refuse hundreds of bad bearers from one address; the budget has
+            // its own test (admin_auth.rs).
+            ("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", "100000".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -4,9 +4,7 @@
 //! admin token and returns it once; afterwards it answers 409 (seed 003: the bootstrap token is for
 //! initial setup only). Tokens are `cat_` + 32 random bytes (base64url), stored as SHA-256.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, post};
@@ -15,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{check_name, require_live_zone};
+use crate::auth_failures::{self, Surface};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminPrincipal, AppJson, Page, PageQuery, Paged, fetch_page, optional_json};
 use crate::state::AppState;
@@ -38,6 +37,10 @@ pub struct AdminTokenRow {
     pub zone_id: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    /// When the token stops working; `None` never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Last successful authentication, to the minute.
+    pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -51,13 +54,20 @@ struct Created {
     token: String,
 }
 
-async fn insert(conn: &mut sqlx::PgConnection, name: &str, scope: &str, zone_id: Option<&str>, created_by: &str) -> ApiResult<Created> {
+async fn insert(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    scope: &str,
+    zone_id: Option<&str>,
+    created_by: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> ApiResult<Created> {
     let token = caracal_shared::b64::random_secret("cat_", 32);
     let digest = caracal_shared::sig::sha256(token.as_bytes());
     let id = uuid::Uuid::now_v7().to_string();
     let row: AdminTokenRow = sqlx::query_as(
-        "INSERT INTO admin_tokens (id, name, token_sha256, scope, zone_id, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
-         RETURNING id, name, scope, zone_id, created_by, created_at, revoked_at",
+        "INSERT INTO admin_tokens (id, name, token_sha256, scope, zone_id, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         RETURNING id, name, scope, zone_id, created_by, created_at, expires_at, last_used_at, revoked_at",
     )
     .bind(&id)
     .bind(name)
@@ -65,6 +75,7 @@ async fn insert(conn: &mut sqlx::PgConnection, name: &str, scope: &str, zone_id:
     .bind(scope)
     .bind(zone_id)
     .bind(created_by)
+    .bind(expires_at)
     .fetch_one(conn)
     .await?;
     tracing::info!(admin_token_id = %row.id, scope, zone_id, created_by, "admin token created");
@@ -80,17 +91,23 @@ struct BootstrapBody {
 async fn bootstrap(
     State(state): State<AppState>,
     actor: Option<axum::Extension<crate::evidence::Actor>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<impl IntoResponse> {
+    req: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
     let Some(expected) = &state.cfg.bootstrap_admin_token else {
         return Err(ApiError::not_found("bootstrap_disabled"));
     };
-    let presented = crate::extract::bearer(&headers).unwrap_or("");
-    let body: BootstrapBody = optional_json(&body)?;
+    let ip = crate::extract::client_ip(&req);
+    if let Err(throttled) = auth_failures::check(&state, ip, Surface::Bootstrap).await {
+        return Ok(throttled);
+    }
+    let (parts, body) = req.into_parts();
+    let presented = crate::extract::bearer(&parts.headers).unwrap_or("");
     if !caracal_shared::sig::ct_eq(presented.as_bytes(), expected.expose().as_bytes()) {
+        auth_failures::record(&state, ip, Surface::Bootstrap).await;
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_bootstrap_token", "the bootstrap token is not valid"));
     }
+    let body = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| ApiError::bad_request("invalid_body", "body too large"))?;
+    let body: BootstrapBody = optional_json(&body)?;
     if let Some(axum::Extension(slot)) = actor {
         slot.bootstrap();
     }
@@ -106,9 +123,9 @@ async fn bootstrap(
         Some(n) => check_name(&n, 120, "invalid_admin_token_request")?,
         None => "bootstrap".to_owned(),
     };
-    let created = insert(&mut tx, &name, "global", None, "bootstrap").await?;
+    let created = insert(&mut tx, &name, "global", None, "bootstrap", None).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -117,7 +134,12 @@ struct CreateBody {
     name: String,
     scope: String,
     zone_id: Option<String>,
+    /// Lifetime in seconds (60 s to a year); absent, the token lives until revoked.
+    expires_in_seconds: Option<i64>,
 }
+
+/// Longest lifetime a token may be given (one that must live longer is created without one).
+const MAX_EXPIRES_IN_SECONDS: i64 = 365 * 24 * 3600;
 
 async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body): AppJson<CreateBody>) -> ApiResult<impl IntoResponse> {
     who.require_global()?;
@@ -132,8 +154,18 @@ async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body
         ("zone", None) => return Err(ApiError::bad_request("zone_id_required", "a zone token needs zone_id")),
         _ => return Err(ApiError::bad_request("invalid_admin_token_request", "scope must be global or zone")),
     };
+    let expires_at = match body.expires_in_seconds {
+        None => None,
+        Some(s) if (60..=MAX_EXPIRES_IN_SECONDS).contains(&s) => Some(Utc::now() + chrono::Duration::seconds(s)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_admin_token_request",
+                "expires_in_seconds must be 60..31536000 (a minute to a year); omit it for a token that lives until revoked",
+            ));
+        }
+    };
     let mut conn = state.db.acquire().await?;
-    let created = insert(&mut conn, &name, &body.scope, zone_id, &who.actor()).await?;
+    let created = insert(&mut conn, &name, &body.scope, zone_id, &who.actor(), expires_at).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -145,7 +177,7 @@ async fn list(
     who.require_global()?;
     let page: Page = q.page()?;
     let q = sqlx::query_as::<_, AdminTokenRow>(
-        "SELECT id, name, scope, zone_id, created_by, created_at, revoked_at FROM admin_tokens \
+        "SELECT id, name, scope, zone_id, created_by, created_at, expires_at, last_used_at, revoked_at FROM admin_tokens \
          WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) ORDER BY created_at DESC, id DESC LIMIT $3",
     );
     Ok(Json(fetch_page(&state.db, q, &page).await?))
