@@ -138,6 +138,28 @@ impl Secret {
     }
 }
 
+/// What `caracal-control-plane migrate` needs: the database and the mode that says how it must be
+/// reached (a migrations job holds no signing or HMAC keys).
+#[derive(Debug)]
+pub struct MigrateConfig {
+    /// `DATABASE_URL`, with the same `sslmode` rule as serving.
+    pub database_url: Secret,
+}
+
+impl MigrateConfig {
+    /// Reads and validates; every problem at once.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigErrors> {
+        let mut r = Reader::new(src);
+        let production = r.mode() == Mode::Production;
+        let database_url = r.postgres_url("DATABASE_URL", production);
+        if database_url.is_none() && !r.has_problems_for("DATABASE_URL") {
+            r.problem("DATABASE_URL", "is required");
+        }
+        r.finish()?;
+        Ok(Self { database_url: Secret(database_url.unwrap_or_default()) })
+    }
+}
+
 impl ControlPlaneConfig {
     /// Reads and validates; every problem at once.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigErrors> {

@@ -20,12 +20,34 @@ use caracal_control_plane::state::AppState;
 use caracal_control_plane::{app, db, metrics, outbox};
 use caracal_shared::zone_context::all_zones;
 
+const USAGE: &str = "usage: caracal-control-plane [migrate | --version]\n\
+  (no argument)  serve the STS, admin API, Coordinator and audit ledger (migrations first)\n\
+  migrate        apply the database migrations and exit (a deploy's migrations job; needs DATABASE_URL only)\n\
+  --version      print the version";
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => {}
+        ["migrate"] => std::process::exit(migrate_only().await),
+        ["--version" | "-V"] => {
+            println!("caracal-control-plane {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        ["--help" | "-h"] => {
+            println!("{USAGE}");
+            return;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(64);
+        }
+    }
     let cfg = match ControlPlaneConfig::from_source(&Env) {
         Ok(c) => c,
         Err(errors) => {
@@ -37,6 +59,33 @@ async fn main() {
     if let Err(e) = caracal_shared::zone_context::all_zones(run(cfg)).await {
         eprintln!("caracal-control-plane: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `migrate`: applies the migrations as the `DATABASE_URL` login and exits (0 done, 64 bad
+/// configuration, 1 failed). Serving also migrates at start; sqlx holds an advisory lock, so
+/// concurrent runs wait for each other.
+async fn migrate_only() -> i32 {
+    let cfg = match caracal_control_plane::config::MigrateConfig::from_source(&Env) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("caracal-control-plane migrate: refusing to start\n{errors}");
+            return 64;
+        }
+    };
+    let applied = async {
+        let options: sqlx::postgres::PgConnectOptions = cfg.database_url.expose().parse().context("DATABASE_URL")?;
+        db::migrate(&options).await.context("applying migrations")
+    };
+    match applied.await {
+        Ok(()) => {
+            tracing::info!(latest = caracal_control_plane::MIGRATOR.iter().map(|m| m.version).max(), "migrations applied");
+            0
+        }
+        Err(e) => {
+            eprintln!("caracal-control-plane migrate: {e:#}");
+            1
+        }
     }
 }
 

@@ -191,3 +191,33 @@ async fn a_zero_downtime_upgrade_hands_the_listener_over() {
     assert_eq!(s.governed("GET", "/items/after", &after, &d.resource).await.status, 200);
     new_gw.kill();
 }
+
+#[tokio::test]
+async fn the_control_plane_migrates_alone_for_a_deploys_migrations_job() {
+    let url = caracal_e2e::infra::fresh_database().await;
+    let migrate = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(binary("caracal-control-plane"));
+        cmd.arg("migrate").env_clear().envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    // No keys needed: only the database and the mode that says how to reach it.
+    for _ in 0..2 {
+        let out = migrate(&[("CARACAL_MODE", "dev"), ("DATABASE_URL", &url)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&db).await.unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")).unwrap().count() as i64;
+    assert_eq!(applied, files, "every migration applied, once");
+
+    let out = migrate(&[("DATABASE_URL", &url)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "production refuses a database reached without TLS: {err}");
+    assert!(err.contains("DATABASE_URL") && err.contains("sslmode"), "{err}");
+    let out = migrate(&[("CARACAL_MODE", "dev")]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL: is required"));
+    let out = Command::new(binary("caracal-control-plane")).arg("migrat").output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "an unknown argument is a usage error, not a start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: caracal-control-plane"));
+}
