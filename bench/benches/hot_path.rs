@@ -168,6 +168,8 @@ fn headers(c: &mut Criterion) {
                     request_id: "0190f3a1-rid",
                     client_ip: Some("127.0.0.1".into()),
                     tls_downstream: false,
+                    traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                    tracestate: None,
                 };
                 upstream_request(&mut req, &out).expect("hygiene");
                 req

@@ -64,13 +64,18 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     let rid = request_id::from_inbound(req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The caller's trace (the gateway's span for an exchange) joins this process's log lines to
+    // it; read only when there is a line to write.
+    let traceparent = req.headers().get("traceparent").cloned();
     if let Ok(v) = HeaderValue::from_str(&rid) {
         req.headers_mut().insert(request_id::HEADER, v);
     }
     let mut resp = next.run(req).await;
     if let Some(err) = resp.extensions_mut().remove::<ApiError>() {
         if let Some(cause) = &err.internal {
-            tracing::error!(request_id = %rid, %method, path, status = err.status.as_u16(), error = cause, "request failed");
+            let trace_id =
+                traceparent.as_ref().and_then(|v| v.to_str().ok()).and_then(caracal_shared::trace_context::trace_id).unwrap_or("");
+            tracing::error!(request_id = %rid, trace_id, %method, path, status = err.status.as_u16(), error = cause, "request failed");
         }
         if path.starts_with("/zones/") && err.status.is_client_error() {
             state.metrics.coordinator_denials.with_label_values(&[err.code]).inc();

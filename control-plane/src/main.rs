@@ -20,9 +20,10 @@ use caracal_control_plane::state::AppState;
 use caracal_control_plane::{app, db, metrics, outbox};
 use caracal_shared::zone_context::all_zones;
 
-const USAGE: &str = "usage: caracal-control-plane [migrate | --version]\n\
+const USAGE: &str = "usage: caracal-control-plane [migrate | health | --version]\n\
   (no argument)  serve the STS, admin API, Coordinator and audit ledger (migrations first)\n\
   migrate        apply the database migrations and exit (a deploy's migrations job; needs DATABASE_URL only)\n\
+  health         probe a running control plane's /health on loopback (a container HEALTHCHECK): exit 0 or 1\n\
   --version      print the version";
 
 #[tokio::main]
@@ -35,6 +36,7 @@ async fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => {}
         ["migrate"] => std::process::exit(migrate_only().await),
+        ["health"] => std::process::exit(caracal_shared::health_probe::probe("0.0.0.0:8080").await),
         ["--version" | "-V"] => {
             println!("caracal-control-plane {}", env!("CARGO_PKG_VERSION"));
             return;

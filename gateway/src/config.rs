@@ -131,6 +131,14 @@ pub struct GatewayConfig {
     /// accepting and keeps serving in-flight requests and streams this long (default 30; a
     /// `grace_period_seconds` in the Pingora YAML wins).
     pub shutdown_grace: Duration,
+    /// `SERVER_TIMING` (false): a `Server-Timing` header on forwarded responses with the time of
+    /// each phase (verify, replay, sts, upstream, gateway). Off by default: it tells clients how
+    /// long the gateway's checks and the upstream took.
+    pub server_timing: bool,
+    /// `ACCESS_LOG_SAMPLE` (0): the share of forwarded requests logged at info with their phase
+    /// timings (0 to 1); denials are always logged at info. At edge rates a line per request
+    /// costs more than the checks, so the default logs forwarded requests at debug only.
+    pub access_log_sample: f64,
     /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway process sees
     /// every revocation (default `<hostname>:<listen port>:<pid>`).
     pub instance_id: String,
@@ -288,6 +296,11 @@ impl GatewayConfig {
         }
         let audit_replay_dir = r.string("AUDIT_REPLAY_DIR", "/var/lib/caracal/audit-replay");
         let shutdown_grace = Duration::from_secs(r.parse("SHUTDOWN_GRACE_SECONDS", 30u64));
+        let server_timing = r.bool("SERVER_TIMING", false);
+        let access_log_sample = r.parse("ACCESS_LOG_SAMPLE", 0f64);
+        if !(0.0..=1.0).contains(&access_log_sample) {
+            r.problem("ACCESS_LOG_SAMPLE", "must be between 0 and 1 (the share of forwarded requests logged at info)");
+        }
         let circuit_failures = r.parse("STS_CIRCUIT_FAILURES", 5u32);
         if circuit_failures == 0 {
             r.problem("STS_CIRCUIT_FAILURES", "must be at least 1");
@@ -360,6 +373,8 @@ impl GatewayConfig {
             audit_key,
             audit_replay_dir,
             shutdown_grace,
+            server_timing,
+            access_log_sample,
             instance_id,
         })
     }

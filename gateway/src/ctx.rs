@@ -45,6 +45,12 @@ pub struct RequestCtx {
     /// Written by `response_filter`; read by `response_body_filter` (4 KiB re-checks, cut) and
     /// `logging` (bytes for the audit event).
     pub stream: Option<StreamGuard>,
+    /// The request's trace (continued or new), written by `request_filter`; read by the STS
+    /// exchange, `upstream_request_filter` and the logs.
+    pub trace: Option<crate::trace::Trace>,
+    /// Phase timings: written by the pipeline, `upstream_request_filter` and `response_filter`;
+    /// read by `response_filter` (`Server-Timing`) and `logging`.
+    pub timings: crate::trace::Timings,
 }
 
 /// The mandate's identity facts the audit trail records (never the token itself).
@@ -93,6 +99,8 @@ impl RequestCtx {
             body_bytes: 0,
             upstream: None,
             stream: None,
+            trace: None,
+            timings: crate::trace::Timings::default(),
         }
     }
 

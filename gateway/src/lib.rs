@@ -18,5 +18,6 @@ pub mod jwks;
 pub mod metrics;
 pub mod phases;
 pub mod proxy;
+pub mod trace;
 
 pub use app::Deps;

@@ -1,5 +1,6 @@
 //! `caracal-gateway`: reads its configuration from the environment (see the README) and Pingora's
-//! standard flags (`-c conf.yaml`, `-t`, `-d`, `-u`), then serves until stopped.
+//! standard flags (`-c conf.yaml`, `-t`, `-d`, `-u`), then serves until stopped. `health` probes
+//! a running gateway's `/health` (a container HEALTHCHECK); `--version` prints the version.
 
 use caracal_gateway::config::GatewayConfig;
 use caracal_shared::config_env::Env;
@@ -15,6 +16,14 @@ fn main() {
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+    match std::env::args().nth(1).as_deref() {
+        Some("health") => std::process::exit(caracal_shared::health_probe::run("0.0.0.0:8081")),
+        Some("--version" | "-V") => {
+            println!("caracal-gateway {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        _ => {}
+    }
     let opt = Opt::parse_args();
     let cfg = match GatewayConfig::from_source(&Env) {
         Ok(cfg) => cfg,

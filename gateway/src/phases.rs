@@ -30,6 +30,7 @@ use pingora::proxy::Session;
 
 use crate::ctx::{Forward, RequestCtx, Subject};
 use crate::deny::{self, Denial};
+use crate::trace::Timings;
 use crate::{Deps, audit};
 use exchange::ExchangeRequest;
 
@@ -47,8 +48,12 @@ pub async fn request(deps: &Deps, session: &mut Session, ctx: &mut RequestCtx) -
         return Ok(true);
     }
     deps.metrics.requests.inc();
+    let trace = ctx.trace.insert(crate::trace::Trace::of(session.req_header()));
+    let traceparent = trace.traceparent();
     ctx.mcp = mcp::intake::take(session, deps.cfg.mcp_max_body_bytes).await?;
-    match run_request(deps, session.req_header(), &ctx.request_id, &mut ctx.subject, ctx.mcp.as_ref()).await {
+    let checks =
+        run_request(deps, session.req_header(), &ctx.request_id, &traceparent, &mut ctx.subject, &mut ctx.timings, ctx.mcp.as_ref());
+    match checks.await {
         Ok(forward) => {
             deps.metrics.allowed.inc();
             ctx.forward = Some(forward);
@@ -87,7 +92,9 @@ pub async fn run_request(
     deps: &Deps,
     req: &RequestHeader,
     request_id: &str,
+    traceparent: &str,
     subject: &mut Option<Subject>,
+    timings: &mut Timings,
     mcp: Option<&mcp::intake::Intake>,
 ) -> Result<Forward, Denial> {
     let now = now_ms();
@@ -114,24 +121,23 @@ pub async fn run_request(
     admission::content_length(req, deps.cfg.max_request_bytes)?;
     // Likewise a malformed or unreadable POST to a resource known to be MCP.
     mcp::refuse_known(deps, mcp, &peeked.claims.zone_id, resource)?;
-    let mandate = auth::verify(&deps.jwks, peeked).await?;
+    let mandate = timings.time(|t| &mut t.verify, auth::verify(&deps.jwks, peeked)).await?;
     // In memory, before the single-use mark and the STS: a revoked mandate costs nothing more.
     let revocation_epoch = deps.revocations.epoch();
     revocation::check(&deps.revocations, &mandate.claims)?;
     let anchors = Arc::new(revocation::anchors(&mandate.claims));
     let mandate_exp = mandate.claims.exp;
-    let fresh = deps.jti.consume(mandate, request_id, now).await?;
+    let fresh = timings.time(|t| &mut t.replay, deps.jti.consume(mandate, request_id, now)).await?;
     let zone_id = fresh.0.claims.zone_id.as_str();
     let mcp_json = mcp.and_then(|m| match m {
         mcp::intake::Intake::Read { json, .. } => Some(json.as_str()),
         _ => None,
     });
-    let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id, mcp: mcp_json };
+    let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id, traceparent, mcp: mcp_json };
     // Per zone: one zone's failing policy must not fail every zone fast.
     let ticket = deps.circuits.admit(&fresh.0.claims.zone_id).ok_or(Denial::StsCircuitOpen)?;
-    let timer = deps.metrics.sts_exchange_seconds.start_timer();
-    let grant = deps.sts.exchange(&fresh, &exchange).await;
-    timer.observe_duration();
+    let grant = timings.time(|t| &mut t.sts, deps.sts.exchange(&fresh, &exchange)).await;
+    deps.metrics.sts_exchange_seconds.observe(timings.sts.unwrap_or_default().as_secs_f64());
     ticket.record(exchange::health(&grant));
     let mut grant = mcp::after_exchange(deps, mcp, zone_id, resource, grant)?;
     let mcp_owner = mcp::session_owner(deps, &grant, &req.headers, zone_id, resource, &fresh.0.claims.root_sid, request_id).await?;

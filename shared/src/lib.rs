@@ -11,6 +11,7 @@ pub mod b64;
 pub mod config_env;
 pub mod error_code;
 pub mod exchange;
+pub mod health_probe;
 pub mod jwks;
 pub mod jws;
 pub mod mandate;
@@ -24,6 +25,7 @@ pub mod revocation;
 pub mod sig;
 pub mod stream_consumer;
 pub mod streams;
+pub mod trace_context;
 pub mod zone_context;
 
 pub use error_code::{ErrorCode, WireError};

@@ -133,3 +133,79 @@ async fn archiving_an_application_revokes_what_it_holds() {
     let records = s.admin_ok("GET", &format!("/v1/zones/{}/authority-records?status=revoked", d.zone_id), &d.admin, None, 200).await;
     assert_eq!(records["items"].as_array().unwrap().len(), 1, "its session is recorded as revoked: {records}");
 }
+
+#[tokio::test]
+async fn the_trace_continues_through_the_gateway_and_each_phase_is_timed_when_asked() {
+    let env = [("SERVER_TIMING", "true"), ("ACCESS_LOG_SAMPLE", "1")];
+    let opts =
+        caracal_e2e::StackOptions { gateway_env: env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(), ..Default::default() };
+    let s = Stack::start_with(opts).await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let inbound = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let call = |mandate: String, traceparent: &'static str| {
+        let s = &s;
+        let resource = d.resource.clone();
+        async move {
+            let bearer = format!("Bearer {mandate}");
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("x-caracal-resource", resource.as_str()),
+                ("traceparent", traceparent),
+                ("tracestate", "k=v"),
+            ];
+            s.call("GET", "/items/1", &headers).await
+        }
+    };
+    let a = call(s.gateway_mandate(&d, &session, "tools.read").await, inbound).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let timing = a.headers["server-timing"].to_str().unwrap().to_owned();
+    for phase in ["verify;dur=", "replay;dur=", "sts;dur=", "upstream;dur=", "gateway;dur="] {
+        assert!(timing.contains(phase), "{phase} in {timing}");
+    }
+    let seen = s.upstream.requests().pop().unwrap();
+    let out = seen.headers["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && !out.contains("00f067aa0ba902b7"),
+        "same trace, the gateway's span: {out}"
+    );
+    assert_eq!(seen.headers["tracestate"], "k=v", "kept with the valid traceparent it belongs to");
+
+    // A forged or malformed one is not continued: a new trace, and its tracestate dropped.
+    let b = call(s.gateway_mandate(&d, &session, "tools.read").await, "00-zz-not-a-trace").await;
+    assert_eq!(b.status, 200);
+    let seen = s.upstream.requests().pop().unwrap();
+    let fresh = seen.headers["traceparent"].to_str().unwrap();
+    assert!(caracal_shared::trace_context::valid_traceparent(fresh) && !fresh.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{fresh}");
+    assert!(seen.headers.get("tracestate").is_none());
+
+    // The sampled access line carries both ids and the phases, never the token.
+    let start = std::time::Instant::now();
+    loop {
+        let log = s.gateway.log();
+        if let Some(line) = log.lines().find(|l| l.contains("\"forwarded\"") && l.contains("4bf92f3577b34da6a3ce929d0e0e4736")) {
+            for field in ["\"request_id\"", "\"sts_ms\"", "\"verify_ms\"", "\"upstream_ms\"", "\"token_fp\"", "\"path\":\"/items/1\""] {
+                assert!(line.contains(field), "{field} in {line}");
+            }
+            assert!(!line.contains("eyJ"), "no token in the log: {line}");
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "no access line:\n{}", s.gateway.log_tail(10));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_server_timing_the_gateway_keeps_its_phase_times_to_itself() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let a = s.governed("GET", "/items/1", &s.gateway_mandate(&d, &session, "tools.read").await, &d.resource).await;
+    assert_eq!(a.status, 200);
+    assert!(a.headers.get("server-timing").is_none(), "off by default");
+    let log = s.gateway.log();
+    assert!(
+        !log.lines().any(|l| l.contains("\"forwarded\"") && l.contains("\"level\":\"INFO\"")),
+        "no info line per forwarded request by default"
+    );
+}

@@ -221,3 +221,32 @@ async fn the_control_plane_migrates_alone_for_a_deploys_migrations_job() {
     assert_eq!(out.status.code(), Some(64), "an unknown argument is a usage error, not a start");
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: caracal-control-plane"));
 }
+
+#[tokio::test]
+async fn both_binaries_probe_their_own_health_for_a_container_healthcheck() {
+    let pki = TestPki::generate(&scratch_dir("health-pki"));
+    let s = Stack::start_with(StackOptions { control_plane_tls: Some(pki.clone()), ..Default::default() }).await;
+    let probe = |bin: &str, listen: &str, tls: bool| {
+        let mut cmd = Command::new(binary(bin));
+        cmd.arg("health").env_clear().env("LISTEN_ADDR", listen);
+        if tls {
+            cmd.env("TLS_CERT_FILE", &pki.cert);
+        }
+        cmd.output().unwrap()
+    };
+    let port = |url: &str| url.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let out = probe("caracal-control-plane", &format!("0.0.0.0:{}", port(&s.cp_url)), true);
+    assert!(out.status.success(), "the control plane over TLS: {}", String::from_utf8_lossy(&out.stderr));
+    let out = probe("caracal-gateway", &format!("127.0.0.1:{}", port(&s.gw_url)), false);
+    assert!(out.status.success(), "the gateway: {}", String::from_utf8_lossy(&out.stderr));
+    let closed = free_port();
+    let out = probe("caracal-gateway", &format!("127.0.0.1:{closed}"), false);
+    assert_eq!(out.status.code(), Some(1), "nothing listening is unhealthy");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("127.0.0.1:{closed}/health")));
+    let out = probe("caracal-control-plane", &format!("127.0.0.1:{}", port(&s.cp_url)), false);
+    assert_eq!(out.status.code(), Some(1), "plain HTTP to a TLS listener is no answer");
+    for bin in ["caracal-gateway", "caracal-control-plane"] {
+        let v = Command::new(binary(bin)).arg("--version").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("{bin} {}", env!("CARGO_PKG_VERSION")));
+    }
+}

@@ -50,6 +50,8 @@ pub struct ExchangeRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub request_id: &'a str,
+    /// The request's `traceparent`, the gateway's span as parent (`crate::trace`).
+    pub traceparent: &'a str,
     /// The MCP facts of a POST the gateway read (JSON of `caracal_shared::mcp::Post`).
     pub mcp: Option<&'a str>,
 }
@@ -66,13 +68,22 @@ impl StsClient {
     }
 
     /// A signed form POST to the STS (see the module docs for the signature).
-    async fn signed(&self, url: &str, path: &str, body: String, request_id: &str) -> reqwest::Result<reqwest::Response> {
+    async fn signed(
+        &self,
+        url: &str,
+        path: &str,
+        body: String,
+        request_id: &str,
+        traceparent: Option<&str>,
+    ) -> reqwest::Result<reqwest::Response> {
         let ts = chrono::Utc::now().timestamp().to_string();
         let nonce = b64::random_hex(32);
         let signature = sig::gateway_signature(&self.key, &ts, &nonce, "POST", path, body.as_bytes());
-        self.http
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        let mut post = self.http.post(url);
+        if let Some(t) = traceparent {
+            post = post.header("traceparent", t);
+        }
+        post.header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(http::header::ACCEPT, "application/json")
             .header(request_id::HEADER, request_id)
             .header(sig::GATEWAY_TIMESTAMP_HEADER, ts)
@@ -103,7 +114,8 @@ impl StsClient {
             .append_pair("subject_token_type", TOKEN_TYPE_ACCESS_TOKEN)
             .append_pair("zone_id", zone_id)
             .finish();
-        let resp = self.signed(&self.visible_url, &self.visible_path, body, request_id).await.map_err(|e| without_url(e).to_string())?;
+        let resp =
+            self.signed(&self.visible_url, &self.visible_path, body, request_id, None).await.map_err(|e| without_url(e).to_string())?;
         let status = resp.status().as_u16();
         let body = read_capped(resp).await.map_err(|_| "unreadable answer".to_owned())?;
         if status != 200 {
@@ -134,7 +146,7 @@ impl StsClient {
     /// Exchanges the gateway mandate for a resource mandate and the upstream directive.
     pub async fn exchange(&self, m: &FreshJti<'_>, req: &ExchangeRequest<'_>) -> Result<ExchangeGrant, Denial> {
         let body = Self::form(m, req);
-        let sent = self.signed(&self.token_url, &self.token_path, body, req.request_id).await;
+        let sent = self.signed(&self.token_url, &self.token_path, body, req.request_id, Some(req.traceparent)).await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Err(Denial::StsUnavailable { status: 504, description: "sts timeout" }),

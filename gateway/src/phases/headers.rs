@@ -81,20 +81,35 @@ pub struct Outbound<'a> {
     pub request_id: &'a str,
     pub client_ip: Option<String>,
     pub tls_downstream: bool,
+    /// `traceparent` with the gateway's span as parent, and the inbound `tracestate` when it
+    /// belonged to a valid inbound `traceparent` (`crate::trace`).
+    pub traceparent: String,
+    pub tracestate: Option<&'a str>,
 }
 
 /// `upstream_request_filter`: the granted request's [`Outbound`] applied to `req`.
 pub fn upstream_request_for(
     session: &pingora::proxy::Session,
     req: &mut RequestHeader,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     tls_downstream: bool,
 ) -> pingora::Result<()> {
+    // Each attempt (a retry calls this again) restarts the upstream's clock.
+    ctx.timings.upstream_sent = Some(std::time::Instant::now());
     let Some(fwd) = &ctx.forward else {
         return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream request without a granted request");
     };
     let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
-    let out = Outbound { peer: &fwd.peer, mandate: &fwd.grant.mandate, request_id: &ctx.request_id, client_ip, tls_downstream };
+    let trace = ctx.trace.as_ref();
+    let out = Outbound {
+        peer: &fwd.peer,
+        mandate: &fwd.grant.mandate,
+        request_id: &ctx.request_id,
+        client_ip,
+        tls_downstream,
+        traceparent: trace.map(crate::trace::Trace::traceparent).unwrap_or_default(),
+        tracestate: trace.and_then(|t| t.tracestate.as_deref()),
+    };
     upstream_request(req, &out)
 }
 
@@ -139,10 +154,13 @@ pub fn upstream_request(req: &mut RequestHeader, out: &Outbound<'_>) -> pingora:
         req.insert_header("x-caracal-identity", out.mandate)?;
     }
     req.insert_header(caracal_shared::request_id::HEADER, out.request_id)?;
-    let traceparent = req.headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|t| valid_traceparent(t)).map(str::to_owned);
-    if traceparent.is_none() {
-        req.remove_header("tracestate");
-        req.insert_header("traceparent", new_traceparent())?;
+    // The trace continues through the gateway's own span (`crate::trace`).
+    req.remove_header("tracestate");
+    if !out.traceparent.is_empty() {
+        req.insert_header("traceparent", out.traceparent.as_str())?;
+    }
+    if let Some(state) = out.tracestate {
+        req.insert_header("tracestate", state)?;
     }
     if let Some(ip) = &out.client_ip {
         req.insert_header("x-forwarded-for", ip)?;
@@ -181,30 +199,6 @@ fn filter_baggage(req: &mut RequestHeader) -> pingora::Result<()> {
         req.insert_header("baggage", joined)?;
     }
     Ok(())
-}
-
-/// W3C trace context: `00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero, version not `ff`.
-pub fn valid_traceparent(t: &str) -> bool {
-    let parts: Vec<&str> = t.split('-').collect();
-    if parts.len() < 4 {
-        return false;
-    }
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let (version, trace, parent, flags) = (parts[0], parts[1], parts[2], parts[3]);
-    hex(version, 2)
-        && version != "ff"
-        && (version != "00" || parts.len() == 4)
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
-}
-
-fn new_traceparent() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{id}-{parent}-01")
 }
 
 /// Cleans the response sent to the client.
@@ -286,24 +280,6 @@ mod tests {
     fn the_provider_query_key_overrides_client_and_upstream_values() {
         assert_eq!(with_query_param("/a?x=1&api_key=client&y=2", "api_key", "s3cr=t"), "/a?x=1&y=2&api_key=s3cr%3Dt");
         assert_eq!(with_query_param("/a", "key", "k"), "/a?key=k");
-    }
-
-    #[test]
-    fn traceparent_table() {
-        assert!(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        assert!(valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
-        for bad in [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f-00f067aa0ba902b7-01",
-        ] {
-            assert!(!valid_traceparent(bad), "{bad}");
-        }
-        assert!(valid_traceparent(&new_traceparent()));
     }
 
     #[test]
@@ -400,7 +376,16 @@ mod tests {
         ] {
             req.append_header(k.to_string(), v).unwrap();
         }
-        let out = Outbound { peer: &peer, mandate: "RES", request_id: "rid", client_ip: Some("10.0.0.1".into()), tls_downstream: false };
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned();
+        let out = Outbound {
+            peer: &peer,
+            mandate: "RES",
+            request_id: "rid",
+            client_ip: Some("10.0.0.1".into()),
+            tls_downstream: false,
+            traceparent: traceparent.clone(),
+            tracestate: None,
+        };
         upstream_request(&mut req, &out).unwrap();
         let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(h("authorization").as_deref(), Some("Bearer RES"));
@@ -425,7 +410,8 @@ mod tests {
         assert_eq!(h("content-length").as_deref(), Some("0"), "framing stays with Pingora even when listed");
         assert_eq!(h("host").as_deref(), Some("up.example:9"));
         assert_eq!(h("x-request-id").as_deref(), Some("rid"));
-        assert!(valid_traceparent(&h("traceparent").unwrap()));
+        assert_eq!(h("traceparent"), Some(traceparent), "the gateway's span, never the client's");
+        assert_eq!(h("tracestate"), None);
         assert_eq!(req.uri.to_string(), "/base/items?q=1");
     }
 }
