@@ -15,10 +15,10 @@ as_root() {
 
 has_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
-# Installs what building and running the stack needs (Debian packages), skipping what is present.
-ensure_packages() {
+# ensure_debs <package>...: installs the Debian packages not yet present.
+ensure_debs() {
   local want=() p
-  for p in cmake libclang1-14 libclang-common-14-dev redis-server redis-tools postgresql curl openssl python3; do
+  for p in "$@"; do
     has_pkg "$p" || want+=("$p")
   done
   if [ ${#want[@]} -gt 0 ]; then
@@ -26,6 +26,18 @@ ensure_packages() {
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${want[@]}"
   fi
+}
+
+# Installs what building and running the stack needs (Debian packages), skipping what is present.
+ensure_packages() {
+  ensure_debs cmake libclang1-14 libclang-common-14-dev redis-server redis-tools postgresql curl openssl python3
+}
+
+# The real tools the deploy artifacts are checked with (deploy/check.sh): promtool (Debian ships
+# it only in `prometheus`; its service is not started without systemd), systemd-analyze and
+# systemd for the units' boot test, podman and friends for the images and the compose stack.
+ensure_deploy_packages() {
+  ensure_debs prometheus systemd python3-yaml
 }
 
 # sdk_python: the first Python >= 3.12 found (the published caracalai-* clients need it; Debian 12's
