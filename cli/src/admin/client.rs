@@ -35,14 +35,19 @@ impl AdminClient {
         Ok(Self { http, base, bearer })
     }
 
-    /// `base/<segments…>?<query>`; each segment is percent-encoded, so an id cannot reach another route.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+    /// `base/<segments…>?<query>`; each segment is percent-encoded, so an id cannot reach another
+    /// route. An empty, `.` or `..` id is refused: the URL parser would drop or climb it, and
+    /// `apps delete --zone Z ..` would then archive the zone.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, CliError> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            return Err(CliError::Usage(format!("`{bad}` is not an id")));
+        }
         let mut url = self.base.clone();
         url.path_segments_mut().expect("checked to be a base").pop_if_empty().extend(segments);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        url
+        Ok(url)
     }
 
     /// Sends the request; the JSON answer (`Null` for an empty one) or the API's refusal.
@@ -53,7 +58,7 @@ impl AdminClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value, CliError> {
-        let mut req = self.http.request(method, self.url(segments, query)).bearer_auth(self.bearer.expose());
+        let mut req = self.http.request(method, self.url(segments, query)?).bearer_auth(self.bearer.expose());
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -101,5 +106,29 @@ fn excerpt(text: &str) -> String {
     match one_line.char_indices().nth(200) {
         Some((i, _)) => format!("{}…", &one_line[..i]),
         None => one_line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(url: &str) -> AdminClient {
+        let conn = Connection { url: url.into(), token: None, token_file: None, ca_file: None };
+        AdminClient::new(&conn, Secret::resolve(Some("t".into()), None, "admin token", "").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_id_stays_one_path_segment() {
+        let c = client("http://cp:8080/prefix/");
+        assert_eq!(c.url(&["v1", "zones", "a/b?c#d"], &[]).unwrap().as_str(), "http://cp:8080/prefix/v1/zones/a%2Fb%3Fc%23d");
+        assert_eq!(
+            c.url(&["v1", "zones"], &[("cursor", "x&y=z".into())]).unwrap().as_str(),
+            "http://cp:8080/prefix/v1/zones?cursor=x%26y%3Dz"
+        );
+        for climbing in ["..", ".", ""] {
+            let e = c.url(&["v1", "zones", "z", "applications", climbing], &[]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "`{climbing}` never reaches the zone's own route");
+        }
     }
 }

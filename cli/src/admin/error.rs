@@ -62,3 +62,29 @@ fn refusal_message(status: &reqwest::StatusCode, code: Option<&str>, description
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_status_code_description_and_request() {
+        let e = CliError::Api {
+            status: reqwest::StatusCode::UNAUTHORIZED,
+            code: Some("invalid_admin_token".into()),
+            description: Some("admin token required".into()),
+            request_id: Some("r1".into()),
+        };
+        assert_eq!(e.to_string(), "401 Unauthorized: invalid_admin_token: admin token required (request r1)");
+        assert_eq!(e.exit_code(), 1);
+        let bare = CliError::Api { status: reqwest::StatusCode::BAD_GATEWAY, code: None, description: None, request_id: None };
+        assert_eq!(bare.to_string(), "502 Bad Gateway");
+    }
+
+    #[test]
+    fn exit_codes_tell_a_refusal_from_a_usage_error_and_a_broken_chain() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::Transport("x".into()).exit_code(), 2);
+        assert_eq!(CliError::ChainBroken { zone: "z".into() }.exit_code(), 3);
+    }
+}

@@ -72,6 +72,12 @@ fn cell(v: &Value) -> String {
 }
 
 fn table(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", render_table(header, rows));
+}
+
+/// Columns padded to their widest cell (in characters), two spaces apart; an upper-case header line
+/// when `header` is not empty.
+fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let head: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
     let all = (!head.is_empty()).then_some(&head).into_iter().chain(rows);
     let mut widths: Vec<usize> = Vec::new();
@@ -84,8 +90,31 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
+    let mut out = String::new();
     for row in all {
         let line: Vec<String> = row.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", line.join("  ").trim_end());
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_table_pads_each_column_to_its_widest_cell() {
+        let rows = vec![vec!["z1".to_owned(), cell(&json!("démo"))], vec!["zone-22".to_owned(), cell(&json!(null))]];
+        assert_eq!(render_table(&["id", "name"], &rows), "ID       NAME\nz1       démo\nzone-22  -\n");
+    }
+
+    #[test]
+    fn cells_show_strings_bare_and_everything_else_as_json() {
+        assert_eq!(cell(&json!("a")), "a");
+        assert_eq!(cell(&json!(["x", 1])), r#"["x",1]"#);
+        assert_eq!(cell(&json!(false)), "false");
     }
 }

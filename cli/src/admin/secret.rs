@@ -38,3 +38,43 @@ pub(crate) fn save(path: &Path, token: &str) -> Result<(), CliError> {
     f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(CliError::file(path))?;
     writeln!(f, "{token}").map_err(CliError::file(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(r: Result<Secret, CliError>) -> String {
+        match r {
+            Err(CliError::Usage(m)) => m,
+            Err(other) => panic!("not a usage error: {other}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn a_token_comes_from_one_place_and_is_never_echoed() {
+        let dir = std::env::temp_dir().join(format!("caracal-admin-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "cat_from_file\n").unwrap();
+        assert_eq!(Secret::resolve(None, Some(&file), "admin token", "").unwrap().expose(), "cat_from_file", "the newline is trimmed");
+        assert_eq!(Secret::resolve(Some(" cat_flag ".into()), None, "admin token", "").unwrap().expose(), "cat_flag");
+        assert!(usage(Secret::resolve(Some("cat_a".into()), Some(&file), "admin token", "")).contains("not both"));
+        assert!(usage(Secret::resolve(None, None, "admin token", "--token-file")).contains("--token-file"));
+        let bad = usage(Secret::resolve(Some("cat_se\u{7}cret".into()), None, "admin token", ""));
+        assert!(!bad.contains("cat_se"), "the message does not quote the token: {bad}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_saved_token_is_the_owners_only_even_over_a_wider_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::env::temp_dir().join(format!("caracal-admin-save-{}", std::process::id()));
+        std::fs::write(&file, "old").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        save(&file, "cat_new").unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "cat_new\n");
+        std::fs::remove_file(&file).unwrap();
+    }
+}
