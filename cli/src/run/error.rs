@@ -12,6 +12,8 @@ pub(crate) enum RunError {
     Command { program: String, status: std::process::ExitStatus, output: String },
     #[error("{component} exited before it was ready ({status}); see {}", .log.display())]
     Exited { component: String, status: std::process::ExitStatus, log: PathBuf },
+    #[error("{component}: port {port} is taken by another process")]
+    PortInUse { component: String, port: u16 },
     #[error("{component} not ready after {secs} s; see {}", .log.display())]
     NotReady { component: String, secs: u64, log: PathBuf },
 }

@@ -81,3 +81,20 @@ pub(crate) fn write_env_file(path: &Path, pairs: &[(String, String)]) -> Result<
     let text: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     f.write_all(text.as_bytes()).map_err(RunError::file(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files_round_trip_and_skip_comments_and_blank_lines() {
+        let path = std::env::temp_dir().join(format!("caracal-run-env-{}", std::process::id()));
+        write_env_file(&path, &[("A".into(), "1".into()), ("B".into(), "x=y".into())]).unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("\n# a comment\n\nnot a pair\n");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(read_env_file(&path).unwrap(), [("A".to_owned(), "1".to_owned()), ("B".to_owned(), "x=y".to_owned())]);
+        std::fs::remove_file(&path).unwrap();
+        assert!(read_env_file(&path).unwrap().is_empty(), "a missing file is an empty one");
+    }
+}

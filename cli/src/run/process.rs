@@ -73,3 +73,18 @@ pub(crate) fn stop(pid: u32, binary: &str, sig: &str, grace: Duration) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_counts_as_ours_only_while_it_runs_the_named_binary() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_str().unwrap();
+        assert!(runs(me, name));
+        assert!(!runs(me, "caracal-gateway"), "a reused pid of another program is left alone");
+        assert!(!runs(u32::MAX, name), "no such process");
+    }
+}

@@ -68,8 +68,19 @@ impl Service {
         process::read_pid(&layout.pid_file(self.name())).filter(|pid| process::runs(*pid, self.binary()))
     }
 
-    /// Starts it with `env` and `args`, writing its pid file.
-    pub(crate) fn spawn(self, layout: &Layout, bin_dir: &Path, args: &[String], env: &BTreeMap<String, String>) -> Result<Child, RunError> {
+    /// Starts it on `port` with `env` and `args`, writing its pid file. A port already answering
+    /// is refused first: the readiness wait would otherwise take another process's answers for ours.
+    pub(crate) fn spawn(
+        self,
+        layout: &Layout,
+        bin_dir: &Path,
+        port: u16,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<Child, RunError> {
+        if probe::port_open(port) {
+            return Err(RunError::PortInUse { component: self.name().into(), port });
+        }
         let child = process::spawn_detached(&bin_dir.join(self.binary()), args, env, &NOT_INHERITED, &layout.log_file(self.name()))?;
         let pid_file = layout.pid_file(self.name());
         std::fs::write(&pid_file, format!("{}\n", child.id())).map_err(RunError::file(&pid_file))?;

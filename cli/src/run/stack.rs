@@ -94,7 +94,7 @@ pub(crate) fn start(args: &StartArgs) -> Result<ExitCode, RunError> {
     let mut cp_env = dev_env(ports.control_plane, &pg, &redis);
     cp_env.insert("ISSUER_URL".into(), cp_url.clone());
     cp_env.extend(secrets.clone());
-    let mut cp = Service::ControlPlane.spawn(&layout, &bin_dir, &[], &cp_env)?;
+    let mut cp = Service::ControlPlane.spawn(&layout, &bin_dir, ports.control_plane, &[], &cp_env)?;
     Service::ControlPlane.wait_ready(&mut cp, ports.control_plane, &layout, timeout)?;
 
     let mut gw_env = dev_env(ports.gateway, &pg, &redis);
@@ -103,9 +103,9 @@ pub(crate) fn start(args: &StartArgs) -> Result<ExitCode, RunError> {
     gw_env.insert("ALLOW_PRIVATE_UPSTREAMS".into(), "true".into());
     gw_env.insert("AUDIT_REPLAY_DIR".into(), layout.audit_replay().display().to_string());
     gw_env.extend(services::gateway_secrets(&secrets));
-    let mut gw = Service::Gateway.spawn(&layout, &bin_dir, &[], &gw_env)?;
+    let mut gw = Service::Gateway.spawn(&layout, &bin_dir, ports.gateway, &[], &gw_env)?;
     let echo_args = ["echo".to_owned(), format!("127.0.0.1:{}", ports.echo)];
-    let mut echo = Service::Echo.spawn(&layout, &bin_dir, &echo_args, &BTreeMap::new())?;
+    let mut echo = Service::Echo.spawn(&layout, &bin_dir, ports.echo, &echo_args, &BTreeMap::new())?;
     Service::Gateway.wait_ready(&mut gw, ports.gateway, &layout, timeout)?;
     Service::Echo.wait_ready(&mut echo, ports.echo, &layout, timeout)?;
     print_status(&layout, &ports, &pg, &redis);
@@ -177,5 +177,25 @@ fn note(text: &str) {
         eprintln!("\x1b[1m==> {text}\x1b[0m");
     } else {
         eprintln!("==> {text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_port_beats_the_recorded_one_which_beats_the_default() {
+        let args = StackArgs {
+            stack_dir: ".local/stack".into(),
+            cp_port: Some(1),
+            gw_port: None,
+            echo_port: None,
+            pg_port: None,
+            redis_port: None,
+        };
+        let recorded = BTreeMap::from([("CP_PORT".to_owned(), "2".to_owned()), ("GW_PORT".to_owned(), "3".to_owned())]);
+        let p = Ports::resolve(&args, &recorded);
+        assert_eq!((p.control_plane, p.gateway, p.echo, p.postgres, p.redis), (1, 3, 9000, 25432, 26379));
     }
 }
