@@ -103,6 +103,10 @@ async fn caracal_admin_prints_the_servers_refusal_and_never_the_token() {
     let env = [("CARACAL_ADMIN_TOKEN", admin.as_str())];
     let unknown = s.caracal_admin(&["zones", "get", "no-such-zone"], &env).await.expect(1);
     assert!(unknown.stderr.contains("404") && unknown.stderr.contains("zone_not_found"), "{unknown:?}");
+    let zone = s.caracal_admin(&["zones", "create", "--name", "kept"], &env).await.expect(0).json();
+    let z = zone["id"].as_str().unwrap();
+    s.caracal_admin(&["apps", "delete", "--zone", z, ".."], &env).await.expect(2);
+    s.admin_ok("GET", &format!("/v1/zones/{z}"), &admin, None, 200).await;
     let twice = s.caracal_admin(&["bootstrap"], &[("CARACAL_BOOTSTRAP_TOKEN", &s.bootstrap_token)]).await.expect(1);
     assert!(twice.stderr.contains("already_bootstrapped") && !twice.all().contains(&s.bootstrap_token), "{twice:?}");
 
