@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# Stops what deploy/local/up.sh started (state in .local/stack is kept; delete it to start over).
+# Stops what deploy/local/up.sh started, with `caracal run stop` (state in .local/stack is kept;
+# delete it to start over).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
 STACK="$PWD/.local/stack"
-# SIGINT stops the services at once; the echo upstream was started in the background of a script,
-# where SIGINT is ignored, so it gets SIGTERM.
-for p in gateway control-plane echo; do
-  sig=INT; [ "$p" = echo ] && sig=TERM
-  [ -f "$STACK/$p.pid" ] && kill -"$sig" "$(cat "$STACK/$p.pid")" 2>/dev/null || true
-  rm -f "$STACK/$p.pid"
+# The binaries `caracal run start` ran from (recorded in run.env), else whichever build has `caracal`.
+BIN="$(sed -n 's/^BIN_DIR=//p' "$STACK/run.env" 2>/dev/null || true)"
+for dir in "$BIN" "$PWD/target/${CARACAL_PROFILE:-release}" "$PWD/target/release" "$PWD/target/debug"; do
+  [ -n "$dir" ] && [ -x "$dir/caracal" ] && { BIN="$dir"; break; }
 done
-stop_redis "${REDIS_PORT:-26379}"
-stop_postgres "$STACK/pg"
-log "stopped"
+[ -x "$BIN/caracal" ] || die "no caracal binary: build it (cargo build --bins) or run deploy/local/up.sh"
+"$BIN/caracal" run stop --stack-dir "$STACK"

@@ -3,6 +3,8 @@
 # missing), the control plane (STS + admin API) on :8080, the gateway on :8081, an echo upstream on
 # :9000; seeds a demo zone, application, resource and policy; then makes one governed request and
 # prints the commands to make your own. State lives in .local/stack; `deploy/local/down.sh` stops it.
+# The processes are started by the runtime CLI (`caracal run start`), the demo is seeded with the
+# admin client (`caracal-admin`).
 #
 # CARACAL_PROFILE=debug builds faster; the default is release.
 set -euo pipefail
@@ -21,69 +23,30 @@ log "building ($PROFILE)"
 if [ "$PROFILE" = release ]; then cargo build --release --bins --locked; BIN="$PWD/target/release"
 else cargo build --bins --locked; BIN="$PWD/target/debug"; fi
 
-# Secrets are generated once and kept: the signing keys in Postgres are sealed with this ZONE_KEK.
-if [ ! -f "$STACK/secrets.env" ]; then
-  umask 077
-  cat > "$STACK/secrets.env" <<SECRETS
-ZONE_KEK=$(openssl rand -hex 32)
-STREAMS_HMAC_KEY=$(openssl rand -hex 32)
-GATEWAY_STS_HMAC_KEY=$(openssl rand -hex 32)
-AUDIT_HMAC_KEY=$(openssl rand -hex 32)
-AUDIT_CHAIN_KEY=$(openssl rand -hex 32)
-BOOTSTRAP_ADMIN_TOKEN=$(openssl rand -base64 32 | tr -d '=+/')
-SECRETS
-fi
-for k in AUDIT_HMAC_KEY AUDIT_CHAIN_KEY; do
-  grep -q "^$k=" "$STACK/secrets.env" || echo "$k=$(openssl rand -hex 32)" >> "$STACK/secrets.env"
-done
-set -a; source "$STACK/secrets.env"; set +a
+# The process lifecycle is the runtime CLI's: Postgres, Redis, the control plane, the gateway and the
+# echo upstream, with their pid files, logs and generated keys (secrets.env) in $STACK.
+"$BIN/caracal" run start --stack-dir "$STACK" --bin-dir "$BIN" --cp-port "$CP_PORT" --gw-port "$GW_PORT" \
+  --echo-port "$ECHO_PORT" --pg-port "$PG_PORT" --redis-port "$REDIS_PORT" >/dev/null
 
-log "starting PostgreSQL (:$PG_PORT) and Redis (:$REDIS_PORT)"
-start_postgres "$STACK/pg" "$PG_PORT"
-run_pg "psql -h 127.0.0.1 -p $PG_PORT -U postgres -tAc \"SELECT 1 FROM pg_database WHERE datname = 'caracal'\"" | grep -q 1 \
-  || run_pg "psql -h 127.0.0.1 -p $PG_PORT -U postgres -qc 'CREATE DATABASE caracal'"
-start_redis "$STACK/redis" "$REDIS_PORT"
-
-# SIGINT for the services; the echo upstream (a background job of a script ignores SIGINT) gets SIGTERM.
-stop_pid() { local sig=INT; [ "$1" = echo ] && sig=TERM; [ -f "$STACK/$1.pid" ] && kill -"$sig" "$(cat "$STACK/$1.pid")" 2>/dev/null || true; rm -f "$STACK/$1.pid"; }
-for p in control-plane gateway echo; do stop_pid "$p"; done
-sleep 0.3
-
-log "starting caracal-control-plane (:$CP_PORT), caracal-gateway (:$GW_PORT), echo upstream (:$ECHO_PORT)"
-CARACAL_MODE=dev LISTEN_ADDR="127.0.0.1:$CP_PORT" ISSUER_URL="$CP" \
-  DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/caracal" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-  nohup "$BIN/caracal-control-plane" > "$STACK/control-plane.log" 2>&1 &
-echo $! > "$STACK/control-plane.pid"
-wait_http "$CP/ready" 60 || die "control plane not ready; see $STACK/control-plane.log"
-# The demo upstream is on loopback, which the gateway refuses unless told otherwise.
-CARACAL_MODE=dev LISTEN_ADDR="127.0.0.1:$GW_PORT" STS_URL="$CP" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-  DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/caracal" ALLOW_PRIVATE_UPSTREAMS=true AUDIT_REPLAY_DIR="$STACK/audit-replay" \
-  nohup "$BIN/caracal-gateway" > "$STACK/gateway.log" 2>&1 &
-echo $! > "$STACK/gateway.pid"
-nohup "$BIN/caracal-bench" echo "127.0.0.1:$ECHO_PORT" > "$STACK/echo.log" 2>&1 &
-echo $! > "$STACK/echo.pid"
-wait_http "$GW/ready" 60 || die "gateway not ready; see $STACK/gateway.log"
-
-json_field() { sed -nE "s/.*\"$1\":\"([^\"]*)\".*/\1/p"; }
-api() { # api METHOD PATH [JSON]
-  curl -fsS -X "$1" "$CP$2" -H "Authorization: Bearer $(cat "$STACK/admin.token")" -H 'content-type: application/json' ${3:+-d "$3"}
-}
+# The demo's product state goes through the admin API, with the admin client.
+json_field() { sed -nE "s/.*\"$1\": *\"([^\"]*)\".*/\1/p" | head -1; }
+admin() { "$BIN/caracal-admin" --quiet --url "$CP" --token-file "$STACK/admin.token" "$@"; }
 
 if [ ! -f "$STACK/demo.env" ]; then
   log "seeding: admin token, zone, application, resource, policy"
   if [ ! -s "$STACK/admin.token" ]; then
-    curl -fsS -X POST "$CP/v1/bootstrap" -H "Authorization: Bearer $BOOTSTRAP_ADMIN_TOKEN" | json_field token > "$STACK/admin.token"
-    [ -s "$STACK/admin.token" ] || die "bootstrap failed"
-    chmod 600 "$STACK/admin.token"
+    CARACAL_BOOTSTRAP_TOKEN="$(sed -n 's/^BOOTSTRAP_ADMIN_TOKEN=//p' "$STACK/secrets.env")" \
+      "$BIN/caracal-admin" --quiet --url "$CP" bootstrap --save "$STACK/admin.token" >/dev/null || die "bootstrap failed"
   fi
-  ZONE=$(api POST /v1/zones '{"name":"demo"}' | json_field id | head -1)
-  APP=$(api POST "/v1/zones/$ZONE/applications" '{"name":"demo-agent"}')
-  APP_ID=$(echo "$APP" | json_field id | head -1); SECRET=$(echo "$APP" | json_field client_secret)
-  api POST "/v1/zones/$ZONE/resources" "{\"identifier\":\"https://echo.local\",\"upstream_url\":\"http://127.0.0.1:$ECHO_PORT\",\"scopes\":[\"echo.read\",\"echo.write\"],\"operations\":[{\"method\":\"GET\",\"path\":\"/**\",\"scope\":\"echo.read\"},{\"method\":\"POST\",\"path\":\"/**\",\"scope\":\"echo.write\"}]}" >/dev/null
-  SET=$(api POST "/v1/zones/$ZONE/policy-sets" '{"name":"demo"}' | json_field id | head -1)
-  REGO=$(sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' docs/policies/per-resource-scopes.rego | awk '{printf "%s\\n", $0}')
-  VERSION=$(api POST "/v1/zones/$ZONE/policy-sets/$SET/versions" "{\"rego\":\"$REGO\"}" | json_field id | head -1)
-  api POST "/v1/zones/$ZONE/policy-sets/$SET/activate" "{\"version_id\":\"$VERSION\"}" >/dev/null
+  ZONE=$(admin zones create --name demo | json_field id)
+  APP=$(admin apps create --zone "$ZONE" --name demo-agent)
+  APP_ID=$(echo "$APP" | json_field id); SECRET=$(echo "$APP" | json_field client_secret)
+  cat > "$STACK/demo-resource.json" <<RESOURCE
+{"identifier": "https://echo.local", "upstream_url": "http://127.0.0.1:$ECHO_PORT", "scopes": ["echo.read", "echo.write"],
+ "operations": [{"method": "GET", "path": "/**", "scope": "echo.read"}, {"method": "POST", "path": "/**", "scope": "echo.write"}]}
+RESOURCE
+  admin resources create --zone "$ZONE" --file "$STACK/demo-resource.json" >/dev/null
+  admin policies apply --zone "$ZONE" --name demo --file docs/policies/per-resource-scopes.rego --activate >/dev/null
   umask 077
   printf 'ZONE=%s\nAPP_ID=%s\nSECRET=%s\n' "$ZONE" "$APP_ID" "$SECRET" > "$STACK/demo.env"
 fi
@@ -120,6 +83,7 @@ Make a governed request yourself (mints a session mandate, then a single-use gat
 
 Gateway metrics:  curl -s $GW/metrics | grep caracal_gateway_
 Audit ledger:     curl -s "$CP/v1/zones/$ZONE/audit?limit=5" -H "Authorization: Bearer \$(cat $STACK/admin.token)"
-                  (…/audit/verify checks the zone's chain; docs/audit.md)
+                  $BIN/caracal-admin --url $CP --token-file $STACK/admin.token audit verify --zone $ZONE
+Status:           $BIN/caracal run status --stack-dir $STACK
 Stop everything:  deploy/local/down.sh
 DONE

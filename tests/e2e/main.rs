@@ -7,6 +7,7 @@ mod audit_emission;
 mod audit_ledger;
 mod bypass;
 mod catalog_changes;
+mod cli;
 mod control;
 mod coordinator;
 mod credentials;

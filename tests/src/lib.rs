@@ -6,8 +6,10 @@
 //! own `redis-server`, so tests never share state and a test may stop "its" Redis.
 //! Binaries: `CARACAL_BIN_DIR`, else the `target/<profile>` the test binary was built into; run
 //! `cargo build --bins` first (the README's test command does).
+//! The operator CLIs, run as built binaries: [`cli`].
 //! Real MCP servers and the official MCP client for the MCP tests: [`mcp`].
 
+pub mod cli;
 pub mod endpoint;
 pub mod infra;
 pub mod mcp;
