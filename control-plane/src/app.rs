@@ -67,6 +67,7 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     // The caller's trace (the gateway's span for an exchange) joins this process's log lines to
     // it; read only when there is a line to write.
     let traceparent = req.headers().get("traceparent").cloned();
+    let started = state.otel.as_ref().map(|_| (std::time::Instant::now(), std::time::SystemTime::now()));
     if let Ok(v) = HeaderValue::from_str(&rid) {
         req.headers_mut().insert(request_id::HEADER, v);
     }
@@ -100,6 +101,10 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         state.metrics.api_responses.with_label_values(&[status_class(resp.status())]).inc();
+    }
+    if let (Some(otel), Some((at, wall))) = (&state.otel, started) {
+        let caller = traceparent.as_ref().and_then(|v| v.to_str().ok()).and_then(caracal_shared::otel::Caller::of);
+        otel.server_span(caller, &method, &path, &rid, resp.status().as_u16(), wall, at.elapsed());
     }
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(request_id::HEADER, v);

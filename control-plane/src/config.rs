@@ -39,6 +39,8 @@ pub struct ControlPlaneConfig {
     /// authentications per client address per minute; past it every admin authentication from
     /// that address answers 429 until the minute ends.
     pub admin_auth_fail_limit: u32,
+    /// OpenTelemetry trace export (`OTEL_EXPORTER_OTLP_*`, off when unset; `caracal_shared::otel`).
+    pub otel: Option<caracal_shared::otel::OtelConfig>,
     /// `STREAMS_HMAC_KEY`: signs every stream message (`_sig`).
     pub streams_hmac_key: Secret,
     /// `METRICS_BEARER`: bearer for `/metrics`; unset ⇒ open in dev, closed in production.
@@ -191,6 +193,7 @@ impl ControlPlaneConfig {
         {
             r.problem("BOOTSTRAP_ADMIN_TOKEN", "must be at least 32 characters (openssl rand -base64 32)");
         }
+        let otel = caracal_shared::otel::OtelConfig::read(&mut r, mode, "caracal-control-plane");
         let admin_auth_fail_limit = r.parse("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", 60u32);
         if admin_auth_fail_limit == 0 {
             r.problem("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", "must be at least 1");
@@ -238,6 +241,7 @@ impl ControlPlaneConfig {
             redis,
             bootstrap_admin_token: bootstrap_admin_token.map(Secret),
             admin_auth_fail_limit,
+            otel,
             // Checked above: present whenever reading succeeded.
             streams_hmac_key: Secret(hex::encode(streams_key.unwrap_or_default())),
             metrics_bearer: metrics_bearer.map(Secret),

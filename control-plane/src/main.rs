@@ -154,6 +154,12 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
         approvals: approvals.clone(),
         evidence,
         ledger,
+        otel: match &cfg.otel {
+            Some(o) => Some(Arc::new(
+                caracal_shared::otel::Exporter::start(o, "caracal-control-plane").map_err(|e| anyhow::anyhow!("trace export: {e}"))?,
+            )),
+            None => None,
+        },
     };
 
     state.sts.start_background(stop_rx.clone()).await.context("loading revoked sessions")?;

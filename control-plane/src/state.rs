@@ -26,6 +26,8 @@ pub struct AppState {
     pub evidence: tokio::sync::mpsc::Sender<caracal_shared::audit::AuditEvent>,
     /// The audit ledger, when this process runs it.
     pub ledger: Option<Arc<crate::ledger::LedgerHandle>>,
+    /// Trace export, when an OTLP endpoint is configured.
+    pub otel: Option<Arc<caracal_shared::otel::Exporter>>,
 }
 
 impl FromRef<AppState> for Arc<Sts> {

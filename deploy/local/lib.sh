@@ -37,7 +37,7 @@ ensure_packages() {
 # it only in `prometheus`; its service is not started without systemd), systemd-analyze and
 # systemd for the units' boot test, podman and friends for the images and the compose stack.
 ensure_deploy_packages() {
-  ensure_debs prometheus systemd python3-yaml
+  ensure_debs prometheus systemd python3-yaml podman aardvark-dns podman-compose mmdebstrap runc
 }
 
 # sdk_python: the first Python >= 3.12 found (the published caracalai-* clients need it; Debian 12's

@@ -4,7 +4,8 @@
 # on 127.0.0.1:${CARACAL_TEST_PG_PORT:-25433} for the run (the e2e harness starts one redis-server
 # per test stack itself). The published Python SDK the tests drive is installed into .local/sdk-venv,
 # the OpenID provider of the federation test into .local/oidc-provider, the MCP tests' reference server
-# into .local/mcp-node and the official MCP Python SDK into .local/mcp-venv.
+# into .local/mcp-node and the official MCP Python SDK into .local/mcp-venv. Then deploy/check.sh
+# checks the deploy artifacts with their real tools (CARACAL_SKIP_DEPLOY=1 skips that).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
@@ -38,8 +39,16 @@ if [ "${CARACAL_SKIP_LINT:-}" != 1 ]; then
 fi
 
 log "tests"
+failed=()
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast || failed+=(tests)
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast || failed+=(tests)
 fi
+
+# The deploy artifacts, each by its real tool (docs/operations.md); CARACAL_SKIP_DEPLOY=1 skips them.
+if [ "${CARACAL_SKIP_DEPLOY:-}" != 1 ]; then
+  log "deploy artifacts"
+  deploy/check.sh || failed+=(deploy)
+fi
+[ ${#failed[@]} -eq 0 ] || die "failed: ${failed[*]}"

@@ -2,7 +2,7 @@
 # Supply-chain checks of Cargo.lock, each by its real tool, and the SBOM:
 #   cargo deny   licences, bans, sources and advisories (deny.toml)
 #   cargo audit  advisories again, as the RustSec client reports them
-#   cargo cyclonedx  a CycloneDX 1.5 JSON SBOM per crate we ship, into target/sbom/
+#   cargo cyclonedx  a CycloneDX 1.5 JSON SBOM per binary we ship, into target/sbom/
 # The advisory database is fetched from GitHub when that is reachable; otherwise (these build
 # machines reach only package registries) the dated snapshot in deploy/release/advisory-db/ is used
 # and its age printed. Refresh it with deploy/release/refresh-advisory-db.sh.
@@ -52,11 +52,12 @@ cargo audit --no-fetch --db "$DB" --file Cargo.lock --deny warnings --ignore RUS
 log "SBOM"
 out="$PWD/target/sbom"
 rm -rf "$out" && mkdir -p "$out"
-for crate in gateway control-plane; do
-  cargo cyclonedx --manifest-path "$crate/Cargo.toml" --format json --spec-version 1.5 --target x86_64-unknown-linux-gnu \
-    --override-filename "caracal-$crate.cdx" >/dev/null
-  mv "$crate/caracal-$crate.cdx.json" "$out/"
+# One SBOM per shipped binary (written beside each crate's manifest; collected, the rest removed).
+cargo cyclonedx --format json --spec-version 1.5 --target x86_64-unknown-linux-gnu --describe binaries -q
+for bin in caracal-gateway caracal-control-plane caracal-admin caracal; do
+  mv "$(find . -path ./target -prune -o -path ./.local -prune -o -name "${bin}_bin.cdx.json" -print | head -1)" "$out/$bin.cdx.json"
 done
+find . -path ./target -prune -o -path ./.local -prune -o -name '*_bin.cdx.json' -print0 | xargs -0 rm -f
 python3 - "$out" <<'PY'
 import json, sys, pathlib
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.cdx.json")):

@@ -54,6 +54,8 @@ pub struct Deps {
     pub watcher: Arc<Watcher>,
     /// Resources the STS said are MCP servers (`phases::mcp::known`).
     pub known_mcp: crate::phases::mcp::known::KnownMcp,
+    /// Trace export, when an OTLP endpoint is configured (`phases::spans`).
+    pub otel: Option<caracal_shared::otel::Exporter>,
 }
 
 impl Deps {
@@ -105,7 +107,13 @@ impl Deps {
         let watcher = Watcher::new(limits, revocations.clone());
         let pools = Pools::new(cfg.dns_cache_ttl, metrics.upstream.clone());
         let known_mcp = Default::default();
-        Ok((Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, pools, circuits, audit, watcher, known_mcp }, shipper))
+        let otel = match &cfg.otel {
+            Some(o) => Some(caracal_shared::otel::Exporter::start(o, "caracal-gateway").map_err(|e| anyhow::anyhow!("trace export: {e}"))?),
+            None => None,
+        };
+        let deps =
+            Self { cfg, revocations, reload, metrics, jwks, jti, sts, http, egress, pools, circuits, audit, watcher, known_mcp, otel };
+        Ok((deps, shipper))
     }
 }
 

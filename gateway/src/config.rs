@@ -139,6 +139,8 @@ pub struct GatewayConfig {
     /// timings (0 to 1); denials are always logged at info. At edge rates a line per request
     /// costs more than the checks, so the default logs forwarded requests at debug only.
     pub access_log_sample: f64,
+    /// OpenTelemetry trace export (`OTEL_EXPORTER_OTLP_*`, off when unset; `caracal_shared::otel`).
+    pub otel: Option<caracal_shared::otel::OtelConfig>,
     /// `GATEWAY_INSTANCE_ID`: names this gateway's consumer group, so every gateway process sees
     /// every revocation (default `<hostname>:<listen port>:<pid>`).
     pub instance_id: String,
@@ -297,6 +299,7 @@ impl GatewayConfig {
         let audit_replay_dir = r.string("AUDIT_REPLAY_DIR", "/var/lib/caracal/audit-replay");
         let shutdown_grace = Duration::from_secs(r.parse("SHUTDOWN_GRACE_SECONDS", 30u64));
         let server_timing = r.bool("SERVER_TIMING", false);
+        let otel = caracal_shared::otel::OtelConfig::read(&mut r, mode, "caracal-gateway");
         let access_log_sample = r.parse("ACCESS_LOG_SAMPLE", 0f64);
         if !(0.0..=1.0).contains(&access_log_sample) {
             r.problem("ACCESS_LOG_SAMPLE", "must be between 0 and 1 (the share of forwarded requests logged at info)");
@@ -375,6 +378,7 @@ impl GatewayConfig {
             shutdown_grace,
             server_timing,
             access_log_sample,
+            otel,
             instance_id,
         })
     }

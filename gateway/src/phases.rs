@@ -18,6 +18,7 @@ pub mod pool;
 pub mod replay;
 pub mod retry;
 pub mod revocation;
+pub mod spans;
 pub mod stream;
 pub mod upstream;
 pub mod watch;
@@ -137,7 +138,7 @@ pub async fn run_request(
     // Per zone: one zone's failing policy must not fail every zone fast.
     let ticket = deps.circuits.admit(&fresh.0.claims.zone_id).ok_or(Denial::StsCircuitOpen)?;
     let grant = timings.time(|t| &mut t.sts, deps.sts.exchange(&fresh, &exchange)).await;
-    deps.metrics.sts_exchange_seconds.observe(timings.sts.unwrap_or_default().as_secs_f64());
+    deps.metrics.sts_exchange_seconds.observe(timings.sts.map_or(0.0, |p| p.took.as_secs_f64()));
     ticket.record(exchange::health(&grant));
     let mut grant = mcp::after_exchange(deps, mcp, zone_id, resource, grant)?;
     let mcp_owner = mcp::session_owner(deps, &grant, &req.headers, zone_id, resource, &fresh.0.claims.root_sid, request_id).await?;

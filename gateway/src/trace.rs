@@ -23,6 +23,8 @@ pub struct Trace {
     pub span_id: String,
     /// `01` sampled, `00` not; inherited.
     flags: String,
+    /// The caller's span, when the trace was continued.
+    pub parent_span_id: Option<u64>,
     /// Kept only with the valid `traceparent` it belongs to.
     pub tracestate: Option<String>,
 }
@@ -37,9 +39,16 @@ impl Trace {
                 trace_id: t[3..35].to_owned(),
                 span_id,
                 flags: t[53..55].to_owned(),
+                parent_span_id: u64::from_str_radix(&t[36..52], 16).ok(),
                 tracestate: req.headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned),
             },
-            None => Self { trace_id: format!("{:032x}", fastrand::u128(1..)), span_id, flags: "01".into(), tracestate: None },
+            None => Self {
+                trace_id: format!("{:032x}", fastrand::u128(1..)),
+                span_id,
+                flags: "01".into(),
+                parent_span_id: None,
+                tracestate: None,
+            },
         }
     }
 
@@ -47,47 +56,65 @@ impl Trace {
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
     }
+
+    /// Whether the caller asked for this trace to be recorded (the W3C sampled flag).
+    pub fn sampled(&self) -> bool {
+        u8::from_str_radix(&self.flags, 16).is_ok_and(|f| f & 1 == 1)
+    }
+}
+
+/// When a phase started and how long it took.
+#[derive(Clone, Copy, Debug)]
+pub struct Phase {
+    pub start: Instant,
+    pub took: Duration,
 }
 
 /// Time spent in each phase of a forwarded request.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timings {
     /// Signature verification (with a key fetch when the zone's keys were not cached).
-    pub verify: Option<Duration>,
+    pub verify: Option<Phase>,
     /// The single-use mark in Redis.
-    pub replay: Option<Duration>,
+    pub replay: Option<Phase>,
     /// The signed exchange with the STS.
-    pub sts: Option<Duration>,
+    pub sts: Option<Phase>,
     /// From the request sent upstream to the upstream's response header.
-    pub upstream: Option<Duration>,
+    pub upstream: Option<Phase>,
     /// When the request was handed to the upstream connection.
     pub upstream_sent: Option<Instant>,
 }
 
 impl Timings {
     /// Times `f` into the slot `at` picks.
-    pub async fn time<T>(&mut self, at: fn(&mut Self) -> &mut Option<Duration>, f: impl Future<Output = T>) -> T {
+    pub async fn time<T>(&mut self, at: fn(&mut Self) -> &mut Option<Phase>, f: impl Future<Output = T>) -> T {
         let start = Instant::now();
         let out = f.await;
-        *at(self) = Some(start.elapsed());
+        *at(self) = Some(Phase { start, took: start.elapsed() });
         out
+    }
+
+    /// The phases that ran, named as in `Server-Timing` and the exported spans.
+    pub fn phases(&self) -> impl Iterator<Item = (&'static str, Phase)> {
+        [("verify", self.verify), ("replay", self.replay), ("sts", self.sts), ("upstream", self.upstream)]
+            .into_iter()
+            .filter_map(|(n, p)| p.map(|p| (n, p)))
     }
 
     /// `Server-Timing` (milliseconds, three decimals): each phase that ran, then `gateway`, the
     /// whole time until the response header.
     pub fn server_timing(&self, total: Duration) -> String {
         let mut out = String::with_capacity(96);
-        let phases = [("verify", self.verify), ("replay", self.replay), ("sts", self.sts), ("upstream", self.upstream)];
-        for (name, d) in phases.into_iter().filter_map(|(n, d)| d.map(|d| (n, d))) {
-            let _ = write!(out, "{name};dur={:.3}, ", d.as_secs_f64() * 1e3);
+        for (name, p) in self.phases() {
+            let _ = write!(out, "{name};dur={:.3}, ", p.took.as_secs_f64() * 1e3);
         }
         let _ = write!(out, "gateway;dur={:.3}", total.as_secs_f64() * 1e3);
         out
     }
 
     /// Milliseconds of a phase for the access log (0 when it did not run).
-    pub fn ms(d: Option<Duration>) -> f64 {
-        d.map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    pub fn ms(p: Option<Phase>) -> f64 {
+        p.map_or(0.0, |p| p.took.as_secs_f64() * 1e3)
     }
 }
 
@@ -129,7 +156,8 @@ mod tests {
 
     #[test]
     fn server_timing_lists_the_phases_that_ran() {
-        let t = Timings { verify: Some(Duration::from_micros(61)), sts: Some(Duration::from_micros(812)), ..Default::default() };
+        let at = |us| Some(Phase { start: Instant::now(), took: Duration::from_micros(us) });
+        let t = Timings { verify: at(61), sts: at(812), ..Default::default() };
         assert_eq!(t.server_timing(Duration::from_micros(1500)), "verify;dur=0.061, sts;dur=0.812, gateway;dur=1.500");
     }
 }

@@ -16,6 +16,7 @@ pub mod jwks;
 pub mod jws;
 pub mod mandate;
 pub mod mcp;
+pub mod otel;
 pub mod pool;
 pub mod postgres_url;
 pub mod redis_primary;

@@ -209,3 +209,63 @@ async fn without_server_timing_the_gateway_keeps_its_phase_times_to_itself() {
         "no info line per forwarded request by default"
     );
 }
+
+#[tokio::test]
+async fn a_governed_request_is_one_trace_across_gateway_and_sts_at_an_otlp_collector() {
+    let collector = caracal_e2e::otlp::Collector::start().await;
+    let env: Vec<(String, String)> = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")]
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    let opts = caracal_e2e::StackOptions { gateway_env: env.clone(), control_plane_env: env, ..Default::default() };
+    let s = Stack::start_with(opts).await;
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let call = |traceparent: &'static str| {
+        let (s, d, session) = (&s, &d, &session);
+        async move {
+            let bearer = format!("Bearer {}", s.gateway_mandate(d, session, "tools.read").await);
+            s.call(
+                "GET",
+                "/items/1",
+                &[("authorization", bearer.as_str()), ("x-caracal-resource", d.resource.as_str()), ("traceparent", traceparent)],
+            )
+            .await
+        }
+    };
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(call("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await.status, 200);
+    let unsampled = "5cf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(call("00-5cf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").await.status, 200);
+
+    let start = std::time::Instant::now();
+    let spans = loop {
+        let spans = collector.trace(trace);
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        if ["gateway GET", "verify", "replay", "sts", "upstream", "POST"].iter().all(|n| names.contains(n)) {
+            break spans;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "spans so far: {names:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let server = spans.iter().find(|s| s.name == "gateway GET").unwrap();
+    assert_eq!(
+        (server.service.as_str(), server.parent_span_id.as_str()),
+        ("caracal-gateway", "00f067aa0ba902b7"),
+        "a child of the caller's span"
+    );
+    assert!(server.attributes.iter().any(|(k, v)| k == "http.response.status_code" && v == "200"), "{:?}", server.attributes);
+    for phase in ["verify", "replay", "sts", "upstream"] {
+        let p = spans.iter().find(|s| s.name == phase).unwrap();
+        assert_eq!(p.parent_span_id, server.span_id, "{phase} is a phase of the gateway's span");
+    }
+    let exchange = spans.iter().find(|s| s.service == "caracal-control-plane").expect("the STS's span of the exchange");
+    assert_eq!(exchange.parent_span_id, server.span_id, "propagated into the control plane");
+    assert!(exchange.attributes.iter().any(|(k, v)| k == "url.path" && v == "/oauth/2/token"), "{:?}", exchange.attributes);
+    // What went upstream named the gateway's span as parent, the span the collector holds.
+    let upstream_parent = s.upstream.requests()[0].headers["traceparent"].to_str().unwrap().to_owned();
+    assert_eq!(upstream_parent, format!("00-{trace}-{}-01", server.span_id));
+
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(collector.trace(unsampled).is_empty(), "a caller's unsampled trace is not exported");
+}

@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod infra;
 pub mod mcp;
 pub mod oidc;
+pub mod otlp;
 pub mod pki;
 pub mod procs;
 pub mod redis_ha;

@@ -62,6 +62,10 @@ pub fn finish(deps: &Deps, session: &Session, ctx: &mut RequestCtx) {
         (_, Some(d)) => tracing::info!(request_id = %ctx.request_id, trace_id, status, token_fp = fp, denial = d.metric_label(), "denied"),
         (None, None) => {}
     }
+    if let Some(otel) = &deps.otel {
+        let req = session.req_header();
+        super::spans::export(otel, ctx, req.method.as_str(), req.uri.path(), status);
+    }
     if ctx.forward.is_some() {
         audit::forwarded(&deps.audit, ctx, session.req_header().method.as_str(), status, elapsed);
     }

@@ -75,7 +75,7 @@ pub fn connected(deps: &Deps, ctx: &mut RequestCtx, fd: RawFd) {
 pub fn response_header(deps: &Deps, method: &http::Method, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
     let Some(fwd) = &ctx.forward else { return Ok(()) };
     headers::downstream_response(resp, &ctx.request_id, fwd.mandate_exp - now_ms() / 1000)?;
-    ctx.timings.upstream = ctx.timings.upstream_sent.map(|t| t.elapsed());
+    ctx.timings.upstream = ctx.timings.upstream_sent.map(|start| crate::trace::Phase { start, took: start.elapsed() });
     if deps.cfg.server_timing {
         resp.insert_header("server-timing", ctx.timings.server_timing(ctx.started.elapsed()))?;
     }
