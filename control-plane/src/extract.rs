@@ -241,8 +241,40 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T>
 /// `?limit=&cursor=` of a list route.
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
+    /// Read from text: a query that adds filters beside the page flattens this struct into its
+    /// own, and serde then hands every value over as a string.
+    #[serde(default, deserialize_with = "number_from_text")]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
+}
+
+fn number_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Number(n)) => Ok(Some(n)),
+        Some(Raw::Text(t)) => t.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("limit must be a number, got {t:?}"))),
+    }
+}
+
+/// A query string whose rejection is an [`ApiError`] (400 `invalid_query`), like [`AppJson`] for
+/// bodies: a bad query gets the same error shape as every other refusal.
+pub struct AppQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+        }
+    }
 }
 
 /// A decoded page request: newest first, strictly after the cursor.
@@ -363,7 +395,7 @@ pub async fn list_rows<T: ZoneRows>(
     State(state): State<AppState>,
     who: AdminPrincipal,
     axum::extract::Path(zone_id): axum::extract::Path<String>,
-    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+    AppQuery(q): AppQuery<PageQuery>,
 ) -> ApiResult<axum::Json<Paged<T>>> {
     who.require_zone(&zone_id)?;
     Ok(axum::Json(T::TABLE.page(&state.db, &zone_id, &q.page()?).await?))

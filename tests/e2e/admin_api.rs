@@ -160,3 +160,31 @@ async fn providers_are_zone_scoped_sealed_and_audited() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn every_list_route_reads_its_query_and_refuses_a_bad_one_in_the_error_shape() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let z = &d.zone_id;
+    s.session(&d).await;
+    // Routes whose query has filters beside the page (a flattened page once read `limit` as text).
+    for ok in [format!("/v1/zones/{z}/authority-records?limit=1&status=active"), format!("/v1/zones/{z}/approvals?limit=1&state=pending")] {
+        let a = s.admin("GET", &ok, &d.admin, None).await;
+        assert_eq!(a.status, 200, "{ok}: {}", a.text);
+        assert!(a.body["items"].as_array().unwrap().len() <= 1, "{ok}: the limit applies: {}", a.text);
+    }
+    let lists = [
+        "/v1/zones".to_owned(),
+        "/v1/admin-tokens".to_owned(),
+        format!("/v1/zones/{z}/authority-records"),
+        format!("/v1/zones/{z}/approvals"),
+        format!("/v1/zones/{z}/applications"),
+        format!("/v1/zones/{z}/policies"),
+        format!("/v1/zones/{z}/sessions"),
+    ];
+    for route in &lists {
+        let a = s.admin("GET", &format!("{route}?limit=many"), &d.admin, None).await;
+        assert_eq!((a.status, a.error()), (400, "invalid_query"), "{route}: {}", a.text);
+        assert!(a.body["requestId"].is_string(), "{route}: our error shape: {}", a.text);
+    }
+}

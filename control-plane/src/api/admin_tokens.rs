@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{check_name, require_live_zone};
 use crate::auth_failures::{self, Surface};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::AppQuery;
 use crate::extract::{AdminPrincipal, AppJson, Page, PageQuery, Paged, fetch_page, optional_json};
 use crate::state::AppState;
 
@@ -172,7 +173,7 @@ async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body
 async fn list(
     State(state): State<AppState>,
     who: AdminPrincipal,
-    q: axum::extract::Query<PageQuery>,
+    AppQuery(q): AppQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<AdminTokenRow>>> {
     who.require_global()?;
     let page: Page = q.page()?;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caracal_sts::step_up::holds::STATE;
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::AppQuery;
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::state::AppState;
 
@@ -93,7 +94,7 @@ async fn list(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path(zone_id): Path<String>,
-    Query(q): Query<ListQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<Paged<ApprovalRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page.page()?;
@@ -322,7 +323,7 @@ async fn read_status(db: &sqlx::PgPool, id: &str) -> ApiResult<Status> {
         .ok_or_else(|| ApiError::not_found("approval_not_found"))
 }
 
-async fn status(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<StatusQuery>) -> ApiResult<Json<Status>> {
+async fn status(State(state): State<AppState>, Path(id): Path<String>, AppQuery(q): AppQuery<StatusQuery>) -> ApiResult<Json<Status>> {
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::not_found("approval_not_found"));
     }

@@ -4,7 +4,7 @@
 //! transaction; this process's STS recompiles at once, others on the stream or within their
 //! cache TTL. A zone without an active version denies every exchange.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{check_name, require_live_zone};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::extract::AppQuery;
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, fetch_page};
 use crate::outbox;
 use crate::state::AppState;
@@ -111,7 +112,7 @@ async fn list_sets(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path(zone_id): Path<String>,
-    Query(q): Query<PageQuery>,
+    AppQuery(q): AppQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<PolicySetRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page()?;
@@ -245,7 +246,7 @@ async fn list_versions(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path((zone_id, set_id)): Path<(String, String)>,
-    Query(q): Query<PageQuery>,
+    AppQuery(q): AppQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<VersionRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page()?;

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::AppQuery;
 use crate::extract::{AdminPrincipal, AppJson};
 use crate::state::AppState;
 
@@ -225,7 +226,7 @@ async fn activation_status(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path((zone_id, set_id)): Path<(String, String)>,
-    Query(q): Query<StatusQuery>,
+    AppQuery(q): AppQuery<StatusQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require_zone(&zone_id)?;
     let set: Option<(String,)> = sqlx::query_as("SELECT id FROM policy_sets WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL")

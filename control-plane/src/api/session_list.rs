@@ -3,13 +3,14 @@
 //! under, its subject, and for a federated user the user id and issuer. Filters `status`,
 //! `application_id`, `subject_id`; keyset pages like every admin list.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::AppQuery;
 use crate::extract::{AdminPrincipal, PageQuery, Paged, fetch_page};
 use crate::state::AppState;
 
@@ -52,7 +53,7 @@ async fn list(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path(zone_id): Path<String>,
-    Query(f): Query<Filters>,
+    AppQuery(f): AppQuery<Filters>,
 ) -> ApiResult<Json<Paged<SessionRow>>> {
     who.require_zone(&zone_id)?;
     if f.status.as_deref().is_some_and(|s| !matches!(s, "active" | "suspended" | "terminated")) {

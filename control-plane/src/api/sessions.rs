@@ -5,7 +5,7 @@
 //! transaction. Every mandate minted from the session carries its id as `root_sid`, so the STS stops
 //! minting and exchanging for it at once, and gateways cut it as the message arrives.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caracal_shared::streams;
@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::AppQuery;
 use crate::extract::{AdminPrincipal, PageQuery, Paged, fetch_page, optional_json};
 use crate::outbox;
 use crate::state::AppState;
@@ -56,7 +57,7 @@ async fn list(
     State(state): State<AppState>,
     who: AdminPrincipal,
     Path(zone_id): Path<String>,
-    Query(q): Query<ListQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<Json<Paged<AuthorityRecordRow>>> {
     who.require_zone(&zone_id)?;
     let page = q.page.page()?;

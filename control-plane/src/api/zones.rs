@@ -8,7 +8,7 @@
 //! publishes its JWKS (404, like an unknown zone). Its zone-scoped admin tokens stop authenticating
 //! (the token lookup reads only live zones) and its Coordinator refuses every caller.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::check_name;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::extract::AppQuery;
 use crate::extract::{AdminPrincipal, AppJson, PageQuery, Paged, Scope, fetch_page};
 use crate::outbox;
 use crate::state::AppState;
@@ -115,7 +116,7 @@ async fn create(State(state): State<AppState>, who: AdminPrincipal, AppJson(body
     Ok((StatusCode::CREATED, Json(row)))
 }
 
-async fn list(State(state): State<AppState>, who: AdminPrincipal, Query(q): Query<PageQuery>) -> ApiResult<Json<Paged<ZoneRow>>> {
+async fn list(State(state): State<AppState>, who: AdminPrincipal, AppQuery(q): AppQuery<PageQuery>) -> ApiResult<Json<Paged<ZoneRow>>> {
     let page = q.page()?;
     let only = match &who.scope {
         Scope::Global => None,
