@@ -49,6 +49,8 @@ pub async fn request(deps: &Deps, session: &mut Session, ctx: &mut RequestCtx) -
         return Ok(true);
     }
     deps.metrics.requests.inc();
+    let cfg = &deps.cfg;
+    ctx.timings = Timings::new(cfg.server_timing || cfg.access_log_sample > 0.0 || deps.otel.is_some());
     let trace = ctx.trace.insert(crate::trace::Trace::of(session.req_header()));
     let traceparent = trace.traceparent();
     ctx.mcp = mcp::intake::take(session, deps.cfg.mcp_max_body_bytes).await?;
@@ -137,7 +139,7 @@ pub async fn run_request(
     let exchange = ExchangeRequest { resource, method: req.method.as_str(), path: req.uri.path(), request_id, traceparent, mcp: mcp_json };
     // Per zone: one zone's failing policy must not fail every zone fast.
     let ticket = deps.circuits.admit(&fresh.0.claims.zone_id).ok_or(Denial::StsCircuitOpen)?;
-    let grant = timings.time(|t| &mut t.sts, deps.sts.exchange(&fresh, &exchange)).await;
+    let grant = timings.time_always(|t| &mut t.sts, deps.sts.exchange(&fresh, &exchange)).await;
     deps.metrics.sts_exchange_seconds.observe(timings.sts.map_or(0.0, |p| p.took.as_secs_f64()));
     ticket.record(exchange::health(&grant));
     let mut grant = mcp::after_exchange(deps, mcp, zone_id, resource, grant)?;

@@ -83,11 +83,28 @@ pub struct Timings {
     pub upstream: Option<Phase>,
     /// When the request was handed to the upstream connection.
     pub upstream_sent: Option<Instant>,
+    /// Whether anything reads the phases (`Server-Timing`, the sampled access log, trace export):
+    /// on this VM's clock a reading is a system call, so unread phases are not timed. The STS
+    /// exchange is timed always (its histogram).
+    pub on: bool,
 }
 
 impl Timings {
-    /// Times `f` into the slot `at` picks.
+    /// Timings that are taken when `on`.
+    pub fn new(on: bool) -> Self {
+        Self { on, ..Self::default() }
+    }
+
+    /// Times `f` into the slot `at` picks, when timings are on.
     pub async fn time<T>(&mut self, at: fn(&mut Self) -> &mut Option<Phase>, f: impl Future<Output = T>) -> T {
+        if !self.on {
+            return f.await;
+        }
+        self.time_always(at, f).await
+    }
+
+    /// Times `f` into the slot `at` picks, whether timings are on or not.
+    pub async fn time_always<T>(&mut self, at: fn(&mut Self) -> &mut Option<Phase>, f: impl Future<Output = T>) -> T {
         let start = Instant::now();
         let out = f.await;
         *at(self) = Some(Phase { start, took: start.elapsed() });

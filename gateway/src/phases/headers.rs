@@ -95,7 +95,9 @@ pub fn upstream_request_for(
     tls_downstream: bool,
 ) -> pingora::Result<()> {
     // Each attempt (a retry calls this again) restarts the upstream's clock.
-    ctx.timings.upstream_sent = Some(std::time::Instant::now());
+    if ctx.timings.on {
+        ctx.timings.upstream_sent = Some(std::time::Instant::now());
+    }
     let Some(fwd) = &ctx.forward else {
         return pingora::Error::e_explain(pingora::ErrorType::InternalError, "upstream request without a granted request");
     };
