@@ -95,10 +95,14 @@ TLS_CERT_FILE=$E/tls/leaf.pem
 REDIS_CA_FILE=
 EOF
 
-# Units: ExecStart -> built binaries, /etc/caracal -> $E; output to files (no journald here).
+# Units: ExecStart -> copies of the built binaries in $ROOT (a checkout under /tmp or a home directory
+# is hidden from the services by PrivateTmp / ProtectHome), /etc/caracal -> $E; output to files (no
+# journald here).
+mkdir -p "$ROOT/bin"
 for s in control-plane gateway; do
+  install -m 0755 "$BIN_DIR/caracal-$s" "$ROOT/bin/caracal-$s"
   u=caracal-$s
-  sed "s#^ExecStart=/usr/local/bin/#ExecStart=$BIN_DIR/#; s#/etc/caracal/#$E/#g" "$here/$u.service" > "$U/$u.service"
+  sed "s#^ExecStart=/usr/local/bin/#ExecStart=$ROOT/bin/#; s#/etc/caracal/#$E/#g" "$here/$u.service" > "$U/$u.service"
   mkdir -p "$U/$u.service.d"
   printf '[Service]\nStandardOutput=append:%s/%s.log\nStandardError=append:%s/%s.log\n' "$L" "$u" "$L" "$u" > "$U/$u.service.d/log.conf"
 done
