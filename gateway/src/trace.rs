@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use caracal_shared::trace_context::valid_traceparent;
+use caracal_shared::trace_context::TraceParent;
 use pingora::http::RequestHeader;
 
 /// The request's place in a trace.
@@ -33,13 +33,13 @@ impl Trace {
     /// Continues the inbound trace, or starts one.
     pub fn of(req: &RequestHeader) -> Self {
         let span_id = format!("{:016x}", fastrand::u64(1..));
-        let inbound = req.headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|t| valid_traceparent(t));
+        let inbound = req.headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
         match inbound {
             Some(t) => Self {
-                trace_id: t[3..35].to_owned(),
+                trace_id: t.trace_id.to_owned(),
                 span_id,
-                flags: t[53..55].to_owned(),
-                parent_span_id: u64::from_str_radix(&t[36..52], 16).ok(),
+                flags: t.flags.to_owned(),
+                parent_span_id: u64::from_str_radix(t.parent_id, 16).ok(),
                 tracestate: req.headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned),
             },
             None => Self {
@@ -139,6 +139,7 @@ impl Timings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use caracal_shared::trace_context::valid_traceparent;
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();

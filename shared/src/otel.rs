@@ -88,13 +88,11 @@ pub struct Caller {
 impl Caller {
     /// Reads a valid `traceparent`.
     pub fn of(traceparent: &str) -> Option<Self> {
-        if !crate::trace_context::valid_traceparent(traceparent) {
-            return None;
-        }
+        let t = crate::trace_context::TraceParent::parse(traceparent)?;
         Some(Self {
-            trace_id: u128::from_str_radix(&traceparent[3..35], 16).ok()?,
-            span_id: u64::from_str_radix(&traceparent[36..52], 16).ok()?,
-            sampled: u8::from_str_radix(&traceparent[53..55], 16).ok()? & 1 == 1,
+            trace_id: u128::from_str_radix(t.trace_id, 16).ok()?,
+            span_id: u64::from_str_radix(t.parent_id, 16).ok()?,
+            sampled: t.sampled(),
         })
     }
 }

@@ -19,9 +19,29 @@ pub fn valid_traceparent(t: &str) -> bool {
         && hex(flags, 2)
 }
 
+/// The fields of a valid `traceparent`, as the lowercase hex it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent<'a> {
+    pub trace_id: &'a str,
+    pub parent_id: &'a str,
+    pub flags: &'a str,
+}
+
+impl<'a> TraceParent<'a> {
+    /// Reads a valid `traceparent` (the fields of a later version are at the same places).
+    pub fn parse(t: &'a str) -> Option<Self> {
+        valid_traceparent(t).then(|| Self { trace_id: &t[3..35], parent_id: &t[36..52], flags: &t[53..55] })
+    }
+
+    /// The W3C sampled flag.
+    pub fn sampled(&self) -> bool {
+        u8::from_str_radix(self.flags, 16).is_ok_and(|f| f & 1 == 1)
+    }
+}
+
 /// The trace id of a valid `traceparent`.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
-    valid_traceparent(traceparent).then(|| &traceparent[3..35])
+    TraceParent::parse(traceparent).map(|t| t.trace_id)
 }
 
 #[cfg(test)]
