@@ -22,6 +22,13 @@ async fn mandates(s: &Stack, d: &Demo, session: &str, n: usize) -> Vec<String> {
     out
 }
 
+/// The load: `ROUND` requests every `PAUSE` (plus their answer time). The mandates last at least
+/// `LOAD_MANDATES / ROUND * PAUSE` = 50 s, past the 40 s deadline, so a slow failover fails that
+/// assertion rather than running out (four every 50 ms ran out at 22 s on a loaded CI machine).
+const ROUND: usize = 2;
+const PAUSE: Duration = Duration::from_millis(100);
+const LOAD_MANDATES: usize = 1000;
+
 /// One governed request of the load: when it was sent (since the kill), and its answer.
 struct Outcome {
     at: Duration,
@@ -40,7 +47,7 @@ struct Load {
 impl Load {
     /// Everything a failover test needs up to the kill: a session to revoke during the outage
     /// (with a mandate held for it), 20 mandates spent just before the kill (their markers must
-    /// be on a replica already) and 600 fresh ones for the load.
+    /// be on a replica already) and enough fresh ones for [`LOAD_RATE`] to last past the 40 s deadline.
     async fn prepare(s: &Stack, d: &Demo) -> (Self, Vec<String>, String, String) {
         let session = s.session(d).await;
         let doomed = s.session(d).await;
@@ -50,21 +57,21 @@ impl Load {
             let a = s.governed("GET", "/items/1", m, &d.resource).await;
             assert_eq!(a.status, 200, "{}\n{}\n{}", a.text, s.gateway.log_tail(10), s.control_plane.log_tail(10));
         }
-        let fresh = mandates(s, d, &session, 600).await.into();
+        let fresh = mandates(s, d, &session, LOAD_MANDATES).await.into();
         (Self { mandates: fresh, killed: Instant::now(), seen: Vec::new() }, spent_before, doomed, doomed_mandate)
     }
 
-    /// Rounds of four concurrent requests, one round every 50 ms, until `done` says so.
+    /// Rounds of [`ROUND`] concurrent requests, one round every [`PAUSE`], until `done` says so.
     async fn until(&mut self, s: &Stack, d: &Demo, mut done: impl FnMut(&[Outcome]) -> bool) {
         while !done(&self.seen) {
             assert!(self.killed.elapsed() < Duration::from_secs(40), "no recovery within 40 s of the kill");
-            let round: Vec<String> = (0..4).map(|_| self.mandates.pop_front().expect("enough mandates for the load")).collect();
+            let round: Vec<String> = (0..ROUND).map(|_| self.mandates.pop_front().expect("enough mandates for 40 s of load")).collect();
             let at = self.killed.elapsed();
             let answers = futures_util::future::join_all(round.iter().map(|m| s.governed("GET", "/items/1", m, &d.resource))).await;
             for (mandate, a) in round.into_iter().zip(answers) {
                 self.seen.push(Outcome { at, mandate, status: a.status, error: a.error().to_owned() });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(PAUSE).await;
         }
     }
 
