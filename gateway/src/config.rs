@@ -74,6 +74,11 @@ pub struct GatewayConfig {
     pub tls: Option<(String, String)>,
     /// `GATEWAY_THREADS`: proxy worker threads (default: available cores).
     pub threads: usize,
+    /// `LISTEN_READ_BUFFER_BYTES` (16 KiB; 0 = unbuffered, at most 1 MiB): the read buffer of each
+    /// client connection. Pingora's default is 64 KiB, zeroed when the connection is accepted and
+    /// held while it is open: most of a held SSE stream's memory. Reads as large as the buffer (a
+    /// TLS record, a body chunk) bypass it, so 16 KiB costs no extra system calls for those.
+    pub listen_read_buffer: usize,
     /// `DATABASE_URL`: Postgres, read for the periodic revocation snapshot. Required in
     /// production, with TLS (`sslmode=require|verify-ca|verify-full`); in dev, unset means the
     /// view is fed by the stream alone.
@@ -156,6 +161,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("issuer", &self.issuer)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("threads", &self.threads)
+            .field("listen_read_buffer", &self.listen_read_buffer)
             .finish_non_exhaustive()
     }
 }
@@ -330,6 +336,10 @@ impl GatewayConfig {
         if threads == 0 {
             r.problem("GATEWAY_THREADS", "must be at least 1");
         }
+        let listen_read_buffer = r.parse("LISTEN_READ_BUFFER_BYTES", 16 * 1024usize);
+        if listen_read_buffer > 1024 * 1024 {
+            r.problem("LISTEN_READ_BUFFER_BYTES", "must be at most 1048576 (1 MiB)");
+        }
         r.finish()?;
         Ok(Self {
             mode,
@@ -360,6 +370,7 @@ impl GatewayConfig {
             metrics_bearer,
             tls,
             threads,
+            listen_read_buffer,
             database_url,
             streams_key,
             snapshot_interval,
@@ -451,7 +462,8 @@ mod tests {
         assert_eq!(c.sts_url, "http://127.0.0.1:8080", "trailing slash trimmed");
         assert_eq!(c.issuer, c.sts_url, "issuer defaults to the STS URL");
         assert_eq!(c.max_request_bytes, 10 * 1024 * 1024);
-        assert_eq!(c.preflight, Duration::from_secs(35));
+        assert_eq!(c.listen.port(), 8081);
+        assert_eq!(c.listen_read_buffer, 16 * 1024);
         assert_eq!(c.listen.port(), 8081);
         assert_eq!(c.upstream_header_timeout, c.upstream_timeout, "the header wait defaults to UPSTREAM_TIMEOUT");
         assert_eq!(c.upstream_body_idle_timeout, Duration::from_secs(60));
@@ -594,8 +606,16 @@ mod tests {
         env.insert("REDIS_URL", "http://x");
         env.insert("TLS_KEY_FILE", "/k.pem");
         env.insert("UPSTREAM_RESPONSE_HEADER_TIMEOUT", "0s");
+        env.insert("LISTEN_READ_BUFFER_BYTES", "2000000");
         let errs = GatewayConfig::from_source(&env).unwrap_err();
-        for name in ["MAX_REQUEST_BYTES", "STS_TIMEOUT", "REDIS_URL", "TLS_CERT_FILE", "UPSTREAM_RESPONSE_HEADER_TIMEOUT"] {
+        for name in [
+            "MAX_REQUEST_BYTES",
+            "STS_TIMEOUT",
+            "REDIS_URL",
+            "TLS_CERT_FILE",
+            "UPSTREAM_RESPONSE_HEADER_TIMEOUT",
+            "LISTEN_READ_BUFFER_BYTES",
+        ] {
             assert!(errs.mentions(name), "{name} missing from: {errs}");
         }
     }
