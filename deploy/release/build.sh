@@ -19,11 +19,12 @@ export RUSTFLAGS="--remap-path-prefix=$PWD=/caracal --remap-path-prefix=$cargo_h
 export CFLAGS="-ffile-prefix-map=$PWD=/caracal -ffile-prefix-map=$cargo_home=/cargo ${CFLAGS:-}"
 export CXXFLAGS="$CFLAGS"
 log "building caracal $version ($commit) for $target"
-cargo build --release --locked --bins -p caracal-gateway -p caracal-control-plane --target "$target"
+# The `production` profile (Cargo.toml): release with fat LTO and one codegen unit.
+cargo build --profile production --locked --bins -p caracal-gateway -p caracal-control-plane --target "$target"
 
 dist="target/dist/caracal-$version-$target"
 rm -rf "$dist" && mkdir -p "$dist"
-cp "target/$target/release/caracal-gateway" "target/$target/release/caracal-control-plane" "$dist/"
+cp "target/$target/production/caracal-gateway" "target/$target/production/caracal-control-plane" "$dist/"
 deploy/release/check.sh
 cp target/sbom/*.cdx.json "$dist/"
 (cd "$dist" && sha256sum caracal-* > SHA256SUMS)
