@@ -462,9 +462,9 @@ mod tests {
         assert_eq!(c.sts_url, "http://127.0.0.1:8080", "trailing slash trimmed");
         assert_eq!(c.issuer, c.sts_url, "issuer defaults to the STS URL");
         assert_eq!(c.max_request_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.preflight, Duration::from_secs(35));
         assert_eq!(c.listen.port(), 8081);
         assert_eq!(c.listen_read_buffer, 16 * 1024);
-        assert_eq!(c.listen.port(), 8081);
         assert_eq!(c.upstream_header_timeout, c.upstream_timeout, "the header wait defaults to UPSTREAM_TIMEOUT");
         assert_eq!(c.upstream_body_idle_timeout, Duration::from_secs(60));
     }
