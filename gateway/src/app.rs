@@ -161,7 +161,7 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
             RevocationStream::new(deps.cfg.redis.primary()?, &deps.cfg.instance_id, key, handler, deps.metrics.revocation_stream.clone());
         readiness.push(server.add_service(background_service("revocation stream", stream)));
     }
-    let read_buffer = L4BufferSettings::default().read(deps.cfg.listen_read_buffer);
+    let listener = ListenerConfig::tcp(&listen).l4_buffer(L4BufferSettings::default().read(deps.cfg.listen_read_buffer));
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { deps });
     proxy.threads = Some(threads);
     match tls {
@@ -170,9 +170,9 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
             // The intermediate profile still admits TLS 1.0/1.1 in this BoringSSL build: pin 1.2.
             settings.set_min_proto_version(Some(pingora::tls::ssl::SslVersion::TLS1_2))?;
             settings.enable_h2();
-            proxy.add_listener(ListenerConfig::tcp(&listen).tls(settings).l4_buffer(read_buffer));
+            proxy.add_listener(listener.tls(settings));
         }
-        None => proxy.add_listener(ListenerConfig::tcp(&listen).l4_buffer(read_buffer)),
+        None => proxy.add_listener(listener),
     }
     // The proxy starts accepting once the revocation view has loaded (or the sources timed out).
     let proxy = server.add_service(proxy);

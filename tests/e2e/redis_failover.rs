@@ -23,11 +23,14 @@ async fn mandates(s: &Stack, d: &Demo, session: &str, n: usize) -> Vec<String> {
 }
 
 /// The load: `ROUND` requests every `PAUSE` (plus their answer time). The mandates last at least
-/// `LOAD_MANDATES / ROUND * PAUSE` = 50 s, past the 40 s deadline, so a slow failover fails that
+/// `LOAD_MANDATES / ROUND * PAUSE` = 50 s, past `DEADLINE`, so a slow failover fails that
 /// assertion rather than running out (four every 50 ms ran out at 22 s on a loaded CI machine).
 const ROUND: usize = 2;
 const PAUSE: Duration = Duration::from_millis(100);
 const LOAD_MANDATES: usize = 1000;
+/// How long after the kill the load waits for recovery.
+const DEADLINE: Duration = Duration::from_secs(40);
+const _: () = assert!((LOAD_MANDATES / ROUND) as u128 * PAUSE.as_millis() > DEADLINE.as_millis(), "the mandates outlast the deadline");
 
 /// One governed request of the load: when it was sent (since the kill), and its answer.
 struct Outcome {
@@ -47,7 +50,7 @@ struct Load {
 impl Load {
     /// Everything a failover test needs up to the kill: a session to revoke during the outage
     /// (with a mandate held for it), 20 mandates spent just before the kill (their markers must
-    /// be on a replica already) and enough fresh ones for [`LOAD_RATE`] to last past the 40 s deadline.
+    /// be on a replica already) and [`LOAD_MANDATES`] fresh ones for the load, enough to outlast [`DEADLINE`].
     async fn prepare(s: &Stack, d: &Demo) -> (Self, Vec<String>, String, String) {
         let session = s.session(d).await;
         let doomed = s.session(d).await;
@@ -64,8 +67,8 @@ impl Load {
     /// Rounds of [`ROUND`] concurrent requests, one round every [`PAUSE`], until `done` says so.
     async fn until(&mut self, s: &Stack, d: &Demo, mut done: impl FnMut(&[Outcome]) -> bool) {
         while !done(&self.seen) {
-            assert!(self.killed.elapsed() < Duration::from_secs(40), "no recovery within 40 s of the kill");
-            let round: Vec<String> = (0..ROUND).map(|_| self.mandates.pop_front().expect("enough mandates for 40 s of load")).collect();
+            assert!(self.killed.elapsed() < DEADLINE, "no recovery within {DEADLINE:?} of the kill");
+            let round: Vec<String> = (0..ROUND).map(|_| self.mandates.pop_front().expect("mandates that outlast the deadline")).collect();
             let at = self.killed.elapsed();
             let answers = futures_util::future::join_all(round.iter().map(|m| s.governed("GET", "/items/1", m, &d.resource))).await;
             for (mandate, a) in round.into_iter().zip(answers) {
