@@ -96,7 +96,7 @@ impl Deps {
         let jwks = JwksCache::new(http.clone(), &cfg.sts_base, &jwks_settings, jwks_metrics);
         let redis = cfg.redis.primary()?;
         let jti = JtiStore::new(redis.clone(), cfg.jti_fail_open, metrics.redis_seconds.clone());
-        let sts = StsClient::new(http.clone(), &cfg.sts_base, cfg.sts_hmac_key.clone());
+        let sts = StsClient::new(http.clone(), &cfg.sts_base, cfg.sts_hmac_key.clone()).map_err(|e| anyhow::anyhow!("STS_URL: {e}"))?;
         let egress = Egress::new(cfg.allow_private_upstreams, cfg.upstream_allowlist.clone(), Arc::new(SystemResolver), cfg.dns_cache_ttl);
         let circuit_settings = circuit::Settings { failures: cfg.circuit_failures, window: cfg.circuit_window, open: cfg.circuit_open };
         let circuits = Circuits::new(circuit_settings, metrics.sts_circuit_opened.clone());

@@ -35,11 +35,12 @@ pub struct ExchangeGrant {
 /// The STS client.
 pub struct StsClient {
     http: reqwest::Client,
-    token_url: String,
+    /// Parsed once: a clone per request is a copy, where a `&str` would be parsed again.
+    token_url: reqwest::Url,
     /// The path the signature covers (`/oauth/2/token` plus any base path of `STS_URL`).
     token_path: String,
     /// `POST /oauth/2/mcp/visible` (`docs/mcp.md` §3), and the path its signature covers.
-    visible_url: String,
+    visible_url: reqwest::Url,
     visible_path: String,
     key: Vec<u8>,
 }
@@ -57,20 +58,19 @@ pub struct ExchangeRequest<'a> {
 }
 
 impl StsClient {
-    /// A client for the STS at `sts_url`.
-    pub fn new(http: reqwest::Client, sts_url: &str, key: Vec<u8>) -> Self {
-        let token_url = format!("{sts_url}/oauth/2/token");
-        let path_of = |u: &str, default: &str| url::Url::parse(u).map(|u| u.path().to_owned()).unwrap_or_else(|_| default.into());
-        let token_path = path_of(&token_url, "/oauth/2/token");
-        let visible_url = format!("{sts_url}/oauth/2/mcp/visible");
-        let visible_path = path_of(&visible_url, "/oauth/2/mcp/visible");
-        Self { http, token_url, token_path, visible_url, visible_path, key }
+    /// A client for the STS at `sts_url` (validated by the configuration: an http(s) URL).
+    pub fn new(http: reqwest::Client, sts_url: &str, key: Vec<u8>) -> Result<Self, url::ParseError> {
+        let token_url = reqwest::Url::parse(&format!("{sts_url}/oauth/2/token"))?;
+        let token_path = token_url.path().to_owned();
+        let visible_url = reqwest::Url::parse(&format!("{sts_url}/oauth/2/mcp/visible"))?;
+        let visible_path = visible_url.path().to_owned();
+        Ok(Self { http, token_url, token_path, visible_url, visible_path, key })
     }
 
     /// A signed form POST to the STS (see the module docs for the signature).
     async fn signed(
         &self,
-        url: &str,
+        url: &reqwest::Url,
         path: &str,
         body: String,
         request_id: &str,
@@ -79,7 +79,7 @@ impl StsClient {
         let ts = chrono::Utc::now().timestamp().to_string();
         let nonce = b64::random_hex(32);
         let signature = sig::gateway_signature(&self.key, &ts, &nonce, "POST", path, body.as_bytes());
-        let mut post = self.http.post(url);
+        let mut post = self.http.post(url.clone());
         if let Some(t) = traceparent {
             post = post.header("traceparent", t);
         }
