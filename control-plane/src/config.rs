@@ -11,6 +11,9 @@ use caracal_shared::config_env::{ConfigErrors, Mode, Reader, Source};
 use caracal_shared::redis_target::RedisTarget;
 use caracal_sts::StsConfig;
 
+/// Most async worker threads (`CONTROL_PLANE_THREADS`).
+pub const MAX_THREADS: usize = 1024;
+
 /// What the control plane needs.
 #[derive(Clone, Debug)]
 pub struct ControlPlaneConfig {
@@ -31,6 +34,11 @@ pub struct ControlPlaneConfig {
     pub database_url: Secret,
     /// `DATABASE_MAX_CONNECTIONS` (default 16).
     pub database_max_connections: u32,
+    /// `CONTROL_PLANE_THREADS`: async worker threads (default: available cores). On a host shared
+    /// with a gateway, each process sized to every core wakes idle workers for work another process
+    /// could have done (issue 15: one thread beside a two-thread gateway on two cores cost 15 % less
+    /// CPU per exchange at 1,000 req/s, at the same saturation throughput).
+    pub threads: usize,
     /// `REDIS_URL` and `REDIS_CA_FILE` (see `caracal_shared::redis_target`).
     pub redis: RedisTarget,
     /// `BOOTSTRAP_ADMIN_TOKEN`: authorizes `POST /v1/bootstrap` only. Unset ⇒ bootstrap disabled.
@@ -186,6 +194,10 @@ impl ControlPlaneConfig {
         if database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS", "must be at least 1");
         }
+        let threads = r.parse("CONTROL_PLANE_THREADS", std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if !(1..=MAX_THREADS).contains(&threads) {
+            r.problem("CONTROL_PLANE_THREADS", format!("must be between 1 and {MAX_THREADS}"));
+        }
         let redis = RedisTarget::read(&mut r, production);
         let bootstrap_admin_token = r.optional("BOOTSTRAP_ADMIN_TOKEN");
         if let Some(t) = &bootstrap_admin_token
@@ -238,6 +250,7 @@ impl ControlPlaneConfig {
             tls_terminated_by_proxy,
             database_url: Secret(database_url.unwrap_or_default()),
             database_max_connections,
+            threads,
             redis,
             bootstrap_admin_token: bootstrap_admin_token.map(Secret),
             admin_auth_fail_limit,
@@ -425,6 +438,19 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.streams_key().len(), 32);
         assert!(!format!("{c:?}").contains("127.0.0.1/db"), "secrets never print");
+        assert_eq!(c.threads, std::thread::available_parallelism().map_or(1, |n| n.get()), "one worker per core by default");
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let mut env = dev();
+        env.insert("CONTROL_PLANE_THREADS", "1");
+        assert_eq!(ControlPlaneConfig::from_source(&env).unwrap().threads, 1);
+        for bad in ["0", "1025", "two"] {
+            env.insert("CONTROL_PLANE_THREADS", bad);
+            let errs = ControlPlaneConfig::from_source(&env).unwrap_err();
+            assert!(errs.mentions("CONTROL_PLANE_THREADS"), "{bad}: {errs}");
+        }
     }
 
     #[test]

@@ -26,8 +26,7 @@ const USAGE: &str = "usage: caracal-control-plane [migrate | health | --version]
   health         probe a running control plane's /health on loopback (a container HEALTHCHECK): exit 0 or 1\n\
   --version      print the version";
 
-#[tokio::main]
-async fn main() {
+fn main() {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -35,8 +34,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => {}
-        ["migrate"] => std::process::exit(migrate_only().await),
-        ["health"] => std::process::exit(caracal_shared::health_probe::probe("0.0.0.0:8080").await),
+        ["migrate"] => std::process::exit(runtime(None).block_on(migrate_only())),
+        ["health"] => std::process::exit(runtime(Some(1)).block_on(caracal_shared::health_probe::probe("0.0.0.0:8080"))),
         ["--version" | "-V"] => {
             println!("caracal-control-plane {}", env!("CARGO_PKG_VERSION"));
             return;
@@ -57,11 +56,25 @@ async fn main() {
             std::process::exit(64);
         }
     };
+    // Sized before it starts: the configuration says how many workers serve.
+    let runtime = runtime(Some(cfg.threads));
     // The process's own work spans zones; request handlers and background tasks set theirs.
-    if let Err(e) = caracal_shared::zone_context::all_zones(run(cfg)).await {
+    if let Err(e) = runtime.block_on(caracal_shared::zone_context::all_zones(run(cfg))) {
         eprintln!("caracal-control-plane: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The multi-threaded runtime, with `threads` workers (tokio's default, one per core, for `None`).
+fn runtime(threads: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().unwrap_or_else(|e| {
+        eprintln!("caracal-control-plane: cannot start the async runtime: {e}");
+        std::process::exit(1);
+    })
 }
 
 /// `migrate`: applies the migrations as the `DATABASE_URL` login and exits (0 done, 64 bad
@@ -123,6 +136,7 @@ async fn run(cfg: ControlPlaneConfig) -> anyhow::Result<()> {
     // password-protected Redis refuses (NOAUTH). Say so now rather than serve 503s.
     redis::cmd("PING").query_async::<String>(&mut redis.clone()).await.context("Redis refused PING (REDIS_URL credentials?)")?;
     let metrics = Arc::new(metrics::Metrics::new()?);
+    metrics.worker_threads.set(tokio::runtime::Handle::current().metrics().num_workers() as i64);
     let sts = Sts::new(cfg.sts.clone(), db.clone(), redis.clone(), &metrics.registry)?;
     let notify = Arc::new(Notify::new());
     let cfg = Arc::new(cfg);

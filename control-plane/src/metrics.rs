@@ -25,6 +25,8 @@ pub struct Metrics {
     /// Failed admin and bootstrap authentications, by surface and outcome (`refused` 401,
     /// `throttled` 429).
     pub admin_auth_failures: IntCounterVec,
+    /// Async worker threads serving (`CONTROL_PLANE_THREADS`), as the runtime reports them.
+    pub worker_threads: IntGauge,
 }
 
 impl Metrics {
@@ -67,6 +69,9 @@ impl Metrics {
             &["surface", "outcome"],
         )?;
         registry.register(Box::new(admin_auth_failures.clone()))?;
+        let worker_threads =
+            IntGauge::new("caracal_control_plane_worker_threads", "Async worker threads serving (CONTROL_PLANE_THREADS).")?;
+        registry.register(Box::new(worker_threads.clone()))?;
         Ok(Self {
             registry,
             api_responses,
@@ -78,6 +83,7 @@ impl Metrics {
             unauthenticated_requests,
             coordinator_denials,
             admin_auth_failures,
+            worker_threads,
         })
     }
 

@@ -71,6 +71,19 @@ async fn metrics_need_the_bearer_when_one_is_set() {
     }
 }
 
+/// `CONTROL_PLANE_THREADS` sizes the control plane's runtime (read from the runtime itself).
+#[tokio::test]
+async fn the_control_plane_serves_with_the_configured_workers() {
+    let s = Stack::start_with(StackOptions { control_plane_env: vec![("CONTROL_PLANE_THREADS".into(), "3".into())], ..Default::default() })
+        .await;
+    assert_eq!(s.control_plane_metric("caracal_control_plane_worker_threads").await, 3.0);
+    // And it serves the governed path on them.
+    let d = s.demo(true).await;
+    let session = s.session(&d).await;
+    let mandate = s.gateway_mandate(&d, &session, "tools.read").await;
+    assert_eq!(s.governed("GET", "/items/1", &mandate, &d.resource).await.status, 200);
+}
+
 #[tokio::test]
 async fn tls_is_at_least_1_2_and_speaks_http2() {
     let s = Stack::start().await;
