@@ -153,8 +153,6 @@ impl Caracal {
             ("AUDIT_HMAC_KEY", &audit_key),
             ("AUDIT_CHAIN_KEY", &chain_key),
             ("AUDIT_LEDGER_ENABLED", ledger),
-            // Its share of the two cores beside the two-thread gateway (README: `CONTROL_PLANE_THREADS`).
-            ("CONTROL_PLANE_THREADS", "1"),
         ])
         .into_iter()
         .chain(extra_env("BENCH_CONTROL_PLANE_ENV"))

@@ -35,9 +35,8 @@ pub struct ControlPlaneConfig {
     /// `DATABASE_MAX_CONNECTIONS` (default 16).
     pub database_max_connections: u32,
     /// `CONTROL_PLANE_THREADS`: async worker threads (default: available cores). On a host shared
-    /// with a gateway, each process sized to every core wakes idle workers for work another process
-    /// could have done (issue 15: one thread beside a two-thread gateway on two cores cost 15 % less
-    /// CPU per exchange at 1,000 req/s, at the same saturation throughput).
+    /// with a gateway, fewer workers wake less often for work another could have done: less CPU per
+    /// request, fewer requests at saturation (measured in issue 15, `docs/operations.md`).
     pub threads: usize,
     /// `REDIS_URL` and `REDIS_CA_FILE` (see `caracal_shared::redis_target`).
     pub redis: RedisTarget,

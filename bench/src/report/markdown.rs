@@ -683,7 +683,7 @@ fn method(s: &mut String, r: &Report) {
          pass-through (round robin), a second nginx (`upstream` block) and the gateway (a resource with three `endpoints`).\n\
          - A request sent on time is timed from when it left (the tokio timer wakes up to 1 ms late: the generator's error); one the \
          system made late is timed from its intended send time.\n\
-         - Caracal: dev mode, `GATEWAY_THREADS=2`, `CONTROL_PLANE_THREADS=1` (the control plane's share of the two cores), the gateway's revocation view on (signed stream consumer + Postgres snapshot), \
+         - Caracal: dev mode, `GATEWAY_THREADS=2`, the gateway's revocation view on (signed stream consumer + Postgres snapshot), \
          allow-all Rego policy, Postgres and Redis on loopback.\n\
          - Upstream: `caracal-bench upstream` (hyper): ≈ 90-byte JSON, `/bytes/N` streamed from a static buffer, `/sse` one chunk per event.\n\
          - Rates: {}. Envoy: {}. nginx: {}.",
