@@ -35,13 +35,11 @@ pub struct ExchangeGrant {
 /// The STS client.
 pub struct StsClient {
     http: reqwest::Client,
-    /// Parsed once: a clone per request is a copy, where a `&str` would be parsed again.
+    /// `POST /oauth/2/token` (plus any base path of `STS_URL`). Parsed once: a clone per request is
+    /// a copy, where a `&str` would be parsed again; its path is what the signature covers.
     token_url: reqwest::Url,
-    /// The path the signature covers (`/oauth/2/token` plus any base path of `STS_URL`).
-    token_path: String,
-    /// `POST /oauth/2/mcp/visible` (`docs/mcp.md` §3), and the path its signature covers.
+    /// `POST /oauth/2/mcp/visible` (`docs/mcp.md` §3).
     visible_url: reqwest::Url,
-    visible_path: String,
     key: Vec<u8>,
 }
 
@@ -61,24 +59,21 @@ impl StsClient {
     /// A client for the STS at `sts_url` (validated by the configuration: an http(s) URL).
     pub fn new(http: reqwest::Client, sts_url: &str, key: Vec<u8>) -> Result<Self, url::ParseError> {
         let token_url = reqwest::Url::parse(&format!("{sts_url}/oauth/2/token"))?;
-        let token_path = token_url.path().to_owned();
         let visible_url = reqwest::Url::parse(&format!("{sts_url}/oauth/2/mcp/visible"))?;
-        let visible_path = visible_url.path().to_owned();
-        Ok(Self { http, token_url, token_path, visible_url, visible_path, key })
+        Ok(Self { http, token_url, visible_url, key })
     }
 
-    /// A signed form POST to the STS (see the module docs for the signature).
+    /// A signed form POST to the STS (see the module docs for the signature, which covers `url`'s path).
     async fn signed(
         &self,
         url: &reqwest::Url,
-        path: &str,
         body: String,
         request_id: &str,
         traceparent: Option<&str>,
     ) -> reqwest::Result<reqwest::Response> {
         let ts = chrono::Utc::now().timestamp().to_string();
         let nonce = b64::random_hex(32);
-        let signature = sig::gateway_signature(&self.key, &ts, &nonce, "POST", path, body.as_bytes());
+        let signature = sig::gateway_signature(&self.key, &ts, &nonce, "POST", url.path(), body.as_bytes());
         let mut post = self.http.post(url.clone());
         if let Some(t) = traceparent {
             post = post.header("traceparent", t);
@@ -114,8 +109,7 @@ impl StsClient {
             .append_pair("subject_token_type", TOKEN_TYPE_ACCESS_TOKEN)
             .append_pair("zone_id", zone_id)
             .finish();
-        let resp =
-            self.signed(&self.visible_url, &self.visible_path, body, request_id, None).await.map_err(|e| without_url(e).to_string())?;
+        let resp = self.signed(&self.visible_url, body, request_id, None).await.map_err(|e| without_url(e).to_string())?;
         let status = resp.status().as_u16();
         let body = read_capped(resp).await.map_err(|_| "unreadable answer".to_owned())?;
         if status != 200 {
@@ -146,7 +140,7 @@ impl StsClient {
     /// Exchanges the gateway mandate for a resource mandate and the upstream directive.
     pub async fn exchange(&self, m: &FreshJti<'_>, req: &ExchangeRequest<'_>) -> Result<ExchangeGrant, Denial> {
         let body = Self::form(m, req);
-        let sent = self.signed(&self.token_url, &self.token_path, body, req.request_id, Some(req.traceparent)).await;
+        let sent = self.signed(&self.token_url, body, req.request_id, Some(req.traceparent)).await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Err(Denial::StsUnavailable { status: 504, description: "sts timeout" }),
