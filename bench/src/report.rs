@@ -53,7 +53,7 @@ impl Environment {
         let git_commit = git(&["rev-parse", "--short", "HEAD"])
             .map(|c| if changed.is_empty() { c } else { format!("{c} (+ uncommitted changes to {changed})") });
         Self {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: caracal_shared::config_env::available_cores(),
             cpu_model,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
             git_commit,

@@ -193,7 +193,7 @@ impl ControlPlaneConfig {
         if database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS", "must be at least 1");
         }
-        let threads = r.parse("CONTROL_PLANE_THREADS", std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = r.parse("CONTROL_PLANE_THREADS", caracal_shared::config_env::available_cores());
         if !(1..=MAX_THREADS).contains(&threads) {
             r.problem("CONTROL_PLANE_THREADS", format!("must be between 1 and {MAX_THREADS}"));
         }
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.streams_key().len(), 32);
         assert!(!format!("{c:?}").contains("127.0.0.1/db"), "secrets never print");
-        assert_eq!(c.threads, std::thread::available_parallelism().map_or(1, |n| n.get()), "one worker per core by default");
+        assert_eq!(c.threads, caracal_shared::config_env::available_cores(), "one worker per core by default");
     }
 
     #[test]

@@ -331,8 +331,7 @@ impl GatewayConfig {
                 None
             }
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = r.parse("GATEWAY_THREADS", cores);
+        let threads = r.parse("GATEWAY_THREADS", caracal_shared::config_env::available_cores());
         if threads == 0 {
             r.problem("GATEWAY_THREADS", "must be at least 1");
         }

@@ -11,6 +11,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The cores this process may use (a container's CPU quota included): the default size of the
+/// gateway's and the control plane's worker pools.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Where configuration values come from.
 pub trait Source {
     /// The raw value of `name`, if set.
