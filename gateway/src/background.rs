@@ -1,6 +1,8 @@
 //! Background services: the revocation stream consumer, the revocation snapshot, the upstream
-//! watch's sweeper, the pool probes and the STS readiness watch.
+//! watch's sweeper, the pool probes and the STS readiness watch. All but the snapshot share one
+//! runtime with the audit shipper ([`grouped`]).
 
+pub mod grouped;
 pub mod pool_probes;
 pub mod revocation_snapshot;
 pub mod revocation_stream;
