@@ -71,7 +71,7 @@ impl Sts {
     ) -> Result<Arc<Self>, prometheus::Error> {
         let zones = Arc::new(zone_directory::ZoneDirectory::new(db.clone(), registry)?);
         let keys = keys::KeyStore::new(db.clone(), keys::Kek::new(&cfg.zone_kek), cfg.key_activation_delay, zones.clone(), registry)?;
-        let policies = policy::PolicyCache::new(db.clone(), cfg.policy_eval_timeout);
+        let policies = policy::PolicyCache::new(db.clone(), cfg.policy_eval_timeout, registry)?;
         let catalog = catalog::Catalog::new(db.clone(), zones, registry)?;
         let revoked = Arc::new(revoked::RevokedRoots::new(cfg.revocation_max_staleness));
         let limits = limits::Limits::new(redis.clone(), cfg.mints_per_minute, cfg.auth_failure_limit, cfg.auth_lockout);

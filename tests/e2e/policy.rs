@@ -1,7 +1,7 @@
 //! Policy behaviour: the documented example policies, engine failures, compile-once.
 
 use caracal_e2e::Stack;
-use caracal_e2e::stack::{ACCESS_TOKEN, Demo, GATEWAY_MANDATE, GRANT, TRAITS_POLICY};
+use caracal_e2e::stack::{ACCESS_TOKEN, ALLOW_POLICY, Demo, GATEWAY_MANDATE, GRANT, TRAITS_POLICY};
 use serde_json::{Value, json};
 
 async fn app(s: &Stack, d: &Demo, name: &str, traits: serde_json::Value) -> (String, String) {
@@ -209,4 +209,32 @@ result := {"decision": "allow", "evaluation_status": "complete", "determining_po
         .await;
     let cross = s.admin("POST", &versions, &d.admin, Some(manifest(&[&grants, foreign["version_id"].as_str().unwrap()]))).await;
     assert_eq!((cross.status, cross.error()), (404, "policy_version_not_found"), "another zone's version: {}", cross.text);
+}
+
+#[tokio::test]
+async fn zones_with_the_same_policy_share_one_compilation() {
+    let s = Stack::start().await;
+    let d = s.demo(true).await;
+    let compiled = "caracal_sts_policy_compilations_total";
+    let mints = |d: Demo| {
+        let s = &s;
+        async move {
+            let session = s.session(&d).await;
+            let r = s.mint_gateway(&d, &session, "tools.read").await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    };
+    mints(d.clone()).await;
+    let first = s.control_plane_metric(compiled).await;
+    assert!(first >= 1.0, "the demo zone's policy was compiled: {first}");
+
+    // Another zone, another version id, the same sources: the compiled policy is shared.
+    let twin = s.another_zone(&d, "twin", ALLOW_POLICY).await;
+    mints(twin).await;
+    assert_eq!(s.control_plane_metric(compiled).await, first, "the same sources compile once");
+
+    // Different sources (one comment more) compile on their own, and still decide.
+    let other = s.another_zone(&d, "other", &format!("{ALLOW_POLICY}\n# another zone's copy\n")).await;
+    mints(other).await;
+    assert_eq!(s.control_plane_metric(compiled).await, first + 1.0, "different sources compile anew");
 }
