@@ -9,13 +9,12 @@ use pingora::server::Server;
 use pingora::server::configuration::Opt;
 
 use caracal_shared::revocation::RevocationView;
-use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::background::background_service;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::audit::AuditSink;
 use crate::audit::shipper::Shipper;
 use crate::audit::spool::Spool;
-use crate::background::grouped::Grouped;
 use crate::background::pool_probes::PoolProbes;
 use crate::background::revocation_snapshot::{ReloadRequest, RevocationSnapshot, SnapshotMetrics};
 use crate::background::revocation_stream::{ApplyRevocations, RevocationStream};
@@ -136,26 +135,11 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
     let database_url = cfg.database_url.clone();
     let (deps, shipper) = Deps::new(cfg, database_url.as_ref().map(|_| reload_tx))?;
     let deps = Arc::new(deps);
-    // The snapshot runs alone: a full read of a large revocation table takes seconds of one core,
-    // which would hold back the stream, the audit shipper and the stream cuts beside it.
-    let mut light: Vec<Arc<dyn BackgroundService + Send + Sync>> = vec![
-        Arc::new(shipper),
-        Arc::new(WatchSweeper(deps.watcher.clone())),
-        Arc::new(PoolProbes(deps.clone())),
-        Arc::new(StsReadiness(deps.clone())),
-    ];
-    if let Some(key) = deps.cfg.streams_key.clone() {
-        let handler =
-            ApplyRevocations { view: deps.revocations.clone(), propagation_seconds: deps.metrics.revocation_propagation_seconds.clone() };
-        light.push(Arc::new(RevocationStream::new(
-            deps.cfg.redis.primary()?,
-            &deps.cfg.instance_id,
-            key,
-            handler,
-            deps.metrics.revocation_stream.clone(),
-        )));
-    }
-    let mut readiness = vec![server.add_service(background_service("background", Grouped(light)))];
+    server.add_service(background_service("audit shipper", shipper));
+    server.add_service(background_service("upstream watch", WatchSweeper(deps.watcher.clone())));
+    server.add_service(background_service("pool probes", PoolProbes(deps.clone())));
+    server.add_service(background_service("sts readiness", StsReadiness(deps.clone())));
+    let mut readiness = Vec::new();
     if let Some(url) = database_url {
         let snapshot = RevocationSnapshot {
             database_url: url,
@@ -169,6 +153,13 @@ pub fn build(cfg: GatewayConfig, opt: Opt) -> anyhow::Result<Server> {
             watermark: std::sync::Mutex::new(None),
         };
         readiness.push(server.add_service(background_service("revocation snapshot", snapshot)));
+    }
+    if let Some(key) = deps.cfg.streams_key.clone() {
+        let handler =
+            ApplyRevocations { view: deps.revocations.clone(), propagation_seconds: deps.metrics.revocation_propagation_seconds.clone() };
+        let stream =
+            RevocationStream::new(deps.cfg.redis.primary()?, &deps.cfg.instance_id, key, handler, deps.metrics.revocation_stream.clone());
+        readiness.push(server.add_service(background_service("revocation stream", stream)));
     }
     let listener = ListenerConfig::tcp(&listen).l4_buffer(L4BufferSettings::default().read(deps.cfg.listen_read_buffer));
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { deps });

@@ -1,8 +1,6 @@
 //! Background services: the revocation stream consumer, the revocation snapshot, the upstream
-//! watch's sweeper, the pool probes and the STS readiness watch. All but the snapshot share one
-//! runtime with the audit shipper ([`grouped`]).
+//! watch's sweeper, the pool probes and the STS readiness watch.
 
-pub mod grouped;
 pub mod pool_probes;
 pub mod revocation_snapshot;
 pub mod revocation_stream;
