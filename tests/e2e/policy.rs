@@ -216,25 +216,18 @@ async fn zones_with_the_same_policy_share_one_compilation() {
     let s = Stack::start().await;
     let d = s.demo(true).await;
     let compiled = "caracal_sts_policy_compilations_total";
-    let mints = |d: Demo| {
-        let s = &s;
-        async move {
-            let session = s.session(&d).await;
-            let r = s.mint_gateway(&d, &session, "tools.read").await;
-            assert_eq!(r.status, 200, "{}", r.text);
-        }
-    };
-    mints(d.clone()).await;
+    // A session, then a gateway mandate the zone's policy allows (`gateway_mandate` asserts 200).
+    s.gateway_mandate(&d, &s.session(&d).await, "tools.read").await;
     let first = s.control_plane_metric(compiled).await;
     assert!(first >= 1.0, "the demo zone's policy was compiled: {first}");
 
     // Another zone, another version id, the same sources: the compiled policy is shared.
     let twin = s.another_zone(&d, "twin", ALLOW_POLICY).await;
-    mints(twin).await;
+    s.gateway_mandate(&twin, &s.session(&twin).await, "tools.read").await;
     assert_eq!(s.control_plane_metric(compiled).await, first, "the same sources compile once");
 
     // Different sources (one comment more) compile on their own, and still decide.
     let other = s.another_zone(&d, "other", &format!("{ALLOW_POLICY}\n# another zone's copy\n")).await;
-    mints(other).await;
+    s.gateway_mandate(&other, &s.session(&other).await, "tools.read").await;
     assert_eq!(s.control_plane_metric(compiled).await, first + 1.0, "different sources compile anew");
 }
